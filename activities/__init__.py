@@ -1,0 +1,1 @@
+"""Thin Temporal activities: each calls store/, channels/ and domain/ and nothing else."""

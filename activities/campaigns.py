@@ -1,0 +1,98 @@
+"""Campaign activities: snapshot the audience, send one batch, close the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from channels.base import Message, SendResult
+from channels.email import EmailChannel
+from domain import templates
+from domain.errors import DomainError
+from store import campaigns as store
+from store.db import transaction
+
+
+@dataclass
+class RunInput:
+    run_id: int
+
+
+@dataclass
+class SendBatchInput:
+    run_id: int
+    after_contact_id: int
+    limit: int
+
+
+@dataclass
+class SendBatchResult:
+    last_contact_id: int
+    sent: int
+    failed: int
+    done: bool
+
+
+@dataclass
+class RunTotals:
+    total: int
+    sent: int
+    failed: int
+
+
+class CampaignActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], email: EmailChannel) -> None:
+        self.sessions = sessions
+        self.email = email
+
+    @activity.defn
+    async def snapshot_audience(self, params: RunInput) -> int:
+        async with transaction(self.sessions) as session:
+            return await store.snapshot_audience(session, params.run_id)
+
+    @activity.defn
+    async def send_batch(self, params: SendBatchInput) -> SendBatchResult:
+        async with self.sessions() as session:
+            run = await store.get_run(session, params.run_id)
+            campaign = await store.get_campaign(session, run.campaign_id)
+            page = await store.queued_page(session, params.run_id, params.after_contact_id, params.limit)
+        if not page:
+            return SendBatchResult(params.after_contact_id, 0, 0, done=True)
+
+        meta = {"id": campaign.id, "name": campaign.name}
+        messages = []
+        for pending in page:
+            context = templates.contact_context(pending.contact, meta)
+            try:
+                messages.append(Message(
+                    key=pending.key, to=pending.email,
+                    subject=templates.render(campaign.subject, context),
+                    text=templates.render(campaign.body, context),
+                    html=templates.render(campaign.html, context, html=True) if campaign.html else None,
+                ))
+            except DomainError as exc:
+                raise ApplicationError(str(exc), non_retryable=True, type="TemplateProblem") from exc
+        contact_of = {p.key: p.contact_id for p in page}
+
+        async def record(result: SendResult) -> None:
+            # Recorded message by message, so a crash right after a send leaves at most that one unrecorded.
+            async with transaction(self.sessions) as session:
+                await store.record_outcome(
+                    session, contact_of[result.key], result.key,
+                    status="sent" if result.accepted else "failed",
+                    provider_message_id=result.provider_message_id, error=result.error,
+                )
+            activity.heartbeat(result.key)
+
+        results = await self.email.send_many(messages, on_result=record)
+        sent = sum(r.accepted for r in results)
+        return SendBatchResult(page[-1].contact_id, sent, len(results) - sent, done=len(page) < params.limit)
+
+    @activity.defn
+    async def finish_run(self, params: RunInput) -> RunTotals:
+        async with transaction(self.sessions) as session:
+            counts = await store.finish_run(session, params.run_id)
+        return RunTotals(total=counts.total, sent=counts.sent, failed=counts.failed)

@@ -1,0 +1,1 @@
+"""The HTTP API: one router and one schemas module per domain."""

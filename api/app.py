@@ -1,0 +1,77 @@
+"""The FastAPI application: routers, problem+json errors, metrics, dashboards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import Counter, Histogram
+from temporalio.client import Client
+
+from api import campaigns, contacts, errors, health
+from dashboards import routes as dashboards
+from nudge import __version__
+from nudge.runtime import Runtime, connect_temporal
+from nudge.settings import Settings, get_settings
+
+REQUESTS = Counter("nudge_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("nudge_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+DESCRIPTION = """
+Nudge is an open-source marketing automation platform on Temporal and Postgres.
+
+Authenticate with an API key: `Authorization: Bearer nk_...`. Keys have scopes: `admin` (everything),
+`read` (read-only) and `ingest` (events only). Create one with `nudge keys create --scope admin`.
+Errors are `application/problem+json` with a `detail` that says what to fix.
+"""
+
+
+class TemporalHandle:
+    """Connects on first use and retries later if Temporal was not up yet."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> Client | None:
+        if self.client is None:
+            async with self._lock:
+                if self.client is None:
+                    try:
+                        self.client = await asyncio.wait_for(connect_temporal(self.settings), 5)
+                    except Exception:  # noqa: BLE001 - reported to the caller as unavailable
+                        return None
+        return self.client
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = Runtime.build(settings)
+        app.state.temporal = TemporalHandle(settings)
+        yield
+        await app.state.runtime.close()
+
+    app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.temporal_ui = settings.temporal_ui_url
+    errors.install(app)
+    for module in (health, contacts, campaigns, dashboards):
+        app.include_router(module.router)
+    dashboards.mount_static(app)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
+
+    return app

@@ -1,0 +1,95 @@
+"""Campaigns: create, list, get with live progress, launch."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from api.deps import Admin, Reader, Session, Temporal
+from api.schemas.campaigns import Audience, CampaignIn, CampaignOut, RunOut
+from domain import templates
+from domain.errors import DomainError
+from nudge.runtime import Runtime
+from store import campaigns as store
+from store import contacts as contacts_store
+from workflows.campaigns import CAMPAIGN_ID, NUDGE_KIND, TASK_QUEUE, CampaignRunInput, CampaignWorkflow
+
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+
+
+async def _out(session: Session, request: Request, campaign: store.Campaign) -> CampaignOut:
+    run = await store.latest_run(session, campaign.id)
+    run_out = None
+    if run is not None:
+        counts = await store.run_counts(session, run.id)
+        ui = request.app.state.temporal_ui
+        run_out = RunOut(
+            number=run.number, status=run.status, workflow_id=run.workflow_id, total=counts.total,
+            queued=counts.queued, sent=counts.sent, failed=counts.failed, started_at=run.started_at,
+            finished_at=run.finished_at,
+            temporal_ui=f"{ui}/namespaces/default/workflows/{run.workflow_id}" if ui else None,
+        )
+    return CampaignOut(
+        id=campaign.id, name=campaign.name, channel=campaign.channel, status=campaign.status, subject=campaign.subject,
+        body=campaign.body, html=campaign.html, audience=Audience.model_validate(campaign.audience),
+        created_at=campaign.created_at, run=run_out,
+    )
+
+
+@router.post("", response_model=CampaignOut, status_code=201, dependencies=[Admin], summary="Create a draft campaign")
+async def create_campaign(body: CampaignIn, session: Session, request: Request) -> CampaignOut:
+    templates.check(body.subject, "subject")
+    templates.check(body.body, "body")
+    if body.html:
+        templates.check(body.html, "html", html=True)
+    ids = sorted(set(body.audience.contact_ids))
+    missing = sorted(set(ids) - await contacts_store.existing_ids(session, ids))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise DomainError(f"audience.contact_ids: {len(missing)} contact(s) do not exist: {shown}. Create them first.")
+    campaign = store.Campaign(name=body.name, channel=body.channel, subject=body.subject, body=body.body,
+                              html=body.html, audience={"contact_ids": ids})
+    session.add(campaign)
+    await session.flush()
+    return await _out(session, request, campaign)
+
+
+@router.get("", response_model=list[CampaignOut], dependencies=[Reader], summary="List campaigns")
+async def list_campaigns(session: Session, request: Request, after: int = 0, limit: int = 100) -> list[CampaignOut]:
+    return [await _out(session, request, c) for c in await store.list_campaigns(session, after_id=after, limit=min(limit, 500))]
+
+
+@router.get("/{campaign_id}", response_model=CampaignOut, dependencies=[Reader],
+            summary="Get a campaign with the live progress of its latest run")
+async def get_campaign(campaign_id: int, session: Session, request: Request) -> CampaignOut:
+    return await _out(session, request, await store.get_campaign(session, campaign_id))
+
+
+@router.post("/{campaign_id}/launch", response_model=CampaignOut, status_code=202, dependencies=[Admin],
+             summary="Launch a campaign now: starts one CampaignWorkflow for this run")
+async def launch_campaign(campaign_id: int, session: Session, request: Request, client: Temporal) -> CampaignOut:
+    run = await store.start_run(session, campaign_id)
+    campaign = await store.get_campaign(session, campaign_id)
+    await _start_workflow(client, request.app.state.runtime, campaign, run)
+    return await _out(session, request, campaign)
+
+
+async def _start_workflow(client: Client, runtime: Runtime, campaign: store.Campaign, run: store.CampaignRun) -> None:
+    # Started inside the request's transaction: if Temporal refuses, the run row is rolled back.
+    try:
+        await client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignRunInput(campaign_id=campaign.id, run_id=run.id, batch_size=runtime.settings.campaign_batch_size),
+            id=run.workflow_id, task_queue=TASK_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(CAMPAIGN_ID, str(campaign.id)), SearchAttributePair(NUDGE_KIND, "campaign"),
+            ]),
+            static_summary=f"Campaign #{campaign.id} run {run.number}: {campaign.channel} broadcast",
+        )
+    except WorkflowAlreadyStartedError as exc:
+        raise HTTPException(409, f"Run {run.number} of campaign {campaign.id} is already started.") from exc
+    except RPCError as exc:
+        raise HTTPException(503, f"Temporal refused to start the campaign run: {exc.message}. Check the worker and server.") from exc

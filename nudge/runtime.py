@@ -1,0 +1,44 @@
+"""Connections a process needs (database engine, Temporal client, channels), built once from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from channels.email import EmailChannel
+from nudge.settings import Settings
+from store.db import make_engine, make_sessionmaker
+
+
+def require(value: str | None, name: str) -> str:
+    if not value:
+        raise RuntimeError(
+            f"{name} is not set. Run `nudge dev` to start the embedded stack, or set {name} "
+            f"(see README, Configuration)."
+        )
+    return value
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    address = require(settings.temporal_address, "TEMPORAL_ADDRESS")
+    return await Client.connect(address, namespace=settings.temporal_namespace)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    email: EmailChannel
+
+    @classmethod
+    def build(cls, settings: Settings, *, pool_size: int = 10) -> Runtime:
+        engine = make_engine(require(settings.database_url, "DATABASE_URL"), pool_size=pool_size)
+        email = EmailChannel(require(settings.smtp_url, "SMTP_URL"), settings.mail_from,
+                             concurrency=settings.smtp_concurrency)
+        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine), email=email)
+
+    async def close(self) -> None:
+        await self.engine.dispose()

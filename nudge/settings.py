@@ -1,0 +1,56 @@
+"""Settings, read once from the environment (prefix NUDGE_, plus the usual unprefixed URLs).
+
+Nothing set means embedded defaults: Postgres, Temporal and a mail sink are started under `.nudge/`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, f"NUDGE_{name}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NUDGE_", extra="ignore", populate_by_name=True)
+
+    home: Path = Field(Path(".nudge"), description="Where embedded services keep their data.")
+
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    temporal_address: str | None = Field(None, validation_alias=_env("TEMPORAL_ADDRESS"))
+    temporal_namespace: str = "default"
+    temporal_ui_url: str | None = Field(None, description="Temporal UI base URL, for links from the API and dashboards.")
+    smtp_url: str | None = Field(None, validation_alias=_env("SMTP_URL"))
+    elasticsearch_url: str | None = Field(None, validation_alias=_env("ELASTICSEARCH_URL"))
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str | None = None
+
+    postgres_port: int = 5499
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    smtp_port: int = 1025
+
+    mail_from: str = "Nudge <nudge@localhost>"
+    campaign_batch_size: int = Field(500, ge=1, le=5000)
+    smtp_concurrency: int = Field(8, ge=1, le=64)
+    log_level: str = "info"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.home / "mail"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,35 @@
+"""The Temporal worker: one `Worker` per task queue, all in this process by default."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.campaigns import CampaignActivities
+from nudge.runtime import Runtime
+from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
+from workflows.campaigns import CampaignWorkflow
+
+QUEUES = (CAMPAIGNS_QUEUE,)
+
+
+def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEUES) -> list[Worker]:
+    unknown = set(queues) - set(QUEUES)
+    if unknown:
+        raise ValueError(f"Unknown task queue(s): {', '.join(sorted(unknown))}. Known: {', '.join(QUEUES)}.")
+    workers = []
+    if CAMPAIGNS_QUEUE in queues:
+        campaigns = CampaignActivities(runtime.sessions, runtime.email)
+        workers.append(Worker(
+            client, task_queue=CAMPAIGNS_QUEUE, workflows=[CampaignWorkflow],
+            activities=[campaigns.snapshot_audience, campaigns.send_batch, campaigns.finish_run],
+            max_concurrent_activities=20,
+        ))
+    return workers
+
+
+async def run_workers(workers: Sequence[Worker]) -> None:
+    await asyncio.gather(*(w.run() for w in workers))

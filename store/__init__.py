@@ -1,0 +1,1 @@
+"""Postgres: SQLAlchemy models, sessions, set-based queries and alembic migrations."""

@@ -1,0 +1,228 @@
+"""Campaigns, their runs and deliveries. Recipient work is set-based: one statement per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Integer, Text, UniqueConstraint, func, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from domain.campaigns import CampaignStatus, transition
+from domain.errors import Conflict, NotFound
+from store.base import Base, created_at
+
+STEP = "s1"  # a broadcast has one send step; journeys name theirs
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    audience: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(Text, default=CampaignStatus.DRAFT.value)
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class CampaignRun(Base):
+    __tablename__ = "campaign_runs"
+    __table_args__ = (UniqueConstraint("campaign_id", "number"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    workflow_id: Mapped[str] = mapped_column(Text, unique=True)
+    status: Mapped[str] = mapped_column(Text, default="starting")
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = created_at()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Delivery(Base):
+    """One message to one contact. Partitioned by hash of contact id (see migration 0001)."""
+
+    __tablename__ = "deliveries"
+
+    contact_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    step: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def workflow_id(campaign_id: int, number: int) -> str:
+    return f"campaign:{campaign_id}:run:{number}"
+
+
+async def get_campaign(session: AsyncSession, campaign_id: int, *, lock: bool = False) -> Campaign:
+    stmt = select(Campaign).where(Campaign.id == campaign_id)
+    campaign = await session.scalar(stmt.with_for_update() if lock else stmt)
+    if campaign is None:
+        raise NotFound(f"Campaign {campaign_id} does not exist.")
+    return campaign
+
+
+async def list_campaigns(session: AsyncSession, *, after_id: int = 0, limit: int = 100) -> Sequence[Campaign]:
+    rows = await session.scalars(select(Campaign).where(Campaign.id > after_id).order_by(Campaign.id).limit(limit))
+    return rows.all()
+
+
+async def start_run(session: AsyncSession, campaign_id: int) -> CampaignRun:
+    """Move the campaign to running and record its next run (the caller starts the workflow)."""
+    campaign = await get_campaign(session, campaign_id, lock=True)
+    status = CampaignStatus(campaign.status)
+    if status is CampaignStatus.RUNNING:
+        raise Conflict(f"Campaign {campaign_id} is already running; wait for it to finish or pause it.")
+    campaign.status = transition(status, CampaignStatus.RUNNING).value
+    number = (await session.scalar(
+        select(func.coalesce(func.max(CampaignRun.number), 0)).where(CampaignRun.campaign_id == campaign_id)
+    )) + 1
+    run = CampaignRun(campaign_id=campaign_id, number=number, workflow_id=workflow_id(campaign_id, number))
+    session.add(run)
+    await session.flush()
+    return run
+
+
+async def latest_run(session: AsyncSession, campaign_id: int) -> CampaignRun | None:
+    return await session.scalar(
+        select(CampaignRun).where(CampaignRun.campaign_id == campaign_id).order_by(CampaignRun.number.desc()).limit(1)
+    )
+
+
+async def get_run(session: AsyncSession, run_id: int) -> CampaignRun:
+    run = await session.get(CampaignRun, run_id)
+    if run is None:
+        raise NotFound(f"Campaign run {run_id} does not exist.")
+    return run
+
+
+async def snapshot_audience(session: AsyncSession, run_id: int) -> int:
+    """Queue one delivery per audience member in one statement; re-running it adds nothing."""
+    run = await get_run(session, run_id)
+    campaign = await get_campaign(session, run.campaign_id)
+    contact_ids = [int(c) for c in campaign.audience.get("contact_ids", [])]
+    await session.execute(
+        text("""
+            INSERT INTO deliveries (contact_id, key, campaign_id, run_id, step, channel, status)
+            SELECT c.id, 'delivery:' || :campaign || ':' || :step || ':' || c.id, :campaign, :run, :step, :channel, 'queued'
+            FROM contacts c WHERE c.id = ANY(:ids)
+            ON CONFLICT (contact_id, key) DO NOTHING
+        """),
+        {"campaign": campaign.id, "step": STEP, "run": run_id, "channel": campaign.channel, "ids": contact_ids},
+    )
+    total = await session.scalar(
+        text("SELECT count(*) FROM deliveries WHERE campaign_id = :c AND step = :s"), {"c": campaign.id, "s": STEP}
+    )
+    run.total = int(total or 0)
+    run.status = "running"
+    return run.total
+
+
+@dataclass(frozen=True)
+class PendingDelivery:
+    key: str
+    contact_id: int
+    email: str | None
+    contact: dict[str, Any]
+
+
+async def queued_page(session: AsyncSession, run_id: int, after_contact_id: int, limit: int) -> list[PendingDelivery]:
+    """The next page of deliveries not yet sent, keyed by contact id (stable across retries)."""
+    rows = await session.execute(
+        text("""
+            SELECT d.key, d.contact_id, c.email, c.user_id, c.phone, c.timezone, c.traits
+            FROM deliveries d JOIN contacts c ON c.id = d.contact_id
+            WHERE d.run_id = :run AND d.contact_id > :after AND d.status = 'queued'
+            ORDER BY d.contact_id LIMIT :limit
+        """),
+        {"run": run_id, "after": after_contact_id, "limit": limit},
+    )
+    return [
+        PendingDelivery(
+            key=r.key, contact_id=r.contact_id, email=r.email,
+            contact={"id": r.contact_id, "user_id": r.user_id, "email": r.email, "phone": r.phone,
+                     "timezone": r.timezone, "traits": r.traits},
+        )
+        for r in rows
+    ]
+
+
+async def record_outcome(
+    session: AsyncSession, contact_id: int, key: str, *, status: str, provider_message_id: str | None, error: str | None
+) -> None:
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.contact_id == contact_id, Delivery.key == key, Delivery.status == "queued")
+        .values(status=status, provider_message_id=provider_message_id, error=error,
+                attempts=Delivery.attempts + 1, sent_at=func.now() if status == "sent" else None)
+    )
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    total: int
+    queued: int
+    sent: int
+    failed: int
+
+
+async def run_counts(session: AsyncSession, run_id: int) -> RunCounts:
+    row = (await session.execute(
+        text("""
+            SELECT count(*) AS total,
+                   count(*) FILTER (WHERE status = 'queued') AS queued,
+                   count(*) FILTER (WHERE status = 'sent') AS sent,
+                   count(*) FILTER (WHERE status = 'failed') AS failed
+            FROM deliveries WHERE run_id = :run
+        """),
+        {"run": run_id},
+    )).one()
+    return RunCounts(total=row.total, queued=row.queued, sent=row.sent, failed=row.failed)
+
+
+async def finish_run(session: AsyncSession, run_id: int) -> RunCounts:
+    run = await get_run(session, run_id)
+    campaign = await get_campaign(session, run.campaign_id, lock=True)
+    counts = await run_counts(session, run_id)
+    if run.finished_at is None:
+        run.status = "completed"
+        run.finished_at = datetime.now().astimezone()
+        if campaign.status == CampaignStatus.RUNNING:
+            campaign.status = CampaignStatus.COMPLETED.value
+    return counts
+
+
+async def campaign_summaries(session: AsyncSession) -> list[dict[str, Any]]:
+    """Per campaign: status and delivery counts, for the API list and the dashboard."""
+    rows = await session.execute(text("""
+        SELECT c.id, c.name, c.channel, c.status, c.created_at,
+               coalesce(d.total, 0) AS total, coalesce(d.sent, 0) AS sent,
+               coalesce(d.failed, 0) AS failed, coalesce(d.queued, 0) AS queued
+        FROM campaigns c
+        LEFT JOIN (
+            SELECT campaign_id, count(*) AS total,
+                   count(*) FILTER (WHERE status = 'sent') AS sent,
+                   count(*) FILTER (WHERE status = 'failed') AS failed,
+                   count(*) FILTER (WHERE status = 'queued') AS queued
+            FROM deliveries GROUP BY campaign_id
+        ) d ON d.campaign_id = c.id
+        ORDER BY c.id DESC LIMIT 200
+    """))
+    return [dict(r._mapping) for r in rows]

@@ -1,0 +1,183 @@
+"""Shared fixtures: a real Postgres (embedded, or DATABASE_URL), a real Temporal dev server, a real SMTP
+sink and the real API over HTTP. Started once per test session; every fixture is session-scoped unless
+its name says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.testing import WorkflowEnvironment
+
+from domain.keys import Scope
+from nudge.embedded import SEARCH_ATTRIBUTES, EmbeddedPostgres, MailSink, free_port, temporal_binary
+from nudge.runtime import Runtime
+from nudge.settings import Settings
+from nudge.worker import build_workers
+from store import keys
+from store.db import make_engine, make_sessionmaker, plain_url, transaction
+from store.migrate import upgrade
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nudge")
+
+
+@pytest.fixture(scope="session")
+def database_url(workdir: Path) -> Iterator[str]:
+    """A fresh, migrated database: on DATABASE_URL's server if set, else on an embedded cluster."""
+    server = os.environ.get("DATABASE_URL")
+    cluster = None
+    if server is None:
+        cluster = EmbeddedPostgres(workdir / "pg", free_port(), fast_unsafe=True)
+        cluster.start()
+        server = cluster.url
+    name = f"nudge_test_{uuid.uuid4().hex[:8]}"
+    admin = plain_url(server).rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = plain_url(server).rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    yield url
+    if cluster is not None:
+        cluster.stop()
+    else:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def mail_sink(workdir: Path) -> Iterator[MailSink]:
+    sink = MailSink(workdir / "mail", free_port())
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def temporal_address(temporal_client: Client) -> str:
+    return temporal_client.service_client.config.target_host
+
+
+@pytest.fixture(scope="session")
+def settings(workdir: Path, database_url: str, temporal_address: str, mail_sink: MailSink) -> Settings:
+    return Settings(
+        home=workdir, database_url=database_url, temporal_address=temporal_address, smtp_url=mail_sink.url,
+        api_port=free_port(), campaign_batch_size=50,
+    )
+
+
+@pytest.fixture(scope="session")
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = Runtime.build(settings)
+    yield rt
+    await rt.close()
+
+
+@pytest.fixture(scope="session")
+def sessions(runtime: Runtime) -> async_sessionmaker[AsyncSession]:
+    return runtime.sessions
+
+
+@pytest.fixture(scope="session")
+async def worker(temporal_client: Client, runtime: Runtime) -> AsyncIterator[None]:
+    """All of Nudge's workers, in this process, for the whole session."""
+    workers = build_workers(temporal_client, runtime)
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    yield
+    for w in workers:
+        await w.shutdown()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture(scope="session")
+def api_url(settings: Settings) -> Iterator[str]:
+    """The real FastAPI app served by uvicorn on a free port, in a background thread."""
+    from api.app import create_app
+
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port, log_level="warning",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.api_port}"
+    for _ in range(200):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        threading.Event().wait(0.05)
+    else:
+        raise RuntimeError("the API did not start")
+    yield url
+    server.should_exit = True
+    thread.join(10)
+
+
+async def _key(sessions: async_sessionmaker[AsyncSession], scope: Scope) -> str:
+    async with transaction(sessions) as s:
+        return (await keys.create_key(s, f"test {scope}", [scope])).token
+
+
+@pytest.fixture(scope="session")
+async def admin_key(sessions: async_sessionmaker[AsyncSession]) -> str:
+    return await _key(sessions, Scope.ADMIN)
+
+
+@pytest.fixture(scope="session")
+async def read_key(sessions: async_sessionmaker[AsyncSession]) -> str:
+    return await _key(sessions, Scope.READ)
+
+
+@pytest.fixture(scope="session")
+async def ingest_key(sessions: async_sessionmaker[AsyncSession]) -> str:
+    return await _key(sessions, Scope.INGEST)
+
+
+@pytest.fixture(scope="session")
+async def api(api_url: str, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the real API, signed in with an admin key."""
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {admin_key}"},
+                                 timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def anon_api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        yield client
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
