@@ -1,0 +1,58 @@
+"""What every benchmark shares: its context (settings, console, progress) and its result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nudge.settings import Settings
+
+
+@dataclass
+class BenchContext:
+    settings: Settings  # points at a running stack (embedded or configured)
+    console: Console = field(default_factory=Console)
+
+    def progress(self) -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=self.console, transient=False)
+
+
+@dataclass
+class BenchResult:
+    bench: str
+    value: float
+    unit: str
+    limit_name: str | None = None
+    limit: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    rows: list[tuple[str, str]] = field(default_factory=list)  # extra figures for the table
+
+    @property
+    def ratio(self) -> float | None:
+        return round(self.value / self.limit, 3) if self.limit else None
+
+    def json_line(self) -> str:
+        body: dict[str, Any] = {"bench": self.bench, "value": round(self.value, 1), "unit": self.unit}
+        if self.limit is not None:
+            body |= {"limit_name": self.limit_name, "limit": round(self.limit, 1), "ratio": self.ratio}
+        body["params"] = self.params
+        return json.dumps(body)
+
+    def show(self, console: Console) -> None:
+        table = Table(title=f"nudge bench {self.bench}")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_row(f"[bold]{self.bench}[/]", f"[bold]{self.value:,.1f} {self.unit}[/]")
+        if self.limit is not None:
+            table.add_row(f"limit: {self.limit_name}", f"{self.limit:,.1f} {self.unit}")
+            table.add_row("ratio", f"{self.ratio:.3f}")
+        for name, value in self.rows:
+            table.add_row(name, value)
+        console.print(table)
+        print(self.json_line(), flush=True)
