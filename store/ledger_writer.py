@@ -1,0 +1,118 @@
+"""The batching writer: concurrent postings grouped into one transaction each (as TigerBeetle batches).
+
+One transaction per posting is bound by commit latency; here every caller awaits its own outcome while a
+few writer tasks drain the queue, so under load a commit carries as many postings as are waiting.
+Idempotency stays per posting: each request keeps its own reference and its own outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
+
+from domain.errors import NotFound
+from domain.ledger import Request
+from store.db import transaction
+from store.ledger_postings import Outcome, RaceLost, Receipt, Submission, apply
+
+RETRIES = 5
+SHARDS = 64
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PostingWriter:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, writers: int = 2, max_batch: int = 512,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.sessions = sessions
+        self.writers = writers
+        self.max_batch = max_batch
+        self.clock = clock
+        self.queue: asyncio.Queue[tuple[Submission, asyncio.Future[Outcome]]] = asyncio.Queue()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.programs: set[int] = set()
+        self.batches = 0
+        self._shard_base = os.getpid() % SHARDS  # other processes' writers mostly add to other shards
+
+    async def __aenter__(self) -> PostingWriter:
+        self.tasks = [asyncio.create_task(self._loop(i)) for i in range(self.writers)]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.queue.join()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def post(self, program_id: int, request: Request) -> Receipt:
+        """Post one request; raises the DomainError that refused it."""
+        (outcome,) = await self.post_many([Submission(program_id, request)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def post_many(self, subs: Sequence[Submission]) -> list[Outcome]:
+        await self._check_programs({s.program_id for s in subs})
+        loop = asyncio.get_running_loop()
+        futures = []
+        for sub in subs:
+            future: asyncio.Future[Outcome] = loop.create_future()
+            self.queue.put_nowait((sub, future))
+            futures.append(future)
+        return list(await asyncio.gather(*futures))
+
+    async def _check_programs(self, ids: set[int]) -> None:
+        unknown = ids - self.programs
+        if not unknown:
+            return
+        async with self.sessions() as session:
+            rows = await session.execute(text("SELECT id FROM ledger_programs WHERE id = ANY(:ids)"),
+                                         {"ids": sorted(unknown)})
+            self.programs |= {r.id for r in rows}
+        if missing := unknown - self.programs:
+            raise NotFound(f"points program(s) {sorted(missing)} do not exist")
+
+    async def _loop(self, index: int) -> None:
+        shard = (self._shard_base + index) % SHARDS
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                outcomes = await self._run([s for s, _ in batch], shard)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    async def _run(self, subs: list[Submission], shard: int) -> list[Outcome]:
+        for attempt in range(RETRIES):
+            try:
+                async with transaction(self.sessions) as session:
+                    outcomes = await apply(session, subs, now=self.clock(), shard=shard)
+                self.batches += 1
+                return outcomes
+            except (RaceLost, DBAPIError) as exc:
+                # Deadlock or a lost race on a reference: the whole batch rolled back, so retrying is safe.
+                if attempt == RETRIES - 1:
+                    if len(subs) == 1:
+                        raise
+                    # Isolate whatever keeps failing so it cannot hold its neighbours hostage.
+                    return [o for sub in subs for o in await self._run([sub], shard)]
+                await asyncio.sleep(0.005 * 2 ** attempt)
+                _ = exc
+        raise AssertionError("unreachable")
