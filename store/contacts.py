@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Identity, Text, func, select
+from sqlalchemy import ARRAY, BigInteger, DateTime, Text, func, select, update
+from sqlalchemy import Identity as Generated
+from sqlalchemy import cast as sa_cast
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -17,7 +20,7 @@ from store.base import Base, created_at
 class Contact(Base):
     __tablename__ = "contacts"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Generated(always=True), primary_key=True)
     user_id: Mapped[str | None] = mapped_column(Text, unique=True)
     email: Mapped[str | None] = mapped_column(Text)
     phone: Mapped[str | None] = mapped_column(Text)
@@ -27,6 +30,37 @@ class Contact(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Identity(Base):
+    """An identifier (userId, anonymousId, email, phone, wechat openid, device id) owned by one contact."""
+
+    __tablename__ = "identities"
+
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = created_at()
+
+
+class ContactMerge(Base):
+    __tablename__ = "contact_merges"
+
+    contact_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    merged_into: Mapped[int] = mapped_column(BigInteger)
+    merged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+@dataclass(frozen=True)
+class ContactFilter:
+    email: str | None = None
+    user_id: str | None = None
+    identity: tuple[str, str] | None = None
+    traits: dict[str, Any] | None = None   # containment: every given trait equals
+    seen_after: datetime | None = None
+    seen_before: datetime | None = None
+    created_after: datetime | None = None
 
 
 async def upsert_contact(
@@ -39,6 +73,7 @@ async def upsert_contact(
         contact = Contact(**values)
         session.add(contact)
         await session.flush()
+        await _attach(session, contact)
         return contact
     stmt = insert(Contact).values(**values)
     stmt = stmt.on_conflict_do_update(
@@ -51,16 +86,71 @@ async def upsert_contact(
             "updated_at": func.now(),
         },
     ).returning(Contact)
-    return (await session.execute(select(Contact).from_statement(stmt))).scalar_one()
+    contact = (await session.execute(
+        select(Contact).from_statement(stmt).execution_options(populate_existing=True))).scalar_one()
+    await _attach(session, contact)
+    return contact
 
 
-async def list_contacts(session: AsyncSession, *, after_id: int, limit: int) -> Sequence[Contact]:
-    rows = await session.scalars(select(Contact).where(Contact.id > after_id).order_by(Contact.id).limit(limit))
+async def _attach(session: AsyncSession, contact: Contact) -> None:
+    """Keep identities in step with the contact's own columns (first owner wins an email or phone)."""
+    rows = [{"kind": kind, "value": value, "contact_id": contact.id} for kind, value in
+            (("user_id", contact.user_id), ("email", (contact.email or "").lower() or None), ("phone", contact.phone))
+            if value]
+    if rows:
+        await session.execute(insert(Identity).values(rows).on_conflict_do_nothing())
+
+
+async def list_contacts(session: AsyncSession, *, after_id: int, limit: int,
+                        where: ContactFilter | None = None) -> Sequence[Contact]:
+    query = select(Contact).where(Contact.id > after_id)
+    f = where or ContactFilter()
+    if f.email is not None:
+        query = query.where(func.lower(Contact.email) == f.email.lower())
+    if f.user_id is not None:
+        query = query.where(Contact.user_id == f.user_id)
+    if f.identity is not None:
+        owner = select(Identity.contact_id).where(Identity.kind == f.identity[0], Identity.value == f.identity[1])
+        query = query.where(Contact.id.in_(owner.scalar_subquery()))
+    if f.traits:
+        query = query.where(Contact.traits.contains(f.traits))
+    if f.seen_after is not None:
+        query = query.where(Contact.last_seen_at >= f.seen_after)
+    if f.seen_before is not None:
+        query = query.where(Contact.last_seen_at < f.seen_before)
+    if f.created_after is not None:
+        query = query.where(Contact.created_at >= f.created_after)
+    rows = await session.scalars(query.order_by(Contact.id).limit(limit))
     return rows.all()
 
 
 async def get_contact(session: AsyncSession, contact_id: int) -> Contact | None:
-    return await session.get(Contact, contact_id)
+    """The contact, following merge forwards (an anonymous contact merged into a known one)."""
+    contact = await session.get(Contact, contact_id)
+    if contact is None:
+        survivor = await session.scalar(select(ContactMerge.merged_into).where(ContactMerge.contact_id == contact_id))
+        if survivor is not None:
+            contact = await session.get(Contact, survivor)
+    return contact
+
+
+async def update_contact(session: AsyncSession, contact_id: int, *, changes: dict[str, Any],
+                         traits: dict[str, Any], unset_traits: Sequence[str]) -> Contact | None:
+    """Set the given columns, merge `traits` key by key and drop `unset_traits`."""
+    new_traits = Contact.traits.op("||")(traits).op("-")(sa_cast(list(unset_traits), ARRAY(Text)))
+    stmt = (update(Contact).where(Contact.id == contact_id)
+            .values(**changes, traits=new_traits, updated_at=func.now()).returning(Contact))
+    contact = (await session.execute(
+        select(Contact).from_statement(stmt).execution_options(populate_existing=True))).scalar_one_or_none()
+    if contact is not None:
+        await _attach(session, contact)
+    return contact
+
+
+async def identities_of(session: AsyncSession, contact_id: int) -> Sequence[Identity]:
+    rows = await session.scalars(select(Identity).where(Identity.contact_id == contact_id)
+                                 .order_by(Identity.kind, Identity.value))
+    return rows.all()
 
 
 async def existing_ids(session: AsyncSession, ids: Sequence[int]) -> set[int]:

@@ -1,0 +1,117 @@
+"""Segment-compatible tracking API: /v1/track, identify, page, screen, group, alias and batch.
+
+Write key = an `ingest`-scoped API key, sent as the HTTP Basic username (what Segment and RudderStack
+SDKs do) or as a Bearer token. Bodies may be gzip-compressed.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg.errors
+from fastapi import APIRouter, Request
+from sqlalchemy.exc import DBAPIError
+
+from api.deps import Ingest, runtime
+from api.schemas.ingest import CALLS, Accepted
+from domain.events import (MAX_BATCH_BYTES, MAX_EVENT_BYTES, Event, InvalidEvent, PayloadTooLarge, parse_batch,
+                           parse_event)
+from store import events as store
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def read_json(request: Request, limit: int) -> tuple[Any, int]:
+    """The decoded JSON body and its size, refusing more than `limit` bytes of JSON (after gunzip)."""
+    too_large = PayloadTooLarge(f"The request body is larger than {limit // 1024} KB, Segment's limit for this "
+                                f"endpoint; send fewer or smaller events per request.")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    if "gzip" in request.headers.get("content-encoding", "").lower():
+        try:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            data = inflater.decompress(bytes(body), limit + 1)
+        except zlib.error:
+            raise InvalidEvent("The body says `Content-Encoding: gzip` but is not valid gzip.") from None
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise too_large
+    else:
+        data = bytes(body)
+    try:
+        return orjson.loads(data), len(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"The body is not valid JSON: {exc}.") from None
+
+
+async def _store(request: Request, events: list[Event]) -> Accepted:
+    """One transaction per request; a deadlock with a concurrent batch is retried, which is safe because
+    the whole batch rolls back and message ids make the retry exact."""
+    sessions = runtime(request).sessions
+    for attempt in range(4):
+        try:
+            async with sessions() as session, session.begin():
+                result = await store.ingest(session, events)
+            return Accepted(received=result.received, inserted=result.inserted)
+        except (DBAPIError, psycopg.Error) as exc:
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            if attempt == 3 or not isinstance(cause, RETRYABLE):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _call(type_: str) -> Callable[[Request], Awaitable[Accepted]]:
+    async def handle(request: Request) -> Accepted:
+        received_at = datetime.now(UTC)
+        raw, _ = await read_json(request, MAX_EVENT_BYTES)
+        event = parse_event(raw, type_=type_, received_at=received_at, sent_at=None, new_id=_new_id)
+        return await _store(request, [event])
+
+    return handle
+
+
+def _event_size(item: Any) -> int:
+    return len(orjson.dumps(item))
+
+
+async def batch(request: Request) -> Accepted:
+    received_at = datetime.now(UTC)
+    raw, length = await read_json(request, MAX_BATCH_BYTES)
+    # No item can exceed the per-event limit if the whole body does not; skip measuring then.
+    size = _event_size if length > MAX_EVENT_BYTES else None
+    return await _store(request, parse_batch(raw, received_at=received_at, new_id=_new_id, event_size=size))
+
+
+def _body_doc(name: str) -> dict[str, Any]:
+    schema = CALLS[name].model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+for _name in ("track", "identify", "page", "screen", "group", "alias"):
+    router.add_api_route(
+        f"/{_name}", _call(_name), methods=["POST"], response_model=Accepted, dependencies=[Ingest],
+        summary=f"Segment `{_name}` call", openapi_extra=_body_doc(_name),
+        description="Segment HTTP Tracking API compatible; at most 32 KB. Answers 400 for invalid calls "
+                    "(nothing stored) and 413 for bodies over the limit.",
+    )
+router.add_api_route(
+    "/batch", batch, methods=["POST"], response_model=Accepted, dependencies=[Ingest],
+    summary="Segment batch: many calls in one request", openapi_extra=_body_doc("batch"),
+    description="Up to 2500 calls, 500 KB in all (413 beyond), 32 KB per call (400 beyond). The whole batch "
+                "is stored in one transaction; a retried batch stores nothing twice.",
+)

@@ -1,0 +1,181 @@
+"""Events: the set-based ingest of a batch, the outbox downstream consumers read, and erasure.
+
+Ingest writes, in the caller's transaction: message-id dedupe rows, the events, per-contact daily
+aggregates (`contact_event_daily`), `contacts.last_seen_at` and one `event_outbox` row for the batch —
+one statement for all of it, so a crash loses or duplicates nothing and a retried batch adds nothing.
+
+Downstream consumers (task progress, journey triggers, segment refresh) read committed events in
+order, after commit, surviving restarts:
+
+    async with transaction(sessions) as s:
+        batch = await read_new_events(s, "journeys", limit=1000)
+        ...handle batch (idempotently, keyed by event id)...
+        if batch:
+            await advance_cursor(s, "journeys", batch[-1].position)
+
+A consumer's first read starts at the beginning of the outbox. Positions are (transaction id, outbox
+id); only outbox rows of transactions older than every running one are read, so a slow transaction
+can never commit rows behind a cursor that has already passed them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.events import Event
+from store import identities
+from store.identities import driver
+
+INSERT = """
+WITH src AS (
+    SELECT DISTINCT ON (m) * FROM jsonb_to_recordset(%s::jsonb)
+        AS r(c bigint, m text, t text, e text, p jsonb, x jsonb, ts timestamptz, ra timestamptz)
+), fresh AS (
+    INSERT INTO event_dedupe (message_id, received_at) SELECT m, ra FROM src
+    ON CONFLICT DO NOTHING RETURNING message_id
+), ins AS (
+    INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
+    SELECT s.c, nextval('events_id_seq'), s.m, s.t, s.e, s.p, s.x, s.ts, s.ra
+    FROM src s JOIN fresh f ON f.message_id = s.m
+    RETURNING contact_id, id, type, event, timestamp
+), agg AS (
+    INSERT INTO contact_event_daily AS d (contact_id, event, day, count, first_at, last_at)
+    SELECT contact_id, CASE type WHEN 'track' THEN event ELSE '$' || type END,
+           (timestamp AT TIME ZONE 'UTC')::date, count(*), min(timestamp), max(timestamp)
+    FROM ins WHERE type IN ('track', 'page', 'screen')
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (contact_id, event, day) DO UPDATE SET count = d.count + excluded.count,
+        first_at = least(d.first_at, excluded.first_at), last_at = greatest(d.last_at, excluded.last_at)
+), latest AS (
+    SELECT contact_id, max(timestamp) AS ts FROM ins GROUP BY 1
+), seen AS (
+    UPDATE contacts c SET last_seen_at = l.ts FROM latest l
+    WHERE c.id = l.contact_id AND (c.last_seen_at IS NULL OR c.last_seen_at < l.ts)
+), box AS (
+    INSERT INTO event_outbox (contact_ids, event_ids)
+    SELECT array_agg(contact_id), array_agg(id) FROM ins HAVING count(*) > 0
+)
+SELECT count(*) FROM ins
+"""
+
+READ = """
+WITH cur AS (
+    SELECT coalesce((SELECT xid FROM event_cursors WHERE consumer = %(consumer)s), '0'::xid8) AS xid,
+           coalesce((SELECT outbox_id FROM event_cursors WHERE consumer = %(consumer)s), 0) AS id
+), batches AS (
+    SELECT o.*, sum(cardinality(o.event_ids)) OVER (ORDER BY o.xid, o.id) - cardinality(o.event_ids) AS before
+    FROM (
+        SELECT o.id, o.xid, o.contact_ids, o.event_ids FROM event_outbox o, cur
+        WHERE (o.xid, o.id) > (cur.xid, cur.id) AND o.xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY o.xid, o.id LIMIT 1000
+    ) o
+)
+SELECT b.xid::text, b.id, e.contact_id, e.id, e.message_id, e.type, e.event, e.properties, e.context,
+       e.timestamp, e.received_at
+FROM batches b
+CROSS JOIN LATERAL unnest(b.contact_ids, b.event_ids) WITH ORDINALITY AS u(contact_id, event_id, n)
+LEFT JOIN contact_merges m ON m.contact_id = u.contact_id
+JOIN events e ON e.contact_id = coalesce(m.merged_into, u.contact_id) AND e.id = u.event_id
+WHERE b.before < %(limit)s
+ORDER BY b.xid, b.id, u.n
+"""
+
+ADVANCE = """
+INSERT INTO event_cursors (consumer, xid, outbox_id) VALUES (%s, %s::xid8, %s)
+ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, outbox_id = excluded.outbox_id, updated_at = now()
+"""
+
+ERASE = (
+    "DELETE FROM events WHERE contact_id = ANY(%(ids)s)",
+    "DELETE FROM contact_event_daily WHERE contact_id = ANY(%(ids)s)",
+    "DELETE FROM identities WHERE contact_id = ANY(%(ids)s)",
+    "DELETE FROM contact_merges WHERE merged_into = ANY(%(ids)s)",
+    "DELETE FROM contacts WHERE id = ANY(%(ids)s)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    received: int
+    inserted: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.inserted
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    xid: int
+    outbox_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    position: Position
+    contact_id: int
+    id: int
+    message_id: str
+    type: str
+    event: str | None
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    timestamp: datetime
+    received_at: datetime
+
+
+async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult:
+    """Resolve identities, then write the batch in one statement (dedupe, events, aggregates, outbox)."""
+    if not events:
+        return IngestResult(0, 0)
+    contacts = await identities.apply(session, events)
+    rows = [{"c": c, "m": e.message_id, "t": e.type, "e": e.event, "p": e.properties, "x": e.context,
+             "ts": e.timestamp, "ra": e.received_at} for e, c in zip(events, contacts, strict=True)]
+    pg = await driver(session)
+    cur = await pg.execute(INSERT, (orjson.dumps(rows).decode(),))
+    row = await cur.fetchone()
+    return IngestResult(received=len(events), inserted=row[0] if row else 0)
+
+
+async def read_new_events(session: AsyncSession, consumer: str, limit: int = 1000) -> list[OutboxEvent]:
+    """Committed events after `consumer`'s cursor, oldest first; whole batches, about `limit` events."""
+    pg = await driver(session)
+    cur = await pg.execute(READ, {"consumer": consumer, "limit": limit})
+    return [OutboxEvent(Position(int(r[0]), r[1]), *r[2:]) for r in await cur.fetchall()]
+
+
+async def advance_cursor(session: AsyncSession, consumer: str, position: Position) -> None:
+    """Record that `consumer` has handled everything up to and including `position`."""
+    await (await driver(session)).execute(ADVANCE, (consumer, str(position.xid), position.outbox_id))
+
+
+async def contact_events(session: AsyncSession, contact_id: int, *, before_id: int | None,
+                         limit: int) -> list[dict[str, Any]]:
+    """A contact's events, newest id first (keyset by id)."""
+    pg = await driver(session)
+    cur = await pg.execute(
+        "SELECT id, message_id, type, event, properties, context, timestamp, received_at FROM events"
+        " WHERE contact_id = %s AND (%s::bigint IS NULL OR id < %s) ORDER BY id DESC LIMIT %s",
+        (contact_id, before_id, before_id, limit))
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+
+
+async def erase_contact(session: AsyncSession, contact_id: int) -> bool:
+    """Right to erasure: the contact, its identities, its events and their aggregates, and its merge
+    forwards. Message-id dedupe rows stay (they hold no personal data) so a replay cannot resurrect it."""
+    pg = await driver(session)
+    cur = await pg.execute("SELECT id FROM contacts WHERE id = %s FOR UPDATE", (contact_id,))
+    if await cur.fetchone() is None:
+        return False
+    cur = await pg.execute("SELECT contact_id FROM contact_merges WHERE merged_into = %s", (contact_id,))
+    ids = [contact_id, *(r[0] for r in await cur.fetchall())]
+    for statement in ERASE:
+        await pg.execute(statement, {"ids": ids})
+    return True
