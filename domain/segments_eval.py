@@ -109,8 +109,8 @@ def _compare(op: str, candidate: Any, value: Any) -> bool:
 
 
 def _holds(op: str, candidate: Any, value: Any, now: datetime) -> bool:
-    if op == "exists":
-        return candidate is not None
+    if op == "exists":  # a scalar value (or array of them); objects and nulls do not count
+        return _kind(candidate) in ("boolean", "number", "string", "datetime")
     if isinstance(candidate, datetime):
         if op == "within_last":
             return candidate >= resolve(value, now)

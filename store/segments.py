@@ -1,0 +1,283 @@
+"""Segments: definitions, materialised membership (entered/exited), set-based refresh, the Postgres index.
+
+Membership always lives here, in Postgres. A refresh is one statement per segment: contacts matching the
+rule enter, members that stopped matching exit, and each change is appended to `segment_transitions`
+(`segment_entered` / `segment_exited`) for journeys. Campaigns take audiences with `member_ids_sql`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Identity, Text, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from domain.errors import Conflict, NotFound
+from domain.segments import (
+    InvalidRule, Node, check_no_cycle, is_time_based, parse_rule, referenced_segments, refresh_order,
+)
+from store.base import Base, created_at
+from store.segments_sql import compile_rule
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    rule: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    time_based: Mapped[bool] = mapped_column(Boolean, default=False)
+    refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class SegmentIndex(Protocol):
+    """Answers rule queries over contacts: Postgres by default, Elasticsearch when configured."""
+
+    name: str
+
+    async def count(self, session: AsyncSession, rule: Node, now: datetime) -> int: ...
+
+    async def page(self, session: AsyncSession, rule: Node, now: datetime, *, after: int, limit: int) -> list[int]: ...
+
+
+class PostgresSegmentIndex:
+    name = "postgres"
+
+    async def count(self, session: AsyncSession, rule: Node, now: datetime) -> int:
+        compiled = compile_rule(rule, now)
+        return int(await session.scalar(text(f"SELECT count(*) FROM contacts c WHERE {compiled.where}"),
+                                         compiled.params) or 0)
+
+    async def page(self, session: AsyncSession, rule: Node, now: datetime, *, after: int, limit: int) -> list[int]:
+        compiled = compile_rule(rule, now)
+        rows = await session.scalars(
+            text(f"SELECT c.id FROM contacts c WHERE c.id > :after AND {compiled.where} ORDER BY c.id LIMIT :limit"),
+            compiled.params | {"after": after, "limit": limit})
+        return list(rows.all())
+
+
+# ---- definitions --------------------------------------------------------------------------------
+
+async def rule_references(session: AsyncSession) -> dict[int, set[int]]:
+    rows = await session.execute(select(Segment.id, Segment.rule).where(Segment.kind == "rule"))
+    return {sid: referenced_segments(parse_rule(rule)) for sid, rule in rows}
+
+
+async def validate_rule(session: AsyncSession, raw: Any, *, segment_id: int | None = None) -> Node:
+    """Parse the rule and check that the segments it names exist and form no cycle."""
+    node = parse_rule(raw)
+    named = referenced_segments(node)
+    if named:
+        found = set((await session.scalars(select(Segment.id).where(Segment.id.in_(named)))).all())
+        missing = sorted(named - found)
+        if missing:
+            raise InvalidRule(f"rule: segment(s) {', '.join(map(str, missing))} do not exist")
+        if segment_id is not None:
+            check_no_cycle(segment_id, await rule_references(session) | {segment_id: named})
+    return node
+
+
+async def create_segment(session: AsyncSession, *, name: str, kind: str, rule: Any | None,
+                         description: str | None = None) -> Segment:
+    node = await validate_rule(session, rule) if kind == "rule" else None
+    segment = Segment(name=name, kind=kind, rule=rule if kind == "rule" else None, description=description,
+                      time_based=bool(node is not None and is_time_based(node)))
+    session.add(segment)
+    await session.flush()
+    return segment
+
+
+async def get_segment(session: AsyncSession, segment_id: int) -> Segment:
+    segment = await session.get(Segment, segment_id)
+    if segment is None:
+        raise NotFound(f"Segment {segment_id} does not exist.")
+    return segment
+
+
+async def list_segments(session: AsyncSession, *, after_id: int = 0, limit: int = 100) -> Sequence[Segment]:
+    rows = await session.scalars(select(Segment).where(Segment.id > after_id).order_by(Segment.id).limit(limit))
+    return rows.all()
+
+
+# ---- membership ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Changes:
+    entered: int
+    exited: int
+
+
+LOCK = "SELECT pg_advisory_xact_lock(hashtext('nudge.segment'), CAST(:sid AS integer))"
+
+REFRESH = """
+WITH matching AS MATERIALIZED (
+    SELECT c.id FROM contacts c WHERE {where} {scope_contacts}
+), entering AS (
+    INSERT INTO segment_members AS m (contact_id, segment_id, entered_at)
+    SELECT x.id, :sid, :now FROM matching x
+    WHERE NOT EXISTS (SELECT 1 FROM segment_members cur
+                      WHERE cur.segment_id = :sid AND cur.contact_id = x.id AND cur.exited_at IS NULL)
+    ON CONFLICT (contact_id, segment_id) DO UPDATE SET entered_at = excluded.entered_at, exited_at = NULL
+    WHERE m.exited_at IS NOT NULL
+    RETURNING m.contact_id
+), exiting AS (
+    UPDATE segment_members m SET exited_at = :now
+    WHERE m.segment_id = :sid AND m.exited_at IS NULL {scope_members}
+      AND NOT EXISTS (SELECT 1 FROM matching x WHERE x.id = m.contact_id)
+    RETURNING m.contact_id
+), logged AS (
+    INSERT INTO segment_transitions (contact_id, segment_id, kind, at)
+    SELECT contact_id, :sid, 'segment_entered', :now FROM entering
+    UNION ALL SELECT contact_id, :sid, 'segment_exited', :now FROM exiting
+)
+SELECT (SELECT count(*) FROM entering), (SELECT count(*) FROM exiting)
+"""
+
+
+async def refresh_segment(session: AsyncSession, segment: Segment, now: datetime,
+                          touched: Sequence[int] | None = None) -> Changes:
+    """Bring a rule segment's membership up to date: all contacts, or only `touched` ones."""
+    if segment.kind != "rule" or segment.rule is None:
+        return Changes(0, 0)
+    await session.execute(text(LOCK), {"sid": segment.id})
+    scope = "touched" if touched is not None else None
+    compiled = compile_rule(parse_rule(segment.rule), now, scope=scope)
+    sql = REFRESH.format(
+        where=compiled.where,
+        scope_contacts="AND c.id = ANY(:touched)" if scope else "",
+        scope_members="AND m.contact_id = ANY(:touched)" if scope else "",
+    )
+    params = compiled.params | {"sid": segment.id, "now": now}
+    if scope:
+        params["touched"] = list(touched or [])
+    row = (await session.execute(text(sql), params)).one()
+    if touched is None:
+        segment.refreshed_at = now
+    return Changes(int(row[0]), int(row[1]))
+
+
+async def refresh_all(session: AsyncSession, now: datetime, *, time_based_only: bool = False,
+                      touched: Sequence[int] | None = None) -> dict[int, Changes]:
+    """Refresh every rule segment, each after the segments its rule names."""
+    segments = {s.id: s for s in (await session.scalars(select(Segment).where(Segment.kind == "rule"))).all()}
+    references = {sid: referenced_segments(parse_rule(s.rule)) for sid, s in segments.items()}
+    changes: dict[int, Changes] = {}
+    stale: set[int] = set()
+    for sid in refresh_order(references):
+        segment = segments.get(sid)
+        if segment is None:
+            continue
+        # A segment that names a changed segment is stale even if its own rule has no clock in it.
+        if time_based_only and not segment.time_based and not (references[sid] & stale):
+            continue
+        result = await refresh_segment(session, segment, now, touched)
+        changes[sid] = result
+        if result.entered or result.exited:
+            stale.add(sid)
+    return changes
+
+
+async def add_members(session: AsyncSession, segment: Segment, contact_ids: Sequence[int], now: datetime) -> int:
+    """Add existing contacts to a manual segment; returns how many entered (re-adding is a no-op)."""
+    if segment.kind != "manual":
+        raise Conflict(f"Segment {segment.id} is a {segment.kind} segment; only manual segments take members.")
+    await session.execute(text(LOCK), {"sid": segment.id})
+    entered = await session.scalar(text("""
+        WITH entering AS (
+            INSERT INTO segment_members AS m (contact_id, segment_id, entered_at)
+            SELECT c.id, :sid, :now FROM contacts c WHERE c.id = ANY(:ids)
+            ON CONFLICT (contact_id, segment_id) DO UPDATE SET entered_at = excluded.entered_at, exited_at = NULL
+            WHERE m.exited_at IS NOT NULL
+            RETURNING m.contact_id
+        ), logged AS (
+            INSERT INTO segment_transitions (contact_id, segment_id, kind, at)
+            SELECT contact_id, :sid, 'segment_entered', :now FROM entering
+        )
+        SELECT count(*) FROM entering
+    """), {"sid": segment.id, "now": now, "ids": list(contact_ids)})
+    return int(entered or 0)
+
+
+async def remove_members(session: AsyncSession, segment: Segment, contact_ids: Sequence[int], now: datetime) -> int:
+    if segment.kind != "manual":
+        raise Conflict(f"Segment {segment.id} is a {segment.kind} segment; only manual segments take members.")
+    await session.execute(text(LOCK), {"sid": segment.id})
+    exited = await session.scalar(text("""
+        WITH exiting AS (
+            UPDATE segment_members m SET exited_at = :now
+            WHERE m.segment_id = :sid AND m.contact_id = ANY(:ids) AND m.exited_at IS NULL
+            RETURNING m.contact_id
+        ), logged AS (
+            INSERT INTO segment_transitions (contact_id, segment_id, kind, at)
+            SELECT contact_id, :sid, 'segment_exited', :now FROM exiting
+        )
+        SELECT count(*) FROM exiting
+    """), {"sid": segment.id, "now": now, "ids": list(contact_ids)})
+    return int(exited or 0)
+
+
+async def resolve_contacts(session: AsyncSession, *, ids: Sequence[int] = (), user_ids: Sequence[str] = (),
+                           emails: Sequence[str] = ()) -> list[int]:
+    """Contact ids for a CSV upload's rows: by id, user_id or (case-insensitive) email."""
+    rows = await session.scalars(text("""
+        SELECT id FROM contacts WHERE id = ANY(:ids)
+        UNION SELECT id FROM contacts WHERE user_id = ANY(:uids)
+        UNION SELECT id FROM contacts WHERE lower(email) = ANY(:emails)
+    """), {"ids": list(ids), "uids": list(user_ids), "emails": [e.lower() for e in emails]})
+    return sorted(rows.all())
+
+
+def member_ids_sql(segment_id: int) -> tuple[str, dict[str, Any]]:
+    """A set-based snapshot of current members for other domains (campaign audiences):
+    `INSERT INTO deliveries (...) SELECT ... FROM (<sql>) a JOIN contacts c ON c.id = a.contact_id`."""
+    return ("SELECT m.contact_id FROM segment_members m WHERE m.segment_id = :segment_id AND m.exited_at IS NULL",
+            {"segment_id": segment_id})
+
+
+async def member_count(session: AsyncSession, segment_id: int) -> int:
+    sql, params = member_ids_sql(segment_id)
+    return int(await session.scalar(text(f"SELECT count(*) FROM ({sql}) a"), params) or 0)
+
+
+@dataclass(frozen=True)
+class Member:
+    contact_id: int
+    entered_at: datetime
+
+
+async def members_page(session: AsyncSession, segment_id: int, *, after: int, limit: int) -> list[Member]:
+    rows = await session.execute(text("""
+        SELECT contact_id, entered_at FROM segment_members
+        WHERE segment_id = :sid AND exited_at IS NULL AND contact_id > :after
+        ORDER BY contact_id LIMIT :limit
+    """), {"sid": segment_id, "after": after, "limit": limit})
+    return [Member(r.contact_id, r.entered_at) for r in rows]
+
+
+@dataclass(frozen=True)
+class Transition:
+    position: str  # "<xid>:<id>", opaque to consumers
+    contact_id: int
+    segment_id: int
+    kind: str
+    at: datetime
+
+
+async def read_transitions(session: AsyncSession, *, after: str = "0:0", limit: int = 1000) -> list[Transition]:
+    """Committed enter/exit transitions after `after`, oldest first (same visibility rule as the event outbox)."""
+    xid, _, tid = after.partition(":")
+    rows = await session.execute(text("""
+        SELECT xid::text AS xid, id, contact_id, segment_id, kind, at FROM segment_transitions
+        WHERE (xid, id) > (CAST(:xid AS xid8), :id) AND xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY xid, id LIMIT :limit
+    """), {"xid": xid, "id": int(tid or 0), "limit": limit})
+    return [Transition(f"{r.xid}:{r.id}", r.contact_id, r.segment_id, r.kind, r.at) for r in rows]
