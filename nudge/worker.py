@@ -9,11 +9,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaigns import CampaignActivities
+from activities.segments import SegmentActivities
 from nudge.runtime import Runtime
 from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
+from workflows.segments import TASK_QUEUE as SEGMENTS_QUEUE
+from workflows.segments import SegmentChangesWorkflow, SegmentRefreshWorkflow
 
-QUEUES = (CAMPAIGNS_QUEUE,)
+QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE)
 
 
 def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEUES) -> list[Worker]:
@@ -27,6 +30,12 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
             client, task_queue=CAMPAIGNS_QUEUE, workflows=[CampaignWorkflow],
             activities=[campaigns.snapshot_audience, campaigns.send_batch, campaigns.finish_run],
             max_concurrent_activities=20,
+        ))
+    if SEGMENTS_QUEUE in queues:
+        segments = SegmentActivities(runtime.sessions)
+        workers.append(Worker(
+            client, task_queue=SEGMENTS_QUEUE, workflows=[SegmentRefreshWorkflow, SegmentChangesWorkflow],
+            activities=[segments.refresh_segments, segments.consume_changes], max_concurrent_activities=4,
         ))
     return workers
 

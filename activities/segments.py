@@ -1,0 +1,94 @@
+"""Segment activities: full refresh of rule segments, and the incremental consumer of new events and
+trait changes (re-evaluates only the contacts they touched)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from store import events as events_store
+from store import segments as store
+from store.db import transaction
+
+EVENTS_CONSUMER = "segments"
+CONTACTS_WATERMARK = "segments:contacts"
+# Trait changes are read up to this long before now, so a transaction still in flight is not skipped;
+# anything slower is caught by the periodic full refresh.
+SETTLE = timedelta(seconds=2)
+
+
+@dataclass
+class RefreshInput:
+    time_based_only: bool = True
+
+
+@dataclass
+class RefreshResult:
+    segments: int
+    entered: int
+    exited: int
+
+
+@dataclass
+class ConsumeInput:
+    limit: int = 1000
+
+
+@dataclass
+class ConsumeResult:
+    events: int
+    contacts: int
+    entered: int
+    exited: int
+    more: bool
+
+
+class SegmentActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @activity.defn
+    async def refresh_segments(self, params: RefreshInput) -> RefreshResult:
+        async with transaction(self.sessions) as session:
+            changes = await store.refresh_all(session, datetime.now(UTC), time_based_only=params.time_based_only)
+        return RefreshResult(len(changes), sum(c.entered for c in changes.values()),
+                             sum(c.exited for c in changes.values()))
+
+    @activity.defn
+    async def consume_changes(self, params: ConsumeInput) -> ConsumeResult:
+        """One batch: new events after the cursor plus contacts whose traits changed, refreshed together."""
+        async with transaction(self.sessions) as session:
+            batch = await events_store.read_new_events(session, EVENTS_CONSUMER, limit=params.limit)
+            touched = {e.contact_id for e in batch}
+            changed, watermark, more_contacts = await _changed_contacts(session, params.limit)
+            touched |= changed
+            changes = await store.refresh_all(session, datetime.now(UTC), touched=sorted(touched)) if touched else {}
+            if batch:
+                await events_store.advance_cursor(session, EVENTS_CONSUMER, batch[-1].position)
+            if watermark is not None:
+                await session.execute(text("""
+                    INSERT INTO segment_cursors (consumer, position) VALUES (:c, :p)
+                    ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, updated_at = now()
+                """), {"c": CONTACTS_WATERMARK, "p": watermark})
+        return ConsumeResult(
+            events=len(batch), contacts=len(touched), entered=sum(c.entered for c in changes.values()),
+            exited=sum(c.exited for c in changes.values()), more=len(batch) >= params.limit or more_contacts,
+        )
+
+
+async def _changed_contacts(session: AsyncSession, limit: int) -> tuple[set[int], str | None, bool]:
+    position = await session.scalar(text("SELECT position FROM segment_cursors WHERE consumer = :c"),
+                                    {"c": CONTACTS_WATERMARK})
+    since = datetime.fromisoformat(position) if position else datetime.now(UTC) - timedelta(minutes=5)
+    rows = (await session.execute(text("""
+        SELECT id, updated_at FROM contacts
+        WHERE updated_at > :since AND updated_at <= statement_timestamp() - CAST(:settle AS interval)
+        ORDER BY updated_at LIMIT :limit
+    """), {"since": since, "settle": f"{SETTLE.total_seconds()} seconds", "limit": limit})).all()
+    if not rows:
+        return set(), (since.isoformat() if position is None else None), False
+    return {r.id for r in rows}, rows[-1].updated_at.isoformat(), len(rows) >= limit
