@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+import psycopg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import ledger
@@ -52,24 +52,65 @@ class RaceLost(Exception):
     """Another transaction inserted the same reference after this batch looked; retry the batch."""
 
 
-def _receipt(row: Any, replayed: bool) -> Receipt:
-    entries = row.entries if isinstance(row.entries, list) else json.loads(row.entries)
-    return Receipt(id=row.id, program_id=row.program_id, reference=row.reference, kind=row.kind,
-                   contact_id=row.contact_id, amount=row.amount, balance_after=row.balance_after,
-                   entries=tuple((a, int(n)) for a, n in entries), hold_reference=row.hold_reference,
-                   memo=row.memo, created_at=row.created_at, replayed=replayed)
+# One statement: create missing accounts, lock all of them (in order) and the holds being settled, find
+# replayed references and reserve posting ids. Locked rows are re-read at their latest version.
+READ_AND_LOCK = """
+    WITH created AS (
+        INSERT INTO ledger_accounts (contact_id, program_id)
+        SELECT k.c, k.p FROM unnest(%(contacts)s::bigint[], %(programs)s::bigint[]) AS k(c, p)
+        JOIN contacts ON contacts.id = k.c
+        ORDER BY k.c, k.p
+        ON CONFLICT (contact_id, program_id) DO NOTHING
+        RETURNING contact_id, program_id, balance
+    ), locked AS (
+        SELECT a.contact_id, a.program_id, a.balance FROM ledger_accounts a
+        JOIN unnest(%(contacts)s::bigint[], %(programs)s::bigint[]) AS k(c, p)
+          ON a.contact_id = k.c AND a.program_id = k.p
+        ORDER BY a.contact_id, a.program_id
+        FOR UPDATE OF a
+    ), held AS (
+        SELECT h.contact_id, h.program_id, h.reference, h.taken, h.status, h.expires_at FROM ledger_holds h
+        JOIN unnest(%(hold_contacts)s::bigint[], %(hold_programs)s::bigint[], %(hold_refs)s::text[]) AS k(c, p, r)
+          ON h.contact_id = k.c AND h.program_id = k.p AND h.reference = k.r
+        ORDER BY h.contact_id, h.program_id, h.reference
+        FOR UPDATE OF h
+    )
+    SELECT 'a' AS t, jsonb_build_array(contact_id, program_id, balance) AS v FROM created
+    UNION ALL SELECT 'a', jsonb_build_array(contact_id, program_id, balance) FROM locked
+    UNION ALL SELECT 'h', jsonb_build_array(contact_id, program_id, reference, taken, status, expires_at) FROM held
+    UNION ALL SELECT 'p', to_jsonb(p) FROM ledger_postings p
+        JOIN unnest(%(post_programs)s::bigint[], %(refs)s::text[]) AS k(program_id, reference)
+          ON p.program_id = k.program_id AND p.reference = k.reference
+    UNION ALL SELECT 'i', to_jsonb(nextval(pg_get_serial_sequence('ledger_postings', 'id')))
+        FROM generate_series(1, %(n)s)
+"""
+# A separate statement, so it runs after the accounts are locked and sees their latest buckets.
+READ_BUCKETS = """
+    SELECT b.contact_id, b.program_id, b.month, b.remaining FROM ledger_buckets b
+    JOIN unnest(%(contacts)s::bigint[], %(programs)s::bigint[]) AS k(c, p)
+      ON b.contact_id = k.c AND b.program_id = k.p
+    WHERE b.remaining > 0
+"""
+
+
+async def driver(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under the session's transaction: the hot path pipelines its statements."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]
 
 
 async def existing(session: AsyncSession, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, Receipt]]:
     """Receipts (with their fingerprints) of references already posted."""
     if not keys:
         return {}
-    rows = await session.execute(text("""
-        SELECT p.* FROM ledger_postings p
-        JOIN unnest(CAST(:programs AS bigint[]), CAST(:refs AS text[])) AS k(program_id, reference)
+    cur = (await driver(session)).cursor()
+    await cur.execute("""
+        SELECT to_jsonb(p) FROM ledger_postings p
+        JOIN unnest(%(programs)s::bigint[], %(refs)s::text[]) AS k(program_id, reference)
           ON p.program_id = k.program_id AND p.reference = k.reference
-    """), {"programs": [k[0] for k in keys], "refs": [k[1] for k in keys]})
-    return {(r.program_id, r.reference): (r.fingerprint, _receipt(r, True)) for r in rows}
+    """, {"programs": [k[0] for k in keys], "refs": [k[1] for k in keys]})
+    return {(v["program_id"], v["reference"]): (v["fingerprint"], _receipt_json(v)) for (v,) in await cur.fetchall()}
 
 
 def _replay(found: tuple[str, Receipt], request: Request) -> Outcome:
@@ -81,41 +122,6 @@ def _replay(found: tuple[str, Receipt], request: Request) -> Outcome:
     return receipt
 
 
-async def _lock_accounts(session: AsyncSession, keys: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """Create missing accounts (for existing contacts only) and lock all of them, in order."""
-    params = {"contacts": [k[0] for k in keys], "programs": [k[1] for k in keys]}
-    await session.execute(text("""
-        INSERT INTO ledger_accounts (contact_id, program_id)
-        SELECT k.c, k.p FROM unnest(CAST(:contacts AS bigint[]), CAST(:programs AS bigint[])) AS k(c, p)
-        JOIN contacts ON contacts.id = k.c
-        ORDER BY k.c, k.p
-        ON CONFLICT (contact_id, program_id) DO NOTHING
-    """), params)
-    rows = await session.execute(text("""
-        SELECT a.contact_id, a.program_id, a.balance FROM ledger_accounts a
-        JOIN unnest(CAST(:contacts AS bigint[]), CAST(:programs AS bigint[])) AS k(c, p)
-          ON a.contact_id = k.c AND a.program_id = k.p
-        ORDER BY a.contact_id, a.program_id
-        FOR UPDATE OF a
-    """), params)
-    return {(r.contact_id, r.program_id): r.balance for r in rows}
-
-
-async def _buckets(session: AsyncSession, keys: list[tuple[int, int]]) -> dict[tuple[int, int], dict[Month, int]]:
-    out: dict[tuple[int, int], dict[Month, int]] = {k: {} for k in keys}
-    if not keys:
-        return out
-    rows = await session.execute(text("""
-        SELECT b.contact_id, b.program_id, b.month, b.remaining FROM ledger_buckets b
-        JOIN unnest(CAST(:contacts AS bigint[]), CAST(:programs AS bigint[])) AS k(c, p)
-          ON b.contact_id = k.c AND b.program_id = k.p
-        WHERE b.remaining > 0
-    """), {"contacts": [k[0] for k in keys], "programs": [k[1] for k in keys]})
-    for r in rows:
-        out[(r.contact_id, r.program_id)][r.month] = r.remaining
-    return out
-
-
 @dataclass
 class _Hold:
     taken: dict[Month, int]
@@ -123,18 +129,52 @@ class _Hold:
     expires_at: datetime
 
 
-async def _holds(session: AsyncSession, keys: list[tuple[int, int, str]]) -> dict[tuple[int, int, str], _Hold]:
-    if not keys:
-        return {}
-    rows = await session.execute(text("""
-        SELECT h.contact_id, h.program_id, h.reference, h.taken, h.status, h.expires_at FROM ledger_holds h
-        JOIN unnest(CAST(:contacts AS bigint[]), CAST(:programs AS bigint[]), CAST(:refs AS text[])) AS k(c, p, r)
-          ON h.contact_id = k.c AND h.program_id = k.p AND h.reference = k.r
-        ORDER BY h.contact_id, h.program_id, h.reference
-        FOR UPDATE OF h
-    """), {"contacts": [k[0] for k in keys], "programs": [k[1] for k in keys], "refs": [k[2] for k in keys]})
-    return {(r.contact_id, r.program_id, r.reference):
-            _Hold({int(m): int(a) for m, a in r.taken.items()}, r.status, r.expires_at) for r in rows}
+@dataclass
+class _State:
+    found: dict[tuple[int, str], tuple[str, Receipt]]
+    balances: dict[tuple[int, int], int]
+    buckets: dict[tuple[int, int], dict[Month, int]]
+    holds: dict[tuple[int, int, str], _Hold]
+    ids: list[int]
+
+
+async def _read(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission]) -> _State:
+    """Replays, locked balances (creating accounts), locked holds, posting ids; then the spenders' buckets."""
+    requests = [s.request for s in batch]
+    pairs = list(zip(batch, requests, strict=True))
+    accounts = sorted({(r.contact_id, s.program_id) for s, r in pairs})
+    spenders = sorted({(r.contact_id, s.program_id) for s, r in pairs if r.kind not in (Kind.CREDIT, Kind.COMMIT)})
+    hold_keys = sorted({(r.contact_id, s.program_id, r.hold_reference or "") for s, r in pairs
+                        if r.kind in (Kind.COMMIT, Kind.VOID)})
+    cur = conn.cursor()
+    await cur.execute(READ_AND_LOCK, {
+        "contacts": [a[0] for a in accounts], "programs": [a[1] for a in accounts],
+        "hold_contacts": [h[0] for h in hold_keys], "hold_programs": [h[1] for h in hold_keys],
+        "hold_refs": [h[2] for h in hold_keys], "post_programs": [s.program_id for s in batch],
+        "refs": [r.reference for r in requests], "n": len(batch)})
+    state = _State({}, {}, {}, {}, [])
+    for tag, v in await cur.fetchall():
+        if tag == "a":
+            state.balances[(v[0], v[1])] = v[2]
+        elif tag == "h":
+            state.holds[(v[0], v[1], v[2])] = _Hold({int(m): int(n) for m, n in v[3].items()}, v[4],
+                                                    datetime.fromisoformat(v[5]))
+        elif tag == "p":
+            state.found[(v["program_id"], v["reference"])] = (v["fingerprint"], _receipt_json(v))
+        else:
+            state.ids.append(v)
+    if spenders:
+        await cur.execute(READ_BUCKETS, {"contacts": [a[0] for a in spenders], "programs": [a[1] for a in spenders]})
+        for c, p, month, remaining in await cur.fetchall():
+            state.buckets.setdefault((c, p), {})[month] = remaining
+    return state
+
+
+def _receipt_json(v: dict[str, Any]) -> Receipt:
+    return Receipt(id=v["id"], program_id=v["program_id"], reference=v["reference"], kind=v["kind"],
+                   contact_id=v["contact_id"], amount=v["amount"], balance_after=v["balance_after"],
+                   entries=tuple((a, int(n)) for a, n in v["entries"]), hold_reference=v["hold_reference"],
+                   memo=v["memo"], created_at=datetime.fromisoformat(v["created_at"]).astimezone(UTC), replayed=True)
 
 
 async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: datetime, shard: int = 0) -> list[Outcome]:
@@ -148,39 +188,29 @@ async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: date
             outcomes[i] = exc
             continue
         first.setdefault((sub.program_id, sub.request.reference), i)
-
-    found = await existing(session, list(first))
-    todo: list[int] = []
-    for key, i in first.items():
-        if key in found:
-            outcomes[i] = _replay(found[key], batch[i].request)
-        else:
-            todo.append(i)
-
-    account_keys = sorted({(batch[i].request.contact_id, batch[i].program_id) for i in todo})
-    balances = await _lock_accounts(session, account_keys) if account_keys else {}
-    needs_buckets = sorted({(batch[i].request.contact_id, batch[i].program_id) for i in todo
-                            if batch[i].request.kind not in (Kind.CREDIT, Kind.COMMIT)} & set(balances))
-    buckets = await _buckets(session, needs_buckets)
-    hold_keys = sorted({(batch[i].request.contact_id, batch[i].program_id, batch[i].request.hold_reference or "")
-                        for i in todo if batch[i].request.kind in (Kind.COMMIT, Kind.VOID)})
-    holds = await _holds(session, hold_keys)
+    conn = await driver(session)
+    state = await _read(conn, [batch[i] for i in first.values()])
 
     today = ledger.month_of(now)
+    ids = iter(state.ids)
+    balances, buckets = state.balances, state.buckets
     postings: list[dict[str, Any]] = []
     bucket_delta: dict[tuple[int, int, Month], int] = {}
     system_delta: dict[tuple[int, str], int] = {}
     new_holds: list[dict[str, Any]] = []
     settled: list[dict[str, Any]] = []
-    for i in todo:
+    for pkey, i in first.items():
         sub, req = batch[i], batch[i].request
+        if pkey in state.found:
+            outcomes[i] = _replay(state.found[pkey], req)
+            continue
         key = (req.contact_id, sub.program_id)
         if key not in balances:
             outcomes[i] = NotFound(f"contact {req.contact_id} does not exist")
             continue
         hold = None
         if req.kind in (Kind.COMMIT, Kind.VOID):
-            found_hold = holds.get((*key, req.hold_reference or ""))
+            found_hold = state.holds.get((*key, req.hold_reference or ""))
             if found_hold is not None and found_hold.status == "pending":
                 if req.kind is Kind.COMMIT and found_hold.expires_at <= now:
                     outcomes[i] = ledger.HoldNotPending(f"hold {req.hold_reference!r} timed out; it will be voided")
@@ -190,7 +220,8 @@ async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: date
             result = ledger.plan(req, buckets.get(key, {}), today, hold)
             if result.entries:
                 ledger.check_balanced(result.entries)
-            buckets[key] = ledger.add(buckets.get(key, {}), result.buckets)
+            if result.buckets:
+                buckets[key] = ledger.add(buckets.get(key, {}), result.buckets)
         except DomainError as exc:
             outcomes[i] = exc
             continue
@@ -208,27 +239,17 @@ async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: date
         elif hold is not None:
             settled.append({"c": req.contact_id, "p": sub.program_id, "r": req.hold_reference,
                             "s": "committed" if req.kind is Kind.COMMIT else "voided", "by": req.reference})
-            holds[(*key, req.hold_reference or "")].status = "settled"
-        moved = max((e.amount for e in result.entries), default=0)
-        postings.append({"i": i, "program_id": sub.program_id, "reference": req.reference, "kind": req.kind.value,
-                         "contact_id": req.contact_id, "amount": moved, "fingerprint": req.fingerprint(),
-                         "balance_after": balances[key], "hold_reference": req.hold_reference, "memo": req.memo,
-                         "entries": [[e.account, e.amount] for e in result.entries]})
+            state.holds[(*key, req.hold_reference or "")].status = "settled"
+        receipt = Receipt(
+            id=next(ids), program_id=sub.program_id, reference=req.reference, kind=req.kind.value,
+            contact_id=req.contact_id, amount=max((e.amount for e in result.entries), default=0),
+            balance_after=balances[key], entries=tuple((e.account, e.amount) for e in result.entries),
+            hold_reference=req.hold_reference, memo=req.memo, created_at=now)
+        outcomes[i] = receipt
+        postings.append({"receipt": receipt, "fingerprint": req.fingerprint()})
 
     if postings:
-        await _write(session, postings, bucket_delta, system_delta, balances, now, shard)
-        if new_holds:
-            await session.execute(text("""
-                INSERT INTO ledger_holds (contact_id, program_id, reference, amount, taken, expires_at)
-                VALUES (:c, :p, :r, :a, CAST(:t AS jsonb), :e)
-            """), new_holds)
-        if settled:
-            await session.execute(text("""
-                UPDATE ledger_holds SET status = :s, settled_by = :by
-                WHERE contact_id = :c AND program_id = :p AND reference = :r AND status = 'pending'
-            """), settled)
-        for i, receipt in _receipts(postings, now).items():
-            outcomes[i] = receipt
+        await _write(conn, postings, bucket_delta, system_delta, balances, new_holds, settled, now, shard)
 
     # Duplicates inside the batch answer like replays of their first occurrence.
     for i, sub in enumerate(batch):
@@ -242,77 +263,107 @@ async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: date
     return [o for o in outcomes if o is not None]
 
 
-async def _write(session: AsyncSession, postings: list[dict[str, Any]], bucket_delta: dict[tuple[int, int, Month], int],
-                 system_delta: dict[tuple[int, str], int], balances: dict[tuple[int, int], int], now: datetime,
-                 shard: int) -> None:
-    rows = await session.execute(text("""
-        INSERT INTO ledger_postings (program_id, reference, kind, contact_id, amount, fingerprint, balance_after,
-                                     entries, hold_reference, memo, created_at)
-        SELECT * , CAST(:now AS timestamptz) FROM unnest(
-            CAST(:program_id AS bigint[]), CAST(:reference AS text[]), CAST(:kind AS text[]),
-            CAST(:contact_id AS bigint[]), CAST(:amount AS bigint[]), CAST(:fingerprint AS text[]),
-            CAST(:balance_after AS bigint[]), CAST(:entries AS jsonb[]), CAST(:hold_reference AS text[]),
-            CAST(:memo AS text[]))
-        ON CONFLICT (program_id, reference) DO NOTHING
-        RETURNING id, reference, program_id
-    """), {
-        **{col: [p[col] for p in postings] for col in (
-            "program_id", "reference", "kind", "contact_id", "amount", "fingerprint", "balance_after",
-            "hold_reference", "memo")},
-        "entries": [json.dumps(p["entries"]) for p in postings], "now": now,
-    })
-    ids = {(r.program_id, r.reference): r.id for r in rows}
-    if len(ids) != len(postings):
-        raise RaceLost("a concurrent transaction posted one of these references first")
-    entry_rows = [(p["contact_id"] if account == USER else 0, ids[(p["program_id"], p["reference"])], account,
-                   p["program_id"], amount) for p in postings for account, amount in p["entries"]]
-    if entry_rows:
-        await session.execute(text("""
-            INSERT INTO ledger_entries (contact_id, posting_id, account, program_id, amount, created_at)
-            SELECT *, CAST(:now AS timestamptz) FROM unnest(CAST(:c AS bigint[]), CAST(:pid AS bigint[]),
-                CAST(:a AS text[]), CAST(:p AS bigint[]), CAST(:n AS bigint[]))
-        """), {"c": [e[0] for e in entry_rows], "pid": [e[1] for e in entry_rows], "a": [e[2] for e in entry_rows],
-               "p": [e[3] for e in entry_rows], "n": [e[4] for e in entry_rows], "now": now})
-    touched = sorted({(p["contact_id"], p["program_id"]) for p in postings if any(a == USER for a, _ in p["entries"])})
+INSERT_POSTINGS = """
+    INSERT INTO ledger_postings (id, program_id, reference, kind, contact_id, amount, fingerprint, balance_after,
+                                 entries, hold_reference, memo, created_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT k.*, %(now)s FROM unnest(%(id)s::bigint[], %(program_id)s::bigint[], %(reference)s::text[],
+        %(kind)s::text[], %(contact_id)s::bigint[], %(amount)s::bigint[], %(fingerprint)s::text[],
+        %(balance_after)s::bigint[], %(entries)s::jsonb[], %(hold_reference)s::text[], %(memo)s::text[]) AS k
+    ON CONFLICT (program_id, reference) DO NOTHING
+    RETURNING id
+"""
+INSERT_ENTRIES = """
+    INSERT INTO ledger_entries (contact_id, posting_id, account, program_id, amount, created_at)
+    SELECT k.*, %(now)s FROM unnest(%(c)s::bigint[], %(pid)s::bigint[], %(a)s::text[], %(p)s::bigint[],
+                                    %(n)s::bigint[]) AS k
+"""
+UPDATE_BALANCES = """
+    UPDATE ledger_accounts a SET balance = k.b, updated_at = %(now)s
+    FROM unnest(%(c)s::bigint[], %(p)s::bigint[], %(b)s::bigint[]) AS k(c, p, b)
+    WHERE a.contact_id = k.c AND a.program_id = k.p
+"""
+# The CHECK applies to the row proposed for insertion, so gifts are upserts and takes are updates.
+GIVE_BUCKETS = """
+    INSERT INTO ledger_buckets AS b (contact_id, program_id, month, remaining)
+    SELECT * FROM unnest(%(c)s::bigint[], %(p)s::bigint[], %(m)s::integer[], %(d)s::bigint[])
+    ON CONFLICT (contact_id, program_id, month) DO UPDATE SET remaining = b.remaining + excluded.remaining
+"""
+TAKE_BUCKETS = """
+    UPDATE ledger_buckets b SET remaining = b.remaining + k.d
+    FROM unnest(%(c)s::bigint[], %(p)s::bigint[], %(m)s::integer[], %(d)s::bigint[]) AS k(c, p, m, d)
+    WHERE b.contact_id = k.c AND b.program_id = k.p AND b.month = k.m
+"""
+ADD_SYSTEM = """
+    INSERT INTO ledger_system_balances AS s (program_id, account, shard, balance)
+    SELECT k.p, k.a, %(shard)s, k.d FROM unnest(%(p)s::bigint[], %(a)s::text[], %(d)s::bigint[]) AS k(p, a, d)
+    ON CONFLICT (program_id, account, shard) DO UPDATE SET balance = s.balance + excluded.balance
+"""
+INSERT_HOLDS = """
+    INSERT INTO ledger_holds (contact_id, program_id, reference, amount, taken, expires_at)
+    SELECT * FROM unnest(%(c)s::bigint[], %(p)s::bigint[], %(r)s::text[], %(a)s::bigint[], %(t)s::jsonb[],
+                         %(e)s::timestamptz[])
+"""
+SETTLE_HOLDS = """
+    UPDATE ledger_holds h SET status = k.s, settled_by = k.by
+    FROM unnest(%(c)s::bigint[], %(p)s::bigint[], %(r)s::text[], %(s)s::text[], %(by)s::text[]) AS k(c, p, r, s, by)
+    WHERE h.contact_id = k.c AND h.program_id = k.p AND h.reference = k.r AND h.status = 'pending'
+"""
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {name: [r[name] for r in rows] for name in rows[0]} if rows else {}
+
+
+async def _write(conn: psycopg.AsyncConnection[Any], postings: list[dict[str, Any]],
+                 bucket_delta: dict[tuple[int, int, Month], int], system_delta: dict[tuple[int, str], int],
+                 balances: dict[tuple[int, int], int], new_holds: list[dict[str, Any]],
+                 settled: list[dict[str, Any]], now: datetime, shard: int) -> None:
+    """One round trip for every write of the batch."""
+    receipts: list[Receipt] = [p["receipt"] for p in postings]
+    statements: list[tuple[str, dict[str, Any]]] = [(INSERT_POSTINGS, {
+        "id": [r.id for r in receipts], "program_id": [r.program_id for r in receipts],
+        "reference": [r.reference for r in receipts], "kind": [r.kind for r in receipts],
+        "contact_id": [r.contact_id for r in receipts], "amount": [r.amount for r in receipts],
+        "fingerprint": [p["fingerprint"] for p in postings], "balance_after": [r.balance_after for r in receipts],
+        "entries": [json.dumps([list(e) for e in r.entries]) for r in receipts],
+        "hold_reference": [r.hold_reference for r in receipts], "memo": [r.memo for r in receipts], "now": now,
+    })]
+    entries = [(r.contact_id if account == USER else 0, r.id, account, r.program_id, amount)
+               for r in receipts for account, amount in r.entries]
+    if entries:
+        statements.append((INSERT_ENTRIES, {"c": [e[0] for e in entries], "pid": [e[1] for e in entries],
+                                            "a": [e[2] for e in entries], "p": [e[3] for e in entries],
+                                            "n": [e[4] for e in entries], "now": now}))
+    touched = sorted({(r.contact_id, r.program_id) for r in receipts if any(a == USER for a, _ in r.entries)})
     if touched:
-        await session.execute(text("""
-            UPDATE ledger_accounts a SET balance = k.b, updated_at = :now
-            FROM unnest(CAST(:c AS bigint[]), CAST(:p AS bigint[]), CAST(:b AS bigint[])) AS k(c, p, b)
-            WHERE a.contact_id = k.c AND a.program_id = k.p
-        """), {"c": [t[0] for t in touched], "p": [t[1] for t in touched], "b": [balances[t] for t in touched],
-               "now": now})
-    # The CHECK applies to the row proposed for insertion, so takes are updates and gifts are upserts.
-    for sign in (1, -1):
+        statements.append((UPDATE_BALANCES, {"c": [t[0] for t in touched], "p": [t[1] for t in touched],
+                                             "b": [balances[t] for t in touched], "now": now}))
+    for sql, sign in ((GIVE_BUCKETS, 1), (TAKE_BUCKETS, -1)):
         changed = sorted((k, d) for k, d in bucket_delta.items() if d * sign > 0)
-        if not changed:
-            continue
-        params = {"c": [k[0] for k, _ in changed], "p": [k[1] for k, _ in changed], "m": [k[2] for k, _ in changed],
-                  "d": [d for _, d in changed]}
-        await session.execute(text("""
-            INSERT INTO ledger_buckets AS b (contact_id, program_id, month, remaining)
-            SELECT * FROM unnest(CAST(:c AS bigint[]), CAST(:p AS bigint[]), CAST(:m AS integer[]), CAST(:d AS bigint[]))
-            ON CONFLICT (contact_id, program_id, month) DO UPDATE SET remaining = b.remaining + excluded.remaining
-        """ if sign > 0 else """
-            UPDATE ledger_buckets b SET remaining = b.remaining + k.d
-            FROM unnest(CAST(:c AS bigint[]), CAST(:p AS bigint[]), CAST(:m AS integer[]), CAST(:d AS bigint[]))
-                 AS k(c, p, m, d)
-            WHERE b.contact_id = k.c AND b.program_id = k.p AND b.month = k.m
-        """), params)
+        if changed:
+            statements.append((sql, {"c": [k[0] for k, _ in changed], "p": [k[1] for k, _ in changed],
+                                     "m": [k[2] for k, _ in changed], "d": [d for _, d in changed]}))
     system = sorted((k, d) for k, d in system_delta.items() if d)
     if system:
-        await session.execute(text("""
-            INSERT INTO ledger_system_balances AS s (program_id, account, shard, balance)
-            SELECT k.p, k.a, CAST(:shard AS smallint), k.d
-            FROM unnest(CAST(:p AS bigint[]), CAST(:a AS text[]), CAST(:d AS bigint[])) AS k(p, a, d)
-            ON CONFLICT (program_id, account, shard) DO UPDATE SET balance = s.balance + excluded.balance
-        """), {"p": [k[0] for k, _ in system], "a": [k[1] for k, _ in system], "d": [d for _, d in system],
-               "shard": shard})
-    for p in postings:
-        p["id"] = ids[(p["program_id"], p["reference"])]
-
-
-def _receipts(postings: list[dict[str, Any]], now: datetime) -> dict[int, Receipt]:
-    return {p["i"]: Receipt(
-        id=p["id"], program_id=p["program_id"], reference=p["reference"], kind=p["kind"], contact_id=p["contact_id"],
-        amount=p["amount"], balance_after=p["balance_after"], entries=tuple((a, n) for a, n in p["entries"]),
-        hold_reference=p["hold_reference"], memo=p["memo"], created_at=now) for p in postings}
+        statements.append((ADD_SYSTEM, {"p": [k[0] for k, _ in system], "a": [k[1] for k, _ in system],
+                                        "d": [d for _, d in system], "shard": shard}))
+    if new_holds:
+        statements.append((INSERT_HOLDS, _columns(new_holds)))
+    if settled:
+        statements.append((SETTLE_HOLDS, _columns(settled)))
+    # Every write in one statement. Each row appears in one CTE only (bucket deltas are netted per month),
+    # because the CTEs of one statement cannot see each other's changes.
+    parts, params = [], {}
+    for n, (query, values) in enumerate(statements):
+        for name in sorted(values, key=len, reverse=True):
+            query = query.replace(f"%({name})s", f"%({name}_{n})s")
+            params[f"{name}_{n}"] = values[name]
+        parts.append(f"w{n} AS ({query.strip()})")
+    sql = "WITH " + ", ".join(parts) + " SELECT count(*) FROM w0"
+    cur = conn.cursor()
+    await cur.execute(sql, params)
+    row = await cur.fetchone()
+    inserted = row[0] if row else 0
+    if inserted != len(postings):
+        raise RaceLost("a concurrent transaction posted one of these references first")

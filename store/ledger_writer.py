@@ -12,9 +12,9 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy import text
 
 from domain.errors import NotFound
 from domain.ledger import Request
@@ -106,7 +106,7 @@ class PostingWriter:
                     outcomes = await apply(session, subs, now=self.clock(), shard=shard)
                 self.batches += 1
                 return outcomes
-            except (RaceLost, DBAPIError) as exc:
+            except (RaceLost, DBAPIError):
                 # Deadlock or a lost race on a reference: the whole batch rolled back, so retrying is safe.
                 if attempt == RETRIES - 1:
                     if len(subs) == 1:
@@ -114,5 +114,4 @@ class PostingWriter:
                     # Isolate whatever keeps failing so it cannot hold its neighbours hostage.
                     return [o for sub in subs for o in await self._run([sub], shard)]
                 await asyncio.sleep(0.005 * 2 ** attempt)
-                _ = exc
         raise AssertionError("unreachable")

@@ -63,7 +63,6 @@ def upgrade() -> None:
             created_at     timestamptz NOT NULL DEFAULT now(),
             CONSTRAINT uq_ledger_postings_program_id UNIQUE (program_id, reference)
         );
-        CREATE INDEX ix_ledger_postings_contact ON ledger_postings (contact_id, program_id, id);
 
         -- Immutable. contact_id 0 holds the program's system accounts.
         CREATE TABLE ledger_entries (

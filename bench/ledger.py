@@ -1,0 +1,157 @@
+"""`nudge bench ledger`: idempotent credits through the batching writer vs pgbench TPC-B on the same Postgres.
+
+Also times a spend over an account with `history_months` of monthly buckets against one over a new account:
+the bucket design (月余) should make both cost the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+
+from bench.core import BenchContext, BenchResult
+from domain.ledger import Kind, Request, month_of
+from nudge.embedded import _pg_bin
+from store import ledger as store
+from store.db import make_engine, make_sessionmaker, plain_url, transaction
+from store.ledger_writer import PostingWriter, utcnow
+
+NAME = "ledger"
+DESCRIPTION = "Points postings/s (16 clients, 100k accounts) vs pgbench TPC-B-like TPS on the same Postgres"
+PARAMS: dict[str, Any] = {"accounts": 100_000, "clients": 16, "seconds": 15, "writers": 3,
+                          "pgbench_seconds": 15, "pgbench_scale": 16, "history_months": 36, "spends": 200}
+
+
+def pgbench_tps(url: str, *, clients: int, seconds: int, scale: int) -> float:
+    """Init a scratch database, run the built-in TPC-B-like script, drop the database."""
+    base = plain_url(url)
+    name = f"nudge_pgbench_{uuid.uuid4().hex[:8]}"
+    admin = base.rsplit("/", 1)[0] + "/postgres"
+    scratch = base.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        binary = str(_pg_bin("pgbench"))
+        subprocess.run([binary, "-i", "-q", "-s", str(scale), scratch], check=True, capture_output=True, text=True)
+        out = subprocess.run([binary, "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), scratch],
+                             check=True, capture_output=True, text=True).stdout
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    match = re.search(r"tps = ([\d.]+)", out)
+    if match is None:
+        raise RuntimeError(f"could not read pgbench's TPS from:\n{out}")
+    return float(match.group(1))
+
+
+async def run(ctx: BenchContext, **params: Any) -> BenchResult:
+    p = PARAMS | params
+    url = ctx.settings.database_url or ""
+    engine = make_engine(url, pool_size=p["writers"] + 4)
+    sessions = make_sessionmaker(engine)
+    tag = uuid.uuid4().hex[:8]
+    program_id = 0
+    try:
+        with ctx.console.status(f"pgbench TPC-B-like, {p['clients']} clients, {p['pgbench_seconds']} s…"):
+            tps = await asyncio.to_thread(pgbench_tps, url, clients=p["clients"], seconds=p["pgbench_seconds"],
+                                          scale=p["pgbench_scale"])
+        ctx.console.print(f"pgbench: {tps:,.0f} TPS")
+
+        with ctx.console.status(f"Creating {p['accounts']:,} contacts and accounts…"):
+            async with transaction(sessions) as s:
+                program_id = (await store.create_program(s, name=f"bench-{tag}", unit="points", expiry_months=None,
+                                                         retention_months=12)).id
+                rows = await s.execute(text("""
+                    INSERT INTO contacts (user_id) SELECT 'bench-ledger-' || :tag || '-' || n
+                    FROM generate_series(1, :n) n RETURNING id
+                """), {"tag": tag, "n": p["accounts"]})
+                contacts = sorted(r.id for r in rows)
+                await s.execute(text("INSERT INTO ledger_accounts (contact_id, program_id) "
+                                     "SELECT unnest(CAST(:ids AS bigint[])), :p"), {"ids": contacts, "p": program_id})
+
+        done = 0
+        latencies: list[float] = []
+        async with PostingWriter(sessions, writers=p["writers"]) as writer:
+            deadline = time.perf_counter() + p["seconds"]
+
+            async def client(n: int) -> None:
+                nonlocal done
+                rng = random.Random(n)
+                i = 0
+                while time.perf_counter() < deadline:
+                    contact = rng.choice(contacts)
+                    started = time.perf_counter()
+                    await writer.post(program_id, Request(f"reward:bench-{tag}:{contact}:{n}:{i}", Kind.CREDIT,
+                                                          contact, rng.randint(1, 100)))
+                    latencies.append(time.perf_counter() - started)
+                    i += 1
+                    done += 1
+
+            with ctx.progress() as bar:
+                task = bar.add_task("credits (s elapsed)", total=p["seconds"])
+                started = time.perf_counter()
+                runners = [asyncio.create_task(client(n)) for n in range(p["clients"])]
+                while not all(r.done() for r in runners):
+                    await asyncio.sleep(0.5)
+                    bar.update(task, completed=min(p["seconds"], int(time.perf_counter() - started)))
+                await asyncio.gather(*runners)
+                elapsed = time.perf_counter() - started
+            rate = done / elapsed
+            batches = writer.batches
+
+            old_cost, new_cost, touched = await spend_costs(writer, sessions, program_id, contacts, p)
+        latencies.sort()
+        return BenchResult(
+            bench=NAME, value=rate, unit="postings/s", limit_name="pgbench TPC-B-like TPS", limit=tps,
+            params=p, rows=[
+                ("postings", f"{done:,}"),
+                ("postings per transaction", f"{done / max(batches, 1):.1f}"),
+                ("latency p50 / p99", f"{latencies[len(latencies) // 2] * 1000:.1f} / "
+                                      f"{latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms"),
+                (f"spend, {p['history_months']}-month account", f"{old_cost * 1000:.2f} ms ({touched} buckets)"),
+                ("spend, new account", f"{new_cost * 1000:.2f} ms"),
+            ],
+        )
+    finally:
+        if program_id:
+            with ctx.console.status("Cleaning up…"):
+                await cleanup(sessions, program_id, tag)
+        await engine.dispose()
+
+
+async def spend_costs(writer: PostingWriter, sessions: Any, program_id: int, contacts: list[int],
+                      p: dict[str, Any]) -> tuple[float, float, int]:
+    """Mean time of one spend (of 1 point) over an account with long history and over a new one."""
+    old, new = contacts[0], contacts[1]
+    this_month = month_of(utcnow())
+    history = [Request(f"hist:{old}:{m}", Kind.CREDIT, old, 10_000, earned_month=this_month - m)
+               for m in range(p["history_months"])]
+    await writer.post_many([store.Submission(program_id, r) for r in history])
+    await writer.post(program_id, Request(f"hist:{new}", Kind.CREDIT, new, 10_000))
+    async with sessions() as s:
+        touched = await s.scalar(text("SELECT count(*) FROM ledger_buckets WHERE contact_id = :c AND program_id = :p "
+                                      "AND remaining > 0"), {"c": old, "p": program_id})
+    costs = []
+    for contact in (old, new):
+        started = time.perf_counter()
+        for i in range(p["spends"]):
+            await writer.post(program_id, Request(f"spend:{contact}:{i}", Kind.DEBIT, contact, 1))
+        costs.append((time.perf_counter() - started) / p["spends"])
+    return costs[0], costs[1], int(touched or 0)
+
+
+async def cleanup(sessions: Any, program_id: int, tag: str) -> None:
+    async with transaction(sessions) as s:
+        for table in ("ledger_entries", "ledger_buckets", "ledger_holds", "ledger_rollups", "ledger_accounts",
+                      "ledger_postings", "ledger_system_balances"):
+            await s.execute(text(f"DELETE FROM {table} WHERE program_id = :p"), {"p": program_id})
+        await s.execute(text("DELETE FROM ledger_programs WHERE id = :p"), {"p": program_id})
+        await s.execute(text("DELETE FROM contacts WHERE user_id LIKE :pattern"), {"pattern": f"bench-ledger-{tag}-%"})
