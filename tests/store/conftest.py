@@ -4,7 +4,9 @@ imitation (noida-db) on 127.0.0.1 for the Elasticsearch backend."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -137,7 +139,7 @@ def elasticsearch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     proc = subprocess.Popen(
         [noida_binary(), "start", "--data-dir", str(data), "--host", "127.0.0.1", "--only", "elasticsearch",
          "--elasticsearch-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -151,11 +153,12 @@ def elasticsearch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             raise RuntimeError(f"noida-db exited with {proc.returncode}")
         time.sleep(0.1)
     else:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGKILL)
         raise RuntimeError("noida-db did not start")
     yield url
-    proc.terminate()
+    # The launcher starts the server binary as a child: stop the whole process group it leads.
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -107,7 +107,7 @@ def expected(world: Any, node: Node) -> set[int]:
     return {cid for cid, facts in world.facts.items() if matches(node, facts, world.now)}
 
 
-@pytest.fixture(scope="module", params=["postgres"])
+@pytest.fixture(scope="module", params=["postgres", "elasticsearch"])
 async def index(request: pytest.FixtureRequest, segment_world: Any, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Any]:
     if request.param == "postgres":
         yield store.PostgresSegmentIndex()
