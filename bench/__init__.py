@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-MODULES = ("broadcast",)
+MODULES = ("broadcast", "ledger")
 
 
 def registry() -> dict[str, ModuleType]:

@@ -1,0 +1,111 @@
+"""Points ledger request and response bodies. Amounts are integers; months read `YYYY-MM`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+
+class ProgramIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "Coins", "unit": "coins", "expiry_months": 12, "retention_months": 6},
+    ]})
+
+    name: str = Field(min_length=1, max_length=200)
+    unit: str = Field("points", min_length=1, max_length=40)
+    expiry_months: StrictInt | None = Field(
+        None, ge=0, le=600, description="Points earned in month M expire at the end of month M + this; null: never.")
+    retention_months: StrictInt = Field(12, ge=1, le=120, description="Months of entry detail kept before rollup.")
+
+
+class ProgramOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    unit: str
+    expiry_months: int | None
+    retention_months: int
+    created_at: datetime
+
+
+class PostingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"program_id": 1, "reference": "reward:checkin:42:2025-06-01:1", "kind": "credit", "contact_id": 42,
+         "amount": 10, "memo": "Daily check-in"},
+        {"program_id": 1, "reference": "redeem:order-991:hold", "kind": "hold", "contact_id": 42, "amount": 300,
+         "hold_seconds": 900},
+        {"program_id": 1, "reference": "redeem:order-991:commit", "kind": "commit", "contact_id": 42,
+         "hold_reference": "redeem:order-991:hold"},
+    ]})
+
+    program_id: StrictInt
+    reference: str = Field(min_length=1, max_length=200,
+                           description="Unique per program; posting it again returns the original receipt.")
+    kind: Literal["credit", "debit", "hold", "commit", "void", "adjust"]
+    contact_id: StrictInt
+    amount: StrictInt = Field(0, ge=-(10**12), le=10**12,
+                              description="Positive for credit/debit/hold; signed for adjust; unused for commit/void.")
+    earned_month: str | None = Field(None, pattern=MONTH, description="Credit into this month's bucket (imports).")
+    hold_reference: str | None = Field(None, max_length=200, description="commit/void: the hold to settle.")
+    hold_seconds: StrictInt | None = Field(None, ge=1, le=30 * 86400, description="hold: timeout (default 900).")
+    memo: str | None = Field(None, max_length=500)
+
+
+class EntryOut(BaseModel):
+    account: str
+    amount: int
+
+
+class PostingOut(BaseModel):
+    id: int
+    program_id: int
+    reference: str
+    kind: str
+    contact_id: int
+    amount: int
+    balance_after: int
+    entries: list[EntryOut]
+    hold_reference: str | None
+    memo: str | None
+    created_at: datetime
+
+
+class BucketOut(BaseModel):
+    month: str = Field(description="The month the points were earned.")
+    remaining: int
+    expires_end_of: str | None = Field(description="The last month these points can be spent.")
+
+
+class AccountOut(BaseModel):
+    program_id: int
+    contact_id: int
+    balance: int = Field(description="Spendable points (held points are not included).")
+    held: int = Field(description="Points reserved by pending holds.")
+    expiring_soon: int = Field(description="Points that expire at the end of this month.")
+    buckets: list[BucketOut]
+
+
+class StatementLineOut(BaseModel):
+    posting_id: int
+    reference: str
+    kind: str
+    amount: int
+    memo: str | None
+    created_at: datetime
+
+
+class MonthOut(BaseModel):
+    month: str
+    credited: int
+    debited: int
+
+
+class StatementOut(BaseModel):
+    lines: list[StatementLineOut] = Field(description="Recent detail, newest first.")
+    next_before: int | None = Field(description="Pass as `before` for the next page.")
+    history: list[MonthOut] = Field(description="Older months, rolled up after the retention window.")
