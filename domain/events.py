@@ -233,6 +233,12 @@ class Resolution:
         return sorted((i, k) for i, p in enumerate(self.persons) for k in p.keys if k not in known)
 
 
+def needs_resolution(events: Iterable[Event]) -> bool:
+    """Whether a batch can change identities or traits; if not, attributing it is a plain lookup."""
+    return any(e.type in ("identify", "alias") or (e.user_id is not None and e.anonymous_id is not None)
+               or e.attached_keys() for e in events)
+
+
 def event_keys(event: Event, known: Mapping[Key, Owner]) -> list[Key]:
     """The resolution identities of an event, the primary one first."""
     keys = [event.primary_key]
@@ -265,6 +271,9 @@ def resolve(events: Sequence[Event], known: Mapping[Key, Owner]) -> Resolution:
     the later link is ignored and the event still goes to its own userId's contact. The surviving
     contact is the one that holds the userId, else the oldest (lowest id).
     """
+    if all(e.previous_id is None and (e.user_id is None or e.anonymous_id is None) and e.primary_key in known
+           for e in events):
+        return _all_known(events, known)
     parent: dict[Any, Any] = {}
     user: dict[Any, str | None] = {}
     contacts: dict[Any, set[int]] = {}
@@ -321,6 +330,23 @@ def resolve(events: Sequence[Event], known: Mapping[Key, Owner]) -> Resolution:
         if node[0] != "#contact":
             persons[index[root]].keys.add(node)
     return Resolution(persons=persons, event_person=[index[find(keys[0])] for keys in per_event])
+
+
+def _all_known(events: Sequence[Event], known: Mapping[Key, Owner]) -> Resolution:
+    """The common case: every event names one identity, already owned; nothing to link or create."""
+    persons: list[Person] = []
+    index: dict[int, int] = {}
+    event_person = []
+    for event in events:
+        key = event.primary_key
+        owner = known[key]
+        at = index.get(owner.contact_id)
+        if at is None:
+            at = index[owner.contact_id] = len(persons)
+            persons.append(Person(contact_id=owner.contact_id, user_id=owner.user_id))
+        persons[at].keys.add(key)
+        event_person.append(at)
+    return Resolution(persons=persons, event_person=event_person)
 
 
 def fold_traits(events: Sequence[Event], event_contact: Sequence[int]) -> dict[int, dict[str, Any]]:

@@ -28,16 +28,22 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.events import Event
+from domain.events import Event, needs_resolution
 from store import identities
 from store.identities import driver
 
+# Each row names its event's primary identity (k, v); the contact comes from `identities`. If any row's
+# identity is unknown nothing is written and `all_known` is false: the caller resolves and retries.
 INSERT = """
-WITH src AS (
-    SELECT DISTINCT ON (m) * FROM jsonb_to_recordset(%s::jsonb)
-        AS r(c bigint, m text, t text, e text, p jsonb, x jsonb, ts timestamptz, ra timestamptz)
+WITH raw AS (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb)
+        AS r(k text, v text, m text, t text, e text, p jsonb, x jsonb, ts timestamptz, ra timestamptz)
+), src AS (
+    SELECT i.contact_id AS c, raw.* FROM raw JOIN identities i ON i.kind = raw.k AND i.value = raw.v
+), ok AS (
+    SELECT (SELECT count(*) FROM src) = (SELECT count(*) FROM raw) AS all_known
 ), fresh AS (
-    INSERT INTO event_dedupe (message_id, received_at) SELECT m, ra FROM src
+    INSERT INTO event_dedupe (message_id, received_at) SELECT m, ra FROM src WHERE (SELECT all_known FROM ok)
     ON CONFLICT DO NOTHING RETURNING message_id
 ), ins AS (
     INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
@@ -61,7 +67,7 @@ WITH src AS (
     INSERT INTO event_outbox (contact_ids, event_ids)
     SELECT array_agg(contact_id), array_agg(id) FROM ins HAVING count(*) > 0
 )
-SELECT count(*) FROM ins
+SELECT (SELECT all_known FROM ok), (SELECT count(*) FROM ins)
 """
 
 READ = """
@@ -130,17 +136,33 @@ class OutboxEvent:
     received_at: datetime
 
 
+class IdentityRace(Exception):
+    """An identity vanished between resolving and inserting (a concurrent erasure); retry the batch."""
+
+
 async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult:
-    """Resolve identities, then write the batch in one statement (dedupe, events, aggregates, outbox)."""
+    """Write a batch in one statement (dedupe, events, aggregates, last seen, outbox). Batches that create,
+    link or describe identities are resolved first; plain events for known identities skip straight here."""
     if not events:
         return IngestResult(0, 0)
-    contacts = await identities.apply(session, events)
-    rows = [{"c": c, "m": e.message_id, "t": e.type, "e": e.event, "p": e.properties, "x": e.context,
-             "ts": e.timestamp, "ra": e.received_at} for e, c in zip(events, contacts, strict=True)]
+    unique: dict[str, Event] = {}
+    for event in events:
+        unique.setdefault(event.message_id, event)
+    batch = list(unique.values())
+    rows = orjson.dumps([{"k": e.primary_key[0], "v": e.primary_key[1], "m": e.message_id, "t": e.type,
+                          "e": e.event, "p": e.properties, "x": e.context, "ts": e.timestamp, "ra": e.received_at}
+                         for e in batch]).decode()
     pg = await driver(session)
-    cur = await pg.execute(INSERT, (orjson.dumps(rows).decode(),))
-    row = await cur.fetchone()
-    return IngestResult(received=len(events), inserted=row[0] if row else 0)
+    resolved = needs_resolution(batch)
+    if resolved:
+        await identities.apply(session, batch)
+    all_known, inserted = await (await pg.execute(INSERT, (rows,))).fetchone()  # type: ignore[misc]
+    if not all_known and not resolved:
+        await identities.apply(session, batch)
+        all_known, inserted = await (await pg.execute(INSERT, (rows,))).fetchone()  # type: ignore[misc]
+    if not all_known:
+        raise IdentityRace("an identity was removed while this batch was being stored")
+    return IngestResult(received=len(events), inserted=inserted)
 
 
 async def read_new_events(session: AsyncSession, consumer: str, limit: int = 1000) -> list[OutboxEvent]:

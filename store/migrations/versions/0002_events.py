@@ -18,12 +18,15 @@ branch_labels = None
 depends_on = None
 
 PARTITIONS = 8
-PARTITIONED = ("events", "contact_event_daily")
+# Aggregates and contacts.last_seen_at are updated on every batch: leave room on each page so the
+# updates are HOT (no index writes).
+PARTITIONED = {"events": "", "contact_event_daily": " WITH (fillfactor = 70)"}
 
 
 def upgrade() -> None:
     op.execute("""
         ALTER TABLE contacts ADD COLUMN last_seen_at timestamptz;
+        ALTER TABLE contacts SET (fillfactor = 85);
 
         CREATE TABLE identities (
             kind       text NOT NULL CONSTRAINT ck_identities_kind CHECK (kind IN
@@ -90,11 +93,11 @@ def upgrade() -> None:
             updated_at timestamptz NOT NULL DEFAULT now()
         );
     """)
-    for table in PARTITIONED:
+    for table, storage in PARTITIONED.items():
         for i in range(PARTITIONS):
             op.execute(
                 f"CREATE TABLE {table}_p{i} PARTITION OF {table} "
-                f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i})"
+                f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i}){storage}"
             )
 
 
@@ -104,4 +107,5 @@ def downgrade() -> None:
                    contact_merges, identities;
         DROP SEQUENCE events_id_seq;
         ALTER TABLE contacts DROP COLUMN last_seen_at;
+        ALTER TABLE contacts RESET (fillfactor);
     """)
