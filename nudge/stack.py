@@ -24,7 +24,7 @@ class Stack:
     temporal: EmbeddedTemporal | None = None
     sink: MailSink | None = None
 
-    def up(self, *, migrate: bool = True) -> Settings:
+    def up(self, *, migrate: bool = True, database_only: bool = False) -> Settings:
         """Start what is not configured and return settings that point at everything."""
         s = self.settings
         s.home.mkdir(parents=True, exist_ok=True)
@@ -35,7 +35,7 @@ class Stack:
                 self.postgres.start()
                 updates["database_url"] = self.postgres.url
                 self._say("Postgres", f"127.0.0.1:{s.postgres_port}", self.postgres.started_here)
-            if not s.temporal_address:
+            if not s.temporal_address and not database_only:
                 self.temporal = EmbeddedTemporal(s.home / "temporal.db", s.temporal_port, s.temporal_ui_port,
                                                  s.home / "temporal.log")
                 self.temporal.start()
@@ -43,7 +43,7 @@ class Stack:
                 updates["temporal_ui_url"] = f"http://127.0.0.1:{s.temporal_ui_port}"
                 self._say("Temporal", f"{self.temporal.address}, UI on :{s.temporal_ui_port}",
                           self.temporal.process is not None)
-            if not s.smtp_url:
+            if not s.smtp_url and not database_only:
                 self.sink = MailSink(s.mail_dir, s.smtp_port)
                 self.sink.start()
                 updates["smtp_url"] = self.sink.url

@@ -1,0 +1,244 @@
+"""The `nudge` command: run the stack, the API, the worker, migrations, benchmarks and key management."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from domain.keys import Scope
+from nudge.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="nudge", no_args_is_help=True, rich_markup_mode="rich",
+    help="Nudge: marketing automation on Temporal and Postgres. Start with [bold]nudge demo[/].",
+)
+keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]✗[/] {message}")
+    return typer.Exit(1)
+
+
+def _up(settings: Settings, *, migrate: bool = True, database_only: bool = False) -> tuple[object, Settings]:
+    from nudge.embedded import PortInUse
+    from nudge.stack import Stack
+
+    stack = Stack(settings, console=console)
+    try:
+        return stack, stack.up(migrate=migrate, database_only=database_only)
+    except PortInUse as exc:
+        stack.down()
+        raise _fail(str(exc)) from exc
+
+
+async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, queues: tuple[str, ...] = (),
+                 after_start: object = None) -> None:
+    """Run the API and/or the worker in this process until Ctrl-C or SIGTERM."""
+    import uvicorn
+
+    from api.app import create_app
+    from nudge.runtime import Runtime, connect_temporal
+    from nudge.worker import QUEUES, build_workers
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks: list[asyncio.Task[object]] = []
+    runtime = Runtime.build(settings)
+    workers = []
+    if worker:
+        client = await connect_temporal(settings)
+        workers = build_workers(client, runtime, queues or QUEUES)
+        tasks += [asyncio.create_task(w.run()) for w in workers]
+        console.print(f"[green]✓[/] Worker polling {', '.join(queues or QUEUES)}")
+    server = None
+    server_task = None
+    if api:
+        config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
+                                log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server_task = asyncio.create_task(server.serve())
+        tasks.append(server_task)
+        console.print(f"[green]✓[/] API on {settings.resolved_public_url} (docs: {settings.resolved_public_url}/docs)")
+    async def then() -> None:
+        # after_start returns True to stop once it is done (nudge demo --exit)
+        if after_start is not None and await after_start(settings):  # type: ignore[operator]
+            stop.set()
+        else:
+            console.print("[dim]Press Ctrl-C to stop.[/]")
+
+    follow_up = asyncio.create_task(then())
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    console.print("Stopping…")
+    follow_up.cancel()
+    if server is not None and server_task is not None:
+        server.should_exit = True
+        await asyncio.wait([server_task], timeout=10)
+    for w in workers:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(w.shutdown(), 15)
+    for t in tasks:
+        if not t.done():
+            t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    await runtime.close()
+
+
+async def bootstrap_admin_key(settings: Settings) -> str | None:
+    """Create the first admin key if there is none; returns it so it can be shown once."""
+    from store import keys
+    from store.db import make_engine, make_sessionmaker, transaction
+
+    engine = make_engine(settings.database_url or "", pool_size=1)
+    try:
+        async with transaction(make_sessionmaker(engine)) as s:
+            if await keys.has_admin_key(s):
+                return None
+            return (await keys.create_key(s, "bootstrap admin", [Scope.ADMIN])).token
+    finally:
+        await engine.dispose()
+
+
+def _print_key(token: str | None) -> None:
+    if token:
+        console.print(f"\n[bold yellow]Bootstrap admin key[/] (shown once, keep it safe): [bold]{token}[/]\n")
+
+
+@app.command()
+def dev() -> None:
+    """Start everything on embedded defaults (Postgres, Temporal, mail sink), migrate, and serve the API + worker."""
+    stack, settings = _up(get_settings())
+    try:
+        _print_key(asyncio.run(bootstrap_admin_key(settings)))
+        asyncio.run(_serve(settings))
+    finally:
+        stack.down()  # type: ignore[attr-defined]
+
+
+@app.command()
+def demo(
+    exit_after: Annotated[bool, typer.Option("--exit", help="Stop once the demo broadcast is delivered.")] = False,
+) -> None:
+    """Like [bold]dev[/], plus demo data and a demo broadcast; prints the URLs to open."""
+    from nudge.demo import load_demo
+
+    stack, settings = _up(get_settings())
+    try:
+        _print_key(asyncio.run(bootstrap_admin_key(settings)))
+
+        async def after_start(s: Settings) -> bool:
+            await load_demo(s, console)
+            return exit_after
+
+        asyncio.run(_serve(settings, after_start=after_start))
+    finally:
+        stack.down()  # type: ignore[attr-defined]
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API (uses DATABASE_URL and TEMPORAL_ADDRESS; start them with [bold]nudge dev[/] otherwise)."""
+    asyncio.run(_serve(get_settings(), worker=False))
+
+
+@app.command()
+def worker(
+    queue: Annotated[list[str] | None, typer.Option("--queue", "-q", help="Task queue(s) to poll; default all.")] = None,
+) -> None:
+    """Run the Temporal worker for all task queues (or the ones named)."""
+    asyncio.run(_serve(get_settings(), api=False, queues=tuple(queue or ())))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (to DATABASE_URL, or the embedded Postgres)."""
+    settings = get_settings()
+    if settings.database_url:
+        from store.migrate import upgrade
+
+        upgrade(settings.database_url)
+        console.print("[green]✓[/] Database schema is up to date")
+        return
+    stack, settings = _up(settings, database_only=True)
+    stack.down()  # type: ignore[attr-defined]
+
+
+@app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="Benchmark name; `nudge bench list` shows them.")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Override a parameter: -p n=2000")] = None,
+) -> None:
+    """Run a benchmark on the embedded (or configured) stack; prints a table and one JSON line."""
+    from bench import registry
+    from bench.core import BenchContext
+
+    benches = registry()
+    if name == "list":
+        for key, module in benches.items():
+            console.print(f"[bold]{key}[/]  {module.DESCRIPTION}  [dim]{module.PARAMS}[/]")
+        return
+    if name not in benches:
+        raise _fail(f"Unknown benchmark {name!r}. Known: {', '.join(benches)}.")
+    module = benches[name]
+    params = dict(module.PARAMS)
+    for item in param or []:
+        key, _, value = item.partition("=")
+        if key not in params:
+            raise _fail(f"Unknown parameter {key!r} for {name}. Known: {', '.join(params)}.")
+        params[key] = type(params[key])(value)
+    stack, settings = _up(get_settings())
+    try:
+        result = asyncio.run(module.run(BenchContext(settings=settings, console=console), **params))
+        result.show(console)
+    finally:
+        stack.down()  # type: ignore[attr-defined]
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[list[Scope], typer.Option("--scope", "-s", help="admin, ingest or read (repeatable).")],
+    name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "cli",
+) -> None:
+    """Create an API key and print it once."""
+    from store import keys
+    from store.db import make_engine, make_sessionmaker, transaction
+
+    settings = get_settings()
+    stack = None
+    if not settings.database_url:
+        stack, settings = _up(settings, database_only=True)
+
+    async def create() -> str:
+        engine = make_engine(settings.database_url or "", pool_size=1)
+        try:
+            async with transaction(make_sessionmaker(engine)) as s:
+                return (await keys.create_key(s, name, list(scope))).token
+        finally:
+            await engine.dispose()
+
+    try:
+        token = asyncio.run(create())
+        console.print(f"[green]✓[/] Created a key with scope(s) {', '.join(scope)}: [bold]{token}[/]")
+        console.print("[dim]It is stored hashed and cannot be shown again.[/]")
+    finally:
+        if stack is not None:
+            stack.down()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    app()
