@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-MODULES = ("broadcast", "ledger")
+MODULES = ("broadcast", "ledger", "ingest")
 
 
 def registry() -> dict[str, ModuleType]:
