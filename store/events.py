@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from psycopg import AsyncConnection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.events import Event, needs_resolution
@@ -37,7 +38,7 @@ from store.identities import driver
 INSERT = """
 WITH raw AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb)
-        AS r(k text, v text, m text, t text, e text, p jsonb, x jsonb, ts timestamptz, ra timestamptz)
+        AS r(k text, v text, m text, t text, e text, p jsonb, x jsonb, ts timestamptz, ra timestamptz, n bigint)
 ), src AS (
     SELECT i.contact_id AS c, raw.* FROM raw JOIN identities i ON i.kind = raw.k AND i.value = raw.v
 ), ok AS (
@@ -49,6 +50,7 @@ WITH raw AS (
     INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
     SELECT s.c, nextval('events_id_seq'), s.m, s.t, s.e, s.p, s.x, s.ts, s.ra
     FROM src s JOIN fresh f ON f.message_id = s.m
+    ORDER BY s.n  -- event ids follow the batch order
     RETURNING contact_id, id, type, event, timestamp
 ), agg AS (
     INSERT INTO contact_event_daily AS d (contact_id, event, day, count, first_at, last_at)
@@ -65,7 +67,7 @@ WITH raw AS (
     WHERE c.id = l.contact_id AND (c.last_seen_at IS NULL OR c.last_seen_at < l.ts)
 ), box AS (
     INSERT INTO event_outbox (contact_ids, event_ids)
-    SELECT array_agg(contact_id), array_agg(id) FROM ins HAVING count(*) > 0
+    SELECT array_agg(contact_id ORDER BY id), array_agg(id ORDER BY id) FROM ins HAVING count(*) > 0
 )
 SELECT (SELECT all_known FROM ok), (SELECT count(*) FROM ins)
 """
@@ -149,20 +151,31 @@ async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult
     for event in events:
         unique.setdefault(event.message_id, event)
     batch = list(unique.values())
-    rows = orjson.dumps([{"k": e.primary_key[0], "v": e.primary_key[1], "m": e.message_id, "t": e.type,
-                          "e": e.event, "p": e.properties, "x": e.context, "ts": e.timestamp, "ra": e.received_at}
-                         for e in batch]).decode()
     pg = await driver(session)
-    resolved = needs_resolution(batch)
-    if resolved:
-        await identities.apply(session, batch)
-    all_known, inserted = await (await pg.execute(INSERT, (rows,))).fetchone()  # type: ignore[misc]
-    if not all_known and not resolved:
-        await identities.apply(session, batch)
-        all_known, inserted = await (await pg.execute(INSERT, (rows,))).fetchone()  # type: ignore[misc]
+    if not needs_resolution(batch):
+        all_known, inserted = await _insert(pg, batch)
+        if all_known:
+            return IngestResult(received=len(events), inserted=inserted)
+    # A replay must not re-create an erased contact or re-apply old traits: drop what was seen first.
+    cur = await pg.execute("SELECT message_id FROM event_dedupe WHERE message_id = ANY(%s)", (list(unique),))
+    seen = {r[0] for r in await cur.fetchall()}
+    batch = [e for e in batch if e.message_id not in seen]
+    if not batch:
+        return IngestResult(received=len(events), inserted=0)
+    await identities.apply(session, batch)
+    all_known, inserted = await _insert(pg, batch)
     if not all_known:
         raise IdentityRace("an identity was removed while this batch was being stored")
     return IngestResult(received=len(events), inserted=inserted)
+
+
+async def _insert(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[bool, int]:
+    rows = orjson.dumps([{"k": e.primary_key[0], "v": e.primary_key[1], "m": e.message_id, "t": e.type,
+                          "e": e.event, "p": e.properties, "x": e.context, "ts": e.timestamp, "ra": e.received_at,
+                          "n": n} for n, e in enumerate(batch)]).decode()
+    row = await (await pg.execute(INSERT, (rows,))).fetchone()
+    assert row is not None
+    return bool(row[0]), int(row[1])
 
 
 async def read_new_events(session: AsyncSession, consumer: str, limit: int = 1000) -> list[OutboxEvent]:

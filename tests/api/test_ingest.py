@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
@@ -63,3 +65,126 @@ async def test_gzip_batch_is_accepted(ingest: httpx.AsyncClient) -> None:
                                                               "Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     assert r.json()["inserted"] == 1
+
+
+async def test_segment_python_library_round_trip(api_url: str, ingest_key: str, api: httpx.AsyncClient) -> None:
+    from segment.analytics import Client
+
+    user, anon = f"seg-{_tag()}", f"anon-{_tag()}"
+
+    def send() -> list[Exception]:
+        errors: list[Exception] = []
+        client = Client(write_key=ingest_key, host=api_url, gzip=True, max_retries=1,
+                        on_error=lambda e, batch: errors.append(e))
+        client.page(anonymous_id=anon, name="Pricing", properties={"path": "/pricing"})
+        client.identify(user_id=user, anonymous_id=anon, traits={"email": f"{user}@example.com", "plan": "pro"})
+        client.track(user_id=user, event="order_paid", properties={"amount": 250})
+        client.flush()
+        client.join()
+        return errors
+
+    assert await asyncio.to_thread(send) == []
+    contact = await _contact_of(api, "user_id", user)
+    assert contact["traits"]["plan"] == "pro" and contact["email"] == f"{user}@example.com"
+    events = await _events(api, contact["id"])
+    assert sorted(e["type"] for e in events) == ["identify", "page", "track"]
+    assert (await _contact_of(api, "anonymous_id", anon))["id"] == contact["id"]
+
+
+async def test_rudderstack_python_sdk_round_trip(api_url: str, ingest_key: str, api: httpx.AsyncClient) -> None:
+    from rudderstack.analytics import Client
+
+    user = f"rud-{_tag()}"
+
+    def send() -> list[Exception]:
+        errors: list[Exception] = []
+        client = Client(write_key=ingest_key, host=api_url, max_retries=1, on_error=lambda e, batch: errors.append(e))
+        client.identify(user_id=user, traits={"plan": "free"})
+        client.track(user_id=user, event="app_open", properties={"screen": "home"})
+        client.screen(user_id=user, name="Home")
+        client.flush()
+        client.join()
+        return errors
+
+    assert await asyncio.to_thread(send) == []
+    contact = await _contact_of(api, "user_id", user)
+    assert sorted(e["type"] for e in await _events(api, contact["id"])) == ["identify", "screen", "track"]
+
+
+async def test_identify_merges_anonymous_history_into_the_known_contact(
+        ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    user, anon = f"u-{_tag()}", f"a-{_tag()}"
+    await ingest.post("/v1/track", json={"userId": user, "event": "signup"})
+    for i in range(3):
+        await ingest.post("/v1/page", json={"anonymousId": anon, "name": f"p{i}"})
+    anonymous = await _contact_of(api, "anonymous_id", anon)
+    known = await _contact_of(api, "user_id", user)
+    assert anonymous["id"] != known["id"]
+
+    r = await ingest.post("/v1/identify", json={"userId": user, "anonymousId": anon, "traits": {"plan": "pro"}})
+    assert r.status_code == 200, r.text
+
+    merged = await _contact_of(api, "anonymous_id", anon)
+    assert merged["id"] == known["id"]
+    assert sorted(e["type"] for e in await _events(api, known["id"])) == ["identify", "page", "page", "page", "track"]
+    # The old id forwards to the survivor, so links held elsewhere keep working.
+    assert (await api.get(f"/v1/contacts/{anonymous['id']}")).json()["id"] == known["id"]
+
+
+async def test_alias_links_a_previous_anonymous_id(ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    user, anon = f"u-{_tag()}", f"a-{_tag()}"
+    await ingest.post("/v1/track", json={"anonymousId": anon, "event": "viewed"})
+    r = await ingest.post("/v1/alias", json={"userId": user, "previousId": anon})
+    assert r.status_code == 200, r.text
+    contact = await _contact_of(api, "user_id", user)
+    assert {e["type"] for e in await _events(api, contact["id"])} == {"track", "alias"}
+
+
+async def test_timestamps_are_corrected_for_device_clock_skew(ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    user = f"u-{_tag()}"
+    # The device clock runs a year behind; the event happened 60 s before the device sent it.
+    batch = {"sentAt": "2020-01-01T00:01:00Z", "batch": [
+        {"type": "track", "userId": user, "event": "late", "timestamp": "2020-01-01T00:00:00Z"}]}
+    before = datetime.now(UTC)
+    assert (await ingest.post("/v1/batch", json=batch)).status_code == 200
+    after = datetime.now(UTC)
+    [event] = await _events(api, (await _contact_of(api, "user_id", user))["id"])
+    stamp = datetime.fromisoformat(event["timestamp"])
+    assert before - timedelta(seconds=61) <= stamp <= after - timedelta(seconds=59)
+
+
+async def test_invalid_event_in_a_batch_stores_nothing(ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    user = f"u-{_tag()}"
+    batch = {"batch": [{"type": "track", "userId": user, "event": "ok"}, {"type": "track", "event": "no-id"}]}
+    r = await ingest.post("/v1/batch", json=batch)
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "userId" in r.json()["detail"] and "event 1" in r.json()["detail"]
+    assert (await api.get("/v1/contacts", params={"user_id": user})).json()["items"] == []
+
+
+async def test_size_limits_answer_400_and_413_and_store_nothing(ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    user = f"u-{_tag()}"
+    big = "x" * (33 * 1024)
+    r = await ingest.post("/v1/track", json={"userId": user, "event": "big", "properties": {"blob": big}})
+    assert r.status_code == 413 and "32 KB" in r.json()["detail"]
+    one_big = {"batch": [{"type": "track", "userId": user, "event": "e", "properties": {"blob": big}}]}
+    r = await ingest.post("/v1/batch", json=one_big)
+    assert r.status_code == 400 and "Event 0" in r.json()["detail"]
+    huge = {"batch": [{"type": "track", "userId": user, "event": "e", "properties": {"blob": "y" * 20_000}}
+                      for _ in range(30)]}
+    r = await ingest.post("/v1/batch", json=huge)
+    assert r.status_code == 413 and "500 KB" in r.json()["detail"]
+    assert (await api.get("/v1/contacts", params={"user_id": user})).json()["items"] == []
+
+
+async def test_ingest_needs_an_ingest_key_and_an_ingest_key_cannot_read(
+        api_url: str, read_key: str, ingest_key: str) -> None:
+    event = {"userId": f"u-{_tag()}", "event": "x"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        assert (await client.post("/v1/track", json=event)).status_code == 401
+        assert (await client.post("/v1/track", json=event, auth=(read_key, ""))).status_code == 403
+        bearer = {"Authorization": f"Bearer {ingest_key}"}
+        assert (await client.post("/v1/track", json=event, headers=bearer)).status_code == 200
+        assert (await client.get("/v1/contacts", headers=bearer)).status_code == 403
+        assert (await client.delete("/v1/contacts/1", headers=bearer)).status_code == 403

@@ -1,0 +1,96 @@
+"""Event storage on real Postgres: concurrent retries, the outbox cursor, aggregates across merges."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.events import Event, parse_batch
+from store import events as store
+from store.db import transaction
+from store.identities import find_contact
+
+
+def _batch(items: list[dict]) -> list[Event]:
+    return parse_batch({"batch": items}, received_at=datetime.now(UTC), new_id=lambda: uuid.uuid4().hex)
+
+
+def _tag() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+async def _ingest(sessions: async_sessionmaker[AsyncSession], items: list[dict]) -> store.IngestResult:
+    async with transaction(sessions) as s:
+        return await store.ingest(s, _batch(items))
+
+
+async def test_concurrent_retries_of_one_batch_store_it_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    user = f"u-{_tag()}"
+    async with transaction(sessions) as s:  # the user exists, so both retries take the fast path
+        await store.ingest(s, _batch([{"type": "identify", "userId": user}]))
+    items = [{"type": "track", "userId": user, "event": "tap", "messageId": f"{user}-{i}"} for i in range(50)]
+    results = await asyncio.gather(*(_ingest(sessions, items) for _ in range(4)))
+    assert sum(r.inserted for r in results) == 50
+    async with sessions() as s:
+        contact = await find_contact(s, "user_id", user)
+        count = await s.scalar(text("SELECT count(*) FROM events WHERE contact_id = :c AND type = 'track'"),
+                               {"c": contact})
+        daily = await s.scalar(text("SELECT sum(count) FROM contact_event_daily WHERE contact_id = :c"),
+                               {"c": contact})
+    assert count == 50 and daily == 50
+
+
+async def test_new_anonymous_id_in_concurrent_batches_makes_one_contact(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    anon = f"a-{_tag()}"
+    await asyncio.gather(*(_ingest(sessions, [{"type": "page", "anonymousId": anon, "name": str(i)}])
+                           for i in range(4)))
+    async with sessions() as s:
+        contact = await find_contact(s, "anonymous_id", anon)
+        count = await s.scalar(text("SELECT count(*) FROM events WHERE contact_id = :c"), {"c": contact})
+    assert count == 4
+
+
+async def test_outbox_hands_committed_events_to_a_consumer_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    consumer = f"test-{_tag()}"
+    async with transaction(sessions) as s:  # start this consumer at the current end of the outbox
+        while batch := await store.read_new_events(s, consumer, limit=100_000):
+            await store.advance_cursor(s, consumer, batch[-1].position)
+    user = f"u-{_tag()}"
+    await _ingest(sessions, [{"type": "track", "userId": user, "event": f"e{i}"} for i in range(3)])
+    async with transaction(sessions) as s:
+        batch = await store.read_new_events(s, consumer, limit=1000)
+        ours = [e.event for e in batch if e.event and e.event.startswith("e") and e.type == "track"
+                and e.contact_id == await find_contact(s, "user_id", user)]
+        assert ours == ["e0", "e1", "e2"]
+        await store.advance_cursor(s, consumer, batch[-1].position)
+    async with transaction(sessions) as s:
+        again = await store.read_new_events(s, consumer, limit=1000)
+    assert not any(e.id in {b.id for b in batch} for e in again)
+
+
+async def test_merge_moves_events_and_aggregates_and_the_outbox_follows(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    consumer = f"test-{_tag()}"
+    async with transaction(sessions) as s:
+        while batch := await store.read_new_events(s, consumer, limit=100_000):
+            await store.advance_cursor(s, consumer, batch[-1].position)
+    user, anon = f"u-{_tag()}", f"a-{_tag()}"
+    day = "2024-03-01T10:00:00Z"
+    await _ingest(sessions, [{"type": "track", "anonymousId": anon, "event": "view", "timestamp": day}] * 1
+                  + [{"type": "track", "anonymousId": anon, "event": "view", "timestamp": day}])
+    await _ingest(sessions, [{"type": "track", "userId": user, "event": "view", "timestamp": day}])
+    await _ingest(sessions, [{"type": "identify", "userId": user, "anonymousId": anon}])
+    async with sessions() as s:
+        contact = await find_contact(s, "user_id", user)
+        assert await find_contact(s, "anonymous_id", anon) == contact
+        daily = (await s.execute(text("SELECT day::text, count FROM contact_event_daily WHERE contact_id = :c"),
+                                 {"c": contact})).all()
+    assert [tuple(r) for r in daily] == [("2024-03-01", 3)]
+    async with transaction(sessions) as s:
+        seen = [e for e in await store.read_new_events(s, consumer, limit=100_000) if e.contact_id == contact]
+    assert sorted(e.type for e in seen) == ["identify", "track", "track", "track"]
