@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 from temporalio.client import Client
 
-from api import campaigns, contacts, errors, health, ingest, ledger, segments
+from api import campaigns, contacts, errors, health, ingest, ledger, redemptions, segments
 from dashboards import routes as dashboards
 from nudge import __version__
 from nudge.runtime import Runtime, connect_temporal
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.temporal_ui = settings.temporal_ui_url
     errors.install(app)
-    for module in (health, contacts, campaigns, dashboards, ingest, segments, ledger):
+    for module in (health, contacts, campaigns, dashboards, ingest, segments, ledger, redemptions):
         app.include_router(module.router)
     dashboards.mount_static(app)
 

@@ -36,7 +36,7 @@ async def temporal(request: Request) -> Client:
     return client
 
 
-Session = Annotated[AsyncSession, Depends(session)]
+Session = Annotated[AsyncSession, Depends(session, scope="function")]  # commit before the response is sent
 Temporal = Annotated[Client, Depends(temporal)]
 
 

@@ -9,14 +9,17 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaigns import CampaignActivities
+from activities.ledger import LedgerActivities
 from activities.segments import SegmentActivities
 from nudge.runtime import Runtime
 from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
+from workflows.ledger import TASK_QUEUE as LEDGER_QUEUE
+from workflows.ledger import RedemptionWorkflow
 from workflows.segments import TASK_QUEUE as SEGMENTS_QUEUE
 from workflows.segments import SegmentChangesWorkflow, SegmentRefreshWorkflow
 
-QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE)
+QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE)
 
 
 def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEUES) -> list[Worker]:
@@ -36,6 +39,14 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         workers.append(Worker(
             client, task_queue=SEGMENTS_QUEUE, workflows=[SegmentRefreshWorkflow, SegmentChangesWorkflow],
             activities=[segments.refresh_segments, segments.consume_changes], max_concurrent_activities=4,
+        ))
+    if LEDGER_QUEUE in queues:
+        ledger = LedgerActivities(runtime.sessions)
+        workers.append(Worker(
+            client, task_queue=LEDGER_QUEUE, workflows=[RedemptionWorkflow],
+            activities=[ledger.hold_points, ledger.reserve_stock, ledger.fulfil, ledger.commit_hold, ledger.void_hold,
+                        ledger.release_stock, ledger.record_status],
+            max_concurrent_activities=20,
         ))
     return workers
 

@@ -109,3 +109,46 @@ class StatementOut(BaseModel):
     lines: list[StatementLineOut] = Field(description="Recent detail, newest first.")
     next_before: int | None = Field(description="Pass as `before` for the next page.")
     history: list[MonthOut] = Field(description="Older months, rolled up after the retention window.")
+
+
+class RewardIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"program_id": 1, "name": "Coffee voucher", "cost": 300, "stock": 500}]})
+
+    program_id: StrictInt
+    name: str = Field(min_length=1, max_length=200)
+    cost: StrictInt = Field(gt=0, le=10**12, description="Points per unit.")
+    stock: StrictInt = Field(ge=0, le=10**9)
+
+
+class RewardOut(BaseModel):
+    id: int
+    program_id: int
+    name: str
+    cost: int
+    stock: int
+
+
+class RedemptionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"order_id": "order-991", "contact_id": 42, "reward_id": 7, "quantity": 1}]})
+
+    order_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
+                          description="Your order id; retrying with the same id returns the same order.")
+    contact_id: StrictInt
+    reward_id: StrictInt
+    quantity: StrictInt = Field(1, ge=1, le=1000)
+
+
+class RedemptionOut(BaseModel):
+    order_id: str
+    program_id: int
+    contact_id: int
+    reward_id: int
+    quantity: int
+    points: int
+    status: Literal["pending", "completed", "failed", "cancelled"]
+    failure: str | None
+    workflow_id: str
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,118 @@
+"""Rewards catalogue with stock that never oversells, and redemption orders (one row per order id)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.errors import Conflict, DomainError, NotFound
+
+
+class OutOfStock(DomainError):
+    status = 409
+    title = "Out of stock"
+
+
+@dataclass(frozen=True)
+class Reward:
+    id: int
+    program_id: int
+    name: str
+    cost: int
+    stock: int
+
+
+async def create_reward(session: AsyncSession, *, program_id: int, name: str, cost: int, stock: int) -> Reward:
+    row = (await session.execute(text("""
+        INSERT INTO ledger_rewards (program_id, name, cost, stock) VALUES (:p, :n, :c, :s)
+        RETURNING id, program_id, name, cost, stock
+    """), {"p": program_id, "n": name, "c": cost, "s": stock})).one()
+    return Reward(*row)
+
+
+async def get_reward(session: AsyncSession, reward_id: int) -> Reward:
+    row = (await session.execute(text("SELECT id, program_id, name, cost, stock FROM ledger_rewards WHERE id = :i"),
+                                 {"i": reward_id})).one_or_none()
+    if row is None:
+        raise NotFound(f"reward {reward_id} does not exist")
+    return Reward(*row)
+
+
+async def reserve(session: AsyncSession, order_id: str, reward_id: int, quantity: int) -> None:
+    """Take stock for an order once; a second call for the same order changes nothing."""
+    created = await session.scalar(text("""
+        INSERT INTO ledger_reward_reservations (order_id, reward_id, quantity, status)
+        VALUES (:o, :r, :q, 'reserved') ON CONFLICT DO NOTHING RETURNING 1
+    """), {"o": order_id, "r": reward_id, "q": quantity})
+    if not created:
+        return
+    taken = await session.scalar(text("""
+        UPDATE ledger_rewards SET stock = stock - :q WHERE id = :r AND stock >= :q RETURNING stock
+    """), {"r": reward_id, "q": quantity})
+    if taken is None:
+        raise OutOfStock(f"reward {reward_id} has fewer than {quantity} left")
+
+
+async def release(session: AsyncSession, order_id: str) -> int:
+    """Give an order's stock back (reserved, or fulfilled and being compensated), once."""
+    row = (await session.execute(text("""
+        UPDATE ledger_reward_reservations SET status = 'released'
+        WHERE order_id = :o AND status IN ('reserved', 'fulfilled') RETURNING reward_id, quantity
+    """), {"o": order_id})).one_or_none()
+    if row is None:
+        return 0
+    await session.execute(text("UPDATE ledger_rewards SET stock = stock + :q WHERE id = :r"),
+                          {"q": row.quantity, "r": row.reward_id})
+    return int(row.quantity)
+
+
+async def fulfil(session: AsyncSession, order_id: str) -> None:
+    await session.execute(text("""
+        UPDATE ledger_reward_reservations SET status = 'fulfilled' WHERE order_id = :o AND status = 'reserved'
+    """), {"o": order_id})
+
+
+@dataclass(frozen=True)
+class Redemption:
+    order_id: str
+    program_id: int
+    contact_id: int
+    reward_id: int
+    quantity: int
+    points: int
+    status: str
+    failure: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+async def open_redemption(session: AsyncSession, values: dict[str, Any]) -> tuple[Redemption, bool]:
+    """Record an order (pending); the same order id again returns it, or 409 if its content differs."""
+    created = await session.scalar(text("""
+        INSERT INTO ledger_redemptions (order_id, program_id, contact_id, reward_id, quantity, points, status)
+        VALUES (:order_id, :program_id, :contact_id, :reward_id, :quantity, :points, 'pending')
+        ON CONFLICT (order_id) DO NOTHING RETURNING 1
+    """), values)
+    order = await get_redemption(session, values["order_id"])
+    same = all(getattr(order, k) == v for k, v in values.items())
+    if not same:
+        raise Conflict(f"order {values['order_id']!r} already exists with different content")
+    return order, bool(created)
+
+
+async def get_redemption(session: AsyncSession, order_id: str) -> Redemption:
+    row = (await session.execute(text("SELECT * FROM ledger_redemptions WHERE order_id = :o"),
+                                 {"o": order_id})).one_or_none()
+    if row is None:
+        raise NotFound(f"order {order_id!r} does not exist")
+    return Redemption(**row._mapping)
+
+
+async def set_status(session: AsyncSession, order_id: str, status: str, failure: str | None) -> None:
+    await session.execute(text("""
+        UPDATE ledger_redemptions SET status = :s, failure = :f, updated_at = now() WHERE order_id = :o
+    """), {"o": order_id, "s": status, "f": failure})
