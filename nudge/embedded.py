@@ -7,6 +7,7 @@ by the process that started it.
 from __future__ import annotations
 
 import email
+import hashlib
 import importlib.util
 import email.policy
 import os
@@ -249,20 +250,38 @@ class EmbeddedTemporal:
 
 
 class MailSink:
-    """A local SMTP server (aiosmtpd) that keeps every message it receives as an .eml file."""
+    """A local SMTP server (aiosmtpd) that keeps every message it receives as an .eml file.
+
+    Like real mailbox providers it files a Message-ID once: a resend of the same message (an SMTP
+    client that crashed between the server's 250 and recording it) is acknowledged and counted in
+    `duplicates`, not shown twice.
+    """
 
     def __init__(self, directory: Path, port: int, host: str = "127.0.0.1") -> None:
         self.directory = directory
         self.port = port
         self.host = host
+        self.received = 0
+        self.duplicates = 0
+        self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._controller: object | None = None
 
+    @staticmethod
+    def _digest(message_id: str) -> str:
+        return hashlib.sha1(message_id.encode()).hexdigest()[:16]
+
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
         raw: bytes = envelope.original_content or envelope.content  # type: ignore[attr-defined]
-        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        digest = self._digest(str(parsed.get("Message-ID") or uuid.uuid4()))
         with self._lock:
-            (self.directory / name).write_bytes(raw)
+            self.received += 1
+            if digest in self._seen:
+                self.duplicates += 1
+                return "250 Message accepted for delivery (duplicate Message-ID, filed once)"
+            self._seen.add(digest)
+            (self.directory / f"{time.time_ns()}-{digest}.eml").write_bytes(raw)
         return "250 Message accepted for delivery"
 
     def start(self) -> None:
@@ -274,6 +293,7 @@ class MailSink:
                 f"Stop the program using it, set NUDGE_SMTP_PORT, or set SMTP_URL to a real SMTP server."
             )
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._seen = {f.stem.rsplit("-", 1)[-1] for f in self.directory.glob("*.eml")}
         controller = Controller(self, hostname=self.host, port=self.port, server_kwargs={"data_size_limit": 10_485_760})
         controller.start()
         self._controller = controller
