@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, Undefined
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -34,6 +34,7 @@ def check(source: str, field: str, html: bool = False) -> None:
         template = _compile(source, html)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"{field} has a syntax error on line {exc.lineno}: {exc.message}") from exc
+    _refuse_private_attributes(source, field, html)
     try:
         template.render(SAMPLE_CONTEXT)
     except SecurityError as exc:
@@ -42,6 +43,15 @@ def check(source: str, field: str, html: bool = False) -> None:
         raise TemplateProblem(f"{field} failed to render with a sample contact: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - a marketer's template must never crash the server
         raise TemplateProblem(f"{field} failed to render with a sample contact: {exc}") from exc
+
+
+def _refuse_private_attributes(source: str, field: str, html: bool) -> None:
+    """Reject `x.__class__`-style access up front: the sandbox would only render it as empty."""
+    tree = (_html_env if html else _env).parse(source)
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(name, str) and name.startswith("_"):
+            raise TemplateProblem(f"{field} tries to access something templates may not use: {name!r}")
 
 
 def render(source: str, context: dict[str, Any], html: bool = False) -> str:
