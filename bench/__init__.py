@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-MODULES = ("broadcast", "ledger", "ingest")
+MODULES = ("broadcast", "ledger", "ingest", "segments")
 
 
 def registry() -> dict[str, ModuleType]:
