@@ -1,0 +1,97 @@
+"""The embedded stack: reuse of running services, clear port conflicts, clean Ctrl-C, the mail sink."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nudge.embedded import EmbeddedPostgres, EmbeddedTemporal, MailSink, PortInUse, free_port, port_open
+
+
+def _occupy() -> tuple[socket.socket, int]:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s, s.getsockname()[1]
+
+
+def test_postgres_is_reused_when_already_running(tmp_path: Path) -> None:
+    first = EmbeddedPostgres(tmp_path / "pg", free_port(), fast_unsafe=True)
+    first.start()
+    try:
+        second = EmbeddedPostgres(tmp_path / "pg", first.port)
+        second.start()
+        assert first.started_here and not second.started_here
+        assert second.is_running()
+    finally:
+        first.stop()
+    assert not first.is_running()
+
+
+def test_busy_ports_give_an_actionable_message(tmp_path: Path) -> None:
+    sock, port = _occupy()
+    with sock:
+        with pytest.raises(PortInUse, match=f"Port {port} is already in use.*NUDGE_POSTGRES_PORT"):
+            EmbeddedPostgres(tmp_path / "pg", port).start()
+        with pytest.raises(PortInUse, match="TEMPORAL_ADDRESS"):
+            EmbeddedTemporal(None, port, None, tmp_path / "t.log").start()
+        with pytest.raises(PortInUse, match="SMTP_URL"):
+            MailSink(tmp_path / "mail", port).start()
+
+
+def test_mail_sink_files_each_message_id_once(tmp_path: Path) -> None:
+    sink = MailSink(tmp_path / "mail", free_port())
+    sink.start()
+    try:
+        mail = EmailMessage()
+        mail["From"], mail["To"], mail["Subject"], mail["Message-ID"] = "a@x", "b@x", "hi", "<k.1@x>"
+        mail.set_content("body")
+        with smtplib.SMTP(sink.host, sink.port) as smtp:
+            smtp.send_message(mail)
+            smtp.send_message(mail)
+        assert (sink.received, sink.duplicates, len(sink.messages())) == (2, 1, 1)
+        assert sink.messages()[0]["Subject"] == "hi"
+    finally:
+        sink.stop()
+
+
+def test_nudge_dev_serves_then_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    ports = {"NUDGE_API_PORT": free_port(), "NUDGE_POSTGRES_PORT": free_port(), "NUDGE_TEMPORAL_PORT": free_port(),
+             "NUDGE_TEMPORAL_UI_PORT": free_port(), "NUDGE_SMTP_PORT": free_port()}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS", "SMTP_URL")}
+    env |= {k: str(v) for k, v in ports.items()} | {"NUDGE_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    nudge = str(Path(sys.executable).parent / "nudge")
+    proc = subprocess.Popen([nudge, "dev"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{ports['NUDGE_API_PORT']}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).json().get("status") == "ok":
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("nudge dev did not become healthy")
+        assert port_open(ports["NUDGE_TEMPORAL_UI_PORT"]) and port_open(ports["NUDGE_SMTP_PORT"])
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    key = re.search(r"Bootstrap admin key.*?(nk_\w+_[\w-]+)", output, re.S)
+    assert key, output
+    for name in ("NUDGE_API_PORT", "NUDGE_POSTGRES_PORT", "NUDGE_TEMPORAL_PORT", "NUDGE_SMTP_PORT"):
+        assert not port_open(ports[name]), f"{name} still open after Ctrl-C"
