@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from store import events as events_store
+from store import scoring
 from store import segments as store
 from store.db import transaction
 
@@ -53,8 +54,11 @@ class SegmentActivities:
 
     @activity.defn
     async def refresh_segments(self, params: RefreshInput) -> RefreshResult:
+        now = datetime.now(UTC)
         async with transaction(self.sessions) as session:
-            changes = await store.refresh_all(session, datetime.now(UTC), time_based_only=params.time_based_only)
+            # Scores decay with time and rules may read them, so they are recomputed first.
+            await scoring.refresh_scores(session, now)
+            changes = await store.refresh_all(session, now, time_based_only=params.time_based_only)
         return RefreshResult(len(changes), sum(c.entered for c in changes.values()),
                              sum(c.exited for c in changes.values()))
 
@@ -66,7 +70,11 @@ class SegmentActivities:
             touched = {e.contact_id for e in batch}
             changed, watermark, more_contacts = await _changed_contacts(session, params.limit)
             touched |= changed
-            changes = await store.refresh_all(session, datetime.now(UTC), touched=sorted(touched)) if touched else {}
+            changes = {}
+            if touched:
+                now = datetime.now(UTC)
+                await scoring.refresh_scores(session, now, touched=sorted(touched))
+                changes = await store.refresh_all(session, now, touched=sorted(touched))
             if batch:
                 await events_store.advance_cursor(session, EVENTS_CONSUMER, batch[-1].position)
             if watermark is not None:
