@@ -4,6 +4,7 @@ trait changes (re-evaluates only the contacts they touched)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
@@ -14,6 +15,9 @@ from store import events as events_store
 from store import scoring
 from store import segments as store
 from store.db import transaction
+
+if TYPE_CHECKING:
+    from store.segments_es import ElasticsearchSegmentIndex
 
 EVENTS_CONSUMER = "segments"
 CONTACTS_WATERMARK = "segments:contacts"
@@ -49,8 +53,13 @@ class ConsumeResult:
 
 
 class SegmentActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], elasticsearch_url: str | None = None) -> None:
         self.sessions = sessions
+        self.es: ElasticsearchSegmentIndex | None = None
+        if elasticsearch_url:
+            from store.segments_es import ElasticsearchSegmentIndex
+
+            self.es = ElasticsearchSegmentIndex(elasticsearch_url)
 
     @activity.defn
     async def refresh_segments(self, params: RefreshInput) -> RefreshResult:
@@ -75,6 +84,9 @@ class SegmentActivities:
                 now = datetime.now(UTC)
                 await scoring.refresh_scores(session, now, touched=sorted(touched))
                 changes = await store.refresh_all(session, now, touched=sorted(touched))
+                if self.es is not None:  # keep the search index's documents in step with membership
+                    await self.es.register_saved(session)
+                    await self.es.index_contacts(session, sorted(touched))
             if batch:
                 await events_store.advance_cursor(session, EVENTS_CONSUMER, batch[-1].position)
             if watermark is not None:

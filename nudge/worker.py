@@ -35,7 +35,7 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
             max_concurrent_activities=20,
         ))
     if SEGMENTS_QUEUE in queues:
-        segments = SegmentActivities(runtime.sessions)
+        segments = SegmentActivities(runtime.sessions, runtime.settings.elasticsearch_url)
         workers.append(Worker(
             client, task_queue=SEGMENTS_QUEUE, workflows=[SegmentRefreshWorkflow, SegmentChangesWorkflow],
             activities=[segments.refresh_segments, segments.consume_changes], max_concurrent_activities=4,

@@ -19,12 +19,12 @@ from typing import Any
 
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_bulk
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.segments import (
     MAX_WINDOW_COUNT, NEGATIONS, All, AnyOf, Condition, Count, EventCondition, InSegment, Node, Not, Relative,
-    event_conditions, resolve, resolve_day, window_start,
+    event_conditions, parse_rule, resolve, resolve_day, window_start,
 )
 from store.segments_sql import _Compiler
 
@@ -238,6 +238,13 @@ class ElasticsearchSegmentIndex:
             await self.index_streams(session, missing)
 
     # -- indexing
+    async def register_saved(self, session: AsyncSession) -> None:
+        """Register the event streams of every saved rule segment."""
+        from store.segments import Segment
+
+        rules = (await session.scalars(select(Segment.rule).where(Segment.kind == "rule"))).all()
+        self.register(parse_rule(rule) for rule in rules)
+
     def register(self, rules: Iterable[Node]) -> None:
         for rule in rules:
             for condition in event_conditions(rule):
@@ -260,7 +267,9 @@ class ElasticsearchSegmentIndex:
                 break
             docs = await self._documents(session, batch)
             gone = set(batch) - {d["id"] for d in docs}
-            actions = [{"_op_type": "index", "_index": self.index, "_id": str(d["id"]), "_source": d} for d in docs]
+            # A partial update keeps streams this process has not registered (another process may have).
+            actions = [{"_op_type": "update", "_index": self.index, "_id": str(d["id"]), "doc": d, "doc_as_upsert": True}
+                       for d in docs]
             actions += [{"_op_type": "delete", "_index": self.index, "_id": str(cid)} for cid in gone]
             await async_bulk(self.client, actions, chunk_size=1000, raise_on_error=False)
             done += len(batch)
