@@ -109,6 +109,40 @@ async def _send(port: int, bodies: list[tuple[bytes, int]], clients: int, second
     return counts[0], time.perf_counter() - started
 
 
+def _tree_cpu(root: int) -> float:
+    """CPU seconds used so far by a process and its live descendants (Linux /proc; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += used.get(pid, 0.0)
+        todo += children.get(pid, [])
+    return total
+
+
+def _postmaster(url: str) -> int | None:
+    """The local Postgres server's pid, to count its CPU; None when Postgres runs elsewhere."""
+    with psycopg.connect(plain_url(url)) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    try:
+        with open(f"/proc/{backend}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
 def _copy_rate(url: str, contact_ids: list[int], rows: int, tag: str) -> float:
     """Raw COPY of event-shaped rows into the same partitioned events table (PK and index included)."""
     props = orjson.dumps({"amount": 1, "sku": "sku-1", "currency": "CNY"}).decode()
@@ -169,10 +203,15 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
             items = [_track(tag, rng.randrange(p["users"]), n, start + timedelta(seconds=n))
                      for n in range(lo, lo + size)]
             bodies.append((_request("/v1/batch", token, orjson.dumps({"batch": items})), size))
+        postmaster = _postmaster(url)
+        cpu_before = (_tree_cpu(server.pid), _tree_cpu(postmaster) if postmaster else 0.0, time.process_time())
         with ctx.console.status(f"Sending up to {p['events']:,} events in batches of {p['batch']} from "
                                 f"{p['clients']} clients (≤ {p['seconds']} s)…"):
             sent, elapsed = await _send(port, bodies, p["clients"], p["seconds"])
         rate = sent / elapsed
+        cpu = [(after - before) / max(sent, 1) * 1e6 for before, after in zip(
+            cpu_before, (_tree_cpu(server.pid), _tree_cpu(postmaster) if postmaster else 0.0, time.process_time()),
+            strict=True)]
         ctx.console.print(f"HTTP ingest: {sent:,} events in {elapsed:.1f} s = {rate:,.0f} events/s")
     finally:
         server.terminate()
@@ -191,5 +230,10 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
             await asyncio.to_thread(_cleanup, url, tag)
     return BenchResult(bench=NAME, value=rate, unit="events/s", limit_name="copy", limit=copy, params=p,
                        rows=[("events sent", f"{sent:,}"), ("seconds", f"{elapsed:.1f}"),
+                             ("CPU µs/event: API server", f"{cpu[0]:.1f}"),
+                             ("CPU µs/event: Postgres", f"{cpu[1]:.1f}" if postmaster else "remote"),
+                             ("CPU µs/event: HTTP client", f"{cpu[2]:.1f}"),
+                             (f"events/s if {os.cpu_count()} cores were ours alone",
+                              f"{(os.cpu_count() or 1) * 1e6 / sum(cpu):,.0f}" if sum(cpu) else "n/a"),
                              ("batch size", str(p["batch"])), ("HTTP clients", str(p["clients"])),
                              ("uvicorn workers", str(p["workers"]))])

@@ -62,9 +62,12 @@ WITH raw AS (
         first_at = least(d.first_at, excluded.first_at), last_at = greatest(d.last_at, excluded.last_at)
 ), latest AS (
     SELECT contact_id, max(timestamp) AS ts FROM ins GROUP BY 1
+), locked AS (  -- row locks in id order, so concurrent batches touching the same contacts cannot deadlock
+    SELECT c.id, l.ts FROM contacts c JOIN latest l ON c.id = l.contact_id
+    WHERE c.last_seen_at IS NULL OR c.last_seen_at < l.ts
+    ORDER BY c.id FOR NO KEY UPDATE OF c
 ), seen AS (
-    UPDATE contacts c SET last_seen_at = l.ts FROM latest l
-    WHERE c.id = l.contact_id AND (c.last_seen_at IS NULL OR c.last_seen_at < l.ts)
+    UPDATE contacts c SET last_seen_at = greatest(c.last_seen_at, k.ts) FROM locked k WHERE c.id = k.id
 ), box AS (
     INSERT INTO event_outbox (contact_ids, event_ids)
     SELECT array_agg(contact_id ORDER BY id), array_agg(id ORDER BY id) FROM ins HAVING count(*) > 0
@@ -142,14 +145,29 @@ class IdentityRace(Exception):
     """An identity vanished between resolving and inserting (a concurrent erasure); retry the batch."""
 
 
+def _unique(events: Sequence[Event]) -> dict[str, Event]:
+    unique: dict[str, Event] = {}
+    for event in events:
+        unique.setdefault(event.message_id, event)
+    return unique
+
+
+async def ingest_known(pg: AsyncConnection[Any], events: Sequence[Event]) -> IngestResult | None:
+    """The hot path, on an autocommit connection: a batch of plain events for identities that already
+    exist is one statement, hence one transaction and one round trip. None: use `ingest` instead."""
+    batch = list(_unique(events).values())
+    if not batch or needs_resolution(batch):
+        return None
+    all_known, inserted = await _insert(pg, batch)
+    return IngestResult(received=len(events), inserted=inserted) if all_known else None
+
+
 async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult:
     """Write a batch in one statement (dedupe, events, aggregates, last seen, outbox). Batches that create,
     link or describe identities are resolved first; plain events for known identities skip straight here."""
     if not events:
         return IngestResult(0, 0)
-    unique: dict[str, Event] = {}
-    for event in events:
-        unique.setdefault(event.message_id, event)
+    unique = _unique(events)
     batch = list(unique.values())
     pg = await driver(session)
     if not needs_resolution(batch):
