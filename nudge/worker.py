@@ -10,12 +10,14 @@ from temporalio.worker import Worker
 
 from activities.campaigns import CampaignActivities
 from activities.ledger import LedgerActivities
+from activities.ledger_ops import LedgerOpsActivities
 from activities.segments import SegmentActivities
 from nudge.runtime import Runtime
 from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
 from workflows.ledger import TASK_QUEUE as LEDGER_QUEUE
 from workflows.ledger import RedemptionWorkflow
+from workflows.ledger_ops import ReconciliationWorkflow
 from workflows.segments import TASK_QUEUE as SEGMENTS_QUEUE
 from workflows.segments import SegmentChangesWorkflow, SegmentRefreshWorkflow
 
@@ -42,10 +44,12 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         ))
     if LEDGER_QUEUE in queues:
         ledger = LedgerActivities(runtime.sessions)
+        ops = LedgerOpsActivities(runtime.sessions)
         workers.append(Worker(
-            client, task_queue=LEDGER_QUEUE, workflows=[RedemptionWorkflow],
+            client, task_queue=LEDGER_QUEUE, workflows=[RedemptionWorkflow, ReconciliationWorkflow],
             activities=[ledger.hold_points, ledger.reserve_stock, ledger.fulfil, ledger.commit_hold, ledger.void_hold,
-                        ledger.release_stock, ledger.record_status],
+                        ledger.release_stock, ledger.record_status, ops.void_timed_out_holds, ops.reconcile_accounts,
+                        ops.reconcile_postings, ops.reconcile_programs, ops.reconcile_grants],
             max_concurrent_activities=20,
         ))
     return workers

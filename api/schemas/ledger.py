@@ -152,3 +152,46 @@ class RedemptionOut(BaseModel):
     workflow_id: str
     created_at: datetime
     updated_at: datetime
+
+
+class ReconciliationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"program_ids": [1]}]})
+
+    program_ids: list[StrictInt] | None = Field(None, max_length=100, description="Only these programs (default all).")
+
+
+class ReconciliationOut(BaseModel):
+    workflow_id: str
+    status: str = Field(description="RUNNING, COMPLETED, FAILED, …, as Temporal reports it.")
+    totals: dict[str, int] | None = Field(None, description="When completed: accounts and postings checked, "
+                                                            "holds voided, findings found and fixed.")
+
+
+class FindingOut(BaseModel):
+    id: int
+    program_id: int
+    contact_id: int = Field(description="0 for findings about a whole program.")
+    finding_class: str = Field(description="balance_drift, bucket_drift, journal_drift, account_drift, "
+                                           "unbalanced_posting, entry_mismatch, program_unbalanced, hold_timed_out, "
+                                           "grant_without_posting, posting_without_grant.")
+    subject: str
+    detail: dict[str, object]
+    status: Literal["open", "fixed", "resolved"] = Field(
+        description="fixed: corrected automatically (see fix, fixed_by); open: waiting for review.")
+    fix: str | None
+    fixed_by: str | None = Field(description="Reference of the posting that fixed or journaled the fix.")
+    note: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class FindingPage(BaseModel):
+    findings: list[FindingOut]
+    next_before: int | None
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"note": "Entries of posting 812 restored from the Parquet archive; balance checked."}]})
+
+    note: str = Field(min_length=1, max_length=2000, description="What was found and done.")

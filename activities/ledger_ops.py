@@ -1,0 +1,108 @@
+"""Ledger operations activities: reconciliation pages, expiry batches, detail retention.
+
+Each activity does one bounded page of work in its own transaction and returns where to continue, so a
+workflow can loop over millions of accounts and a retried activity repeats at most one page (every
+write it makes is keyed: finding subjects, posting references).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from domain.ledger import month_of
+from domain.ledger_ops import MissingCredit
+from store import ledger_reconcile as reconcile
+from store.db import transaction
+
+
+class GrantSource(Protocol):
+    """What the tasks engine will plug in: the reward grants it recorded, checked against the postings.
+
+    `missing_credits`: grants with no posting under their reference (credited by reconciliation).
+    `unexplained_postings`: `reward:` credits with no grant (program, contact, reference; sent to review).
+    """
+
+    async def missing_credits(self, session: AsyncSession, programs: Sequence[int] | None,
+                              limit: int) -> list[MissingCredit]: ...
+
+    async def unexplained_postings(self, session: AsyncSession, programs: Sequence[int] | None,
+                                   limit: int) -> list[tuple[int, int, str]]: ...
+
+
+class NoGrants:
+    """Until the tasks engine records grants, there is nothing to check them against."""
+
+    async def missing_credits(self, session: AsyncSession, programs: Sequence[int] | None,
+                              limit: int) -> list[MissingCredit]:
+        return []
+
+    async def unexplained_postings(self, session: AsyncSession, programs: Sequence[int] | None,
+                                   limit: int) -> list[tuple[int, int, str]]:
+        return []
+
+
+@dataclass
+class Page:
+    now: datetime
+    after: int = 0
+    limit: int = 5000
+    programs: list[int] | None = None
+
+
+@dataclass
+class PageDone:
+    last: int | None  # continue after this key; None when the check is complete
+    checked: int = 0
+    found: int = 0
+    fixed: int = 0
+    detail: dict[str, int] = field(default_factory=dict)
+
+
+def _done(result: reconcile.PageResult) -> PageDone:
+    return PageDone(last=result.last, checked=result.checked, found=result.found, fixed=result.fixed)
+
+
+class LedgerOpsActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], grants: GrantSource | None = None) -> None:
+        self.sessions = sessions
+        self.grants: GrantSource = grants or NoGrants()
+
+    @activity.defn
+    async def void_timed_out_holds(self, page: Page) -> PageDone:
+        async with transaction(self.sessions) as session:
+            return _done(await reconcile.void_timed_out_holds(session, now=page.now, limit=page.limit,
+                                                              programs=page.programs))
+
+    @activity.defn
+    async def reconcile_accounts(self, page: Page) -> PageDone:
+        async with transaction(self.sessions) as session:
+            return _done(await reconcile.check_accounts(session, after=page.after, limit=page.limit,
+                                                        programs=page.programs, today=month_of(page.now)))
+
+    @activity.defn
+    async def reconcile_postings(self, page: Page) -> PageDone:
+        async with transaction(self.sessions) as session:
+            return _done(await reconcile.check_postings(session, after=page.after, limit=page.limit,
+                                                        programs=page.programs))
+
+    @activity.defn
+    async def reconcile_programs(self, page: Page) -> PageDone:
+        async with transaction(self.sessions) as session:
+            return _done(await reconcile.check_programs(session, page.programs))
+
+    @activity.defn
+    async def reconcile_grants(self, page: Page) -> PageDone:
+        """Reward grants ↔ postings, through the GrantSource hook (nothing to check until tasks exist)."""
+        async with transaction(self.sessions) as session:
+            missing = await self.grants.missing_credits(session, page.programs, page.limit)
+            result = await reconcile.credit_missing(session, missing, now=page.now)
+            unexplained = await self.grants.unexplained_postings(session, page.programs, page.limit)
+            filed = await reconcile.file_unexplained(session, unexplained)
+        return PageDone(last=None, checked=result.checked + len(unexplained), found=result.found + filed,
+                        fixed=result.fixed)

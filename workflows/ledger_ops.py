@@ -1,0 +1,102 @@
+"""Ledger operations workflows, run on Temporal Schedules and on demand.
+
+ReconciliationWorkflow (仲裁): void timed-out holds, then check every account, every posting and every
+program page by page, then reward grants ↔ postings. Known findings are fixed as they are found; the rest
+wait in the review queue. "Now" is the workflow's clock, passed to every activity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.client import (
+    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec,
+    ScheduleOverlapPolicy, SchedulePolicy, ScheduleSpec,
+)
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.ledger_ops import LedgerOpsActivities, Page, PageDone
+
+TASK_QUEUE = "nudge-ledger"
+RECONCILE_SCHEDULE = "ledger-reconcile"
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2, maximum_interval=timedelta(minutes=1))
+PHASES = ("holds", "accounts", "postings", "programs", "grants")
+
+
+@dataclass
+class ReconcileTotals:
+    holds_voided: int = 0
+    accounts: int = 0
+    postings: int = 0
+    found: int = 0
+    fixed: int = 0
+
+
+@dataclass
+class ReconcileInput:
+    programs: list[int] | None = None  # None: every program
+    page_size: int = 5000
+    # Where a run that continued as new picks up.
+    phase: str = "holds"
+    after: int = 0
+    totals: ReconcileTotals = field(default_factory=ReconcileTotals)
+
+
+@workflow.defn
+class ReconciliationWorkflow:
+    @workflow.init
+    def __init__(self, params: ReconcileInput) -> None:
+        self.totals = params.totals
+        self.phase = params.phase
+
+    async def _page(self, activity: object, page: Page) -> PageDone:
+        return await workflow.execute_activity_method(
+            activity, page, start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)  # type: ignore[call-overload]
+
+    @workflow.run
+    async def run(self, params: ReconcileInput) -> ReconcileTotals:
+        steps = {"holds": LedgerOpsActivities.void_timed_out_holds, "accounts": LedgerOpsActivities.reconcile_accounts,
+                 "postings": LedgerOpsActivities.reconcile_postings, "programs": LedgerOpsActivities.reconcile_programs,
+                 "grants": LedgerOpsActivities.reconcile_grants}
+        t, after = self.totals, params.after
+        for phase in PHASES[PHASES.index(params.phase):]:
+            self.phase = phase
+            while True:
+                done = await self._page(steps[phase], Page(now=workflow.now(), after=after, limit=params.page_size,
+                                                           programs=params.programs))
+                t.found, t.fixed = t.found + done.found, t.fixed + done.fixed
+                if phase == "holds":
+                    t.holds_voided += done.fixed
+                elif phase == "accounts":
+                    t.accounts += done.checked
+                elif phase == "postings":
+                    t.postings += done.checked
+                # Holds: every page voids what it read, so the next page starts over until none are left.
+                if done.last is None or (phase == "holds" and done.checked < params.page_size):
+                    break
+                after = 0 if phase == "holds" else done.last
+                if workflow.info().is_continue_as_new_suggested():
+                    workflow.continue_as_new(ReconcileInput(params.programs, params.page_size, phase, after, t))
+            after = 0
+        return t
+
+    @workflow.query
+    def progress(self) -> dict[str, object]:
+        return {"phase": self.phase, "totals": self.totals}
+
+
+async def ensure_schedules(client: Client, *, reconcile_every: timedelta = timedelta(hours=1)) -> None:
+    """Create the ledger's schedules if they do not exist yet (idempotent; safe from every process)."""
+    plans = ((RECONCILE_SCHEDULE, ReconciliationWorkflow.run, ReconcileInput(), reconcile_every),)
+    for schedule_id, run, arg, every in plans:
+        try:
+            await client.create_schedule(schedule_id, Schedule(
+                action=ScheduleActionStartWorkflow(run, arg, id=f"{schedule_id}-run", task_queue=TASK_QUEUE),
+                spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            ))
+        except ScheduleAlreadyRunningError:
+            pass
