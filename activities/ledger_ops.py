@@ -17,6 +17,7 @@ from temporalio import activity
 
 from domain.ledger import month_of
 from domain.ledger_ops import MissingCredit
+from store import ledger_expiry as expiry
 from store import ledger_reconcile as reconcile
 from store.db import transaction
 
@@ -64,6 +65,14 @@ class PageDone:
     detail: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class ExpiryBatch:
+    program_id: int
+    now: datetime
+    after: int = 0
+    limit: int = 1000
+
+
 def _done(result: reconcile.PageResult) -> PageDone:
     return PageDone(last=result.last, checked=result.checked, found=result.found, fixed=result.fixed)
 
@@ -106,3 +115,14 @@ class LedgerOpsActivities:
             filed = await reconcile.file_unexplained(session, unexplained)
         return PageDone(last=None, checked=result.checked + len(unexplained), found=result.found + filed,
                         fixed=result.fixed)
+
+    @activity.defn
+    async def expiry_programs(self, page: Page) -> list[int]:
+        async with self.sessions() as session:
+            return await expiry.programs_with_expiry(session, page.programs)
+
+    @activity.defn
+    async def expire_batch(self, batch: ExpiryBatch) -> expiry.ExpiryPage:
+        async with transaction(self.sessions) as session:
+            return await expiry.expire_page(session, batch.program_id, now=batch.now, after=batch.after,
+                                            limit=batch.limit)

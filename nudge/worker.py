@@ -17,7 +17,7 @@ from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
 from workflows.ledger import TASK_QUEUE as LEDGER_QUEUE
 from workflows.ledger import RedemptionWorkflow
-from workflows.ledger_ops import ReconciliationWorkflow
+from workflows.ledger_ops import ExpiryWorkflow, ReconciliationWorkflow
 from workflows.segments import TASK_QUEUE as SEGMENTS_QUEUE
 from workflows.segments import SegmentChangesWorkflow, SegmentRefreshWorkflow
 
@@ -46,10 +46,11 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         ledger = LedgerActivities(runtime.sessions)
         ops = LedgerOpsActivities(runtime.sessions)
         workers.append(Worker(
-            client, task_queue=LEDGER_QUEUE, workflows=[RedemptionWorkflow, ReconciliationWorkflow],
+            client, task_queue=LEDGER_QUEUE, workflows=[RedemptionWorkflow, ReconciliationWorkflow, ExpiryWorkflow],
             activities=[ledger.hold_points, ledger.reserve_stock, ledger.fulfil, ledger.commit_hold, ledger.void_hold,
                         ledger.release_stock, ledger.record_status, ops.void_timed_out_holds, ops.reconcile_accounts,
-                        ops.reconcile_postings, ops.reconcile_programs, ops.reconcile_grants],
+                        ops.reconcile_postings, ops.reconcile_programs, ops.reconcile_grants, ops.expiry_programs,
+                        ops.expire_batch],
             max_concurrent_activities=20,
         ))
     return workers

@@ -2,13 +2,15 @@
 
 ReconciliationWorkflow (仲裁): void timed-out holds, then check every account, every posting and every
 program page by page, then reward grants ↔ postings. Known findings are fixed as they are found; the rest
-wait in the review queue. "Now" is the workflow's clock, passed to every activity.
+wait in the review queue. ExpiryWorkflow: due buckets to the expiry account, daily (a month's expiry is
+posted once per contact, so the daily runs after the first of a month find nothing). "Now" is the
+workflow's clock (or the input's), passed to every activity.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.client import (
@@ -18,10 +20,12 @@ from temporalio.client import (
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger_ops import LedgerOpsActivities, Page, PageDone
+    from activities.ledger_ops import ExpiryBatch, LedgerOpsActivities, Page, PageDone
+    from store.ledger_expiry import ExpiryPage
 
 TASK_QUEUE = "nudge-ledger"
 RECONCILE_SCHEDULE = "ledger-reconcile"
+EXPIRY_SCHEDULE = "ledger-expiry"
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2, maximum_interval=timedelta(minutes=1))
 PHASES = ("holds", "accounts", "postings", "programs", "grants")
 
@@ -88,9 +92,61 @@ class ReconciliationWorkflow:
         return {"phase": self.phase, "totals": self.totals}
 
 
-async def ensure_schedules(client: Client, *, reconcile_every: timedelta = timedelta(hours=1)) -> None:
+@dataclass
+class ExpiryTotals:
+    programs: int = 0
+    contacts: int = 0
+    postings: int = 0
+    points: int = 0
+    refused: int = 0
+
+
+@dataclass
+class ExpiryInput:
+    now: datetime | None = None  # None: the workflow's clock (a test or a backfill passes its own)
+    programs: list[int] | None = None
+    page_size: int = 1000
+
+
+@workflow.defn
+class ExpiryWorkflow:
+    """Move what remains in due buckets to each program's expiry account, a page of contacts per activity."""
+
+    @workflow.init
+    def __init__(self, params: ExpiryInput) -> None:
+        self.totals = ExpiryTotals()
+
+    @workflow.run
+    async def run(self, params: ExpiryInput) -> ExpiryTotals:
+        now = params.now or workflow.now()
+        programs: list[int] = await workflow.execute_activity_method(
+            LedgerOpsActivities.expiry_programs, Page(now=now, programs=params.programs),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
+        t = self.totals
+        for program_id in programs:
+            t.programs += 1
+            after = 0
+            while True:
+                page: ExpiryPage = await workflow.execute_activity_method(
+                    LedgerOpsActivities.expire_batch, ExpiryBatch(program_id, now, after, params.page_size),
+                    start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)
+                t.contacts, t.postings = t.contacts + page.contacts, t.postings + page.postings
+                t.points, t.refused = t.points + page.points, t.refused + page.refused
+                if page.last is None:
+                    break
+                after = page.last
+        return t
+
+    @workflow.query
+    def progress(self) -> ExpiryTotals:
+        return self.totals
+
+
+async def ensure_schedules(client: Client, *, reconcile_every: timedelta = timedelta(hours=1),
+                           expire_every: timedelta = timedelta(days=1)) -> None:
     """Create the ledger's schedules if they do not exist yet (idempotent; safe from every process)."""
-    plans = ((RECONCILE_SCHEDULE, ReconciliationWorkflow.run, ReconcileInput(), reconcile_every),)
+    plans = ((RECONCILE_SCHEDULE, ReconciliationWorkflow.run, ReconcileInput(), reconcile_every),
+             (EXPIRY_SCHEDULE, ExpiryWorkflow.run, ExpiryInput(), expire_every))
     for schedule_id, run, arg, every in plans:
         try:
             await client.create_schedule(schedule_id, Schedule(

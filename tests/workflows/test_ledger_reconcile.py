@@ -15,7 +15,7 @@ from temporalio.client import Client
 from domain.ledger import Kind, Request
 from store import ledger as store
 from store.db import transaction
-from workflows.ledger_ops import RECONCILE_SCHEDULE, ReconciliationWorkflow, ensure_schedules
+from workflows.ledger_ops import EXPIRY_SCHEDULE, RECONCILE_SCHEDULE, ReconciliationWorkflow, ensure_schedules
 
 
 async def _program_with_contacts(api: httpx.AsyncClient, n: int) -> tuple[int, list[int]]:
@@ -42,6 +42,12 @@ async def _reconcile(api: httpx.AsyncClient, program: int) -> dict:
             return run["totals"]
         await asyncio.sleep(0.1)
     raise AssertionError(f"reconciliation {workflow_id} did not finish")
+
+
+async def _drop_schedules(client: Client) -> None:
+    """The API ensures the ledger's schedules; a test server must not fire them into other tests."""
+    for schedule_id in (RECONCILE_SCHEDULE, EXPIRY_SCHEDULE):
+        await client.get_schedule_handle(schedule_id).delete()
 
 
 async def _findings(api: httpx.AsyncClient, program: int, **params: str) -> list[dict]:
@@ -83,7 +89,7 @@ async def test_a_corrupted_balance_is_found_and_restated_by_an_audited_posting(
 
     again = await _reconcile(api, program)
     assert (again["found"], again["fixed"]) == (0, 0)
-    await temporal_client.get_schedule_handle(RECONCILE_SCHEDULE).delete()
+    await _drop_schedules(temporal_client)
 
 
 async def test_a_journal_disagreement_goes_to_review_once_and_is_resolved_with_a_note(
@@ -109,7 +115,7 @@ async def test_a_journal_disagreement_goes_to_review_once_and_is_resolved_with_a
     assert (await api.post("/v1/ledger/findings/999999999/resolve", json={"note": "x"})).status_code == 404
     assert (await api.post(f"/v1/ledger/findings/{journal['id']}/resolve", json={"note": ""})).status_code == 422
     assert (await _account(api, program, contact))["balance"] == 100  # nothing was guessed
-    await temporal_client.get_schedule_handle(RECONCILE_SCHEDULE).delete()
+    await _drop_schedules(temporal_client)
 
 
 async def test_a_hold_past_its_timeout_is_voided_and_its_points_return(
@@ -126,7 +132,7 @@ async def test_a_hold_past_its_timeout_is_voided_and_its_points_return(
     assert (account["balance"], account["held"]) == (100, 0)
     (finding,) = await _findings(api, program, status="fixed")
     assert (finding["finding_class"], finding["fixed_by"]) == ("hold_timed_out", "order-1:hold:timeout")
-    await temporal_client.get_schedule_handle(RECONCILE_SCHEDULE).delete()
+    await _drop_schedules(temporal_client)
 
 
 async def test_the_schedule_is_created_once_however_often_it_is_ensured(temporal_client: Client) -> None:
@@ -135,4 +141,4 @@ async def test_the_schedule_is_created_once_however_often_it_is_ensured(temporal
     handle = temporal_client.get_schedule_handle(RECONCILE_SCHEDULE)
     described = await handle.describe()
     assert described.schedule.action.workflow == ReconciliationWorkflow.__name__  # type: ignore[attr-defined]
-    await handle.delete()
+    await _drop_schedules(temporal_client)
