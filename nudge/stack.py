@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from nudge.embedded import EmbeddedPostgres, EmbeddedTemporal, MailSink
+from nudge.embedded import EmbeddedPostgres, EmbeddedTemporal
+from nudge.mailsink import MailSinkProcess
 from nudge.settings import Settings
 from store.migrate import upgrade
 
@@ -22,7 +23,7 @@ class Stack:
     console: Console = field(default_factory=Console)
     postgres: EmbeddedPostgres | None = None
     temporal: EmbeddedTemporal | None = None
-    sink: MailSink | None = None
+    sink: MailSinkProcess | None = None
 
     def up(self, *, migrate: bool = True, database_only: bool = False) -> Settings:
         """Start what is not configured and return settings that point at everything."""
@@ -44,7 +45,7 @@ class Stack:
                 self._say("Temporal", f"{self.temporal.address}, UI on :{s.temporal_ui_port}",
                           self.temporal.process is not None)
             if not s.smtp_url and not database_only:
-                self.sink = MailSink(s.mail_dir, s.smtp_port)
+                self.sink = MailSinkProcess(s.mail_dir, s.smtp_port)
                 self.sink.start()
                 updates["smtp_url"] = self.sink.url
                 self._say("Mail sink", f"127.0.0.1:{s.smtp_port}, inbox in {s.mail_dir}", True)

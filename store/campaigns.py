@@ -167,6 +167,10 @@ async def queued_page(session: AsyncSession, run_id: int, after_contact_id: int,
 async def record_outcome(
     session: AsyncSession, contact_id: int, key: str, *, status: str, provider_message_id: str | None, error: str | None
 ) -> None:
+    # One short commit per message keeps the sent-but-unrecorded window to one message per lane. The
+    # commit need not wait for the disk: a worker crash keeps it (the server has it), and only a
+    # Postgres crash could lose it, costing a resend that the Message-ID makes recognisable.
+    await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
     await session.execute(
         update(Delivery)
         .where(Delivery.contact_id == contact_id, Delivery.key == key, Delivery.status == "queued")
