@@ -126,7 +126,7 @@ def api_url(settings: Settings) -> Iterator[str]:
     from api.app import create_app
 
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port, log_level="warning",
-                            lifespan="on")
+                            lifespan="on", timeout_keep_alive=300)  # no keep-alive race with the shared client
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
