@@ -11,6 +11,7 @@ from temporalio.service import RPCError
 from api.deps import Admin, Reader, Session, Temporal
 from api.schemas.campaigns import Audience, CampaignIn, CampaignOut, RunOut
 from domain import templates
+from domain.campaigns import CampaignStatus, transition
 from domain.errors import DomainError
 from nudge.runtime import Runtime
 from store import campaigns as store
@@ -74,6 +75,28 @@ async def launch_campaign(campaign_id: int, session: Session, request: Request, 
     run = await store.start_run(session, campaign_id)
     campaign = await store.get_campaign(session, campaign_id)
     await _start_workflow(client, request.app.state.runtime, campaign, run)
+    return await _out(session, request, campaign)
+
+
+@router.post("/{campaign_id}/pause", response_model=CampaignOut, dependencies=[Admin],
+             summary="Pause a running campaign: the current batch finishes, no new batch starts")
+async def pause_campaign(campaign_id: int, session: Session, request: Request, client: Temporal) -> CampaignOut:
+    return await _steer(campaign_id, session, request, client, CampaignStatus.PAUSED, CampaignWorkflow.pause)
+
+
+@router.post("/{campaign_id}/resume", response_model=CampaignOut, dependencies=[Admin],
+             summary="Resume a paused campaign")
+async def resume_campaign(campaign_id: int, session: Session, request: Request, client: Temporal) -> CampaignOut:
+    return await _steer(campaign_id, session, request, client, CampaignStatus.RUNNING, CampaignWorkflow.resume)
+
+
+async def _steer(campaign_id: int, session: Session, request: Request, client: Client, target: CampaignStatus,
+                 signal: object) -> CampaignOut:
+    campaign = await store.get_campaign(session, campaign_id, lock=True)
+    campaign.status = transition(CampaignStatus(campaign.status), target).value
+    run = await store.latest_run(session, campaign_id)
+    if run is not None and run.finished_at is None:
+        await client.get_workflow_handle(run.workflow_id).signal(signal)  # type: ignore[arg-type]
     return await _out(session, request, campaign)
 
 

@@ -88,8 +88,8 @@ async def start_run(session: AsyncSession, campaign_id: int) -> CampaignRun:
     """Move the campaign to running and record its next run (the caller starts the workflow)."""
     campaign = await get_campaign(session, campaign_id, lock=True)
     status = CampaignStatus(campaign.status)
-    if status is CampaignStatus.RUNNING:
-        raise Conflict(f"Campaign {campaign_id} is already running; wait for it to finish or pause it.")
+    if status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
+        raise Conflict(f"Campaign {campaign_id} is already {status}; resume or wait for its current run instead.")
     campaign.status = transition(status, CampaignStatus.RUNNING).value
     number = (await session.scalar(
         select(func.coalesce(func.max(CampaignRun.number), 0)).where(CampaignRun.campaign_id == campaign_id)
@@ -208,7 +208,7 @@ async def finish_run(session: AsyncSession, run_id: int) -> RunCounts:
     if run.finished_at is None:
         run.status = "completed"
         run.finished_at = datetime.now().astimezone()
-        if campaign.status == CampaignStatus.RUNNING:
+        if campaign.status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
             campaign.status = CampaignStatus.COMPLETED.value
     return counts
 
