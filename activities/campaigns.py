@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+
+import structlog
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -12,8 +15,12 @@ from channels.base import Message, SendResult
 from channels.email import EmailChannel
 from domain import templates
 from domain.errors import DomainError
+from nudge.metrics import BATCH_SECONDS, MESSAGES
 from store import campaigns as store
 from store.db import transaction
+
+
+log = structlog.get_logger("nudge.campaigns")
 
 
 @dataclass
@@ -87,8 +94,14 @@ class CampaignActivities:
                 )
             activity.heartbeat(result.key)
 
+        started = time.perf_counter()
         results = await self.email.send_many(messages, on_result=record)
+        BATCH_SECONDS.labels(campaign.channel).observe(time.perf_counter() - started)
         sent = sum(r.accepted for r in results)
+        MESSAGES.labels(campaign.channel, "sent").inc(sent)
+        MESSAGES.labels(campaign.channel, "failed").inc(len(results) - sent)
+        log.info("batch sent", campaign_id=campaign.id, run_id=params.run_id, sent=sent,
+                 failed=len(results) - sent, attempt=activity.info().attempt)
         return SendBatchResult(page[-1].contact_id, sent, len(results) - sent, done=len(page) < params.limit)
 
     @activity.defn

@@ -53,6 +53,9 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    from nudge.logs import configure
+
+    configure(settings.log_level)
     tasks: list[asyncio.Task[object]] = []
     runtime = Runtime.build(settings)
     workers = []
@@ -65,6 +68,11 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
             await ensure_ledger_schedules(client)  # reconciliation and expiry run on Temporal Schedules
         tasks += [asyncio.create_task(w.run()) for w in workers]
         console.print(f"[green]✓[/] Worker polling {', '.join(queues or QUEUES)}")
+        if not api and settings.worker_metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(settings.worker_metrics_port, addr=settings.api_host)
+            console.print(f"[green]✓[/] Worker metrics on http://{settings.api_host}:{settings.worker_metrics_port}/metrics")
     server = None
     server_task = None
     if api:

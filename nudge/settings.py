@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     campaign_batch_size: int = Field(500, ge=1, le=5000)
     smtp_concurrency: int = Field(8, ge=1, le=64)
     log_level: str = "info"
+    worker_metrics_port: int | None = Field(None, description="Serve the worker's Prometheus metrics on this port.")
 
     @property
     def resolved_public_url(self) -> str:

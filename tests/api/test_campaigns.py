@@ -65,3 +65,17 @@ async def test_launching_a_running_or_completed_campaign_is_a_conflict(api: http
     assert r.status_code == 409
     assert r.headers["content-type"] == "application/problem+json"
     assert "completed" in r.json()["detail"]
+
+
+async def test_sent_messages_are_counted_in_metrics(api: httpx.AsyncClient, anon_api: httpx.AsyncClient, worker: None) -> None:
+    def sent_total(text: str) -> float:
+        line = next((x for x in text.splitlines() if x.startswith('nudge_messages_total{channel="email",outcome="sent"}')), None)
+        return float(line.split()[-1]) if line else 0.0
+
+    before = sent_total((await anon_api.get("/metrics")).text)
+    ids = await _contacts(api, 2, "metrics")
+    cid = (await api.post("/v1/campaigns", json={"name": "Metered", "subject": "s", "body": "b",
+                                                 "audience": {"contact_ids": ids}})).json()["id"]
+    await api.post(f"/v1/campaigns/{cid}/launch")
+    await _wait_done(api, cid)
+    assert sent_total((await anon_api.get("/metrics")).text) == before + 2
