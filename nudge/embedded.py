@@ -249,6 +249,14 @@ class EmbeddedTemporal:
         self.process = None
 
 
+def ensure_sink_port_free(port: int, host: str) -> None:
+    if port_open(port, host):
+        raise PortInUse(
+            f"Port {port} is already in use, so the mail sink cannot start. "
+            f"Stop the program using it, set NUDGE_SMTP_PORT, or set SMTP_URL to a real SMTP server."
+        )
+
+
 class MailSink:
     """A local SMTP server (aiosmtpd) that keeps every message it receives as an .eml file.
 
@@ -287,11 +295,7 @@ class MailSink:
     def start(self) -> None:
         from aiosmtpd.controller import Controller
 
-        if port_open(self.port, self.host):
-            raise PortInUse(
-                f"Port {self.port} is already in use, so the mail sink cannot start. "
-                f"Stop the program using it, set NUDGE_SMTP_PORT, or set SMTP_URL to a real SMTP server."
-            )
+        ensure_sink_port_free(self.port, self.host)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._seen = {f.stem.rsplit("-", 1)[-1] for f in self.directory.glob("*.eml")}
         controller = Controller(self, hostname=self.host, port=self.port, server_kwargs={"data_size_limit": 10_485_760})

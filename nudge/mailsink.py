@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from nudge.embedded import MailSink, PortInUse, _wait_for_port, port_open
+from nudge.embedded import MailSink, _wait_for_port, ensure_sink_port_free
 
 
 class MailSinkProcess:
@@ -25,11 +25,7 @@ class MailSinkProcess:
         return f"smtp://{self.host}:{self.port}"
 
     def start(self) -> None:
-        if port_open(self.port, self.host):
-            raise PortInUse(
-                f"Port {self.port} is already in use, so the mail sink cannot start. "
-                f"Stop the program using it, set NUDGE_SMTP_PORT, or set SMTP_URL to a real SMTP server."
-            )
+        ensure_sink_port_free(self.port, self.host)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen([sys.executable, "-m", "nudge.mailsink", str(self.directory), str(self.port)])
         _wait_for_port(self.port, 20, "The mail sink")
