@@ -102,31 +102,55 @@ async def read_json(request: Request, limit: int) -> tuple[Any, int]:
         raise InvalidEvent(f"The body is not valid JSON: {exc}.") from None
 
 
-class Connections:
-    """A few autocommit psycopg connections kept open for the hot path (no pool ping, no BEGIN/COMMIT
-    round trips: the hot path is a single statement)."""
+class BatchWriter:
+    """Hot-path writer: concurrent requests' batches are grouped (up to `max_events`) into one statement
+    on one of `connections` autocommit connections, so Postgres pays per-statement and per-commit costs
+    (parse, plan, WAL flush) once per group instead of once per request. Each request still gets its
+    own answer, and nothing is answered before its statement has committed."""
 
-    def __init__(self, url: str, size: int = 16) -> None:
-        self.url, self.idle, self.slots = url, list[psycopg.AsyncConnection[Any]](), asyncio.Semaphore(size)
+    def __init__(self, url: str, *, connections: int = 4, max_events: int = 2000) -> None:
+        self.url, self.connections, self.max_events = url, connections, max_events
+        self.queue: asyncio.Queue[tuple[list[Event], asyncio.Future[store.IngestResult | None]]] | None = None
+        self.tasks: list[asyncio.Task[None]] = []
 
-    async def run(self, events: list[Event]) -> store.IngestResult | None:
-        async with self.slots:
-            conn = self.idle.pop() if self.idle else await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, application_name="nudge-ingest")
+    async def write(self, events: list[Event]) -> store.IngestResult | None:
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            self.tasks = [asyncio.create_task(self._run(self.queue)) for _ in range(self.connections)]
+        done: asyncio.Future[store.IngestResult | None] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((events, done))
+        return await done
+
+    async def _run(self, queue: asyncio.Queue[tuple[list[Event], asyncio.Future[store.IngestResult | None]]]) -> None:
+        conn: psycopg.AsyncConnection[Any] | None = None
+        while True:
+            group = [await queue.get()]
+            size = len(group[0][0])
+            while size < self.max_events and not queue.empty():
+                group.append(queue.get_nowait())
+                size += len(group[-1][0])
             try:
-                result = await store.ingest_known(conn, events)
-            except BaseException:
-                await conn.close()
-                raise
-            self.idle.append(conn)
-            return result
+                if conn is None or conn.closed:
+                    conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+                                                                 application_name="nudge-ingest")
+                results = await store.ingest_known(conn, [events for events, _ in group])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                if conn is not None and not conn.closed and conn.info.transaction_status != 0:
+                    await conn.close()
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), result in zip(group, results, strict=True):
+                if not done.done():
+                    done.set_result(result)
 
 
-def _connections(request: Request) -> Connections:
+def _writer(request: Request) -> BatchWriter:
     state = request.app.state
-    if getattr(state, "ingest_connections", None) is None:
-        state.ingest_connections = Connections(plain_url(runtime(request).settings.database_url or ""))
-    return state.ingest_connections  # type: ignore[no-any-return]
+    if getattr(state, "ingest_writer", None) is None:
+        state.ingest_writer = BatchWriter(plain_url(runtime(request).settings.database_url or ""))
+    return state.ingest_writer  # type: ignore[no-any-return]
 
 
 def _accepted(result: store.IngestResult) -> Response:
@@ -141,7 +165,7 @@ async def _store(request: Request, events: list[Event]) -> Response:
     sessions = runtime(request).sessions
     for attempt in range(4):
         try:
-            result = await _connections(request).run(events)
+            result = await _writer(request).write(events)
             if result is None:
                 async with sessions() as session, session.begin():
                     result = await store.ingest(session, events)

@@ -51,7 +51,7 @@ WITH raw AS (
     SELECT s.c, nextval('events_id_seq'), s.m, s.t, s.e, s.p, s.x, s.ts, s.ra
     FROM src s JOIN fresh f ON f.message_id = s.m
     ORDER BY s.n  -- event ids follow the batch order
-    RETURNING contact_id, id, type, event, timestamp
+    RETURNING contact_id, id, type, event, timestamp, message_id
 ), agg AS (
     INSERT INTO contact_event_daily AS d (contact_id, event, day, count, first_at, last_at)
     SELECT contact_id, CASE type WHEN 'track' THEN event ELSE '$' || type END,
@@ -72,7 +72,7 @@ WITH raw AS (
     INSERT INTO event_outbox (contact_ids, event_ids)
     SELECT array_agg(contact_id ORDER BY id), array_agg(id ORDER BY id) FROM ins HAVING count(*) > 0
 )
-SELECT (SELECT all_known FROM ok), (SELECT count(*) FROM ins)
+SELECT (SELECT all_known FROM ok), (SELECT array_agg(message_id) FROM ins)
 """
 
 READ = """
@@ -152,14 +152,31 @@ def _unique(events: Sequence[Event]) -> dict[str, Event]:
     return unique
 
 
-async def ingest_known(pg: AsyncConnection[Any], events: Sequence[Event]) -> IngestResult | None:
-    """The hot path, on an autocommit connection: a batch of plain events for identities that already
-    exist is one statement, hence one transaction and one round trip. None: use `ingest` instead."""
-    batch = list(_unique(events).values())
-    if not batch or needs_resolution(batch):
-        return None
-    all_known, inserted = await _insert(pg, batch)
-    return IngestResult(received=len(events), inserted=inserted) if all_known else None
+async def ingest_known(pg: AsyncConnection[Any], batches: Sequence[Sequence[Event]]) -> list[IngestResult | None]:
+    """The hot path, on an autocommit connection: batches of plain events for identities that already
+    exist, written together as one statement (one transaction, one round trip, one WAL flush). Per
+    batch, the result, or None where `ingest` must resolve identities instead."""
+    results: list[IngestResult | None] = [None] * len(batches)
+    plain = [i for i, b in enumerate(batches) if b and not needs_resolution(b)]
+    if not plain:
+        return results
+    combined = list(_unique([e for i in plain for e in batches[i]]).values())
+    all_known, stored = await _insert(pg, combined)
+    if not all_known:
+        if len(plain) == 1:
+            return results
+        for i in plain:  # somebody is new: find out who, batch by batch
+            results[i] = (await ingest_known(pg, [batches[i]]))[0]
+        return results
+    fresh = set(stored)
+    for i in plain:
+        inserted = 0
+        for event in batches[i]:
+            if event.message_id in fresh:
+                fresh.discard(event.message_id)  # a message id counts once, for its first batch
+                inserted += 1
+        results[i] = IngestResult(received=len(batches[i]), inserted=inserted)
+    return results
 
 
 async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult:
@@ -171,9 +188,9 @@ async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult
     batch = list(unique.values())
     pg = await driver(session)
     if not needs_resolution(batch):
-        all_known, inserted = await _insert(pg, batch)
+        all_known, stored = await _insert(pg, batch)
         if all_known:
-            return IngestResult(received=len(events), inserted=inserted)
+            return IngestResult(received=len(events), inserted=len(stored))
     # A replay must not re-create an erased contact or re-apply old traits: drop what was seen first.
     cur = await pg.execute("SELECT message_id FROM event_dedupe WHERE message_id = ANY(%s)", (list(unique),))
     seen = {r[0] for r in await cur.fetchall()}
@@ -181,19 +198,20 @@ async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult
     if not batch:
         return IngestResult(received=len(events), inserted=0)
     await identities.apply(session, batch)
-    all_known, inserted = await _insert(pg, batch)
+    all_known, stored = await _insert(pg, batch)
     if not all_known:
         raise IdentityRace("an identity was removed while this batch was being stored")
-    return IngestResult(received=len(events), inserted=inserted)
+    return IngestResult(received=len(events), inserted=len(stored))
 
 
-async def _insert(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[bool, int]:
+async def _insert(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[bool, list[str]]:
+    """(every identity known, message ids stored); nothing is written unless every identity is known."""
     rows = orjson.dumps([{"k": e.primary_key[0], "v": e.primary_key[1], "m": e.message_id, "t": e.type,
                           "e": e.event, "p": e.properties, "x": e.context, "ts": e.timestamp, "ra": e.received_at,
                           "n": n} for n, e in enumerate(batch)]).decode()
     row = await (await pg.execute(INSERT, (rows,))).fetchone()
     assert row is not None
-    return bool(row[0]), int(row[1])
+    return bool(row[0]), list(row[1] or [])
 
 
 async def read_new_events(session: AsyncSession, consumer: str, limit: int = 1000) -> list[OutboxEvent]:
