@@ -188,3 +188,18 @@ async def test_ingest_needs_an_ingest_key_and_an_ingest_key_cannot_read(
         assert (await client.post("/v1/track", json=event, headers=bearer)).status_code == 200
         assert (await client.get("/v1/contacts", headers=bearer)).status_code == 403
         assert (await client.delete("/v1/contacts/1", headers=bearer)).status_code == 403
+
+
+async def test_concurrent_requests_are_grouped_without_losing_or_doubling(
+        ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    user = f"u-{_tag()}"
+    await ingest.post("/v1/identify", json={"userId": user})
+    replayed = {"batch": [{"type": "track", "userId": user, "event": "tap", "messageId": f"{user}-{i}"}
+                          for i in range(30)]}
+    newcomers = [{"batch": [{"type": "track", "anonymousId": f"{user}-anon-{j}", "event": "tap"}]} for j in range(4)]
+    answers = await asyncio.gather(*(ingest.post("/v1/batch", json=b) for b in [replayed] * 4 + newcomers))
+    assert all(a.status_code == 200 for a in answers)
+    assert sum(a.json()["inserted"] for a in answers[:4]) == 30
+    assert all(a.json()["inserted"] == 1 for a in answers[4:])
+    contact = await _contact_of(api, "user_id", user)
+    assert len([e for e in await _events(api, contact["id"]) if e["type"] == "track"]) == 30
