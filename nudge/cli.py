@@ -48,6 +48,11 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     from nudge.runtime import Runtime, connect_temporal
     from nudge.worker import QUEUES, build_workers
 
+    from nudge.embedded import port_open
+
+    if api and port_open(settings.api_port, settings.api_host):
+        raise _fail(f"Port {settings.api_port} is already in use (another `nudge dev` or `nudge api`?). "
+                    f"Stop it or set NUDGE_API_PORT to a free port.")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

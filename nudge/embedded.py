@@ -44,6 +44,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def reusable_pid(pid_file: Path) -> int | None:
+    """The pid recorded by an earlier start, if that process is still alive."""
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
 def _wait_for_port(port: int, timeout: float, what: str, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -207,16 +217,8 @@ class EmbeddedTemporal:
     def pid_file(self) -> Path:
         return self.log_file.with_suffix(".pid")
 
-    def _running_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
-
     def start(self, timeout: float = 60) -> None:
-        if self._running_pid() and port_open(self.port):
+        if reusable_pid(self.pid_file) and port_open(self.port):
             return  # reuse the server an earlier `nudge dev` started from this directory
         for port in (self.port, self.ui_port):
             if port and port_open(port):

@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from nudge.embedded import MailSink, _wait_for_port, ensure_sink_port_free
+from nudge.embedded import MailSink, _wait_for_port, ensure_sink_port_free, port_open, reusable_pid
 
 
 class MailSinkProcess:
@@ -24,10 +24,18 @@ class MailSinkProcess:
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "sink.pid"
+
     def start(self) -> None:
+        if reusable_pid(self.pid_file) and port_open(self.port, self.host):
+            return  # reuse the sink an earlier `nudge dev` started from this home
         ensure_sink_port_free(self.port, self.host)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen([sys.executable, "-m", "nudge.mailsink", str(self.directory), str(self.port)])
+        self.process = subprocess.Popen([sys.executable, "-m", "nudge.mailsink", str(self.directory), str(self.port)],
+                                        start_new_session=True)
+        self.pid_file.write_text(str(self.process.pid))
         _wait_for_port(self.port, 20, "The mail sink")
 
     def stop(self) -> None:
@@ -38,6 +46,7 @@ class MailSinkProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             self.process = None
+            self.pid_file.unlink(missing_ok=True)
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ class Stack:
                 self.sink = MailSinkProcess(s.mail_dir, s.smtp_port)
                 self.sink.start()
                 updates["smtp_url"] = self.sink.url
-                self._say("Mail sink", f"127.0.0.1:{s.smtp_port}, inbox in {s.mail_dir}", True)
+                self._say("Mail sink", f"127.0.0.1:{s.smtp_port}, inbox in {s.mail_dir}", self.sink.process is not None)
         self.settings = s.model_copy(update=updates)
         if migrate:
             with self.console.status("Applying database migrations…"):

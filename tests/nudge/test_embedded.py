@@ -85,6 +85,14 @@ def test_nudge_dev_serves_then_stops_everything_on_ctrl_c(tmp_path: Path) -> Non
         else:
             raise AssertionError("nudge dev did not become healthy")
         assert port_open(ports["NUDGE_TEMPORAL_UI_PORT"]) and port_open(ports["NUDGE_SMTP_PORT"])
+
+        # A second `nudge dev` from the same home reuses the services and refuses the busy API port.
+        again = subprocess.run([nudge, "dev"], env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1
+        for service in ("Postgres reused", "Temporal reused", "Mail sink reused"):
+            assert service in again.stdout, again.stdout
+        assert "already in use" in again.stdout and "NUDGE_API_PORT" in again.stdout
+        assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"  # the first one is unharmed
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:
