@@ -7,6 +7,7 @@ the bucket design (月余) should make both cost the same.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import subprocess
@@ -26,7 +27,7 @@ from store.ledger_writer import PostingWriter, utcnow
 
 NAME = "ledger"
 DESCRIPTION = "Points postings/s (16 clients, 100k accounts) vs pgbench TPC-B-like TPS on the same Postgres"
-PARAMS: dict[str, Any] = {"accounts": 100_000, "clients": 16, "seconds": 15, "writers": 3,
+PARAMS: dict[str, Any] = {"accounts": 100_000, "clients": 16, "seconds": 15, "writers": 3, "max_batch": 512,
                           "pgbench_seconds": 15, "pgbench_scale": 16, "history_months": 36, "spends": 200}
 
 
@@ -79,7 +80,7 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
 
         done = 0
         latencies: list[float] = []
-        async with PostingWriter(sessions, writers=p["writers"]) as writer:
+        async with PostingWriter(sessions, writers=p["writers"], max_batch=p["max_batch"]) as writer:
             deadline = time.perf_counter() + p["seconds"]
 
             async def client(n: int) -> None:
@@ -97,6 +98,7 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
 
             with ctx.progress() as bar:
                 task = bar.add_task("credits (s elapsed)", total=p["seconds"])
+                cpu = time.process_time()
                 started = time.perf_counter()
                 runners = [asyncio.create_task(client(n)) for n in range(p["clients"])]
                 while not all(r.done() for r in runners):
@@ -104,6 +106,7 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
                     bar.update(task, completed=min(p["seconds"], int(time.perf_counter() - started)))
                 await asyncio.gather(*runners)
                 elapsed = time.perf_counter() - started
+                cpu = time.process_time() - cpu
             rate = done / elapsed
             batches = writer.batches
 
@@ -114,6 +117,8 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
             params=p, rows=[
                 ("postings", f"{done:,}"),
                 ("postings per transaction", f"{done / max(batches, 1):.1f}"),
+                ("client + writer CPU per posting (this process)", f"{cpu / max(done, 1) * 1e6:.0f} µs"),
+                ("load average at the end (2 cores here)", f"{os.getloadavg()[0]:.1f}"),
                 ("latency p50 / p99", f"{latencies[len(latencies) // 2] * 1000:.1f} / "
                                       f"{latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms"),
                 (f"spend, {p['history_months']}-month account", f"{old_cost * 1000:.2f} ms ({touched} buckets)"),

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain import ledger
 from domain.errors import DomainError, NotFound
 from domain.ledger import USER, Kind, Month, Request
+from store.ledger_credits import post_credits
 
 
 @dataclass(frozen=True)
@@ -52,22 +53,18 @@ class RaceLost(Exception):
     """Another transaction inserted the same reference after this batch looked; retry the batch."""
 
 
-# One statement: create missing accounts, lock all of them (in order) and the holds being settled, find
-# replayed references and reserve posting ids. Locked rows are re-read at their latest version.
+# One statement: create or lock the accounts (in order) and the holds being settled, find replayed
+# references and reserve posting ids. Locked rows are returned at their latest version.
 READ_AND_LOCK = """
-    WITH created AS (
-        INSERT INTO ledger_accounts (contact_id, program_id)
+    WITH locked AS (
+        -- One ordered pass creates missing accounts and locks existing ones, so two batches never take
+        -- account locks in different orders (a create and a lock in separate passes could).
+        INSERT INTO ledger_accounts AS a (contact_id, program_id)
         SELECT k.c, k.p FROM unnest(%(contacts)s::bigint[], %(programs)s::bigint[]) AS k(c, p)
         JOIN contacts ON contacts.id = k.c
         ORDER BY k.c, k.p
-        ON CONFLICT (contact_id, program_id) DO NOTHING
-        RETURNING contact_id, program_id, balance
-    ), locked AS (
-        SELECT a.contact_id, a.program_id, a.balance FROM ledger_accounts a
-        JOIN unnest(%(contacts)s::bigint[], %(programs)s::bigint[]) AS k(c, p)
-          ON a.contact_id = k.c AND a.program_id = k.p
-        ORDER BY a.contact_id, a.program_id
-        FOR UPDATE OF a
+        ON CONFLICT (contact_id, program_id) DO UPDATE SET balance = a.balance
+        RETURNING a.contact_id, a.program_id, a.balance
     ), held AS (
         SELECT h.contact_id, h.program_id, h.reference, h.taken, h.status, h.expires_at FROM ledger_holds h
         JOIN unnest(%(hold_contacts)s::bigint[], %(hold_programs)s::bigint[], %(hold_refs)s::text[]) AS k(c, p, r)
@@ -75,8 +72,7 @@ READ_AND_LOCK = """
         ORDER BY h.contact_id, h.program_id, h.reference
         FOR UPDATE OF h
     )
-    SELECT 'a' AS t, jsonb_build_array(contact_id, program_id, balance) AS v FROM created
-    UNION ALL SELECT 'a', jsonb_build_array(contact_id, program_id, balance) FROM locked
+    SELECT 'a' AS t, jsonb_build_array(contact_id, program_id, balance) AS v FROM locked
     UNION ALL SELECT 'h', jsonb_build_array(contact_id, program_id, reference, taken, status, expires_at) FROM held
     UNION ALL SELECT 'p', to_jsonb(p) FROM ledger_postings p
         JOIN unnest(%(post_programs)s::bigint[], %(refs)s::text[]) AS k(program_id, reference)
@@ -110,10 +106,10 @@ async def existing(session: AsyncSession, keys: Sequence[tuple[int, str]]) -> di
         JOIN unnest(%(programs)s::bigint[], %(refs)s::text[]) AS k(program_id, reference)
           ON p.program_id = k.program_id AND p.reference = k.reference
     """, {"programs": [k[0] for k in keys], "refs": [k[1] for k in keys]})
-    return {(v["program_id"], v["reference"]): (v["fingerprint"], _receipt_json(v)) for (v,) in await cur.fetchall()}
+    return {(v["program_id"], v["reference"]): (v["fingerprint"], receipt_json(v)) for (v,) in await cur.fetchall()}
 
 
-def _replay(found: tuple[str, Receipt], request: Request) -> Outcome:
+def replay(found: tuple[str, Receipt], request: Request) -> Outcome:
     fingerprint, receipt = found
     if fingerprint != request.fingerprint():
         return ledger.ReferenceConflict(
@@ -160,7 +156,7 @@ async def _read(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission])
             state.holds[(v[0], v[1], v[2])] = _Hold({int(m): int(n) for m, n in v[3].items()}, v[4],
                                                     datetime.fromisoformat(v[5]))
         elif tag == "p":
-            state.found[(v["program_id"], v["reference"])] = (v["fingerprint"], _receipt_json(v))
+            state.found[(v["program_id"], v["reference"])] = (v["fingerprint"], receipt_json(v))
         else:
             state.ids.append(v)
     if spenders:
@@ -170,7 +166,7 @@ async def _read(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission])
     return state
 
 
-def _receipt_json(v: dict[str, Any]) -> Receipt:
+def receipt_json(v: dict[str, Any]) -> Receipt:
     return Receipt(id=v["id"], program_id=v["program_id"], reference=v["reference"], kind=v["kind"],
                    contact_id=v["contact_id"], amount=v["amount"], balance_after=v["balance_after"],
                    entries=tuple((a, int(n)) for a, n in v["entries"]), hold_reference=v["hold_reference"],
@@ -179,6 +175,13 @@ def _receipt_json(v: dict[str, Any]) -> Receipt:
 
 async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: datetime, shard: int = 0) -> list[Outcome]:
     """Post a batch in the caller's transaction. Outcomes line up with `batch`."""
+    return await apply_on(await driver(session), batch, now=now, shard=shard)
+
+
+async def apply_on(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission], *, now: datetime,
+                   shard: int = 0) -> list[Outcome]:
+    """Post a batch on a psycopg connection: a batch of credits is one statement (it may run in autocommit);
+    any other batch takes two and must run inside a transaction."""
     outcomes: list[Outcome | None] = [None] * len(batch)
     first: dict[tuple[int, str], int] = {}
     for i, sub in enumerate(batch):
@@ -188,9 +191,30 @@ async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: date
             outcomes[i] = exc
             continue
         first.setdefault((sub.program_id, sub.request.reference), i)
-    conn = await driver(session)
-    state = await _read(conn, [batch[i] for i in first.values()])
+    unique = [batch[i] for i in first.values()]
+    if unique and all(s.request.kind is Kind.CREDIT for s in unique):
+        for i, outcome in zip(first.values(), await post_credits(conn, unique, now=now, shard=shard), strict=True):
+            outcomes[i] = outcome
+    elif unique:
+        await _apply_planned(conn, batch, first, outcomes, now=now, shard=shard)
 
+    # Duplicates inside the batch answer like replays of their first occurrence.
+    for i, sub in enumerate(batch):
+        if outcomes[i] is None:
+            j = first[(sub.program_id, sub.request.reference)]
+            earlier = outcomes[j]
+            if isinstance(earlier, Receipt):
+                outcomes[i] = replay((batch[j].request.fingerprint(), replace(earlier, replayed=True)), sub.request)
+            else:
+                outcomes[i] = earlier
+    return [o for o in outcomes if o is not None]
+
+
+async def _apply_planned(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission],
+                         first: dict[tuple[int, str], int], outcomes: list[Outcome | None], *, now: datetime,
+                         shard: int) -> None:
+    """Read and lock what the batch touches, plan each posting with the domain rules, write it all at once."""
+    state = await _read(conn, [batch[i] for i in first.values()])
     today = ledger.month_of(now)
     ids = iter(state.ids)
     balances, buckets = state.balances, state.buckets
@@ -202,7 +226,7 @@ async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: date
     for pkey, i in first.items():
         sub, req = batch[i], batch[i].request
         if pkey in state.found:
-            outcomes[i] = _replay(state.found[pkey], req)
+            outcomes[i] = replay(state.found[pkey], req)
             continue
         key = (req.contact_id, sub.program_id)
         if key not in balances:
@@ -250,17 +274,6 @@ async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: date
 
     if postings:
         await _write(conn, postings, bucket_delta, system_delta, balances, new_holds, settled, now, shard)
-
-    # Duplicates inside the batch answer like replays of their first occurrence.
-    for i, sub in enumerate(batch):
-        if outcomes[i] is None:
-            j = first[(sub.program_id, sub.request.reference)]
-            earlier = outcomes[j]
-            if isinstance(earlier, Receipt):
-                outcomes[i] = _replay((batch[j].request.fingerprint(), replace(earlier, replayed=True)), sub.request)
-            else:
-                outcomes[i] = earlier
-    return [o for o in outcomes if o is not None]
 
 
 INSERT_POSTINGS = """
@@ -329,8 +342,10 @@ async def _write(conn: psycopg.AsyncConnection[Any], postings: list[dict[str, An
         "entries": [json.dumps([list(e) for e in r.entries]) for r in receipts],
         "hold_reference": [r.hold_reference for r in receipts], "memo": [r.memo for r in receipts], "now": now,
     })]
-    entries = [(r.contact_id if account == USER else 0, r.id, account, r.program_id, amount)
-               for r in receipts for account, amount in r.entries]
+    # Only the user side is an entry row (partitioned with the contact's other rows); the system side is the
+    # sharded system balance plus the posting's own `entries`, which reconciliation checks sum to zero.
+    entries = [(r.contact_id, r.id, account, r.program_id, amount)
+               for r in receipts for account, amount in r.entries if account == USER]
     if entries:
         statements.append((INSERT_ENTRIES, {"c": [e[0] for e in entries], "pid": [e[1] for e in entries],
                                             "a": [e[2] for e in entries], "p": [e[3] for e in entries],

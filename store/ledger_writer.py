@@ -2,7 +2,9 @@
 
 One transaction per posting is bound by commit latency; here every caller awaits its own outcome while a
 few writer tasks drain the queue, so under load a commit carries as many postings as are waiting.
-Idempotency stays per posting: each request keeps its own reference and its own outcome.
+Idempotency stays per posting: each request keeps its own reference and its own outcome. Each writer
+task holds its own connection: a batch of credits is one autocommit call of `ledger_post_credits`
+(one round trip, one commit); other kinds take a short explicit transaction.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ import asyncio
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.errors import NotFound
-from domain.ledger import Request
-from store.db import transaction
-from store.ledger_postings import Outcome, RaceLost, Receipt, Submission, apply
+from domain.ledger import Kind, Request
+from store.db import plain_url
+from store.ledger_postings import Outcome, RaceLost, Receipt, Submission, apply_on
 
 RETRIES = 5
 SHARDS = 64
@@ -80,38 +83,74 @@ class PostingWriter:
         if missing := unknown - self.programs:
             raise NotFound(f"points program(s) {sorted(missing)} do not exist")
 
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        engine = self.sessions.kw["bind"]
+        return await psycopg.AsyncConnection.connect(
+            plain_url(engine.url.render_as_string(hide_password=False)), autocommit=True,
+            application_name="nudge-ledger-writer")
+
     async def _loop(self, index: int) -> None:
         shard = (self._shard_base + index) % SHARDS
-        while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            try:
-                outcomes = await self._run([s for s, _ in batch], shard)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():
-                        future.set_result(outcome)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-            finally:
-                for _ in batch:
-                    self.queue.task_done()
+        conn = await self._connect()
+        try:
+            while True:
+                batch = [await self.queue.get()]
+                while len(batch) < self.max_batch and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                try:
+                    # Consecutive credits go together (one round trip); other kinds keep their place in line.
+                    for run in _runs(batch):
+                        conn, outcomes = await self._run(conn, [s for s, _ in run], shard)
+                        for (_, future), outcome in zip(run, outcomes, strict=True):
+                            if not future.done():
+                                future.set_result(outcome)
+                except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                finally:
+                    for _ in batch:
+                        self.queue.task_done()
+        finally:
+            await conn.close()
 
-    async def _run(self, subs: list[Submission], shard: int) -> list[Outcome]:
+    async def _run(self, conn: psycopg.AsyncConnection[Any], subs: list[Submission],
+                   shard: int) -> tuple[psycopg.AsyncConnection[Any], list[Outcome]]:
+        credits = all(s.request.kind is Kind.CREDIT for s in subs)
         for attempt in range(RETRIES):
             try:
-                async with transaction(self.sessions) as session:
-                    outcomes = await apply(session, subs, now=self.clock(), shard=shard)
+                if credits:  # one statement: autocommit makes it its own transaction, one round trip
+                    outcomes = await apply_on(conn, subs, now=self.clock(), shard=shard)
+                else:
+                    async with conn.transaction():
+                        outcomes = await apply_on(conn, subs, now=self.clock(), shard=shard)
                 self.batches += 1
-                return outcomes
-            except (RaceLost, DBAPIError):
-                # Deadlock or a lost race on a reference: the whole batch rolled back, so retrying is safe.
+                return conn, outcomes
+            except (RaceLost, psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected,
+                    psycopg.OperationalError):
+                # A lost race on a reference, a deadlock or a dropped connection: nothing of the batch was
+                # committed, so retrying is safe.
+                if conn.closed or conn.broken:
+                    conn = await self._connect()
                 if attempt == RETRIES - 1:
                     if len(subs) == 1:
                         raise
                     # Isolate whatever keeps failing so it cannot hold its neighbours hostage.
-                    return [o for sub in subs for o in await self._run([sub], shard)]
+                    outcomes = []
+                    for sub in subs:
+                        conn, one = await self._run(conn, [sub], shard)
+                        outcomes += one
+                    return conn, outcomes
                 await asyncio.sleep(0.005 * 2 ** attempt)
         raise AssertionError("unreachable")
+
+
+def _runs(batch: list[tuple[Submission, asyncio.Future[Outcome]]]) -> list[list[tuple[Submission, asyncio.Future[Outcome]]]]:
+    runs: list[list[tuple[Submission, asyncio.Future[Outcome]]]] = []
+    for item in batch:
+        credit = item[0].request.kind is Kind.CREDIT
+        if runs and (runs[-1][0][0].request.kind is Kind.CREDIT) == credit:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs

@@ -40,7 +40,8 @@ async def post(sessions: async_sessionmaker[AsyncSession], program: int, request
 
 
 async def invariants(sessions: async_sessionmaker[AsyncSession], program: int, contact: int) -> int:
-    """balance = sum of entries = sum of buckets, and every posting of the program balances."""
+    """balance = sum of entries = sum of buckets, and every posting of the program balances and agrees with its
+    entry rows."""
     async with sessions() as s:
         row = (await s.execute(text("""
             SELECT a.balance,
@@ -50,9 +51,15 @@ async def invariants(sessions: async_sessionmaker[AsyncSession], program: int, c
                      WHERE contact_id = :c AND program_id = :p) AS buckets
             FROM ledger_accounts a WHERE a.contact_id = :c AND a.program_id = :p
         """), {"c": contact, "p": program})).one()
+        # A posting's receipt lists both sides; the user side is also an entry row.
         unbalanced = await s.scalar(text("""
-            SELECT count(*) FROM (SELECT posting_id FROM ledger_entries WHERE program_id = :p
-                                  GROUP BY posting_id HAVING sum(amount) <> 0) x
+            SELECT count(*) FROM ledger_postings p
+            WHERE p.program_id = :p AND (
+                (SELECT coalesce(sum((x->>1)::bigint), 0) FROM jsonb_array_elements(p.entries) x) <> 0
+                OR (SELECT coalesce(sum((x->>1)::bigint), 0) FROM jsonb_array_elements(p.entries) x
+                    WHERE x->>0 = 'user')
+                   <> (SELECT coalesce(sum(amount), 0) FROM ledger_entries e
+                       WHERE e.contact_id = p.contact_id AND e.posting_id = p.id))
         """), {"p": program})
     assert row.balance == row.entries == row.buckets
     assert unbalanced == 0
