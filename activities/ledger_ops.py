@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from domain.ledger import month_of
 from domain.ledger_ops import MissingCredit
+from store import ledger_archive as archive
 from store import ledger_expiry as expiry
 from store import ledger_reconcile as reconcile
 from store.db import transaction
@@ -73,13 +76,28 @@ class ExpiryBatch:
     limit: int = 1000
 
 
+@dataclass
+class ArchiveMonth:
+    program_id: int
+    month: int
+
+
+@dataclass
+class ArchiveDone:
+    rows: int
+    points: int
+    path: str | None
+
+
 def _done(result: reconcile.PageResult) -> PageDone:
     return PageDone(last=result.last, checked=result.checked, found=result.found, fixed=result.fixed)
 
 
 class LedgerOpsActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], grants: GrantSource | None = None) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, archive_dir: Path,
+                 grants: GrantSource | None = None) -> None:
         self.sessions = sessions
+        self.archive_dir = archive_dir
         self.grants: GrantSource = grants or NoGrants()
 
     @activity.defn
@@ -126,3 +144,17 @@ class LedgerOpsActivities:
         async with transaction(self.sessions) as session:
             return await expiry.expire_page(session, batch.program_id, now=batch.now, after=batch.after,
                                             limit=batch.limit)
+
+    @activity.defn
+    async def retention_plan(self, page: Page) -> list[ArchiveMonth]:
+        """The (program, month) pairs whose detail is past the retention window and not archived yet."""
+        async with self.sessions() as session:
+            programs = page.programs or list(await session.scalars(text("SELECT id FROM ledger_programs ORDER BY id")))
+            return [ArchiveMonth(p, m) for p in programs
+                    for m in await archive.months_due(session, p, now=page.now)]
+
+    @activity.defn
+    async def archive_month(self, month: ArchiveMonth) -> ArchiveDone:
+        async with transaction(self.sessions) as session:
+            done = await archive.archive_month(session, month.program_id, month.month, self.archive_dir)
+        return ArchiveDone(done.rows, done.total, done.path) if done else ArchiveDone(0, 0, None)

@@ -17,7 +17,7 @@ from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
 from workflows.ledger import TASK_QUEUE as LEDGER_QUEUE
 from workflows.ledger import RedemptionWorkflow
-from workflows.ledger_ops import ExpiryWorkflow, ReconciliationWorkflow
+from workflows.ledger_ops import ExpiryWorkflow, ReconciliationWorkflow, RetentionWorkflow
 from workflows.segments import TASK_QUEUE as SEGMENTS_QUEUE
 from workflows.segments import SegmentChangesWorkflow, SegmentRefreshWorkflow
 
@@ -44,13 +44,14 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         ))
     if LEDGER_QUEUE in queues:
         ledger = LedgerActivities(runtime.sessions)
-        ops = LedgerOpsActivities(runtime.sessions)
+        ops = LedgerOpsActivities(runtime.sessions, archive_dir=runtime.settings.home / "archive")
         workers.append(Worker(
-            client, task_queue=LEDGER_QUEUE, workflows=[RedemptionWorkflow, ReconciliationWorkflow, ExpiryWorkflow],
+            client, task_queue=LEDGER_QUEUE,
+            workflows=[RedemptionWorkflow, ReconciliationWorkflow, ExpiryWorkflow, RetentionWorkflow],
             activities=[ledger.hold_points, ledger.reserve_stock, ledger.fulfil, ledger.commit_hold, ledger.void_hold,
                         ledger.release_stock, ledger.record_status, ops.void_timed_out_holds, ops.reconcile_accounts,
                         ops.reconcile_postings, ops.reconcile_programs, ops.reconcile_grants, ops.expiry_programs,
-                        ops.expire_batch],
+                        ops.expire_batch, ops.retention_plan, ops.archive_month],
             max_concurrent_activities=20,
         ))
     return workers

@@ -3,7 +3,8 @@
 ReconciliationWorkflow (仲裁): void timed-out holds, then check every account, every posting and every
 program page by page, then reward grants ↔ postings. Known findings are fixed as they are found; the rest
 wait in the review queue. ExpiryWorkflow: due buckets to the expiry account, daily (a month's expiry is
-posted once per contact, so the daily runs after the first of a month find nothing). "Now" is the
+posted once per contact, so the daily runs after the first of a month find nothing). RetentionWorkflow:
+detail past each program's retention window to Parquet, rolled up, daily. "Now" is the
 workflow's clock (or the input's), passed to every activity.
 """
 
@@ -20,12 +21,13 @@ from temporalio.client import (
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger_ops import ExpiryBatch, LedgerOpsActivities, Page, PageDone
+    from activities.ledger_ops import ArchiveDone, ArchiveMonth, ExpiryBatch, LedgerOpsActivities, Page, PageDone
     from store.ledger_expiry import ExpiryPage
 
 TASK_QUEUE = "nudge-ledger"
 RECONCILE_SCHEDULE = "ledger-reconcile"
 EXPIRY_SCHEDULE = "ledger-expiry"
+RETENTION_SCHEDULE = "ledger-retention"
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2, maximum_interval=timedelta(minutes=1))
 PHASES = ("holds", "accounts", "postings", "programs", "grants")
 
@@ -142,11 +144,50 @@ class ExpiryWorkflow:
         return self.totals
 
 
+@dataclass
+class RetentionInput:
+    now: datetime | None = None
+    programs: list[int] | None = None
+
+
+@dataclass
+class RetentionTotals:
+    months: int = 0
+    rows: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+@workflow.defn
+class RetentionWorkflow:
+    """Archive each program's detail older than its retention window to Parquet, then roll it up."""
+
+    @workflow.init
+    def __init__(self, params: RetentionInput) -> None:
+        self.totals = RetentionTotals()
+
+    @workflow.run
+    async def run(self, params: RetentionInput) -> RetentionTotals:
+        now = params.now or workflow.now()
+        plan: list[ArchiveMonth] = await workflow.execute_activity_method(
+            LedgerOpsActivities.retention_plan, Page(now=now, programs=params.programs),
+            start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)
+        for month in plan:
+            done: ArchiveDone = await workflow.execute_activity_method(
+                LedgerOpsActivities.archive_month, month, start_to_close_timeout=timedelta(minutes=30),
+                retry_policy=RETRY)
+            if done.path:
+                self.totals.months += 1
+                self.totals.rows += done.rows
+                self.totals.files.append(done.path)
+        return self.totals
+
+
 async def ensure_schedules(client: Client, *, reconcile_every: timedelta = timedelta(hours=1),
                            expire_every: timedelta = timedelta(days=1)) -> None:
     """Create the ledger's schedules if they do not exist yet (idempotent; safe from every process)."""
     plans = ((RECONCILE_SCHEDULE, ReconciliationWorkflow.run, ReconcileInput(), reconcile_every),
-             (EXPIRY_SCHEDULE, ExpiryWorkflow.run, ExpiryInput(), expire_every))
+             (EXPIRY_SCHEDULE, ExpiryWorkflow.run, ExpiryInput(), expire_every),
+             (RETENTION_SCHEDULE, RetentionWorkflow.run, RetentionInput(), expire_every))
     for schedule_id, run, arg, every in plans:
         try:
             await client.create_schedule(schedule_id, Schedule(

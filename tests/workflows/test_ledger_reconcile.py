@@ -15,7 +15,9 @@ from temporalio.client import Client
 from domain.ledger import Kind, Request
 from store import ledger as store
 from store.db import transaction
-from workflows.ledger_ops import EXPIRY_SCHEDULE, RECONCILE_SCHEDULE, ReconciliationWorkflow, ensure_schedules
+from workflows.ledger_ops import (
+    EXPIRY_SCHEDULE, RECONCILE_SCHEDULE, RETENTION_SCHEDULE, ReconciliationWorkflow, ensure_schedules,
+)
 
 
 async def _program_with_contacts(api: httpx.AsyncClient, n: int) -> tuple[int, list[int]]:
@@ -46,7 +48,7 @@ async def _reconcile(api: httpx.AsyncClient, program: int) -> dict:
 
 async def _drop_schedules(client: Client) -> None:
     """The API ensures the ledger's schedules; a test server must not fire them into other tests."""
-    for schedule_id in (RECONCILE_SCHEDULE, EXPIRY_SCHEDULE):
+    for schedule_id in (RECONCILE_SCHEDULE, EXPIRY_SCHEDULE, RETENTION_SCHEDULE):
         await client.get_schedule_handle(schedule_id).delete()
 
 
