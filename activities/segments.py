@@ -67,6 +67,7 @@ class SegmentActivities:
         async with transaction(self.sessions) as session:
             # Scores decay with time and rules may read them, so they are recomputed first.
             await scoring.refresh_scores(session, now)
+            await store.drop_orphans(session)
             changes = await store.refresh_all(session, now, time_based_only=params.time_based_only)
         return RefreshResult(len(changes), sum(c.entered for c in changes.values()),
                              sum(c.exited for c in changes.values()))
@@ -82,6 +83,7 @@ class SegmentActivities:
             changes = {}
             if touched:
                 now = datetime.now(UTC)
+                await store.refresh_rollup(session, sorted(touched))
                 await scoring.refresh_scores(session, now, touched=sorted(touched))
                 changes = await store.refresh_all(session, now, touched=sorted(touched))
                 if self.es is not None:  # keep the search index's documents in step with membership

@@ -28,11 +28,11 @@ import psycopg
 from sqlalchemy import text
 
 from bench.core import BenchContext, BenchResult
-from domain.segments import All, Condition, FieldRef, Node, parse_rule
+from domain.segments import MAX_WINDOW_COUNT, All, Condition, FieldRef, Node, parse_rule
 from nudge.embedded import free_port
 from store.db import make_engine, make_sessionmaker, plain_url
 from store.migrate import upgrade
-from store.segments import PostgresSegmentIndex
+from store.segments import ROLLUP, PostgresSegmentIndex
 
 NAME = "segments"
 DESCRIPTION = "Count of a 3-condition rule with one event aggregate on 1M contacts / 20M events (ms), Postgres and Elasticsearch"
@@ -55,61 +55,100 @@ def _scratch(url: str) -> tuple[str, str, str]:
 
 
 EVENTS_SQL = """
-WITH ins AS (
-    INSERT INTO events (contact_id, message_id, type, event, properties, timestamp)
-    SELECT c, 'b' || c || '-' || k, 'track', (%(names)s::text[])[1 + floor(random() * 10)::int],
-           jsonb_build_object('amount', floor(random() * 500)::int),
-           now() - random() * make_interval(days => %(days)s)
-    FROM generate_series(%(first)s::bigint, %(last)s::bigint) c
-    CROSS JOIN LATERAL generate_series(1, 1 + (hashint8(c) & 1023) %% (2 * %(per)s - 1)) k
-    ORDER BY c
-    RETURNING contact_id, event, timestamp
-)
+INSERT INTO events (contact_id, message_id, type, event, properties, timestamp)
+SELECT c, 'b' || c || '-' || k, 'track', (%(names)s::text[])[1 + floor(random() * 10)::int],
+       jsonb_build_object('amount', floor(random() * 500)::int), now() - random() * make_interval(days => %(days)s)
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) c
+CROSS JOIN LATERAL generate_series(1, 1 + (hashint8(c) & 1023) %% (2 * %(per)s - 1)) k
+ORDER BY c
+"""
+DAILY_SQL = """
 INSERT INTO contact_event_daily (contact_id, event, day, count, first_at, last_at)
 SELECT contact_id, event, (timestamp AT TIME ZONE 'UTC')::date, count(*), min(timestamp), max(timestamp)
-FROM ins GROUP BY 1, 2, 3
+FROM events_p{i} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
+# Secondary indexes are built once after the load (a sorted build), not row by row; same final schema.
+DEFERRED_INDEXES = {
+    "ix_events_contact_event_timestamp": "CREATE INDEX ix_events_contact_event_timestamp ON events (contact_id, event, timestamp)",
+    "ix_contact_event_recent_d1": "CREATE INDEX ix_contact_event_recent_d1 ON contact_event_recent (event, d1, contact_id)",
+    "ix_contact_event_recent_d2": "CREATE INDEX ix_contact_event_recent_d2 ON contact_event_recent (event, d2, contact_id)"
+                                  " WHERE d2 IS NOT NULL",
+    "ix_contact_event_recent_d3": "CREATE INDEX ix_contact_event_recent_d3 ON contact_event_recent (event, d3, contact_id)"
+                                  " WHERE d3 IS NOT NULL",
+    "ix_contact_event_recent_total": "CREATE INDEX ix_contact_event_recent_total ON contact_event_recent (event, total, contact_id)",
+}
+
+
+def _parallel(jobs: list[Any], run_one: Any, workers: int = 2) -> None:
+    threads = [threading.Thread(target=lambda part=jobs[i::workers]: [run_one(j) for j in part]) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def _generate(url: str, contacts: int, events: int, days: int, chunk: int, ctx: BenchContext) -> int:
-    """Contacts, then events in contact order (cheap index appends) with their daily aggregates in the same
-    statement, from two connections over disjoint contact ranges. The scratch tables are unlogged."""
-    with psycopg.connect(url, autocommit=True) as pg:
-        for table in (f"{t}_p{i}" for t in ("events", "contact_event_daily") for i in range(8)):
-            pg.execute(f"ALTER TABLE {table} SET UNLOGGED")
+    """Contacts, events in contact order, daily aggregates per partition, then the deferred indexes; from
+    two connections (the machine's two cores). The scratch event tables are unlogged."""
     per = max(1, round(events / contacts))
     step = max(1000, chunk // per)
-    ranges = [(a, min(a + step - 1, contacts)) for a in range(1, contacts + 1, step)]
-    with ctx.progress() as progress:
-        with psycopg.connect(url, autocommit=True) as pg:
-            task = progress.add_task("contacts", total=contacts)
-            for start in range(1, contacts + 1, 200_000):
-                end = min(start + 199_999, contacts)
-                pg.execute("""
-                    INSERT INTO contacts (user_id, email, traits, created_at, updated_at)
-                    SELECT 'u' || g, 'u' || g || '@example.com',
-                           jsonb_build_object('plan', (ARRAY['pro','free','team','free'])[1 + g %% 4],
-                                              'age', 18 + g %% 60, 'country', (ARRAY['CN','US','DE','BR','IN'])[1 + g %% 5]),
-                           now() - make_interval(days => ((g * 7919) %% 365)::int), now()
-                    FROM generate_series(%s::bigint, %s::bigint) g
-                """, (start, end))
-                progress.update(task, advance=end - start + 1)
-        task = progress.add_task(f"events (~{per}/contact) + daily aggregates", total=contacts)
+    with psycopg.connect(url, autocommit=True) as pg, ctx.progress() as progress:
+        for table in (f"{t}_p{i}" for t in ("events", "contact_event_daily", "contact_event_recent") for i in range(8)):
+            pg.execute(f"ALTER TABLE {table} SET UNLOGGED")
+        for name in DEFERRED_INDEXES:
+            pg.execute(f"DROP INDEX {name}")
+        task = progress.add_task("contacts", total=contacts)
+        for start in range(1, contacts + 1, 200_000):
+            end = min(start + 199_999, contacts)
+            pg.execute("""
+                INSERT INTO contacts (user_id, email, traits, created_at, updated_at)
+                SELECT 'u' || g, 'u' || g || '@example.com',
+                       jsonb_build_object('plan', (ARRAY['pro','free','team','free'])[1 + g %% 4],
+                                          'age', 18 + g %% 60, 'country', (ARRAY['CN','US','DE','BR','IN'])[1 + g %% 5]),
+                       now() - make_interval(days => ((g * 7919) %% 365)::int), now()
+                FROM generate_series(%s::bigint, %s::bigint) g
+            """, (start, end))
+            progress.update(task, advance=end - start + 1)
 
-        def worker(part: list[tuple[int, int]]) -> None:
-            with psycopg.connect(url, autocommit=True) as pg:
-                pg.execute("SELECT setseed(0.42)")
-                for first, last in part:
-                    pg.execute(EVENTS_SQL, {"names": EVENT_NAMES, "first": first, "last": last, "per": per,
-                                            "days": days})
-                    progress.update(task, advance=last - first + 1)
+        def connect() -> psycopg.Connection[Any]:
+            conn = psycopg.connect(url, autocommit=True)
+            conn.execute("SET synchronous_commit = off")
+            return conn
 
-        threads = [threading.Thread(target=worker, args=(ranges[i::2],)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    with psycopg.connect(url, autocommit=True) as pg:
+        task = progress.add_task(f"events (~{per}/contact)", total=contacts)
+
+        def events_range(bounds: tuple[int, int]) -> None:
+            with connect() as conn:
+                conn.execute(EVENTS_SQL, {"names": EVENT_NAMES, "first": bounds[0], "last": bounds[1], "per": per,
+                                          "days": days})
+            progress.update(task, advance=bounds[1] - bounds[0] + 1)
+
+        _parallel([(a, min(a + step - 1, contacts)) for a in range(1, contacts + 1, step)], events_range)
+        task = progress.add_task("daily aggregates", total=8)
+
+        def daily(i: int) -> None:
+            with connect() as conn:
+                conn.execute(DAILY_SQL.format(i=i))
+            progress.update(task, advance=1)
+
+        _parallel(list(range(8)), daily)
+        task = progress.add_task("segment rollup (contact_event_recent)", total=8)
+
+        def rollup(i: int) -> None:
+            sql = ROLLUP.format(k=MAX_WINDOW_COUNT + 1, scope="true")
+            with connect() as conn:
+                conn.execute(sql.replace("FROM contact_event_daily d", f"FROM contact_event_daily_p{i} d"))
+            progress.update(task, advance=1)
+
+        _parallel(list(range(8)), rollup)
+        task = progress.add_task("indexes", total=len(DEFERRED_INDEXES))
+
+        def index(sql: str) -> None:
+            with connect() as conn:
+                conn.execute(sql)
+            progress.update(task, advance=1)
+
+        _parallel(list(DEFERRED_INDEXES.values()), index)
         pg.execute("UPDATE contacts c SET last_seen_at = t.ts FROM (SELECT contact_id, max(last_at) ts"
                    " FROM contact_event_daily GROUP BY 1) t WHERE c.id = t.contact_id")
         pg.execute("VACUUM ANALYZE")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from domain.errors import Conflict, NotFound
 from domain.segments import (
-    InvalidRule, Node, check_no_cycle, is_time_based, parse_rule, referenced_segments, refresh_order,
+    MAX_WINDOW_COUNT, InvalidRule, Node, check_no_cycle, is_time_based, parse_rule, referenced_segments, refresh_order,
 )
 from store.base import Base, created_at
 from store.segments_sql import compile_rule
@@ -106,6 +106,44 @@ async def get_segment(session: AsyncSession, segment_id: int) -> Segment:
 async def list_segments(session: AsyncSession, *, after_id: int = 0, limit: int = 100) -> Sequence[Segment]:
     rows = await session.scalars(select(Segment).where(Segment.id > after_id).order_by(Segment.id).limit(limit))
     return rows.all()
+
+
+# ---- the event rollup ---------------------------------------------------------------------------
+
+ROLLUP = """
+INSERT INTO contact_event_recent AS r (contact_id, event, total, d1, d2, d3, more)
+SELECT contact_id, event, total, days[1], days[2], days[3], coalesce(days[4:{k}], '{{}}')
+FROM (
+    SELECT d.contact_id, d.event, sum(d.count) FILTER (WHERE g = 1) AS total,
+           (array_agg(d.day ORDER BY d.day DESC))[1:{k}] AS days
+    FROM contact_event_daily d CROSS JOIN LATERAL generate_series(1, least(d.count, {k})) g
+    WHERE {scope}
+    GROUP BY d.contact_id, d.event
+) x
+ON CONFLICT (contact_id, event) DO UPDATE SET total = excluded.total, d1 = excluded.d1, d2 = excluded.d2,
+    d3 = excluded.d3, more = excluded.more
+WHERE (r.total, r.d1, r.d2, r.d3, r.more) IS DISTINCT FROM (excluded.total, excluded.d1, excluded.d2, excluded.d3, excluded.more)
+"""
+ROLLUP_GONE = """
+DELETE FROM contact_event_recent r WHERE {scope}
+  AND NOT EXISTS (SELECT 1 FROM contact_event_daily d WHERE d.contact_id = r.contact_id AND d.event = r.event)
+"""
+
+
+async def refresh_rollup(session: AsyncSession, touched: Sequence[int] | None = None) -> None:
+    """Bring `contact_event_recent` in line with `contact_event_daily` (for `touched` contacts, or all)."""
+    params = {"touched": list(touched)} if touched is not None else {}
+    daily = "d.contact_id = ANY(:touched)" if touched is not None else "true"
+    await session.execute(text(ROLLUP.format(k=MAX_WINDOW_COUNT + 1, scope=daily)), params)
+    recent = "r.contact_id = ANY(:touched)" if touched is not None else "true"
+    await session.execute(text(ROLLUP_GONE.format(scope=recent)), params)
+
+
+async def drop_orphans(session: AsyncSession) -> None:
+    """Rollup and score rows of contacts that were erased or merged away."""
+    for table in ("contact_event_recent", "contact_scores"):
+        await session.execute(text(f"DELETE FROM {table} t WHERE NOT EXISTS "
+                                   f"(SELECT 1 FROM contacts c WHERE c.id = t.contact_id)"))
 
 
 # ---- membership ---------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Every user value travels as a bind parameter: JSON conditions become SQL/JSON path expressions that are
 themselves parameters (`c.traits @? CAST(:p1 AS jsonpath)`), whose lax mode unwraps arrays and compares
-with strict types exactly as domain/segments_eval.py says. Event aggregates are semi-joins on
-`contact_event_daily` (no property filter) or `events` (with one), optionally limited to touched contacts.
+with strict types exactly as domain/segments_eval.py says. Event aggregates are semi-joins on the
+rollup `contact_event_recent` (no property filter) or `events` (with one), optionally limited to touched contacts.
 """
 
 from __future__ import annotations
@@ -96,20 +96,47 @@ class _Compiler:
             value = resolve(value, self.now)
         return f"coalesce({column} {text} {SQL_OPS[op]} {self.param(value)}, false)"
 
-    # -- event aggregates
+    # -- event aggregates: unfiltered ones read the rollup `contact_event_recent`, filtered ones `events`
     def event(self, node: EventCondition) -> str:
         parts = []
         if node.count is not None:
             since = window_start(node.within_days, self.now) if node.within_days is not None else None
-            parts.append(self.count(node, node.count, since))
+            parts.append(self.count(node, node.count, since) if node.where is not None
+                         else self.rollup_count(node, node.count, since))
         if node.last is not None:
             last, value = node.last, node.last.value
             day = (resolve_day(Relative(value.seconds), self.now) if last.op == "within_last"
                    else resolve_day(value, self.now))
-            source, day_expr, _ = self.source(node, None)
-            having = f"max({day_expr}) {SQL_OPS[last.op]} {self.param(day)}"
-            parts.append(f"c.id IN (SELECT contact_id FROM {source} GROUP BY contact_id HAVING {having})")
+            if node.where is None:
+                parts.append(self.rollup(node, f"r.d1 {SQL_OPS[last.op]} {self.param(day)}"))
+            else:
+                source, day_expr, _ = self.source(node, None)
+                having = f"max({day_expr}) {SQL_OPS[last.op]} {self.param(day)}"
+                parts.append(f"c.id IN (SELECT contact_id FROM {source} GROUP BY contact_id HAVING {having})")
         return "(" + " AND ".join(parts) + ")"
+
+    def rollup(self, node: EventCondition, test: str) -> str:
+        scope = f" AND r.contact_id = ANY(:{self.scope})" if self.scope else ""
+        return (f"c.id IN (SELECT r.contact_id FROM contact_event_recent r"
+                f" WHERE r.event = {self.param(node.event)} AND {test}{scope})")
+
+    def rollup_count(self, node: EventCondition, count: Count, since: Any) -> str:
+        """Count tests as "at least n" tests: within a window, the n-th latest day is inside it."""
+        def at_least(n: int) -> str:
+            if n <= 0:
+                return "true"
+            if since is None:
+                return self.rollup(node, f"r.total >= {self.param(n)}")
+            day = f"r.d{n}" if n <= 3 else f"r.more[{self.param(n - 3)}]"
+            return self.rollup(node, f"{day} >= {self.param(since)}")
+
+        if count.op == "between":
+            lo, hi = count.value  # type: ignore[misc]
+            return f"({at_least(lo)} AND NOT {at_least(hi + 1)})"
+        v: int = count.value  # type: ignore[assignment]
+        exactly = f"({at_least(v)} AND NOT {at_least(v + 1)})"
+        return {"gte": at_least(v), "gt": at_least(v + 1), "lt": f"(NOT {at_least(v)})",
+                "lte": f"(NOT {at_least(v + 1)})", "eq": exactly, "neq": f"(NOT {exactly})"}[count.op]
 
     def count(self, node: EventCondition, count: Count, since: Any) -> str:
         source, _, total = self.source(node, since)

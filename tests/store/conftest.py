@@ -119,6 +119,7 @@ async def segment_world(sessions: async_sessionmaker[AsyncSession]) -> World:
             SELECT contact_id, CASE type WHEN 'track' THEN event ELSE '$' || type END,
                    (timestamp AT TIME ZONE 'UTC')::date, count(*), min(timestamp), max(timestamp)
             FROM events WHERE contact_id = ANY(:ids) GROUP BY 1, 2, 3"""), {"ids": ids})
+        await store.refresh_rollup(s, ids)
         manual = await store.create_segment(s, name=f"{tag} manual", kind="manual", rule=None)
         await store.add_members(s, manual, [ids[0], ids[2]], NOW)
     for cid in (ids[0], ids[2]):

@@ -6,8 +6,9 @@ Revises: 0002_events
 `segment_members` holds one row per (contact, segment) ever joined: `exited_at IS NULL` while a member.
 Every entry and exit is also appended to `segment_transitions` (kind `segment_entered` / `segment_exited`),
 which journeys read with a cursor like the event outbox: rows of transactions older than every running one.
+`contact_event_recent` is the segments' own rollup of `contact_event_daily` for fast windowed counts.
 `contact_scores` holds computed traits (lead score and lifecycle stage, RFM, churn risk), queryable as
-`scores.<name>` in rules. The indexes on contacts and contact_event_daily make rule counts set-based.
+`scores.<name>` in rules. The indexes on contacts serve trait conditions and the trait-change watermark.
 """
 
 from alembic import op
@@ -18,7 +19,7 @@ branch_labels = None
 depends_on = None
 
 PARTITIONS = 8
-PARTITIONED = ("segment_members", "segment_transitions", "contact_scores")
+PARTITIONED = ("segment_members", "segment_transitions", "contact_scores", "contact_event_recent")
 
 
 def upgrade() -> None:
@@ -77,8 +78,24 @@ def upgrade() -> None:
             updated_at timestamptz NOT NULL DEFAULT now()
         );
 
-        -- Rule counts across all contacts scan one event's days, not every contact's rows.
-        CREATE INDEX ix_contact_event_daily_event_day ON contact_event_daily (event, day, contact_id) INCLUDE (count);
+        -- Per contact and event: the total and the UTC days of the latest occurrences, newest first, repeated
+        -- when several fall on one day (d1..d3, then `more` up to 21). "At least N in the last W days" is
+        -- "the N-th latest day is inside the window": one index range scan, no aggregation.
+        CREATE TABLE contact_event_recent (
+            contact_id bigint NOT NULL,
+            event      text NOT NULL,
+            total      bigint NOT NULL,
+            d1         date NOT NULL,
+            d2         date,
+            d3         date,
+            more       date[] NOT NULL DEFAULT '{}',
+            CONSTRAINT pk_contact_event_recent PRIMARY KEY (contact_id, event)
+        ) PARTITION BY HASH (contact_id);
+        CREATE INDEX ix_contact_event_recent_d1 ON contact_event_recent (event, d1, contact_id);
+        CREATE INDEX ix_contact_event_recent_d2 ON contact_event_recent (event, d2, contact_id) WHERE d2 IS NOT NULL;
+        CREATE INDEX ix_contact_event_recent_d3 ON contact_event_recent (event, d3, contact_id) WHERE d3 IS NOT NULL;
+        CREATE INDEX ix_contact_event_recent_total ON contact_event_recent (event, total, contact_id);
+
         CREATE INDEX ix_contacts_traits ON contacts USING gin (traits jsonb_path_ops);
         CREATE INDEX ix_contacts_updated_at ON contacts (updated_at);
     """)
@@ -92,7 +109,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("""
-        DROP INDEX ix_contacts_updated_at, ix_contacts_traits, ix_contact_event_daily_event_day;
-        DROP TABLE segment_cursors, contact_scores, segment_transitions, segment_members, segments;
+        DROP INDEX ix_contacts_updated_at, ix_contacts_traits;
+        DROP TABLE contact_event_recent, segment_cursors, contact_scores, segment_transitions, segment_members, segments;
         DROP SEQUENCE segment_transitions_id_seq;
     """)
