@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
@@ -15,11 +16,15 @@ from temporalio.service import RPCError
 from api.deps import Admin, Reader, Session, Temporal
 from api.schemas.ledger import (
     AccountOut, BucketOut, EntryOut, FindingOut, FindingPage, MonthOut, PostingIn, PostingOut, ProgramIn, ProgramOut,
-    ReconciliationIn, ReconciliationOut, ResolveIn, StatementLineOut, StatementOut,
+    ReconciliationIn, ReconciliationOut, ResolveIn, ReviewOut, RiskRuleIn, RiskRuleOut, StatementLineOut, StatementOut,
+    BlockIn,
 )
-from domain.errors import NotFound
+from domain.errors import DomainError, NotFound
 from domain.ledger import Kind, Request, month_label, parse_month
+from domain.ledger_risk import Verdict, refusal
 from store import ledger as store
+from store import ledger_risk as risk
+from store.ledger_postings import existing
 from store import ledger_reconcile as reconcile
 from workflows.ledger_ops import (
     TASK_QUEUE, ReconcileInput, ReconciliationWorkflow, ensure_schedules,
@@ -60,19 +65,51 @@ def posting_out(receipt: store.Receipt) -> PostingOut:
              summary="Post points: 201 the first time, 200 with the same body on a replay, 409 if the "
                      "reference was used for something else",
              responses={200: {"description": "A replay: the original receipt"},
+                        202: {"model": ReviewOut, "description": "A credit held for review by risk controls"},
+                        403: {"description": "Blocklisted"}, 429: {"description": "Velocity limit reached"},
                         409: {"description": "The reference was already used for a different posting"},
                         422: {"description": "Invalid, or not enough points"}})
-async def create_posting(body: PostingIn, session: Session, response: Response) -> PostingOut:
+async def create_posting(body: PostingIn, session: Session, response: Response) -> PostingOut | JSONResponse:
     request = Request(
         reference=body.reference, kind=Kind(body.kind), contact_id=body.contact_id, amount=body.amount,
         earned_month=parse_month(body.earned_month) if body.earned_month else None,
         hold_reference=body.hold_reference, hold_seconds=body.hold_seconds, memo=body.memo,
     )
-    receipt = await store.post(session, body.program_id, request, now=datetime.now(UTC))
+    now = datetime.now(UTC)
+    if request.kind is Kind.CREDIT:
+        held = await _screen_credit(session, body, request, now)
+        if held is not None:
+            return held
+    receipt = await store.post(session, body.program_id, request, now=now)
     if receipt.replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     return posting_out(receipt)
+
+
+async def _screen_credit(session: Session, body: PostingIn, request: Request, now: datetime) -> JSONResponse | None:
+    """Risk controls on a new credit: refused (4xx), held for review (202 and the review), or let through."""
+    await store.get_program(session, body.program_id)
+    if (body.program_id, request.reference) in await existing(session, [(body.program_id, request.reference)]):
+        return None  # a replay (or a conflict): answered by the ledger, not counted again
+    review = await risk.find_review(session, body.program_id, request.reference)
+    if review is None:
+        request.validate()
+        verdict, reason = await risk.screen(session, program_id=body.program_id, action="credit",
+                                            contact_id=request.contact_id, device=body.device, ip=body.ip,
+                                            amount=request.amount, reference=request.reference, now=now)
+        if verdict is Verdict.REFUSE:
+            raise refusal(reason)
+        if verdict is Verdict.ALLOW:
+            return None
+        review = await risk.hold(session, body.program_id, request, reason)
+    if review.status == "released":
+        return None
+    return JSONResponse(review_out(review).model_dump(mode="json"), status_code=202)
+
+
+def review_out(review: risk.Review, receipt: store.Receipt | None = None) -> ReviewOut:
+    return ReviewOut(**asdict(review), posting=posting_out(receipt) if receipt else None)  # type: ignore[arg-type]
 
 
 @router.get("/programs/{program_id}/postings/{reference:path}", response_model=PostingOut, dependencies=[Reader],
@@ -169,3 +206,50 @@ async def list_findings(
              summary="Close an open finding with a note (409 if it is not open)")
 async def resolve_finding(finding_id: int, body: ResolveIn, session: Session) -> FindingOut:
     return finding_out(await reconcile.resolve_finding(session, finding_id, body.note))
+
+
+@router.post("/risk/rules", response_model=RiskRuleOut, status_code=201, dependencies=[Admin],
+             summary="Add a velocity limit on credits or redemptions per contact, device or IP")
+async def create_risk_rule(body: RiskRuleIn, session: Session) -> RiskRuleOut:
+    if body.max_count is None and body.max_amount is None:
+        raise DomainError("a rule needs max_count, max_amount or both")
+    if body.action == "redeem" and body.verdict == "review":
+        raise DomainError("redemptions are refused, not held: use verdict `refuse`")
+    await store.get_program(session, body.program_id)
+    rule = await risk.create_rule(session, **body.model_dump())
+    return RiskRuleOut(**asdict(rule))
+
+
+@router.get("/risk/rules", response_model=list[RiskRuleOut], dependencies=[Reader], summary="A program's rules")
+async def list_risk_rules(session: Session, program_id: int) -> list[RiskRuleOut]:
+    return [RiskRuleOut(**asdict(r)) for r in await risk.rules(session, program_id)]
+
+
+@router.post("/risk/blocklist", status_code=204, dependencies=[Admin],
+             summary="Block a contact, device or IP from earning and redeeming")
+async def block(body: BlockIn, session: Session) -> Response:
+    await risk.block(session, body.dimension, body.value, body.reason)
+    return Response(status_code=204)
+
+
+@router.delete("/risk/blocklist/{dimension}/{value}", status_code=204, dependencies=[Admin],
+               summary="Lift a block")
+async def unblock(dimension: Literal["contact", "device", "ip"], value: str, session: Session) -> Response:
+    await risk.unblock(session, dimension, value)
+    return Response(status_code=204)
+
+
+@router.get("/reviews", response_model=list[ReviewOut], dependencies=[Reader],
+            summary="Credits held by risk controls (`status=pending` is the queue)")
+async def list_reviews(session: Session, status: Literal["pending", "released", "rejected"] | None = None,
+                       limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[ReviewOut]:
+    return [review_out(r) for r in await risk.list_reviews(session, status, limit)]
+
+
+@router.post("/reviews/{review_id}/{decision}", response_model=ReviewOut, dependencies=[Admin],
+             summary="Release a held credit (it is posted, once) or reject it")
+async def decide_review(review_id: int, decision: Literal["release", "reject"], body: ResolveIn,
+                        session: Session) -> ReviewOut:
+    review, receipt = await risk.decide(session, review_id, release=decision == "release", note=body.note,
+                                        now=datetime.now(UTC))
+    return review_out(review, receipt)

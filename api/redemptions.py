@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, Response
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -11,7 +12,9 @@ from temporalio.service import RPCError
 
 from api.deps import Admin, Reader, Session, Temporal
 from api.schemas.ledger import RedemptionIn, RedemptionOut, RewardIn, RewardOut
+from domain.ledger_risk import Verdict, refusal
 from store import ledger as store
+from store import ledger_risk as risk
 from store import ledger_rewards as rewards
 from workflows.ledger import TASK_QUEUE, RedemptionInput, RedemptionWorkflow, workflow_id
 
@@ -45,6 +48,12 @@ async def create_redemption(body: RedemptionIn, session: Session, client: Tempor
     reward = await rewards.get_reward(session, body.reward_id)
     values = {"order_id": body.order_id, "program_id": reward.program_id, "contact_id": body.contact_id,
               "reward_id": reward.id, "quantity": body.quantity, "points": reward.cost * body.quantity}
+    if not await rewards.order_exists(session, body.order_id):  # a retried order is not screened twice
+        verdict, reason = await risk.screen(
+            session, program_id=reward.program_id, action="redeem", contact_id=body.contact_id, device=body.device,
+            ip=body.ip, amount=values["points"], reference=f"redeem:{body.order_id}", now=datetime.now(UTC))
+        if verdict is not Verdict.ALLOW:
+            raise refusal(reason)
     order, created = await rewards.open_redemption(session, values)
     if not created:
         response.status_code = 200

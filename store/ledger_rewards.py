@@ -104,6 +104,10 @@ async def open_redemption(session: AsyncSession, values: dict[str, Any]) -> tupl
     return order, bool(created)
 
 
+async def order_exists(session: AsyncSession, order_id: str) -> bool:
+    return bool(await session.scalar(text("SELECT 1 FROM ledger_redemptions WHERE order_id = :o"), {"o": order_id}))
+
+
 async def get_redemption(session: AsyncSession, order_id: str) -> Redemption:
     row = (await session.execute(text("SELECT * FROM ledger_redemptions WHERE order_id = :o"),
                                  {"o": order_id})).one_or_none()

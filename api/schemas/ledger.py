@@ -54,6 +54,8 @@ class PostingIn(BaseModel):
     hold_reference: str | None = Field(None, max_length=200, description="commit/void: the hold to settle.")
     hold_seconds: StrictInt | None = Field(None, ge=1, le=30 * 86400, description="hold: timeout (default 900).")
     memo: str | None = Field(None, max_length=500)
+    device: str | None = Field(None, max_length=200, description="Risk controls: the device the action came from.")
+    ip: str | None = Field(None, max_length=64, description="Risk controls: the client's IP address.")
 
 
 class EntryOut(BaseModel):
@@ -138,6 +140,8 @@ class RedemptionIn(BaseModel):
     contact_id: StrictInt
     reward_id: StrictInt
     quantity: StrictInt = Field(1, ge=1, le=1000)
+    device: str | None = Field(None, max_length=200, description="Risk controls: the device the order came from.")
+    ip: str | None = Field(None, max_length=64, description="Risk controls: the client's IP address.")
 
 
 class RedemptionOut(BaseModel):
@@ -195,3 +199,52 @@ class ResolveIn(BaseModel):
         {"note": "Entries of posting 812 restored from the Parquet archive; balance checked."}]})
 
     note: str = Field(min_length=1, max_length=2000, description="What was found and done.")
+
+
+class RiskRuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"program_id": 1, "action": "credit", "dimension": "device", "window_seconds": 86400, "max_count": 20,
+         "verdict": "review"},
+        {"program_id": 1, "action": "redeem", "dimension": "ip", "window_seconds": 3600, "max_amount": 5000,
+         "verdict": "refuse"}]})
+
+    program_id: StrictInt
+    action: Literal["credit", "redeem"]
+    dimension: Literal["contact", "device", "ip"]
+    window_seconds: StrictInt = Field(ge=1, le=90 * 86400)
+    max_count: StrictInt | None = Field(None, ge=1)
+    max_amount: StrictInt | None = Field(None, ge=1)
+    verdict: Literal["refuse", "review"] = Field(description="review holds credits until released (credits only).")
+
+
+class RiskRuleOut(BaseModel):
+    id: int
+    action: str
+    dimension: str
+    window_seconds: int
+    max_count: int | None
+    max_amount: int | None
+    verdict: str
+
+
+class BlockIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"dimension": "device", "value": "emulator-5554", "reason": "farm device"}]})
+
+    dimension: Literal["contact", "device", "ip"]
+    value: str = Field(min_length=1, max_length=200)
+    reason: str | None = Field(None, max_length=500)
+
+
+class ReviewOut(BaseModel):
+    id: int
+    program_id: int
+    contact_id: int
+    reference: str
+    amount: int
+    reason: str
+    status: Literal["pending", "released", "rejected"]
+    note: str | None
+    created_at: datetime
+    decided_at: datetime | None
+    posting: PostingOut | None = Field(None, description="The credit, once released.")
