@@ -328,6 +328,15 @@ class ElasticsearchSegmentIndex:
         ev: dict[int, dict[str, Any]] = defaultdict(dict)
         evn: dict[int, dict[str, int]] = defaultdict(dict)
         for condition in conditions:
+            if condition.where is None:  # the rollup already holds total and latest days
+                rows = await session.execute(text(
+                    "SELECT contact_id, total, d1, d2, d3, more FROM contact_event_recent"
+                    " WHERE contact_id = ANY(:ids) AND event = :event"), {"ids": ids, "event": condition.event})
+                for contact_id, total, d1, d2, d3, more in rows:
+                    evn[contact_id][condition.stream] = int(total)
+                    days = [d for d in (d1, d2, d3, *more) if d is not None][:K]
+                    ev[contact_id][condition.stream] = {f"d{i + 1}": d.isoformat() for i, d in enumerate(days)}
+                continue
             compiler = _Compiler(datetime.now(UTC), scope="ids")
             source, day, total = compiler.source(condition, None)
             rows = await session.execute(text(
