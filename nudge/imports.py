@@ -50,6 +50,7 @@ MERGE = (
        FROM (SELECT *, coalesce('u:' || user_id, 'e:' || email, 'p:' || phone) AS key FROM contact_import) s
        WHERE key IS NOT NULL
        ORDER BY key, _line DESC""",
+    "ANALYZE contact_rows",  # temp tables get no autovacuum statistics; without them the joins go quadratic
     """UPDATE contact_rows r SET contact_id = i.contact_id FROM identities i
        WHERE i.kind = 'user_id' AND i.value = r.user_id""",
     """UPDATE contact_rows r SET contact_id = i.contact_id FROM identities i
@@ -66,12 +67,14 @@ MERGE = (
        WHERE contact_id IS NULL""",
     """INSERT INTO contacts (id, user_id, email, phone, timezone, traits) OVERRIDING SYSTEM VALUE
        SELECT contact_id, user_id, email, phone, timezone, traits FROM contact_rows WHERE created
+       ORDER BY contact_id
        ON CONFLICT (user_id) DO NOTHING""",
     """INSERT INTO identities (kind, value, contact_id)
        SELECT k.kind, k.value, r.contact_id
        FROM contact_rows r JOIN contacts c ON c.id = r.contact_id
        CROSS JOIN LATERAL (VALUES ('user_id', r.user_id), ('email', r.email), ('phone', r.phone)) AS k(kind, value)
        WHERE k.value IS NOT NULL
+       ORDER BY 1, 2  -- in index order: each btree page is touched once, not once per row
        ON CONFLICT DO NOTHING""",
 )
 
