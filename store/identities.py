@@ -24,6 +24,13 @@ LOOKUP = """
     JOIN identities i ON i.kind = k.kind AND i.value = k.value
     JOIN contacts c ON c.id = i.contact_id
 """
+# Contacts written without identities (by SQL elsewhere, or before identities existed) get their
+# user_id identity here, before resolution, so they are found rather than duplicated.
+HEAL = """
+    INSERT INTO identities (kind, value, contact_id)
+    SELECT 'user_id', c.user_id, c.id FROM contacts c WHERE c.user_id = ANY(%s::text[])
+    ON CONFLICT DO NOTHING
+"""
 LOCK = """
     SELECT pg_advisory_xact_lock(h) FROM (
         SELECT DISTINCT hashtextextended(k, 7) AS h FROM unnest(%s::text[]) AS k ORDER BY 1
@@ -133,6 +140,7 @@ async def merge(pg: AsyncConnection[Any], pairs: Sequence[tuple[int, int]]) -> N
 async def apply(session: AsyncSession, events: Sequence[Event]) -> list[int]:
     """Resolve every event to a contact, creating and merging contacts as needed; the contact per event."""
     pg = await driver(session)
+    await pg.execute(HEAL, (sorted({e.user_id for e in events if e.user_id is not None}),))
     known = await lookup(pg, keys_of(events))
     resolution = resolve(events, known)
     locked: set[Key] = set()

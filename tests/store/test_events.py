@@ -94,3 +94,14 @@ async def test_merge_moves_events_and_aggregates_and_the_outbox_follows(
     async with transaction(sessions) as s:
         seen = [e for e in await store.read_new_events(s, consumer, limit=100_000) if e.contact_id == contact]
     assert sorted(e.type for e in seen) == ["identify", "track", "track", "track"]
+
+
+async def test_a_contact_written_without_identities_is_found_not_duplicated(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    user = f"u-{_tag()}"
+    async with transaction(sessions) as s:
+        contact = await s.scalar(text("INSERT INTO contacts (user_id) VALUES (:u) RETURNING id"), {"u": user})
+    result = await _ingest(sessions, [{"type": "track", "userId": user, "event": "login"}])
+    assert result.inserted == 1
+    async with sessions() as s:
+        assert await find_contact(s, "user_id", user) == contact

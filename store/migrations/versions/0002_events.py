@@ -93,6 +93,16 @@ def upgrade() -> None:
             updated_at timestamptz NOT NULL DEFAULT now()
         );
     """)
+    # Contacts that existed before identities did keep being found by their ids.
+    op.execute("""
+        INSERT INTO identities (kind, value, contact_id)
+        SELECT k.kind, k.value, c.id FROM contacts c
+        CROSS JOIN LATERAL (VALUES ('user_id', c.user_id), ('email', lower(c.email)), ('phone', c.phone))
+            AS k(kind, value)
+        WHERE k.value IS NOT NULL
+        ORDER BY c.id
+        ON CONFLICT DO NOTHING
+    """)
     for table, storage in PARTITIONED.items():
         for i in range(PARTITIONS):
             op.execute(
