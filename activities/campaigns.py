@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -51,9 +51,10 @@ class RunTotals:
 
 
 class CampaignActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], email: EmailChannel) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], email: EmailChannel, outcomes: AsyncEngine) -> None:
         self.sessions = sessions
         self.email = email
+        self.outcomes = outcomes
 
     @activity.defn
     async def snapshot_audience(self, params: RunInput) -> int:
@@ -86,9 +87,9 @@ class CampaignActivities:
 
         async def record(result: SendResult) -> None:
             # Recorded message by message, so a crash right after a send leaves at most that one unrecorded.
-            async with transaction(self.sessions) as session:
+            async with self.outcomes.connect() as conn:
                 await store.record_outcome(
-                    session, contact_of[result.key], result.key,
+                    conn, contact_of[result.key], result.key,
                     status="sent" if result.accepted else "failed",
                     provider_message_id=result.provider_message_id, error=result.error,
                 )

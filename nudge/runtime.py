@@ -9,7 +9,7 @@ from temporalio.client import Client
 
 from channels.email import EmailChannel
 from nudge.settings import Settings
-from store.db import make_engine, make_sessionmaker
+from store.db import make_engine, make_outcome_engine, make_sessionmaker
 
 
 def require(value: str | None, name: str) -> str:
@@ -31,14 +31,18 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    outcomes: AsyncEngine  # autocommit, asynchronous commit: per-message delivery records
     email: EmailChannel
 
     @classmethod
     def build(cls, settings: Settings, *, pool_size: int = 10) -> Runtime:
-        engine = make_engine(require(settings.database_url, "DATABASE_URL"), pool_size=pool_size)
+        url = require(settings.database_url, "DATABASE_URL")
+        engine = make_engine(url, pool_size=pool_size)
         email = EmailChannel(require(settings.smtp_url, "SMTP_URL"), settings.mail_from,
                              concurrency=settings.smtp_concurrency)
-        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine), email=email)
+        outcomes = make_outcome_engine(url, pool_size=settings.smtp_concurrency)
+        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine), outcomes=outcomes, email=email)
 
     async def close(self) -> None:
         await self.engine.dispose()
+        await self.outcomes.dispose()

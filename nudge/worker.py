@@ -30,7 +30,7 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         raise ValueError(f"Unknown task queue(s): {', '.join(sorted(unknown))}. Known: {', '.join(QUEUES)}.")
     workers = []
     if CAMPAIGNS_QUEUE in queues:
-        campaigns = CampaignActivities(runtime.sessions, runtime.email)
+        campaigns = CampaignActivities(runtime.sessions, runtime.email, runtime.outcomes)
         workers.append(Worker(
             client, task_queue=CAMPAIGNS_QUEUE, workflows=[CampaignWorkflow],
             activities=[campaigns.snapshot_audience, campaigns.send_batch, campaigns.finish_run],

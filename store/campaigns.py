@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Integer, Text, UniqueConstraint, func, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from domain.campaigns import CampaignStatus, transition
@@ -165,13 +165,14 @@ async def queued_page(session: AsyncSession, run_id: int, after_contact_id: int,
 
 
 async def record_outcome(
-    session: AsyncSession, contact_id: int, key: str, *, status: str, provider_message_id: str | None, error: str | None
+    conn: AsyncConnection, contact_id: int, key: str, *, status: str, provider_message_id: str | None,
+    error: str | None,
 ) -> None:
-    # One short commit per message keeps the sent-but-unrecorded window to one message per lane. The
-    # commit need not wait for the disk: a worker crash keeps it (the server has it), and only a
-    # Postgres crash could lose it, costing a resend that the Message-ID makes recognisable.
-    await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-    await session.execute(
+    """Mark one delivery sent or failed, on an autocommit connection (see store.db.make_outcome_engine).
+
+    One short commit per message keeps the sent-but-unrecorded window to one message per SMTP lane.
+    """
+    await conn.execute(
         update(Delivery)
         .where(Delivery.contact_id == contact_id, Delivery.key == key, Delivery.status == "queued")
         .values(status=status, provider_message_id=provider_message_id, error=error,

@@ -28,6 +28,19 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
     )
 
 
+def make_outcome_engine(url: str, *, pool_size: int) -> AsyncEngine:
+    """Autocommit connections whose commits do not wait for the disk: one round trip per recorded outcome.
+
+    For facts that a retry can re-derive (a delivery's sent marker): a crash of Postgres itself may lose
+    the last fraction of a second of them, a crash of the worker loses none.
+    """
+    return create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=300,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"application_name": "nudge-outcomes", "options": "-c synchronous_commit=off"},
+    )
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
