@@ -149,8 +149,6 @@ def _generate(url: str, contacts: int, events: int, days: int, chunk: int, ctx: 
             progress.update(task, advance=1)
 
         _parallel(list(DEFERRED_INDEXES.values()), index)
-        pg.execute("UPDATE contacts c SET last_seen_at = t.ts FROM (SELECT contact_id, max(last_at) ts"
-                   " FROM contact_event_daily GROUP BY 1) t WHERE c.id = t.contact_id")
         pg.execute("VACUUM ANALYZE")
         return int(pg.execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
 

@@ -61,7 +61,14 @@ class _Compiler:
         ref = node.field
         if ref.root in ("traits", "properties", "context"):
             column = {"traits": "c.traits", "properties": "e.properties", "context": "e.context"}[ref.root]
-            positive = f"{column} @? CAST({self.param(jsonpath(ref.path, op, node.value))} AS jsonpath)"
+            if op == "eq" and len(ref.path) == 1:
+                # Same meaning as the path below for a top-level key (the value, or an element of an array
+                # value), but containment is cheaper to recheck after the GIN index scan.
+                key, value = ref.path[0], node.value
+                positive = (f"({column} @> CAST({self.param(json.dumps({key: value}))} AS jsonb)"
+                            f" OR {column} @> CAST({self.param(json.dumps({key: [value]}))} AS jsonb))")
+            else:
+                positive = f"{column} @? CAST({self.param(jsonpath(ref.path, op, node.value))} AS jsonpath)"
         elif ref.root == "identities":
             test = self.scalar("i.value", op, node.value)
             positive = (f"EXISTS (SELECT 1 FROM identities i WHERE i.contact_id = c.id"
