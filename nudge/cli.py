@@ -89,8 +89,14 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
         tasks.append(server_task)
         console.print(f"[green]✓[/] API on {settings.resolved_public_url} (docs: {settings.resolved_public_url}/docs)")
     async def then() -> None:
-        # after_start returns True to stop once it is done (nudge demo --exit)
-        if after_start is not None and await after_start(settings):  # type: ignore[operator]
+        # after_start returns True to stop once it is done (nudge demo --exit); failing, it stops too
+        try:
+            done = after_start is not None and await after_start(settings)  # type: ignore[operator]
+        except Exception as exc:
+            console.print(f"[red]✗[/] {exc.__class__.__name__}: {exc}")
+            stop.set()
+            raise
+        if done:
             stop.set()
         else:
             console.print("[dim]Press Ctrl-C to stop.[/]")
@@ -100,6 +106,7 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     console.print("Stopping…")
     follow_up.cancel()
+    failed = follow_up.done() and not follow_up.cancelled() and follow_up.exception() is not None
     if server is not None and server_task is not None:
         server.should_exit = True
         await asyncio.wait([server_task], timeout=10)
@@ -114,6 +121,8 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
         if t.done() and not t.cancelled() and t.exception() is not None:
             raise t.exception()  # type: ignore[misc]
     await runtime.close()
+    if failed:
+        raise typer.Exit(1)
 
 
 async def bootstrap_admin_key(settings: Settings) -> str | None:

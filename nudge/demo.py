@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from rich.console import Console
@@ -33,17 +34,77 @@ def demo_contacts(n: int = 40, seed: int = 7) -> list[dict[str, object]]:
     return people
 
 
-async def _demo_key(settings: Settings) -> str:
+async def _demo_key(settings: Settings, scope: Scope) -> str:
     engine = make_engine(settings.database_url or "", pool_size=1)
     try:
         async with transaction(make_sessionmaker(engine)) as s:
-            return (await keys.create_key(s, "demo loader", [Scope.ADMIN])).token
+            return (await keys.create_key(s, f"demo loader ({scope})", [scope])).token
     finally:
         await engine.dispose()
 
 
+def demo_events(people: list[dict[str, object]], now: datetime, seed: int = 11) -> list[dict[str, object]]:
+    """A month of app opens and paid orders; message ids are stable so a second demo adds nothing."""
+    rng = random.Random(seed)
+    events: list[dict[str, object]] = []
+    for person in people:
+        uid = str(person["user_id"])
+        for n in range(rng.randint(1, 8)):
+            when = now - timedelta(days=rng.uniform(0, 30))
+            events.append({"type": "track", "userId": uid, "event": "app_open", "messageId": f"demo-{uid}-open-{n}",
+                           "timestamp": when.isoformat(), "properties": {"screen": rng.choice(["home", "shop", "tasks"])}})
+        for n in range(rng.choice([0, 0, 1, 2, 3, 4])):
+            when = now - timedelta(days=rng.uniform(0, 30))
+            events.append({"type": "track", "userId": uid, "event": "order_paid", "messageId": f"demo-{uid}-order-{n}",
+                           "timestamp": when.isoformat(),
+                           "properties": {"amount": rng.choice([49, 120, 180, 260]), "product_type": rng.choice(["11", "12", "30"])}})
+    return events
+
+
+async def _events_segment_points(api: httpx.AsyncClient, base: str, ingest: str, ids: list[int],
+                                 console: Console) -> None:
+    """Segment-format events, a rule segment over them, and check-in points on a ledger program."""
+    people = demo_contacts()
+    events = demo_events(people, datetime.now(UTC))
+    async with httpx.AsyncClient(base_url=base, auth=(ingest, ""), timeout=30) as segment:
+        for i in range(0, len(events), 100):
+            (await segment.post("/v1/batch", json={"batch": events[i:i + 100]})).raise_for_status()
+    console.print(f"[green]✓[/] {len(events)} events through the Segment-compatible /v1/batch")
+
+    r = await api.post("/v1/segments", json={"kind": "rule", "name": "Repeat buyers (2+ orders over 100 in 30 days)",
+                                             "rule": {"event": "order_paid", "count": {"op": "gte", "value": 2},
+                                                      "within_last": "30d",
+                                                      "where": {"field": "properties.amount", "op": "gt", "value": 100}}})
+    r.raise_for_status()
+    segment_id = r.json()["id"]
+    count = (await api.get(f"/v1/segments/{segment_id}/count")).json()
+    console.print(f"[green]✓[/] Segment #{segment_id} 'Repeat buyers': {count.get('count', count)} members")
+
+    r = await api.post("/v1/ledger/programs", json={"name": "Coins", "unit": "coins", "expiry_months": 12,
+                                                     "retention_months": 6})
+    if r.status_code == 409:  # a second demo reuses the program (and its postings are replays)
+        listed = (await api.get("/v1/ledger/programs")).json()
+        programs = listed["items"] if isinstance(listed, dict) else listed
+        program = next(p for p in programs if p["name"] == "Coins")
+    else:
+        r.raise_for_status()
+        program = r.json()
+    today = datetime.now(UTC).date()
+    credited = 0
+    for contact in ids[:10]:
+        for back in range(3):
+            day = today - timedelta(days=back)
+            r = await api.post("/v1/ledger/postings", json={
+                "program_id": program["id"], "kind": "credit", "contact_id": contact, "amount": 10,
+                "reference": f"reward:checkin:{contact}:{day.isoformat()}:1", "memo": "Daily check-in"})
+            r.raise_for_status()
+            credited += 10
+    console.print(f"[green]✓[/] Points program #{program['id']} 'Coins': {credited} coins credited for daily check-ins")
+
+
 async def load_demo(settings: Settings, console: Console) -> None:
-    token = await _demo_key(settings)
+    token = await _demo_key(settings, Scope.ADMIN)
+    ingest = await _demo_key(settings, Scope.INGEST)
     base = settings.resolved_public_url
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
         with console.status("Loading demo contacts…"):
@@ -53,6 +114,7 @@ async def load_demo(settings: Settings, console: Console) -> None:
                 r.raise_for_status()
                 ids.append(r.json()["id"])
         console.print(f"[green]✓[/] {len(ids)} demo contacts")
+        await _events_segment_points(api, base, ingest, ids, console)
         r = await api.post("/v1/campaigns", json={
             "name": "Welcome to Nudge",
             "subject": "{{ contact.first_name }}, welcome aboard",

@@ -66,25 +66,34 @@ def test_mail_sink_files_each_message_id_once(tmp_path: Path) -> None:
         sink.stop()
 
 
-def test_nudge_dev_serves_then_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+def test_nudge_demo_delivers_serves_its_urls_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     ports = {"NUDGE_API_PORT": free_port(), "NUDGE_POSTGRES_PORT": free_port(), "NUDGE_TEMPORAL_PORT": free_port(),
              "NUDGE_TEMPORAL_UI_PORT": free_port(), "NUDGE_SMTP_PORT": free_port()}
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS", "SMTP_URL")}
     env |= {k: str(v) for k, v in ports.items()} | {"NUDGE_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     nudge = str(Path(sys.executable).parent / "nudge")
-    proc = subprocess.Popen([nudge, "dev"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([nudge, "demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
     try:
-        url = f"http://127.0.0.1:{ports['NUDGE_API_PORT']}"
-        deadline = time.monotonic() + 90
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).json().get("status") == "ok":
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("nudge dev did not become healthy")
-        assert port_open(ports["NUDGE_TEMPORAL_UI_PORT"]) and port_open(ports["NUDGE_SMTP_PORT"])
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        output = "".join(lines)
+        assert "Nudge demo is running" in output, output
+        urls = set(re.findall(r"(http://127\.0\.0\.1:\d+/[\w/.-]*)", output))
+        assert len(urls) >= 4, output
+        for url in urls:
+            assert httpx.get(url, timeout=10, follow_redirects=True).status_code == 200, url
+        key = re.search(r"Bootstrap admin key.*?(nk_\w+_[\w-]+)", output, re.S)
+        assert key, output
+        mail = [f for f in (tmp_path / "home" / "mail").glob("*.eml")]
+        assert len(mail) == 40, "every demo contact gets the demo broadcast"
 
         # A second `nudge dev` from the same home reuses the services and refuses the busy API port.
         again = subprocess.run([nudge, "dev"], env=env, capture_output=True, text=True, timeout=60)
@@ -92,14 +101,14 @@ def test_nudge_dev_serves_then_stops_everything_on_ctrl_c(tmp_path: Path) -> Non
         for service in ("Postgres reused", "Temporal reused", "Mail sink reused"):
             assert service in again.stdout, again.stdout
         assert "already in use" in again.stdout and "NUDGE_API_PORT" in again.stdout
-        assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"  # the first one is unharmed
+        api = f"http://127.0.0.1:{ports['NUDGE_API_PORT']}"
+        assert httpx.get(f"{api}/healthz", timeout=5).json()["status"] == "ok"  # the first one is unharmed
+
         proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
+        rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, output
-    key = re.search(r"Bootstrap admin key.*?(nk_\w+_[\w-]+)", output, re.S)
-    assert key, output
+    assert proc.returncode == 0, "".join(lines) + (rest or "")
     for name in ("NUDGE_API_PORT", "NUDGE_POSTGRES_PORT", "NUDGE_TEMPORAL_PORT", "NUDGE_SMTP_PORT"):
         assert not port_open(ports[name]), f"{name} still open after Ctrl-C"
