@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +20,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+import_app = typer.Typer(help="Bulk-load data from files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 console = Console()
 
 
@@ -233,6 +236,43 @@ def bench(
         result.show(console)
     finally:
         stack.down()  # type: ignore[attr-defined]
+
+
+@import_app.command("contacts")
+def import_contacts_command(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                         help="CSV with a header: user_id, email, phone, timezone; other columns become traits.")],
+) -> None:
+    """Stream a CSV of contacts into Nudge (COPY, then one set-based merge); matching contacts are updated."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from domain.errors import DomainError
+    from nudge.imports import import_contacts
+
+    settings = get_settings()
+    stack = None
+    if not settings.database_url:
+        stack, settings = _up(settings, database_only=True)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            upload = progress.add_task("Uploading", total=file.stat().st_size)
+            merge = progress.add_task("Merging", total=None, visible=False)
+
+            def report(stage: str, done: int, total: int) -> None:
+                if stage == "upload":
+                    progress.update(upload, completed=done, total=total)
+                else:
+                    progress.update(merge, visible=True, completed=done, total=total)
+
+            result = import_contacts(settings.database_url or "", file, progress=report)
+        console.print(f"[green]✓[/] {result.rows:,} rows: {result.created:,} contacts created, "
+                      f"{result.updated:,} updated in {result.seconds:.1f} s")
+    except DomainError as exc:
+        raise _fail(f"{file}: {exc}") from exc
+    finally:
+        if stack is not None:
+            stack.down()  # type: ignore[attr-defined]
 
 
 @keys_app.command("create")

@@ -1,0 +1,63 @@
+"""The `nudge` command line against the test database: help, keys, import, bench listing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psycopg
+
+NUDGE = str(Path(sys.executable).parent / "nudge")
+
+
+def _run(args: list[str], database_url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "DATABASE_URL": database_url, "COLUMNS": "200", **env}
+    return subprocess.run([NUDGE, *args], env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_command(database_url: str) -> None:
+    out = _run(["--help"], database_url).stdout
+    for command in ("dev", "demo", "api", "worker", "migrate", "bench", "keys", "import"):
+        assert command in out
+
+
+def test_keys_create_prints_a_working_key_once(database_url: str, api_url: str) -> None:
+    result = _run(["keys", "create", "--scope", "read", "--name", "cli test"], database_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    token = next(w for w in result.stdout.split() if w.startswith("nk_"))
+    assert httpx.get(f"{api_url}/v1/contacts", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert httpx.post(f"{api_url}/v1/contacts", json={}, headers={"Authorization": f"Bearer {token}"}).status_code == 403
+
+
+def test_import_contacts_streams_a_csv_and_reports(database_url: str, tmp_path: Path) -> None:
+    csv = tmp_path / "people.csv"
+    csv.write_text("user_id,email,plan\n" + "".join(f"cli-{i},cli-{i}@example.com,pro\n" for i in range(250)))
+    result = _run(["import", "contacts", str(csv)], database_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "250 rows: 250 contacts created, 0 updated" in result.stdout
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*), min(traits->>'plan') FROM contacts WHERE user_id LIKE 'cli-%'").fetchone()
+    assert row == (250, "pro")
+
+
+def test_import_of_a_file_without_identifiers_fails_clearly_and_writes_nothing(database_url: str, tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("nickname\nbob\n")
+    with psycopg.connect(database_url) as conn:
+        before = conn.execute("SELECT count(*) FROM contacts").fetchone()
+    result = _run(["import", "contacts", str(csv)], database_url)
+    assert result.returncode == 1
+    assert "needs at least one of the columns user_id, email" in result.stdout
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM contacts").fetchone() == before
+
+
+def test_bench_list_and_unknown_bench(database_url: str) -> None:
+    listed = _run(["bench", "list"], database_url).stdout
+    for name in ("broadcast", "ingest", "ledger", "segments"):
+        assert name in listed
+    unknown = _run(["bench", "nope"], database_url)
+    assert unknown.returncode == 1 and "Unknown benchmark 'nope'" in unknown.stdout
