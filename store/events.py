@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import psycopg.errors
 from psycopg import AsyncConnection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,13 +44,15 @@ WITH raw AS (
     SELECT i.contact_id AS c, raw.* FROM raw JOIN identities i ON i.kind = raw.k AND i.value = raw.v
 ), ok AS (
     SELECT (SELECT count(*) FROM src) = (SELECT count(*) FROM raw) AS all_known
-), fresh AS (
-    INSERT INTO event_dedupe (message_id, received_at) SELECT m, ra FROM src WHERE (SELECT all_known FROM ok)
-    ON CONFLICT DO NOTHING RETURNING message_id
+), new AS (  -- an index anti-join; joining the dedupe insert's RETURNING back to src was quadratic
+    SELECT * FROM src s
+    WHERE (SELECT all_known FROM ok) AND NOT EXISTS (SELECT FROM event_dedupe d WHERE d.message_id = s.m)
+), fresh AS (  -- a concurrent batch that stored one of these ids first makes this fail (unique violation): retry
+    INSERT INTO event_dedupe (message_id, received_at) SELECT m, ra FROM new
 ), ins AS (
     INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
     SELECT s.c, nextval('events_id_seq'), s.m, s.t, s.e, s.p, s.x, s.ts, s.ra
-    FROM src s JOIN fresh f ON f.message_id = s.m
+    FROM new s
     ORDER BY s.n  -- event ids follow the batch order
     RETURNING contact_id, id, type, event, timestamp, message_id
 ), agg AS (
@@ -74,6 +77,8 @@ WITH raw AS (
 )
 SELECT (SELECT all_known FROM ok), (SELECT array_agg(message_id) FROM ins)
 """
+
+RACE_ATTEMPTS = 5
 
 READ = """
 WITH cur AS (
@@ -209,7 +214,20 @@ async def _insert(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[boo
     rows = orjson.dumps([{"k": e.primary_key[0], "v": e.primary_key[1], "m": e.message_id, "t": e.type,
                           "e": e.event, "p": e.properties, "x": e.context, "ts": e.timestamp, "ra": e.received_at,
                           "n": n} for n, e in enumerate(batch)]).decode()
-    row = await (await pg.execute(INSERT, (rows,))).fetchone()
+    savepoint = not pg.autocommit  # inside the caller's transaction: undo only this statement on a race
+    for attempt in range(RACE_ATTEMPTS):
+        try:
+            if savepoint:
+                await pg.execute("SAVEPOINT nudge_ingest")
+            row = await (await pg.execute(INSERT, (rows,))).fetchone()
+            if savepoint:
+                await pg.execute("RELEASE SAVEPOINT nudge_ingest")
+            break
+        except psycopg.errors.UniqueViolation:  # a concurrent batch stored one of these message ids first
+            if savepoint:
+                await pg.execute("ROLLBACK TO SAVEPOINT nudge_ingest")
+            if attempt == RACE_ATTEMPTS - 1:
+                raise
     assert row is not None
     return bool(row[0]), list(row[1] or [])
 
