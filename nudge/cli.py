@@ -49,7 +49,7 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
 
     from api.app import create_app
     from nudge.runtime import Runtime, connect_temporal
-    from nudge.worker import QUEUES, build_workers
+    from nudge.worker import QUEUES, build_workers, ensure_schedules
 
     from nudge.embedded import port_open
 
@@ -70,10 +70,7 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     if worker:
         client = await connect_temporal(settings)
         workers = build_workers(client, runtime, queues or QUEUES)
-        from workflows.ledger_ops import TASK_QUEUE as LEDGER_QUEUE
-        from workflows.ledger_ops import ensure_schedules as ensure_ledger_schedules
-        if LEDGER_QUEUE in (queues or QUEUES):
-            await ensure_ledger_schedules(client)  # reconciliation and expiry run on Temporal Schedules
+        await ensure_schedules(client, queues or QUEUES)
         tasks += [asyncio.create_task(w.run()) for w in workers]
         console.print(f"[green]✓[/] Worker polling {', '.join(queues or QUEUES)}")
         if not api and settings.worker_metrics_port:

@@ -57,5 +57,15 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
     return workers
 
 
+async def ensure_schedules(client: Client, queues: Sequence[str] = QUEUES) -> None:
+    """Create the Temporal Schedules of the domains this process works for (idempotent)."""
+    from workflows import ledger_ops, segments
+
+    if ledger_ops.TASK_QUEUE in queues:
+        await ledger_ops.ensure_schedules(client)  # reconciliation, expiry, retention
+    if segments.TASK_QUEUE in queues:
+        await segments.ensure_schedules(client)  # incremental changes consumer, time-based refresh
+
+
 async def run_workers(workers: Sequence[Worker]) -> None:
     await asyncio.gather(*(w.run() for w in workers))

@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.client import (
-    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec,
-    ScheduleOverlapPolicy, SchedulePolicy, ScheduleSpec,
-)
+from temporalio.client import Client
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.schedules import IntervalPlan, ensure_interval_schedules
     from activities.ledger_ops import ArchiveDone, ArchiveMonth, ExpiryBatch, LedgerOpsActivities, Page, PageDone
     from store.ledger_expiry import ExpiryPage
 
@@ -188,12 +186,5 @@ async def ensure_schedules(client: Client, *, reconcile_every: timedelta = timed
     plans = ((RECONCILE_SCHEDULE, ReconciliationWorkflow.run, ReconcileInput(), reconcile_every),
              (EXPIRY_SCHEDULE, ExpiryWorkflow.run, ExpiryInput(), expire_every),
              (RETENTION_SCHEDULE, RetentionWorkflow.run, RetentionInput(), expire_every))
-    for schedule_id, run, arg, every in plans:
-        try:
-            await client.create_schedule(schedule_id, Schedule(
-                action=ScheduleActionStartWorkflow(run, arg, id=f"{schedule_id}-run", task_queue=TASK_QUEUE),
-                spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-            ))
-        except ScheduleAlreadyRunningError:
-            pass
+    await ensure_interval_schedules(client, (IntervalPlan(sid, run, arg, every, TASK_QUEUE)
+                                             for sid, run, arg, every in plans))

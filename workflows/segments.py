@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.client import (
-    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec,
-    ScheduleOverlapPolicy, SchedulePolicy, ScheduleSpec,
-)
+from temporalio.client import Client
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.schedules import IntervalPlan, ensure_interval_schedules
     from activities.segments import ConsumeInput, ConsumeResult, RefreshInput, RefreshResult, SegmentActivities
 
 TASK_QUEUE = "nudge-segments"
@@ -80,12 +78,5 @@ async def ensure_schedules(client: Client, *, refresh_every: timedelta = timedel
         (REFRESH_SCHEDULE, SegmentRefreshWorkflow.run, RefreshInput(time_based_only=True), refresh_every),
         (CHANGES_SCHEDULE, SegmentChangesWorkflow.run, ChangesInput(), changes_every),
     )
-    for schedule_id, run, arg, every in plans:
-        try:
-            await client.create_schedule(schedule_id, Schedule(
-                action=ScheduleActionStartWorkflow(run, arg, id=f"{schedule_id}-run", task_queue=TASK_QUEUE),
-                spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-            ))
-        except ScheduleAlreadyRunningError:
-            pass
+    await ensure_interval_schedules(client, (IntervalPlan(sid, run, arg, every, TASK_QUEUE)
+                                             for sid, run, arg, every in plans))
