@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, HTTPException, Request
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -22,22 +24,29 @@ router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 
 
 async def _out(session: Session, request: Request, campaign: store.Campaign) -> CampaignOut:
-    run = await store.latest_run(session, campaign.id)
-    run_out = None
-    if run is not None:
-        counts = await store.run_counts(session, run.id)
-        ui = request.app.state.temporal_ui
-        run_out = RunOut(
-            number=run.number, status=run.status, workflow_id=run.workflow_id, total=counts.total,
-            queued=counts.queued, sent=counts.sent, failed=counts.failed, started_at=run.started_at,
-            finished_at=run.finished_at,
-            temporal_ui=f"{ui}/namespaces/default/workflows/{run.workflow_id}" if ui else None,
-        )
-    return CampaignOut(
-        id=campaign.id, name=campaign.name, channel=campaign.channel, status=campaign.status, subject=campaign.subject,
-        body=campaign.body, html=campaign.html, audience=Audience.model_validate(campaign.audience),
-        created_at=campaign.created_at, run=run_out,
-    )
+    return (await _out_many(session, request, [campaign]))[0]
+
+
+async def _out_many(session: Session, request: Request, campaigns: Sequence[store.Campaign]) -> list[CampaignOut]:
+    runs = await store.latest_runs(session, [c.id for c in campaigns])
+    ui = request.app.state.temporal_ui
+    out = []
+    for campaign in campaigns:
+        run_out = None
+        if campaign.id in runs:
+            run, counts = runs[campaign.id]
+            run_out = RunOut(
+                number=run.number, status=run.status, workflow_id=run.workflow_id, total=counts.total,
+                queued=counts.queued, sent=counts.sent, failed=counts.failed, started_at=run.started_at,
+                finished_at=run.finished_at,
+                temporal_ui=f"{ui}/namespaces/default/workflows/{run.workflow_id}" if ui else None,
+            )
+        out.append(CampaignOut(
+            id=campaign.id, name=campaign.name, channel=campaign.channel, status=campaign.status,
+            subject=campaign.subject, body=campaign.body, html=campaign.html,
+            audience=Audience.model_validate(campaign.audience), created_at=campaign.created_at, run=run_out,
+        ))
+    return out
 
 
 @router.post("", response_model=CampaignOut, status_code=201, dependencies=[Admin], summary="Create a draft campaign")
@@ -60,7 +69,7 @@ async def create_campaign(body: CampaignIn, session: Session, request: Request) 
 
 @router.get("", response_model=list[CampaignOut], dependencies=[Reader], summary="List campaigns")
 async def list_campaigns(session: Session, request: Request, after: int = 0, limit: int = 100) -> list[CampaignOut]:
-    return [await _out(session, request, c) for c in await store.list_campaigns(session, after_id=after, limit=min(limit, 500))]
+    return await _out_many(session, request, await store.list_campaigns(session, after_id=after, limit=min(limit, 500)))
 
 
 @router.get("/{campaign_id}", response_model=CampaignOut, dependencies=[Reader],

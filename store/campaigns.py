@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Integer, Text, UniqueConstraint, func, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Integer, Text, UniqueConstraint, func, select, text, true, update
+from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from domain.campaigns import CampaignStatus, transition
 from domain.errors import Conflict, NotFound
@@ -104,6 +104,26 @@ async def latest_run(session: AsyncSession, campaign_id: int) -> CampaignRun | N
     return await session.scalar(
         select(CampaignRun).where(CampaignRun.campaign_id == campaign_id).order_by(CampaignRun.number.desc()).limit(1)
     )
+
+
+async def latest_runs(session: AsyncSession, campaign_ids: Sequence[int]) -> dict[int, tuple[CampaignRun, RunCounts]]:
+    """Each campaign's latest run with its delivery counts, for many campaigns in one statement."""
+    latest = (
+        select(CampaignRun).where(CampaignRun.campaign_id.in_(campaign_ids))
+        .ext(distinct_on(CampaignRun.campaign_id)).order_by(CampaignRun.campaign_id, CampaignRun.number.desc())
+        .subquery()
+    )
+    run = aliased(CampaignRun, latest)
+    counts = (
+        select(
+            func.count().label("total"),
+            func.count().filter(Delivery.status == "queued").label("queued"),
+            func.count().filter(Delivery.status == "sent").label("sent"),
+            func.count().filter(Delivery.status == "failed").label("failed"),
+        ).where(Delivery.run_id == run.id).lateral()
+    )
+    rows = await session.execute(select(run, counts).join(counts, true()))
+    return {r[0].campaign_id: (r[0], RunCounts(r.total, r.queued, r.sent, r.failed)) for r in rows}
 
 
 async def get_run(session: AsyncSession, run_id: int) -> CampaignRun:

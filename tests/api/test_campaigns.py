@@ -79,3 +79,16 @@ async def test_sent_messages_are_counted_in_metrics(api: httpx.AsyncClient, anon
     await api.post(f"/v1/campaigns/{cid}/launch")
     await _wait_done(api, cid)
     assert sent_total((await anon_api.get("/metrics")).text) == before + 2
+
+
+async def test_list_shows_each_campaigns_latest_run(api: httpx.AsyncClient, worker: None) -> None:
+    ids = await _contacts(api, 2, "listing")
+    launched = (await api.post("/v1/campaigns", json={"name": "Listed launched", "subject": "s", "body": "b",
+                                                      "audience": {"contact_ids": ids}})).json()["id"]
+    draft = (await api.post("/v1/campaigns", json={"name": "Listed draft", "subject": "s", "body": "b",
+                                                   "audience": {"contact_ids": ids}})).json()["id"]
+    await api.post(f"/v1/campaigns/{launched}/launch")
+    await _wait_done(api, launched)
+    listed = {c["id"]: c for c in (await api.get("/v1/campaigns", params={"after": launched - 1})).json()}
+    assert listed[launched]["run"]["sent"] == 2 and listed[launched]["run"]["number"] == 1
+    assert listed[draft]["run"] is None and listed[draft]["status"] == "draft"
