@@ -98,6 +98,8 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
 
             with ctx.progress() as bar:
                 task = bar.add_task("credits (s elapsed)", total=p["seconds"])
+                await asyncio.sleep(0.2)  # the writers' connections are open
+                backend_cpu = postgres_cpu(writer.backends)
                 cpu = time.process_time()
                 started = time.perf_counter()
                 runners = [asyncio.create_task(client(n)) for n in range(p["clients"])]
@@ -107,8 +109,10 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
                 await asyncio.gather(*runners)
                 elapsed = time.perf_counter() - started
                 cpu = time.process_time() - cpu
+                backend_end = postgres_cpu(writer.backends)
+                backend_cpu = backend_end - backend_cpu if min(backend_cpu, backend_end) >= 0 else -1.0
             rate = done / elapsed
-            batches = writer.batches
+            batches, busy = writer.batches, writer.busy
 
             old_cost, new_cost, touched = await spend_costs(writer, sessions, program_id, contacts, p)
         latencies.sort()
@@ -118,6 +122,9 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
                 ("postings", f"{done:,}"),
                 ("postings per transaction", f"{done / max(batches, 1):.1f}"),
                 ("client + writer CPU per posting (this process)", f"{cpu / max(done, 1) * 1e6:.0f} µs"),
+                ("Postgres CPU per posting (writer backends, from /proc)",
+                 f"{backend_cpu / max(done, 1) * 1e6:.0f} µs" if backend_cpu >= 0 else "n/a (remote Postgres)"),
+                ("batch call incl. commit, mean (one round trip)", f"{busy / max(batches, 1) * 1000:.2f} ms"),
                 ("load average at the end (2 cores here)", f"{os.getloadavg()[0]:.1f}"),
                 ("latency p50 / p99", f"{latencies[len(latencies) // 2] * 1000:.1f} / "
                                       f"{latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms"),
@@ -130,6 +137,19 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
             with ctx.console.status("Cleaning up…"):
                 await cleanup(sessions, program_id, tag)
         await engine.dispose()
+
+
+def postgres_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these Postgres backends so far; -1 if they are not on this machine."""
+    total = 0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return -1.0
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def spend_costs(writer: PostingWriter, sessions: Any, program_id: int, contacts: list[int],
