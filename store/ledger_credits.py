@@ -8,7 +8,7 @@ on whatever connection the caller holds (inside a transaction, or in autocommit 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,9 +32,10 @@ async def post_credits(conn: psycopg.AsyncConnection[Any], batch: Sequence[Any],
     requests = [s.request for s in batch]
     cur = conn.cursor()
     await cur.execute(CALL, (
-        [s.program_id for s in batch], [r.reference for r in requests], [r.contact_id for r in requests],
-        [r.amount for r in requests], [today if r.earned_month is None else r.earned_month for r in requests],
-        [r.fingerprint() for r in requests], [r.memo for r in requests], now, shard))
+        _ints(s.program_id for s in batch), _texts(r.reference for r in requests),
+        _ints(r.contact_id for r in requests), _ints(r.amount for r in requests),
+        _ints(today if r.earned_month is None else r.earned_month for r in requests),
+        _texts(r.fingerprint() for r in requests), _texts(r.memo for r in requests), now, shard))
     outcomes: list[Any] = [None] * len(batch)
     for ord_, posting_id, balance_after, found in await cur.fetchall():
         i = ord_ - 1
@@ -49,3 +50,16 @@ async def post_credits(conn: psycopg.AsyncConnection[Any], batch: Sequence[Any],
                 memo=req.memo, created_at=now)
     return [o if o is not None else NotFound(f"contact {requests[i].contact_id} does not exist")
             for i, o in enumerate(outcomes)]
+
+
+# The arrays go as array literals (cast by the call): psycopg's list adaptation inspects and dumps every
+# element in Python, which cost more client CPU than the rest of a batch's preparation (measured: 240-270
+# against 100-115 µs per call of 16).
+def _ints(values: Iterable[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _texts(values: Iterable[str | None]) -> str:
+    """Every element quoted (so 'NULL', commas, braces and spaces stay text); only \\ and \" need escaping."""
+    return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for v in values) + "}"

@@ -144,3 +144,19 @@ async def test_parallel_postings_to_one_account_lose_no_update_and_never_go_nega
     assert all(isinstance(o, store.Receipt | InsufficientPoints) for o in outcomes)
     assert all(isinstance(r, type(o)) for r, o in zip(replays, batched, strict=True))
     assert await invariants(sessions, program, contact) == 100 + credited - debited
+
+
+async def test_references_and_memos_with_quotes_commas_and_backslashes_post_once_and_replay(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    program, contacts = await make_program(sessions), await make_contacts(sessions, 4)
+    odd = ['say "hi", {twice}', "back\\slash\\", "NULL", " spaced , out "]
+    requests = [Request(f"{ref}:{c}", Kind.CREDIT, c, 3, memo=ref) for ref, c in zip(odd, contacts, strict=True)]
+    async with PostingWriter(sessions, writers=1) as writer:
+        first = await writer.post_many([Submission(program, r) for r in requests])
+        again = await writer.post_many([Submission(program, r) for r in requests])
+    assert [(r.reference, r.memo, r.replayed) for r in first if isinstance(r, store.Receipt)] == [
+        (r.reference, r.memo, False) for r in requests]
+    assert [(a.id, a.reference, a.memo, a.replayed) for a in again if isinstance(a, store.Receipt)] == [
+        (f.id, f.reference, f.memo, True) for f in first if isinstance(f, store.Receipt)]
+    for contact in contacts:
+        assert await invariants(sessions, program, contact) == 3
