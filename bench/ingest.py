@@ -134,13 +134,13 @@ def _tree_cpu(root: int) -> float:
 
 def _postmaster(url: str) -> int | None:
     """The local Postgres server's pid, to count its CPU; None when Postgres runs elsewhere."""
-    with psycopg.connect(plain_url(url)) as conn:
+    with psycopg.connect(plain_url(url)) as conn:  # read /proc while the backend still exists
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
-    try:
-        with open(f"/proc/{backend}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None
+        try:
+            with open(f"/proc/{backend}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return None
 
 
 def _outbox_id(url: str) -> int:
