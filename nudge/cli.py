@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -30,16 +31,20 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _up(settings: Settings, *, migrate: bool = True, database_only: bool = False) -> tuple[object, Settings]:
+@contextlib.contextmanager
+def _stack(settings: Settings, *, migrate: bool = True, database_only: bool = False) -> Iterator[Settings]:
+    """Settings pointing at a running stack: what is configured is used, the rest is started (and
+    stopped on the way out); `database_only` starts Postgres alone."""
     from nudge.embedded import PortInUse
     from nudge.stack import Stack
 
     stack = Stack(settings, console=console)
     try:
-        return stack, stack.up(migrate=migrate, database_only=database_only)
+        yield stack.up(migrate=migrate, database_only=database_only)
     except PortInUse as exc:
-        stack.down()
         raise _fail(str(exc)) from exc
+    finally:
+        stack.down()
 
 
 async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, queues: tuple[str, ...] = (),
@@ -125,22 +130,12 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
         raise typer.Exit(1)
 
 
-async def bootstrap_admin_key(settings: Settings) -> str | None:
-    """Create the first admin key if there is none; returns it so it can be shown once."""
-    from store import keys
-    from store.db import make_engine, make_sessionmaker, transaction
+def _print_bootstrap_key(settings: Settings) -> None:
+    """The first start creates an admin key and shows it once."""
+    from nudge.runtime import create_api_key
 
-    engine = make_engine(settings.database_url or "", pool_size=1)
-    try:
-        async with transaction(make_sessionmaker(engine)) as s:
-            if await keys.has_admin_key(s):
-                return None
-            return (await keys.create_key(s, "bootstrap admin", [Scope.ADMIN])).token
-    finally:
-        await engine.dispose()
-
-
-def _print_key(token: str | None) -> None:
+    token = asyncio.run(create_api_key(settings.database_url or "", "bootstrap admin", [Scope.ADMIN],
+                                       unless_admin_exists=True))
     if token:
         console.print(f"\n[bold yellow]Bootstrap admin key[/] (shown once, keep it safe): [bold]{token}[/]\n")
 
@@ -148,12 +143,9 @@ def _print_key(token: str | None) -> None:
 @app.command()
 def dev() -> None:
     """Start everything on embedded defaults (Postgres, Temporal, mail sink), migrate, and serve the API + worker."""
-    stack, settings = _up(get_settings())
-    try:
-        _print_key(asyncio.run(bootstrap_admin_key(settings)))
+    with _stack(get_settings()) as settings:
+        _print_bootstrap_key(settings)
         asyncio.run(_serve(settings))
-    finally:
-        stack.down()  # type: ignore[attr-defined]
 
 
 @app.command()
@@ -163,17 +155,13 @@ def demo(
     """Like [bold]dev[/], plus demo data and a demo broadcast; prints the URLs to open."""
     from nudge.demo import load_demo
 
-    stack, settings = _up(get_settings())
-    try:
-        _print_key(asyncio.run(bootstrap_admin_key(settings)))
+    async def after_start(s: Settings) -> bool:
+        await load_demo(s, console)
+        return exit_after
 
-        async def after_start(s: Settings) -> bool:
-            await load_demo(s, console)
-            return exit_after
-
+    with _stack(get_settings()) as settings:
+        _print_bootstrap_key(settings)
         asyncio.run(_serve(settings, after_start=after_start))
-    finally:
-        stack.down()  # type: ignore[attr-defined]
 
 
 @app.command()
@@ -193,15 +181,8 @@ def worker(
 @app.command()
 def migrate() -> None:
     """Apply database migrations (to DATABASE_URL, or the embedded Postgres)."""
-    settings = get_settings()
-    if settings.database_url:
-        from store.migrate import upgrade
-
-        upgrade(settings.database_url)
-        console.print("[green]✓[/] Database schema is up to date")
-        return
-    stack, settings = _up(settings, database_only=True)
-    stack.down()  # type: ignore[attr-defined]
+    with _stack(get_settings(), database_only=True):
+        pass  # bringing the database up migrates it
 
 
 @app.command()
@@ -227,12 +208,9 @@ def bench(
         if key not in params:
             raise _fail(f"Unknown parameter {key!r} for {name}. Known: {', '.join(params)}.")
         params[key] = type(params[key])(value)
-    stack, settings = _up(get_settings())
-    try:
+    with _stack(get_settings()) as settings:
         result = asyncio.run(module.run(BenchContext(settings=settings, console=console), **params))
-        result.show(console)
-    finally:
-        stack.down()  # type: ignore[attr-defined]
+    result.show(console)
 
 
 @import_app.command("contacts")
@@ -246,30 +224,25 @@ def import_contacts_command(
     from domain.errors import DomainError
     from nudge.imports import import_contacts
 
-    settings = get_settings()
-    stack = None
-    if not settings.database_url:
-        stack, settings = _up(settings, database_only=True)
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
-            upload = progress.add_task("Uploading", total=file.stat().st_size)
-            merge = progress.add_task("Merging", total=None, visible=False)
+    configured = get_settings()
+    with _stack(configured, database_only=True, migrate=not configured.database_url) as settings, \
+            Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                     console=console) as progress:
+        upload = progress.add_task("Uploading", total=file.stat().st_size)
+        merge = progress.add_task("Merging", total=None, visible=False)
 
-            def report(stage: str, done: int, total: int) -> None:
-                if stage == "upload":
-                    progress.update(upload, completed=done, total=total)
-                else:
-                    progress.update(merge, visible=True, completed=done, total=total)
+        def report(stage: str, done: int, total: int) -> None:
+            if stage == "upload":
+                progress.update(upload, completed=done, total=total)
+            else:
+                progress.update(merge, visible=True, completed=done, total=total)
 
+        try:
             result = import_contacts(settings.database_url or "", file, progress=report)
-        console.print(f"[green]✓[/] {result.rows:,} rows: {result.created:,} contacts created, "
-                      f"{result.updated:,} updated in {result.seconds:.1f} s")
-    except DomainError as exc:
-        raise _fail(f"{file}: {exc}") from exc
-    finally:
-        if stack is not None:
-            stack.down()  # type: ignore[attr-defined]
+        except DomainError as exc:
+            raise _fail(f"{file}: {exc}") from exc
+    console.print(f"[green]✓[/] {result.rows:,} rows: {result.created:,} contacts created, "
+                  f"{result.updated:,} updated in {result.seconds:.1f} s")
 
 
 @keys_app.command("create")
@@ -278,29 +251,13 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "cli",
 ) -> None:
     """Create an API key and print it once."""
-    from store import keys
-    from store.db import make_engine, make_sessionmaker, transaction
+    from nudge.runtime import create_api_key
 
-    settings = get_settings()
-    stack = None
-    if not settings.database_url:
-        stack, settings = _up(settings, database_only=True)
-
-    async def create() -> str:
-        engine = make_engine(settings.database_url or "", pool_size=1)
-        try:
-            async with transaction(make_sessionmaker(engine)) as s:
-                return (await keys.create_key(s, name, list(scope))).token
-        finally:
-            await engine.dispose()
-
-    try:
-        token = asyncio.run(create())
-        console.print(f"[green]✓[/] Created a key with scope(s) {', '.join(scope)}: [bold]{token}[/]")
-        console.print("[dim]It is stored hashed and cannot be shown again.[/]")
-    finally:
-        if stack is not None:
-            stack.down()  # type: ignore[attr-defined]
+    configured = get_settings()
+    with _stack(configured, database_only=True, migrate=not configured.database_url) as settings:
+        token = asyncio.run(create_api_key(settings.database_url or "", name, list(scope)))
+    console.print(f"[green]✓[/] Created a key with scope(s) {', '.join(scope)}: [bold]{token}[/]")
+    console.print("[dim]It is stored hashed and cannot be shown again.[/]")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ from rich.panel import Panel
 
 from domain.keys import Scope
 from nudge.settings import Settings
-from store import keys
-from store.db import make_engine, make_sessionmaker, transaction
+from nudge.runtime import create_api_key
 
 FIRST = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "Edsger",
          "Mei", "Wei", "Yuki", "Priya", "Omar", "Sofia", "Lucas", "Amara", "Noah", "Ines"]
@@ -32,15 +31,6 @@ def demo_contacts(n: int = 40, seed: int = 7) -> list[dict[str, object]]:
             "traits": {"first_name": first, "plan": rng.choice(PLANS), "orders": rng.randint(0, 12)},
         })
     return people
-
-
-async def _demo_key(settings: Settings, scope: Scope) -> str:
-    engine = make_engine(settings.database_url or "", pool_size=1)
-    try:
-        async with transaction(make_sessionmaker(engine)) as s:
-            return (await keys.create_key(s, f"demo loader ({scope})", [scope])).token
-    finally:
-        await engine.dispose()
 
 
 def demo_events(people: list[dict[str, object]], now: datetime, seed: int = 11) -> list[dict[str, object]]:
@@ -103,8 +93,8 @@ async def _events_segment_points(api: httpx.AsyncClient, base: str, ingest: str,
 
 
 async def load_demo(settings: Settings, console: Console) -> None:
-    token = await _demo_key(settings, Scope.ADMIN)
-    ingest = await _demo_key(settings, Scope.INGEST)
+    token = await create_api_key(settings.database_url or "", "demo loader", [Scope.ADMIN])
+    ingest = await create_api_key(settings.database_url or "", "demo loader (ingest)", [Scope.INGEST])
     base = settings.resolved_public_url
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
         with console.status("Loading demo contacts…"):

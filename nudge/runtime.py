@@ -9,7 +9,9 @@ from temporalio.client import Client
 
 from channels.email import EmailChannel
 from nudge.settings import Settings
-from store.db import make_engine, make_outcome_engine, make_sessionmaker
+from domain.keys import Scope
+from store import keys
+from store.db import make_engine, make_outcome_engine, make_sessionmaker, transaction
 
 
 def require(value: str | None, name: str) -> str:
@@ -24,6 +26,19 @@ def require(value: str | None, name: str) -> str:
 async def connect_temporal(settings: Settings) -> Client:
     address = require(settings.temporal_address, "TEMPORAL_ADDRESS")
     return await Client.connect(address, namespace=settings.temporal_namespace)
+
+
+async def create_api_key(database_url: str, name: str, scopes: list[Scope], *,
+                         unless_admin_exists: bool = False) -> str | None:
+    """Create a key and return its token (shown once); None when `unless_admin_exists` and one exists."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with transaction(make_sessionmaker(engine)) as s:
+            if unless_admin_exists and await keys.has_admin_key(s):
+                return None
+            return (await keys.create_key(s, name, scopes)).token
+    finally:
+        await engine.dispose()
 
 
 @dataclass

@@ -224,11 +224,16 @@ async def refresh_all(session: AsyncSession, now: datetime, *, time_based_only: 
     return changes
 
 
-async def add_members(session: AsyncSession, segment: Segment, contact_ids: Sequence[int], now: datetime) -> int:
-    """Add existing contacts to a manual segment; returns how many entered (re-adding is a no-op)."""
+async def _lock_manual(session: AsyncSession, segment: Segment) -> None:
+    """Only manual segments take members by hand; one writer per segment at a time."""
     if segment.kind != "manual":
         raise Conflict(f"Segment {segment.id} is a {segment.kind} segment; only manual segments take members.")
     await session.execute(text(LOCK), {"sid": segment.id})
+
+
+async def add_members(session: AsyncSession, segment: Segment, contact_ids: Sequence[int], now: datetime) -> int:
+    """Add existing contacts to a manual segment; returns how many entered (re-adding is a no-op)."""
+    await _lock_manual(session, segment)
     entered = await session.scalar(text("""
         WITH entering AS (
             INSERT INTO segment_members AS m (contact_id, segment_id, entered_at)
@@ -246,9 +251,7 @@ async def add_members(session: AsyncSession, segment: Segment, contact_ids: Sequ
 
 
 async def remove_members(session: AsyncSession, segment: Segment, contact_ids: Sequence[int], now: datetime) -> int:
-    if segment.kind != "manual":
-        raise Conflict(f"Segment {segment.id} is a {segment.kind} segment; only manual segments take members.")
-    await session.execute(text(LOCK), {"sid": segment.id})
+    await _lock_manual(session, segment)
     exited = await session.scalar(text("""
         WITH exiting AS (
             UPDATE segment_members m SET exited_at = :now
