@@ -9,19 +9,22 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaigns import CampaignActivities
+from activities.events_ops import EventsOpsActivities, Retention
 from activities.ledger import LedgerActivities
 from activities.ledger_ops import LedgerOpsActivities
 from activities.segments import SegmentActivities
 from nudge.runtime import Runtime
 from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
+from workflows.events_ops import TASK_QUEUE as EVENTS_QUEUE
+from workflows.events_ops import EventsPruneWorkflow
 from workflows.ledger import TASK_QUEUE as LEDGER_QUEUE
 from workflows.ledger import RedemptionWorkflow
 from workflows.ledger_ops import ExpiryWorkflow, ReconciliationWorkflow, RetentionWorkflow
 from workflows.segments import TASK_QUEUE as SEGMENTS_QUEUE
 from workflows.segments import SegmentChangesWorkflow, SegmentRefreshWorkflow
 
-QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE)
+QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE, EVENTS_QUEUE)
 
 
 def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEUES) -> list[Worker]:
@@ -54,17 +57,26 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
                         ops.expire_batch, ops.retention_plan, ops.archive_month],
             max_concurrent_activities=20,
         ))
+    if EVENTS_QUEUE in queues:
+        s = runtime.settings
+        ops_events = EventsOpsActivities(runtime.sessions, Retention.from_days(
+            outbox=s.event_outbox_retention_days, dedupe=s.event_dedupe_window_days,
+            transitions=s.segment_transitions_retention_days))
+        workers.append(Worker(client, task_queue=EVENTS_QUEUE, workflows=[EventsPruneWorkflow],
+                              activities=[ops_events.prune_chunk], max_concurrent_activities=2))
     return workers
 
 
 async def ensure_schedules(client: Client, queues: Sequence[str] = QUEUES) -> None:
     """Create the Temporal Schedules of the domains this process works for (idempotent)."""
-    from workflows import ledger_ops, segments
+    from workflows import events_ops, ledger_ops, segments
 
     if ledger_ops.TASK_QUEUE in queues:
         await ledger_ops.ensure_schedules(client)  # reconciliation, expiry, retention
     if segments.TASK_QUEUE in queues:
         await segments.ensure_schedules(client)  # incremental changes consumer, time-based refresh
+    if events_ops.TASK_QUEUE in queues:
+        await events_ops.ensure_schedules(client)  # daily prune of outbox, dedupe and segment transitions
 
 
 async def run_workers(workers: Sequence[Worker]) -> None:
