@@ -1,8 +1,10 @@
 """Segment activities: full refresh of rule segments, and the incremental consumer of new events and
-trait changes (re-evaluates only the contacts they touched)."""
+trait changes (re-evaluates only the contacts they touched; membership changes of a segment that other
+rules name touch their contacts too, which is how a manual list's edits reach the segments built on it)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from datetime import UTC, datetime, timedelta
@@ -11,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from domain.segments import SEGMENT_EVENTS
 from store import events as events_store
 from store import scoring
 from store import segments as store
@@ -77,7 +80,7 @@ class SegmentActivities:
         """One batch: new events after the cursor plus contacts whose traits changed, refreshed together."""
         async with transaction(self.sessions) as session:
             batch = await events_store.read_new_events(session, EVENTS_CONSUMER, limit=params.limit)
-            touched = {e.contact_id for e in batch}
+            touched = await _touched_by(session, batch)
             changed, watermark, more_contacts = await _changed_contacts(session, params.limit)
             touched |= changed
             changes = {}
@@ -100,6 +103,22 @@ class SegmentActivities:
             events=len(batch), contacts=len(touched), entered=sum(c.entered for c in changes.values()),
             exited=sum(c.exited for c in changes.values()), more=len(batch) >= params.limit or more_contacts,
         )
+
+
+async def _touched_by(session: AsyncSession, batch: Sequence[events_store.OutboxEvent]) -> set[int]:
+    """Contacts whose events can change a rule segment's membership. Our own segment_entered/exited events
+    count only for segments that other rules name: the rest would re-evaluate what was just evaluated
+    (a full refresh that moves a million members would otherwise be re-checked contact by contact)."""
+    named: set[int] | None = None
+    touched: set[int] = set()
+    for event in batch:
+        if event.type == "track" and event.event in SEGMENT_EVENTS:
+            if named is None:
+                named = set().union(*(await store.rule_references(session)).values())
+            if event.properties.get("segment_id") not in named:
+                continue
+        touched.add(event.contact_id)
+    return touched
 
 
 async def _changed_contacts(session: AsyncSession, limit: int) -> tuple[set[int], str | None, bool]:

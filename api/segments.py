@@ -1,4 +1,5 @@
-"""Segments: create (manual or rule), preview a rule, count, page members, add/remove/upload members."""
+"""Segments: create (manual or rule), edit, delete, preview a rule, count, page members, add/remove/upload
+members. Every membership change is also a `segment_entered` / `segment_exited` event on the contact."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from sqlalchemy import text
 from api.deps import Admin, Reader, Session
 from api.schemas.segments import (
     CountOut, MemberOut, MemberPage, MembersChanged, MembersIn, PreviewIn, PreviewOut, RefreshOut, SampleContact,
-    SegmentIn, SegmentOut, SegmentPage,
+    SegmentDeleted, SegmentIn, SegmentOut, SegmentPage, SegmentPatch,
 )
 from domain.errors import DomainError
 from store import segments as store
+from store import segments_edit
 from workflows.segments import ensure_schedules
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
@@ -93,6 +95,27 @@ async def get_segment(segment_id: int, session: Session) -> SegmentOut:
     return await _out(session, await store.get_segment(session, segment_id))
 
 
+@router.patch("/{segment_id}", response_model=SegmentOut, dependencies=[Admin],
+              summary="Edit a segment's name, description or rule; a new rule re-computes membership at once",
+              responses={404: {"description": "No such segment"},
+                         422: {"description": "Invalid rule (named like at creation); nothing changed"}})
+async def update_segment(segment_id: int, body: SegmentPatch, session: Session) -> SegmentOut:
+    fields = body.model_dump(exclude_unset=True)
+    if not fields:
+        raise DomainError("body: send at least one of name, description, rule")
+    segment, _ = await segments_edit.update_segment(session, segment_id, fields, datetime.now(UTC))
+    return await _out(session, segment)
+
+
+@router.delete("/{segment_id}", response_model=SegmentDeleted, dependencies=[Admin],
+               summary="Delete a segment; its members exit. Refused (409) while another segment's rule names it",
+               responses={404: {"description": "No such segment"},
+                          409: {"description": "Other segments' rules name it; the detail lists them"}})
+async def delete_segment(segment_id: int, session: Session) -> SegmentDeleted:
+    exited = await segments_edit.delete_segment(session, segment_id, datetime.now(UTC))
+    return SegmentDeleted(id=segment_id, exited=exited)
+
+
 @router.get("/{segment_id}/count", response_model=CountOut, dependencies=[Reader],
             summary="How many contacts are members now (materialised membership)")
 async def count(segment_id: int, session: Session) -> CountOut:
@@ -165,5 +188,6 @@ async def upload_members(segment_id: int, request: Request, session: Session) ->
              summary="Recompute a rule segment's membership now")
 async def refresh(segment_id: int, session: Session) -> RefreshOut:
     segment = await store.get_segment(session, segment_id)
-    changes = await store.refresh_segment(session, segment, datetime.now(UTC))
-    return RefreshOut(segment_id=segment_id, entered=changes.entered, exited=changes.exited)
+    changes = await store.refresh_with_dependents(session, segment, datetime.now(UTC))
+    own = changes.get(segment_id, store.Changes(0, 0))
+    return RefreshOut(segment_id=segment_id, entered=own.entered, exited=own.exited)

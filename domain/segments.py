@@ -40,6 +40,8 @@ COUNT_OPS = {"eq", "neq", "gt", "gte", "lt", "lte", "between"}
 ALL_OPS = SCALAR_OPS | DATE_OPS
 NEGATIONS = {"neq": "eq", "not_in": "in", "not_exists": "exists"}
 DURATION = re.compile(r"^(\d{1,5})([mhdw])$")
+# Membership changes are also emitted as these track events; rules test membership with {"segment": id}.
+SEGMENT_EVENTS = ("segment_entered", "segment_exited")
 UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -313,6 +315,10 @@ def _event(raw: dict[str, Any], where: str, depth: int, counter: list[int]) -> E
     name = raw["event"]
     if not isinstance(name, str) or not name or len(name) > 200:
         raise _fail(f"{where}.event", f"expected an event name, got {_show(name)}")
+    if name in SEGMENT_EVENTS:
+        # They are system events outside the daily aggregates, so a count of them would quietly disagree.
+        raise _fail(f"{where}.event", f"{name!r} is emitted by Nudge itself; test membership with "
+                                      f"{{\"segment\": <id>}} instead")
     filters: list[Node] = []
     if raw.get("where") is not None:
         filters.append(_node(raw["where"], f"{where}.where", depth + 1, counter, event_scope=True))
@@ -425,6 +431,24 @@ def is_time_based(node: Node) -> bool:
     if isinstance(node, Not):
         return is_time_based(node.item)
     return False
+
+
+def dependents(segment_id: int, references: dict[int, set[int]]) -> set[int]:
+    """Segments whose rules name `segment_id`, directly or through other segments (it excluded)."""
+    found: set[int] = set()
+    frontier = {segment_id}
+    while frontier:
+        frontier = {sid for sid, named in references.items() if named & frontier and sid not in found}
+        found |= frontier
+    found.discard(segment_id)
+    return found
+
+
+def transition_message_id(segment_id: int, contact_id: int, kind: str, transition_id: int) -> str:
+    """The event message id of a membership change: business ids only, so a retried refresh (whose
+    transitions rolled back with it) can never emit the same change twice. store/segments.py builds
+    the same string in SQL."""
+    return f"segment:{segment_id}:{contact_id}:{kind.removeprefix('segment_')}:{transition_id}"
 
 
 def check_no_cycle(segment_id: int, references: dict[int, set[int]]) -> None:

@@ -1,12 +1,14 @@
 """Segments: definitions, materialised membership (entered/exited), set-based refresh, the Postgres index.
 
 Membership always lives here, in Postgres. A refresh is one statement per segment: contacts matching the
-rule enter, members that stopped matching exit, and each change is appended to `segment_transitions`
-(`segment_entered` / `segment_exited`) for journeys. Campaigns take audiences with `member_ids_sql`.
+rule enter, members that stopped matching exit, and each change is appended to `segment_transitions` and
+emitted as a `segment_entered` / `segment_exited` event on the contact's timeline (events, dedupe and outbox
+rows in that same statement). Campaigns take audiences with `member_ids_sql`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +21,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from domain.errors import Conflict, NotFound
 from domain.segments import (
-    MAX_WINDOW_COUNT, InvalidRule, Node, check_no_cycle, is_time_based, parse_rule, referenced_segments, refresh_order,
+    MAX_WINDOW_COUNT, InvalidRule, Node, check_no_cycle, dependents, is_time_based, parse_rule, referenced_segments,
+    refresh_order,
 )
 from store.base import Base, created_at
 from store.segments_sql import compile_rule
@@ -77,7 +80,9 @@ async def validate_rule(session: AsyncSession, raw: Any, *, segment_id: int | No
     node = parse_rule(raw)
     named = referenced_segments(node)
     if named:
-        found = set((await session.scalars(select(Segment.id).where(Segment.id.in_(named)))).all())
+        # KEY SHARE: a concurrent delete of a named segment waits for this rule to commit, then sees it.
+        found = set((await session.scalars(select(Segment.id).where(Segment.id.in_(named))
+                                           .with_for_update(key_share=True))).all())
         missing = sorted(named - found)
         if missing:
             raise InvalidRule(f"rule: segment(s) {', '.join(map(str, missing))} do not exist")
@@ -155,6 +160,39 @@ class Changes:
 
 
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('nudge.segment'), CAST(:sid AS integer))"
+# Segment events are handed to consumers in outbox rows of at most this many events (a consumer reads whole
+# rows, so one row per million-member refresh would arrive as one million-event batch).
+OUTBOX_ROWS = 1000
+SYSTEM_CONTEXT = json.dumps({"nudge": {"source": "segments"}})
+
+# Appended to a statement whose CTE `changed (contact_id, kind)` lists membership changes of segment :sid.
+# Each change becomes a transition row and a `segment_entered` / `segment_exited` track event with the
+# ingest table contract (store/events.py): an `events` row, its `event_dedupe` row and `event_outbox` rows,
+# all in this statement. Nothing goes to contact_event_daily or contacts.last_seen_at: a system event is
+# not the contact's own activity. The message id is made of business ids (domain.segments.transition_message_id).
+EMIT = """, logged AS (
+    INSERT INTO segment_transitions (contact_id, segment_id, kind, at)
+    SELECT contact_id, :sid, kind, :now FROM changed
+    RETURNING contact_id, id, kind
+), new AS (
+    SELECT l.contact_id, l.kind, format('segment:%s:%s:%s:%s', :sid, l.contact_id, substr(l.kind, 9), l.id) AS m
+    FROM logged l
+), fresh AS (  -- transition ids are new, so the probe finds nothing unless the sequence was ever reset
+    SELECT n.* FROM new n WHERE NOT EXISTS (SELECT FROM event_dedupe d WHERE d.message_id = n.m)
+), deduped AS (
+    INSERT INTO event_dedupe (message_id, received_at) SELECT m, :now FROM fresh
+), emitted AS (
+    INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
+    SELECT f.contact_id, nextval('events_id_seq'), f.m, 'track', f.kind, CAST(:props AS jsonb),
+           CAST(:context AS jsonb), :now, :now
+    FROM fresh f ORDER BY f.contact_id
+    RETURNING contact_id, id
+), boxed AS (
+    INSERT INTO event_outbox (contact_ids, event_ids)
+    SELECT array_agg(contact_id ORDER BY id), array_agg(id ORDER BY id)
+    FROM (SELECT contact_id, id, (row_number() OVER (ORDER BY id) - 1) / :outbox_rows AS part FROM emitted) e
+    GROUP BY part ORDER BY part
+)"""
 
 REFRESH = """
 WITH matching AS MATERIALIZED (
@@ -172,29 +210,65 @@ WITH matching AS MATERIALIZED (
     WHERE m.segment_id = :sid AND m.exited_at IS NULL {scope_members}
       AND NOT EXISTS (SELECT 1 FROM matching x WHERE x.id = m.contact_id)
     RETURNING m.contact_id
-), logged AS (
-    INSERT INTO segment_transitions (contact_id, segment_id, kind, at)
-    SELECT contact_id, :sid, 'segment_entered', :now FROM entering
-    UNION ALL SELECT contact_id, :sid, 'segment_exited', :now FROM exiting
-)
+), changed AS (
+    SELECT contact_id, 'segment_entered' AS kind FROM entering
+    UNION ALL SELECT contact_id, 'segment_exited' FROM exiting
+)""" + EMIT + """
 SELECT (SELECT count(*) FROM entering), (SELECT count(*) FROM exiting)
 """
+
+ADD = """
+WITH entering AS (
+    INSERT INTO segment_members AS m (contact_id, segment_id, entered_at)
+    SELECT c.id, :sid, :now FROM contacts c WHERE c.id = ANY(:ids)
+    ON CONFLICT (contact_id, segment_id) DO UPDATE SET entered_at = excluded.entered_at, exited_at = NULL
+    WHERE m.exited_at IS NOT NULL
+    RETURNING m.contact_id
+), changed AS (
+    SELECT contact_id, 'segment_entered' AS kind FROM entering
+)""" + EMIT + """
+SELECT count(*) FROM entering
+"""
+
+# `:ids` NULL: every current member (the segment is being deleted).
+REMOVE = """
+WITH exiting AS (
+    UPDATE segment_members m SET exited_at = :now
+    WHERE m.segment_id = :sid AND m.exited_at IS NULL 
+      AND (CAST(:ids AS bigint[]) IS NULL OR m.contact_id = ANY(CAST(:ids AS bigint[])))
+    RETURNING m.contact_id
+), changed AS (
+    SELECT contact_id, 'segment_exited' AS kind FROM exiting
+)""" + EMIT + """
+SELECT count(*) FROM exiting
+"""
+
+
+def _emit_params(segment_id: int, name: str, now: datetime) -> dict[str, Any]:
+    return {"sid": segment_id, "now": now, "outbox_rows": OUTBOX_ROWS, "context": SYSTEM_CONTEXT,
+            "props": json.dumps({"segment_id": segment_id, "segment_name": name})}
 
 
 async def refresh_segment(session: AsyncSession, segment: Segment, now: datetime,
                           touched: Sequence[int] | None = None) -> Changes:
     """Bring a rule segment's membership up to date: all contacts, or only `touched` ones."""
-    if segment.kind != "rule" or segment.rule is None:
+    if segment.kind != "rule":
         return Changes(0, 0)
     await session.execute(text(LOCK), {"sid": segment.id})
+    # Read the definition again under the lock: a rule edited (or the segment deleted) since `segment` was
+    # loaded has committed by now, and refreshing with the old rule would undo the edit for these contacts.
+    current = (await session.execute(text("SELECT name, kind, rule FROM segments WHERE id = :sid"),
+                                     {"sid": segment.id})).one_or_none()
+    if current is None or current.kind != "rule" or current.rule is None:
+        return Changes(0, 0)
     scope = "touched" if touched is not None else None
-    compiled = compile_rule(parse_rule(segment.rule), now, scope=scope)
+    compiled = compile_rule(parse_rule(current.rule), now, scope=scope)
     sql = REFRESH.format(
         where=compiled.where,
         scope_contacts="AND c.id = ANY(:touched)" if scope else "",
         scope_members="AND m.contact_id = ANY(:touched)" if scope else "",
     )
-    params = compiled.params | {"sid": segment.id, "now": now}
+    params = compiled.params | _emit_params(segment.id, current.name, now)
     if scope:
         params["touched"] = list(touched or [])
     row = (await session.execute(text(sql), params)).one()
@@ -224,6 +298,19 @@ async def refresh_all(session: AsyncSession, now: datetime, *, time_based_only: 
     return changes
 
 
+async def refresh_with_dependents(session: AsyncSession, segment: Segment, now: datetime) -> dict[int, Changes]:
+    """Fully refresh `segment`, then every rule segment that names it (directly or not), in order."""
+    references = await rule_references(session)
+    wanted = dependents(segment.id, references) | {segment.id}
+    rows = {s.id: s for s in (await session.scalars(select(Segment).where(Segment.id.in_(wanted)))).all()}
+    changes: dict[int, Changes] = {}
+    # The global order, as refresh_all takes these segments' locks: two refreshes never wait on each other in a ring.
+    for sid in refresh_order(references):
+        if sid in wanted and sid in rows:
+            changes[sid] = await refresh_segment(session, rows[sid], now)
+    return changes
+
+
 async def _lock_manual(session: AsyncSession, segment: Segment) -> None:
     """Only manual segments take members by hand; one writer per segment at a time."""
     if segment.kind != "manual":
@@ -232,37 +319,22 @@ async def _lock_manual(session: AsyncSession, segment: Segment) -> None:
 
 
 async def add_members(session: AsyncSession, segment: Segment, contact_ids: Sequence[int], now: datetime) -> int:
-    """Add existing contacts to a manual segment; returns how many entered (re-adding is a no-op)."""
     await _lock_manual(session, segment)
-    entered = await session.scalar(text("""
-        WITH entering AS (
-            INSERT INTO segment_members AS m (contact_id, segment_id, entered_at)
-            SELECT c.id, :sid, :now FROM contacts c WHERE c.id = ANY(:ids)
-            ON CONFLICT (contact_id, segment_id) DO UPDATE SET entered_at = excluded.entered_at, exited_at = NULL
-            WHERE m.exited_at IS NOT NULL
-            RETURNING m.contact_id
-        ), logged AS (
-            INSERT INTO segment_transitions (contact_id, segment_id, kind, at)
-            SELECT contact_id, :sid, 'segment_entered', :now FROM entering
-        )
-        SELECT count(*) FROM entering
-    """), {"sid": segment.id, "now": now, "ids": list(contact_ids)})
+    entered = await session.scalar(text(ADD), _emit_params(segment.id, segment.name, now) | {"ids": list(contact_ids)})
     return int(entered or 0)
 
 
 async def remove_members(session: AsyncSession, segment: Segment, contact_ids: Sequence[int], now: datetime) -> int:
     await _lock_manual(session, segment)
-    exited = await session.scalar(text("""
-        WITH exiting AS (
-            UPDATE segment_members m SET exited_at = :now
-            WHERE m.segment_id = :sid AND m.contact_id = ANY(:ids) AND m.exited_at IS NULL
-            RETURNING m.contact_id
-        ), logged AS (
-            INSERT INTO segment_transitions (contact_id, segment_id, kind, at)
-            SELECT contact_id, :sid, 'segment_exited', :now FROM exiting
-        )
-        SELECT count(*) FROM exiting
-    """), {"sid": segment.id, "now": now, "ids": list(contact_ids)})
+    return await exit_members(session, segment, contact_ids, now)
+
+
+async def exit_members(session: AsyncSession, segment: Segment, contact_ids: Sequence[int] | None,
+                       now: datetime) -> int:
+    """Members leave (these, or all when `contact_ids` is None), each with its transition and event."""
+    await session.execute(text(LOCK), {"sid": segment.id})
+    ids = list(contact_ids) if contact_ids is not None else None
+    exited = await session.scalar(text(REMOVE), _emit_params(segment.id, segment.name, now) | {"ids": ids})
     return int(exited or 0)
 
 

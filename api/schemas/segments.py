@@ -36,6 +36,22 @@ class SegmentIn(BaseModel):
                                    description="Initial members of a manual segment.")
 
 
+class SegmentPatch(BaseModel):
+    """Only the fields sent change; `description: null` clears it. A rule is checked like at creation."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "Engaged buyers (EU)"},
+        {"rule": {"and": [{"field": "traits.plan", "op": "in", "value": ["pro", "team"]},
+                          {"event": "order_paid", "within_last": "30d",
+                           "where_cel": "event.properties.amount > 100 && event.properties.currency == \"EUR\""}]}},
+    ]})
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+    rule: dict[str, Any] | None = Field(None, description=RULE_DOC + " Changing it re-computes membership at once "
+                                        "(members that no longer match exit, new matches enter).")
+
+
 class PreviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"rule": RULE_EXAMPLE, "sample": 10}]})
 
@@ -106,3 +122,10 @@ class RefreshOut(BaseModel):
     segment_id: int
     entered: int
     exited: int
+
+
+class SegmentDeleted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": 12, "exited": 1840}]})
+
+    id: int
+    exited: int = Field(description="Members that exited (each with a `segment_exited` event) as it was deleted.")
