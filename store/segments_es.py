@@ -7,6 +7,13 @@ large audiences. A contact document holds its columns, traits split by JSON type
 identities, scores, current segments, and for every event stream a rule uses (event name + `where`)
 the total count and the UTC days of its latest K occurrences (`ev.<stream>.d1..dK`): "at least N in the
 window" is then exactly "the N-th latest day is inside the window".
+
+Traits are schemaless and differ between contacts, so a trait field's name is its whole path, encoded
+(`trait_key`: `addr/city`), never a nested object: `addr` may be a string for one contact and an object
+for another, `tags` a list of strings or of objects, a key may contain a dot, and none of that can make
+two documents disagree about a field's type (a mapping conflict rejects the second document). Date
+detection is off, so a string that looks like a date stays a keyword next to one that does not. A rule
+compares with the field of its value's JSON type, as the SQL/JSON path does in Postgres.
 """
 
 from __future__ import annotations
@@ -29,11 +36,17 @@ from domain.segments import (
 from store.segments_sql import _Compiler
 
 K = MAX_WINDOW_COUNT + 1
-DEFAULT_INDEX = "nudge-contacts"
+DEFAULT_INDEX = "nudge-contacts-v2"  # v2: flat trait paths, no date detection (v1 documents conflict)
 BATCH = 2000
+# Lucene refuses terms over 32766 bytes (and with them the whole document); longer strings are kept in the
+# source but not searchable.
+KEYWORD_LIMIT = 8191
 MAPPINGS: dict[str, Any] = {
+    "date_detection": False,
+    "numeric_detection": False,
     "dynamic_templates": [
-        {"trait_strings": {"path_match": "ts.*", "match_mapping_type": "string", "mapping": {"type": "keyword"}}},
+        {"trait_strings": {"path_match": "ts.*", "match_mapping_type": "string",
+                           "mapping": {"type": "keyword", "ignore_above": KEYWORD_LIMIT}}},
         {"trait_longs": {"path_match": "tn.*", "match_mapping_type": "long", "mapping": {"type": "double"}}},
         {"trait_doubles": {"path_match": "tn.*", "match_mapping_type": "double", "mapping": {"type": "double"}}},
         {"trait_booleans": {"path_match": "tb.*", "match_mapping_type": "boolean", "mapping": {"type": "boolean"}}},
@@ -56,6 +69,33 @@ MAPPINGS: dict[str, Any] = {
 REGEX_SPECIAL = set(".?+*|{}[]()\"\\#@&<>~^$-")
 MATCH_ALL: dict[str, Any] = {"match_all": {}}
 MATCH_NONE: dict[str, Any] = {"bool": {"must_not": [MATCH_ALL]}}
+ESCAPED = set("%./")  # the escape character, Elasticsearch's object separator, and the path separator
+
+
+class IndexingFailed(RuntimeError):
+    """Elasticsearch rejected documents; the rest of the batch was indexed. Raised so a count is never
+    silently missing someone (the caller's retry re-sends the whole batch, which is idempotent)."""
+
+
+def trait_key(path: Sequence[str]) -> str:
+    """A trait path as one field name: segments joined by `/`, with `%`, `.`, `/` and whitespace
+    percent-encoded (UTF-8), so distinct paths never share a name and no name nests or is blank."""
+    return "/".join("".join("".join(f"%{b:02X}" for b in ch.encode()) if ch in ESCAPED or ch.isspace() else ch
+                            for ch in segment) for segment in path)
+
+
+def _status(error: Any) -> int | None:
+    """The HTTP status of one failed bulk item (as async_bulk reports it)."""
+    for item in error.values() if isinstance(error, dict) else ():
+        if isinstance(item, dict) and "status" in item:
+            return int(item["status"])
+    return None
+
+
+def _check(errors: Sequence[Any]) -> None:
+    failed = [e for e in errors if not (_status(e) == 404 and "delete" in e)]  # deleting a missing doc is fine
+    if failed:
+        raise IndexingFailed(f"Elasticsearch rejected {len(failed)} document operation(s); first: {failed[0]}")
 
 
 def _regex_literal(value: str) -> str:
@@ -96,7 +136,7 @@ class QueryCompiler:
         ref = node.field
         if ref.root == "traits":
             kind = "tb" if isinstance(value, bool) else "tn" if isinstance(value, int | float) else "ts"
-            return f"{kind}.{'.'.join(ref.path)}"
+            return f"{kind}.{trait_key(ref.path)}"
         if ref.root == "identities":
             return f"idn.{ref.path[0]}"
         if ref.root == "scores":
@@ -106,7 +146,7 @@ class QueryCompiler:
     def positive(self, node: Condition, op: str) -> dict[str, Any]:
         ref, value = node.field, node.value
         if op == "exists":
-            return {"term": {"tp": ".".join(ref.path)}} if ref.root == "traits" else {"exists": {"field": self.field(node, "")}}
+            return {"term": {"tp": trait_key(ref.path)}} if ref.root == "traits" else {"exists": {"field": self.field(node, "")}}
         if ref.kind == "datetime":
             if op == "between":
                 lo, hi = (resolve(v, self.now) for v in value)
@@ -163,7 +203,8 @@ def compile_query(node: Node, now: datetime) -> dict[str, Any]:
 
 
 def _leaves(value: Any, path: tuple[str, ...]) -> Iterable[tuple[tuple[str, ...], Any]]:
-    """Scalar leaves with arrays unwrapped one level, as SQL/JSON lax mode reads them."""
+    """Scalar leaves with arrays unwrapped one level, as SQL/JSON lax mode reads them. A path with an
+    empty key is skipped: rules cannot name one (and Elasticsearch refuses empty field names)."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield from _leaves(item, (*path, key))
@@ -173,7 +214,7 @@ def _leaves(value: Any, path: tuple[str, ...]) -> Iterable[tuple[tuple[str, ...]
                 yield from _leaves(item, path)
             elif not isinstance(item, list):
                 yield from _leaves(item, path)
-    elif value is not None and path:
+    elif value is not None and path and all(path):
         yield path, value
 
 
@@ -184,8 +225,8 @@ def trait_fields(traits: dict[str, Any]) -> dict[str, Any]:
         kind = "tb" if isinstance(value, bool) else "tn" if isinstance(value, int | float) else "ts"
         if kind == "ts" and not isinstance(value, str):
             continue
-        typed[kind][".".join(path)].append(value)
-        present.add(".".join(path))
+        typed[kind][trait_key(path)].append(value)
+        present.add(trait_key(path))
     return {kind: {k: v[0] if len(v) == 1 else v for k, v in values.items()} for kind, values in typed.items()} | {
         "tp": sorted(present)}
 
@@ -257,6 +298,7 @@ class ElasticsearchSegmentIndex:
         await self.ensure_index()
         self.register(rules)
         done, after = 0, 0
+        failures: list[Any] = []
         while True:
             if contact_ids is not None:
                 batch = sorted(contact_ids)[done:done + BATCH]
@@ -271,7 +313,8 @@ class ElasticsearchSegmentIndex:
             actions = [{"_op_type": "update", "_index": self.index, "_id": str(d["id"]), "doc": d, "doc_as_upsert": True}
                        for d in docs]
             actions += [{"_op_type": "delete", "_index": self.index, "_id": str(cid)} for cid in gone]
-            await async_bulk(self.client, actions, chunk_size=1000, raise_on_error=False)
+            _, errors = await async_bulk(self.client, actions, chunk_size=1000, raise_on_error=False)
+            failures += errors
             done += len(batch)
             after = batch[-1]
             if progress is not None:
@@ -280,13 +323,23 @@ class ElasticsearchSegmentIndex:
                 break
         if refresh:
             await self.client.indices.refresh(index=self.index)
+        _check(failures)
         return done
+
+    async def forget(self, contact_ids: Sequence[int]) -> None:
+        """Delete erased contacts' documents now (re-indexing would only notice them when touched)."""
+        await self.ensure_index()
+        actions = [{"_op_type": "delete", "_index": self.index, "_id": str(cid)} for cid in contact_ids]
+        _, errors = await async_bulk(self.client, actions, raise_on_error=False)
+        await self.client.indices.refresh(index=self.index)
+        _check(errors)  # a contact that was never indexed is already forgotten
 
     async def index_streams(self, session: AsyncSession, conditions: Sequence[EventCondition]) -> None:
         """Add event streams to every document (partial updates), for rules the index has not seen."""
         fresh = {c.stream: c for c in conditions if c.stream not in self.streams}
         self.streams |= fresh
         after = 0
+        failures: list[Any] = []
         while fresh:
             batch = list((await session.scalars(text(
                 "SELECT id FROM contacts WHERE id > :after ORDER BY id LIMIT :n"), {"after": after, "n": BATCH})).all())
@@ -296,9 +349,11 @@ class ElasticsearchSegmentIndex:
             actions = [{"_op_type": "update", "_index": self.index, "_id": str(cid),
                         "doc": {"ev": ev.get(cid, {}), "evn": evn.get(cid, {})}} for cid in batch if cid in ev]
             if actions:
-                await async_bulk(self.client, actions, chunk_size=1000, raise_on_error=False)
+                _, errors = await async_bulk(self.client, actions, chunk_size=1000, raise_on_error=False)
+                failures += errors
             after = batch[-1]
         await self.client.indices.refresh(index=self.index)
+        _check(failures)
 
     async def _documents(self, session: AsyncSession, ids: list[int]) -> list[dict[str, Any]]:
         rows = (await session.execute(text("""

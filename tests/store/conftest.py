@@ -37,7 +37,8 @@ def ago(days: float, hours: float = 0) -> datetime:
 # Each contact: columns, traits, identities, scores and events as (name, days ago, properties, context).
 CONTACTS: list[dict[str, Any]] = [
     {"email": "ada@example.com", "phone": "+447700900001", "created": 3,
-     "traits": {"plan": "pro", "age": 34, "tags": ["vip", "beta"], "addr": {"city": "Oslo"}, "name": "Ada L. (ops)"},
+     "traits": {"plan": "pro", "age": 34, "tags": ["vip", "beta"], "addr": {"city": "Oslo"}, "name": "Ada L. (ops)",
+                "badges": ["gold"]},
      "identities": {"wechat_openid": ["o-ada"]}, "scores": {"lead_score": 42.5, "lifecycle_stage": "lead"},
      "events": [("order_paid", 1, {"amount": 150, "currency": "USD"}, {}), ("order_paid", 5, {"amount": 120}, {}),
                 ("app_open", 20, {}, {})]},
@@ -45,7 +46,9 @@ CONTACTS: list[dict[str, Any]] = [
      "events": [("order_paid", 2, {"amount": 50}, {}), ("order_paid", 3, {"amount": 60}, {}), ("app_open", 1, {}, {})]},
     {"email": "bob@example.org", "created": 100, "traits": {"plan": "pro", "age": "34", "tags": "vip"},
      "events": [("order_paid", 40, {"amount": 300}, {}), ("app_open", 3, {}, {})]},
-    {"email": "cy@example.com", "created": 10, "traits": {}, "identities": {"wechat_openid": ["o-cy"]}, "events": []},
+    # Mixed-type traits: `addr` is an object for Ada and a string here, `born` looks like a date here and not for
+    # Fay, Gus has a key with a dot in it, Hal's `badges` are objects where Ada's are strings.
+    {"email": "cy@example.com", "created": 10, "traits": {"addr": "Oslo", "born": "1990-05-01"}, "identities": {"wechat_openid": ["o-cy"]}, "events": []},
     {"email": "dee@shop.io", "created": 1, "traits": {"plan": "Pro", "vip": True, "score": 7.5},
      "scores": {"lead_score": 80, "lifecycle_stage": "mql"},
      "events": [("order_paid", 10, {"amount": 120}, {}), ("order_paid", 11, {"amount": 80}, {}),
@@ -54,12 +57,12 @@ CONTACTS: list[dict[str, Any]] = [
     {"email": "eve@example.com", "created": 200, "traits": {"plan": None, "tags": [], "vip": False},
      "events": [("app_open", 15, {}, {}), ("order_paid", 29, {"amount": 101, "currency": "EUR"}, {}),
                 ("order_paid", 30, {"amount": 500, "currency": "USD"}, {})]},
-    {"email": "fay@example.com", "created": 60, "traits": {"plan": "team", "name": "Ann-Marie", "age": 45.5},
+    {"email": "fay@example.com", "created": 60, "traits": {"plan": "team", "name": "Ann-Marie", "age": 45.5, "born": "in spring"},
      "events": [("signup", 100, {}, {})]},
-    {"email": "gus@example.com", "phone": "+15550100", "created": 5, "traits": {"plan": "pro", "age": 60},
+    {"email": "gus@example.com", "phone": "+15550100", "created": 5, "traits": {"plan": "pro", "age": 60, "addr.city": "Oslo"},
      "identities": {"device_id": ["d-1", "d-2"]},
      "events": [("app_open", 0, {}, {}), ("order_paid", 0, {"amount": 1000}, {"ip": "10.0.0.1"})]},
-    {"email": "hal@example.com", "created": 25, "traits": {"plan": "pro", "age": 34, "name": "Ådne"},
+    {"email": "hal@example.com", "created": 25, "traits": {"plan": "pro", "age": 34, "name": "Ådne", "badges": [{"kind": "gold"}]},
      "events": [("app_open", 14, {}, {}), ("app_open", 16, {}, {}), *[("login", d, {}, {}) for d in range(6)]]},
 ]
 

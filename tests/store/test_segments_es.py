@@ -75,3 +75,37 @@ async def test_a_rule_with_a_new_event_filter_is_indexed_on_first_use(
         got = await es.page(s, rule, segment_world.now, after=0, limit=100)
         assert got == await PostgresSegmentIndex().page(s, rule, segment_world.now, after=0, limit=100)
         assert len(got) == 3
+
+
+async def test_a_rejected_document_is_reported_not_silently_dropped(
+    elasticsearch_url: str, segment_world: Any, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from store.segments_es import MAPPINGS, IndexingFailed
+
+    index = ElasticsearchSegmentIndex(elasticsearch_url, index=f"nudge-test-{uuid.uuid4().hex[:8]}")
+    # An index someone created by hand with a mapping that cannot take an email address.
+    mappings = MAPPINGS | {"properties": MAPPINGS["properties"] | {"email": {"type": "long"}}}
+    await index.client.indices.create(index=index.index, mappings=mappings)
+    try:
+        async with sessions() as s:
+            with pytest.raises(IndexingFailed, match="rejected"):
+                await index.index_contacts(s, segment_world.ids)
+            without_email = [cid for cid in segment_world.ids if segment_world.facts[cid].fields["email"] is None]
+            rule = _mine(segment_world, {"field": "email", "op": "not_exists"})
+            assert await index.page(s, rule, segment_world.now, after=0, limit=100) == without_email
+    finally:
+        await index.drop()
+        await index.close()
+
+
+async def test_forgetting_an_erased_contact_removes_its_document(
+    es: ElasticsearchSegmentIndex, segment_world: Any, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    rule = _mine(segment_world, {"field": "email", "op": "exists"})
+    gone = segment_world.ids[0]
+    async with sessions() as s:
+        await es.index_contacts(s, segment_world.ids)
+        before = await es.page(s, rule, segment_world.now, after=0, limit=100)
+        await es.forget([gone, 10**12])  # a contact that was never indexed is already forgotten
+        assert await es.page(s, rule, segment_world.now, after=0, limit=100) == [c for c in before if c != gone]
+        assert not await es.client.exists(index=es.index, id=str(gone))
