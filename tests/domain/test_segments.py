@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from domain.errors import DomainError
 from domain.segments import (
-    All, InvalidRule, check_no_cycle, is_time_based, parse_rule, referenced_segments, refresh_order,
+    All, InvalidRule, check_no_cycle, dependents, is_time_based, parse_rule, referenced_segments, refresh_order,
+    transition_message_id,
 )
 from domain.segments_eval import ContactFacts, Occurrence, matches
 
@@ -143,3 +144,30 @@ def test_time_based_rules_are_recognised() -> None:
     assert is_time_based(parse_rule({"field": "created_at", "op": "within_last", "value": "7d"}))
     assert not is_time_based(parse_rule({"field": "created_at", "op": "after", "value": "2024-01-01"}))
     assert not is_time_based(parse_rule({"event": "app_open"}))
+
+
+def test_dependents_follow_references_transitively() -> None:
+    references = {2: {1}, 3: {2}, 4: {1, 3}, 5: {6}, 6: set()}
+    assert dependents(1, references) == {2, 3, 4}
+    assert dependents(3, references) == {4}
+    assert dependents(4, references) == set()
+    assert dependents(6, references) == {5}
+
+
+@given(st.dictionaries(st.integers(1, 12), st.sets(st.integers(1, 12), max_size=3), max_size=12), st.integers(1, 12))
+def test_dependents_are_exactly_the_segments_that_reach_it(references: dict[int, set[int]], start: int) -> None:
+    def reaches(sid: int, seen: frozenset[int] = frozenset()) -> bool:
+        return any(n == start or (n not in seen and reaches(n, seen | {n})) for n in references.get(sid, set()))
+
+    assert dependents(start, references) == {sid for sid in references if sid != start and reaches(sid)}
+
+
+def test_transition_message_ids_are_made_of_business_ids() -> None:
+    assert transition_message_id(12, 345, "segment_entered", 9) == "segment:12:345:entered:9"
+    assert transition_message_id(12, 345, "segment_exited", 10) == "segment:12:345:exited:10"
+
+
+@pytest.mark.parametrize("name", ["segment_entered", "segment_exited"])
+def test_rules_cannot_count_segment_events(name: str) -> None:
+    with pytest.raises(InvalidRule, match="emitted by Nudge itself"):
+        parse_rule({"not": {"event": name, "where": {"field": "properties.segment_id", "op": "eq", "value": 1}}})
