@@ -160,3 +160,28 @@ async def test_references_and_memos_with_quotes_commas_and_backslashes_post_once
         (f.id, f.reference, f.memo, True) for f in first if isinstance(f, store.Receipt)]
     for contact in contacts:
         assert await invariants(sessions, program, contact) == 3
+
+
+async def test_the_credit_function_refuses_an_unknown_program_and_a_posted_program_cannot_be_deleted(
+        sessions: async_sessionmaker[AsyncSession], database_url: str) -> None:
+    """Postings carry no per-row foreign key to their program (migration 0010): the credit function checks the
+    program once per call, and the programs side refuses to delete a program that has postings."""
+    import psycopg
+
+    from store.ledger_credits import CALL, _ints, _texts
+
+    program = await make_program(sessions)
+    contact = (await make_contacts(sessions, 1))[0]
+    await post(sessions, program, Request("guard:1", Kind.CREDIT, contact, 5))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="does not exist"):
+            conn.execute(CALL, (_ints([program + 10_000]), _texts(["guard:2"]), _ints([contact]), _ints([5]),
+                                _ints([24_000]), _texts(["fp"]), _texts([None]), NOW, 0))
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="has postings"):
+            conn.execute("DELETE FROM ledger_programs WHERE id = %s", (program,))
+        assert conn.execute("SELECT count(*) FROM ledger_postings WHERE program_id = %s AND reference = 'guard:2'",
+                            (program,)).fetchone() == (0,)
+        unused = conn.execute("INSERT INTO ledger_programs (name) VALUES (%s) RETURNING id",
+                              (f"unused-{uuid.uuid4().hex[:6]}",)).fetchone()
+        assert unused is not None
+        conn.execute("DELETE FROM ledger_programs WHERE id = %s", unused)  # nothing posted: deletable
