@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from api.deps import Admin, Reader, Session
 from api.schemas.contacts import (ContactDetail, ContactIn, ContactOut, ContactPage, ContactPatch, EventOut,
@@ -14,6 +14,7 @@ from api.schemas.contacts import (ContactDetail, ContactIn, ContactOut, ContactP
 from domain.errors import DomainError, NotFound
 from domain.events import IdentityKind
 from store import contacts as store
+from store import erasure
 from store import events as event_store
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
@@ -73,12 +74,20 @@ async def list_contacts(
     return ContactPage(items=items, next_after=items[-1].id if len(items) == limit else None)
 
 
+async def _missing(session: Session, contact_id: int) -> NotFound:
+    """Not found, saying so plainly when the contact was erased."""
+    when = await erasure.erased_at(session, contact_id)
+    if when is not None:
+        return NotFound(f"Contact {contact_id} was erased on {when.date().isoformat()}.")
+    return NotFound(f"Contact {contact_id} does not exist.")
+
+
 @router.get("/{contact_id}", response_model=ContactDetail, dependencies=[Reader],
             summary="Get one contact with its identities (a merged contact's id answers with the survivor)")
 async def get_contact(contact_id: int, session: Session) -> ContactDetail:
     contact = await store.get_contact(session, contact_id)
     if contact is None:
-        raise NotFound(f"Contact {contact_id} does not exist.")
+        raise await _missing(session, contact_id)
     detail = ContactDetail.model_validate(contact)
     detail.identities = [IdentityOut.model_validate(i) for i in await store.identities_of(session, contact.id)]
     return detail
@@ -90,16 +99,38 @@ async def update_contact(contact_id: int, body: ContactPatch, session: Session) 
     contact = await store.update_contact(session, contact_id, changes=changes, traits=body.traits,
                                          unset_traits=body.unset_traits)
     if contact is None:
-        raise NotFound(f"Contact {contact_id} does not exist.")
+        raise await _missing(session, contact_id)
     return ContactOut.model_validate(contact)
 
 
 @router.delete("/{contact_id}", status_code=204, dependencies=[Admin],
-               summary="Erase a contact (right to erasure): personal data, identities, events and aggregates")
-async def erase_contact(contact_id: int, session: Session) -> Response:
-    if not await event_store.erase_contact(session, contact_id):
-        raise NotFound(f"Contact {contact_id} does not exist.")
+               summary="Erase a contact (right to erasure)",
+               description="Removes personal data and identities everywhere (events, aggregates, segment "
+                           "memberships, delivery details, the search index), forfeits a remaining points "
+                           "balance to the program's breakage account and keeps the anonymous books balanced. "
+                           "409 while a redemption order of the contact is in progress.")
+async def erase_contact(contact_id: int, session: Session, request: Request) -> Response:
+    if await erasure.erase(session, contact_id, now=datetime.now(UTC)) is None:
+        raise await _missing(session, contact_id)
+    await _forget_in_search_index(request, contact_id)  # before commit: if it fails, nothing was erased
     return Response(status_code=204)
+
+
+async def _forget_in_search_index(request: Request, contact_id: int) -> None:
+    """The Elasticsearch segment index holds a copy of the contact's document; delete it too."""
+    if not request.app.state.runtime.settings.elasticsearch_url:
+        return
+    from api.segments import segment_index
+
+    index = segment_index(request)
+    forget = getattr(index, "forget", None)
+    if forget is None:
+        return
+    try:
+        await forget([contact_id])
+    except Exception as exc:  # the search index is down: erase nothing rather than half
+        raise HTTPException(503, f"The search index could not delete contact {contact_id} ({exc}); "
+                                 "nothing was erased, retry shortly.") from exc
 
 
 @router.get("/{contact_id}/events", response_model=EventPage, dependencies=[Reader],
@@ -109,6 +140,8 @@ async def contact_events(
     before: Annotated[int | None, Query(ge=1, description="Return events with id lower than this.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
+    if await store.get_contact(session, contact_id) is None:
+        raise await _missing(session, contact_id)
     rows = await event_store.contact_events(session, contact_id, before_id=before, limit=limit)
     items = [EventOut(**r) for r in rows]
     return EventPage(items=items, next_before=items[-1].id if len(items) == limit else None)

@@ -39,6 +39,7 @@ class Kind(StrEnum):
     VOID = "void"      # holds → user, giving back exactly the buckets the hold took
     EXPIRE = "expire"  # user → expiry, what remains in the named due buckets
     ADJUST = "adjust"  # adjustment ⇄ user, signed
+    FORFEIT = "forfeit"  # user → breakage, everything that remains (an erased or closed account)
 
 
 class InsufficientPoints(DomainError):
@@ -225,6 +226,13 @@ def plan(request: Request, buckets: Buckets, today: Month, hold: Mapping[Month, 
         if total == 0:
             return Plan(())  # nothing left to expire: an empty posting still records the reference
         return Plan(_pair(USER, SystemAccount.EXPIRY, total), negate(due))
+    if kind is Kind.FORFEIT:
+        # Holds are not touched: void them first, or their points stay reserved (and still owed).
+        remaining = {m: r for m, r in sorted(buckets.items()) if r > 0}
+        total = sum(remaining.values())
+        if total == 0:
+            return Plan(())  # an empty account: the reference still records that it was closed
+        return Plan(_pair(USER, SystemAccount.BREAKAGE, total), negate(remaining))
     raise DomainError(f"unknown posting kind {kind!r}")
 
 
