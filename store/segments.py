@@ -174,11 +174,12 @@ EMIT = """, logged AS (
     INSERT INTO segment_transitions (contact_id, segment_id, kind, at)
     SELECT contact_id, :sid, kind, :now FROM changed
     RETURNING contact_id, id, kind
-), new AS (
+), fresh AS (
+    -- No dedupe probe: the transition id was just drawn from a sequence, so the message id is new (a clash,
+    -- possible only after a sequence reset, fails the statement; run again, it draws new ids).
+    -- A contact erased or merged away since it joined exits without an event: nobody is there to tell.
     SELECT l.contact_id, l.kind, format('segment:%s:%s:%s:%s', :sid, l.contact_id, substr(l.kind, 9), l.id) AS m
-    FROM logged l
-), fresh AS (  -- transition ids are new, so the probe finds nothing unless the sequence was ever reset
-    SELECT n.* FROM new n WHERE NOT EXISTS (SELECT FROM event_dedupe d WHERE d.message_id = n.m)
+    FROM logged l WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.id = l.contact_id)
 ), deduped AS (
     INSERT INTO event_dedupe (message_id, received_at) SELECT m, :now FROM fresh
 ), emitted AS (

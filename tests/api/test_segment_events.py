@@ -190,3 +190,20 @@ async def test_manual_list_changes_are_events_in_outbox_rows_of_bounded_size(
 
 def store_now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_an_erased_member_leaves_without_an_event(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tag = _tag()
+    ids = await _contacts(api, tag, 2)
+    seg = (await api.post("/v1/segments", json={"name": tag, "kind": "rule",
+                                                "rule": {"field": "traits.tag", "op": "eq", "value": tag}})).json()
+    assert seg["member_count"] == 2
+    assert (await api.delete(f"/v1/contacts/{ids[0]}")).status_code == 204
+    r = await api.post(f"/v1/segments/{seg['id']}/refresh")
+    assert r.status_code == 200 and r.json()["entered"] == 0
+    assert (await api.get(f"/v1/segments/{seg['id']}/members")).json()["items"][0]["contact_id"] == ids[1]
+    async with sessions() as s:
+        events = await s.scalar(text("SELECT count(*) FROM events WHERE contact_id = :c"), {"c": ids[0]})
+    assert events == 0, "erasure is not undone by a segment event"
