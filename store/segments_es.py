@@ -92,8 +92,10 @@ def _status(error: Any) -> int | None:
     return None
 
 
-def _check(errors: Sequence[Any]) -> None:
-    failed = [e for e in errors if not (_status(e) == 404 and "delete" in e)]  # deleting a missing doc is fine
+def _check(errors: Sequence[Any], *, missing_ok: tuple[str, ...] = ("delete",)) -> None:
+    """Raise for failed bulk items, except 404s of the operations named in `missing_ok` (deleting a document
+    that is not there; adding streams to a contact that is not indexed yet, which gets them when it is)."""
+    failed = [e for e in errors if not (_status(e) == 404 and any(op in e for op in missing_ok))]
     if failed:
         raise IndexingFailed(f"Elasticsearch rejected {len(failed)} document operation(s); first: {failed[0]}")
 
@@ -353,7 +355,7 @@ class ElasticsearchSegmentIndex:
                 failures += errors
             after = batch[-1]
         await self.client.indices.refresh(index=self.index)
-        _check(failures)
+        _check(failures, missing_ok=("update",))
 
     async def _documents(self, session: AsyncSession, ids: list[int]) -> list[dict[str, Any]]:
         rows = (await session.execute(text("""
