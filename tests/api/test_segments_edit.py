@@ -35,11 +35,12 @@ async def _members(api: httpx.AsyncClient, sid: int) -> list[int]:
 
 
 async def _segment_events(sessions: async_sessionmaker[AsyncSession], sid: int) -> list[tuple[int, str]]:
+    """In the order they happened (event ids come from per-connection sequence caches, so not by id)."""
     async with sessions() as s:
         rows = await s.execute(text("""
             SELECT contact_id, event FROM events
             WHERE type = 'track' AND event IN ('segment_entered', 'segment_exited')
-              AND properties @> CAST(:p AS jsonb) ORDER BY id"""), {"p": f'{{"segment_id": {sid}}}'})
+              AND properties @> CAST(:p AS jsonb) ORDER BY timestamp, contact_id, event"""), {"p": f'{{"segment_id": {sid}}}'})
         return [(r.contact_id, r.event) for r in rows]
 
 
