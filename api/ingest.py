@@ -131,8 +131,7 @@ class BatchWriter:
                 size += len(group[-1][0])
             try:
                 if conn is None or conn.closed:
-                    conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
-                                                                 application_name="nudge-ingest")
+                    conn = await store.connect_writer(self.url)
                 results = await store.ingest_known(conn, [events for events, _ in group])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 if conn is not None and not conn.closed and conn.info.transaction_status != 0:
