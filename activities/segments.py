@@ -1,6 +1,7 @@
-"""Segment activities: full refresh of rule segments, and the incremental consumer of new events and
+"""Segment activities: full refresh of rule segments, the incremental consumer of new events and
 trait changes (re-evaluates only the contacts they touched; membership changes of a segment that other
-rules name touch their contacts too, which is how a manual list's edits reach the segments built on it)."""
+rules name touch their contacts too, which is how a manual list's edits reach the segments built on it),
+and filling the Elasticsearch index in chunks of contact ids (the consumer reports an index that needs it)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from domain.segments import SEGMENT_EVENTS
 from store import events as events_store
@@ -53,16 +55,34 @@ class ConsumeResult:
     entered: int
     exited: int
     more: bool
+    backfill: str | None = None  # an Elasticsearch index that is not completely filled
+
+
+@dataclass
+class BackfillChunkInput:
+    index: str
+    limit: int = 20_000       # contacts per activity; the cursor is saved in the index after each chunk
+    batch_size: int = 2000    # contacts per bulk request; a heartbeat carries the cursor after each
+
+
+@dataclass
+class BackfillChunkResult:
+    indexed: int
+    after: int          # the cursor once this chunk is done (contact id)
+    started_from: int   # where this attempt began
+    done: bool
+    resumed: bool = False  # a retried attempt that began at its last heartbeat, past the saved cursor
 
 
 class SegmentActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], elasticsearch_url: str | None = None) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], elasticsearch_url: str | None = None, *,
+                 index: str | None = None) -> None:
         self.sessions = sessions
         self.es: ElasticsearchSegmentIndex | None = None
         if elasticsearch_url:
-            from store.segments_es import ElasticsearchSegmentIndex
+            from store.segments_es import DEFAULT_INDEX, ElasticsearchSegmentIndex
 
-            self.es = ElasticsearchSegmentIndex(elasticsearch_url)
+            self.es = ElasticsearchSegmentIndex(elasticsearch_url, index=index or DEFAULT_INDEX)
 
     @activity.defn
     async def refresh_segments(self, params: RefreshInput) -> RefreshResult:
@@ -99,10 +119,55 @@ class SegmentActivities:
                     INSERT INTO segment_cursors (consumer, position) VALUES (:c, :p)
                     ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, updated_at = now()
                 """), {"c": CONTACTS_WATERMARK, "p": watermark})
+        backfill = await self._unfilled_index()
         return ConsumeResult(
             events=len(batch), contacts=len(touched), entered=sum(c.entered for c in changes.values()),
             exited=sum(c.exited for c in changes.values()), more=len(batch) >= params.limit or more_contacts,
+            backfill=backfill,
         )
+
+    async def _unfilled_index(self) -> str | None:
+        """The Elasticsearch index if it needs filling (looked up at most every few seconds). An unreachable
+        index is logged, not raised: Postgres membership must stay fresh while search is down."""
+        if self.es is None:
+            return None
+        try:
+            return None if await self.es.filled() else self.es.index
+        except Exception as exc:  # noqa: BLE001 - any transport error: the next run looks again
+            activity.logger.warning("Elasticsearch index %s not reachable: %s", self.es.index, exc)
+            return None
+
+    @activity.defn
+    async def backfill_index_chunk(self, params: BackfillChunkInput) -> BackfillChunkResult:
+        """Index the next chunk of contacts after the cursor saved in the index (or, for a retried attempt,
+        after its last heartbeat on the same index), then save the cursor; mark the index filled at the end."""
+        if self.es is None or self.es.index != params.index:
+            raise ApplicationError(f"this worker does not serve Elasticsearch index {params.index!r} "
+                                   "(ELASTICSEARCH_URL unset or another index)", non_retryable=True)
+        es = self.es
+        status = await es.backfill_status()
+        if status.state == "missing":
+            await es.ensure_index()
+            status = await es.backfill_status()
+        if status.complete:
+            return BackfillChunkResult(0, status.after, status.after, done=True)
+        after = status.after
+        beat = (activity.info().heartbeat_details or [None])[0]
+        if isinstance(beat, dict) and beat.get("generation") == status.generation:
+            after = max(after, int(beat.get("after", 0)))
+        started_from, resumed = after, after > status.after
+
+        def heartbeat(done: int, cursor: int) -> None:
+            activity.heartbeat({"generation": status.generation, "after": cursor, "indexed": done})
+
+        async with self.sessions() as session:
+            indexed, cursor, exhausted = await es.backfill_step(session, after, params.limit,
+                                                                batch_size=params.batch_size, progress=heartbeat)
+        if exhausted:
+            await es.finish_backfill()
+        else:
+            await es.mark("pending", cursor)
+        return BackfillChunkResult(indexed, cursor, started_from, done=exhausted, resumed=resumed)
 
 
 async def _touched_by(session: AsyncSession, batch: Sequence[events_store.OutboxEvent]) -> set[int]:

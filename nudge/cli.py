@@ -23,6 +23,8 @@ keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 import_app = typer.Typer(help="Bulk-load data from files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+segments_app = typer.Typer(help="Maintain the segment search index.", no_args_is_help=True)
+app.add_typer(segments_app, name="segments")
 console = Console()
 
 
@@ -243,6 +245,35 @@ def import_contacts_command(
             raise _fail(f"{file}: {exc}") from exc
     console.print(f"[green]✓[/] {result.rows:,} rows: {result.created:,} contacts created, "
                   f"{result.updated:,} updated in {result.seconds:.1f} s")
+
+
+@segments_app.command("reindex")
+def segments_reindex(
+    drop: Annotated[bool, typer.Option("--drop", help="Delete the index first and build it from scratch.")] = False,
+    index: Annotated[str | None, typer.Option(help="Index name; default: the one the API and worker use.")] = None,
+) -> None:
+    """Bulk-index every contact into the Elasticsearch segment index (ELASTICSEARCH_URL) and mark it filled."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from store.segments_es import DEFAULT_INDEX, reindex
+
+    configured = get_settings()
+    if not configured.elasticsearch_url:
+        raise _fail("ELASTICSEARCH_URL is not set: segments are answered by Postgres, there is no index to "
+                    "build. Set it to your Elasticsearch 8 server (e.g. http://localhost:9200).")
+    name = index or DEFAULT_INDEX
+    with _stack(configured, database_only=True, migrate=not configured.database_url) as settings, \
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=console) as progress:
+        task = progress.add_task(f"Indexing contacts into {name}", total=None)
+        try:
+            done = asyncio.run(reindex(settings.database_url or "", configured.elasticsearch_url, index=name,
+                                       drop=drop, progress=lambda n, total: progress.update(task, completed=n,
+                                                                                            total=total)))
+        except Exception as exc:  # an unreachable or refusing server: say so, not a traceback
+            raise _fail(f"Reindexing {name} failed: {exc.__class__.__name__}: {exc}") from exc
+    console.print(f"[green]✓[/] {done:,} contacts indexed into {name}{' (dropped first)' if drop else ''}; "
+                  "it answers segment counts now")
 
 
 @keys_app.command("create")

@@ -23,6 +23,7 @@ from workflows.ledger import RedemptionWorkflow
 from workflows.ledger_ops import ExpiryWorkflow, ReconciliationWorkflow, RetentionWorkflow
 from workflows.segments import TASK_QUEUE as SEGMENTS_QUEUE
 from workflows.segments import SegmentChangesWorkflow, SegmentRefreshWorkflow
+from workflows.segments_index import SegmentIndexBackfillWorkflow
 
 QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE, EVENTS_QUEUE)
 
@@ -42,8 +43,10 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
     if SEGMENTS_QUEUE in queues:
         segments = SegmentActivities(runtime.sessions, runtime.settings.elasticsearch_url)
         workers.append(Worker(
-            client, task_queue=SEGMENTS_QUEUE, workflows=[SegmentRefreshWorkflow, SegmentChangesWorkflow],
-            activities=[segments.refresh_segments, segments.consume_changes], max_concurrent_activities=4,
+            client, task_queue=SEGMENTS_QUEUE,
+            workflows=[SegmentRefreshWorkflow, SegmentChangesWorkflow, SegmentIndexBackfillWorkflow],
+            activities=[segments.refresh_segments, segments.consume_changes, segments.backfill_index_chunk],
+            max_concurrent_activities=4,
         ))
     if LEDGER_QUEUE in queues:
         ledger = LedgerActivities(runtime.sessions)

@@ -14,13 +14,22 @@ for another, `tags` a list of strings or of objects, a key may contain a dot, an
 two documents disagree about a field's type (a mapping conflict rejects the second document). Date
 detection is off, so a string that looks like a date stays a keyword next to one that does not. A rule
 compares with the field of its value's JSON type, as the SQL/JSON path does in Postgres.
+
+Filling: the index only learns about contacts that are touched, so a fresh index (a new deployment, a
+renamed index) is filled by a backfill (`backfill_step`, driven by `SegmentIndexBackfillWorkflow` or
+`nudge segments reindex`). Its state lives in the index's own `_meta` (`pending` + the contact-id cursor, or
+`complete`), so dropping the index drops the state with it and an index without the marker (created before
+it existed) counts as never filled. While the deployment's index is not complete, counts and pages are
+answered by Postgres instead (same results, see `fallback_while_filling`).
 """
 
 from __future__ import annotations
 
 
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -33,11 +42,14 @@ from domain.segments import (
     MAX_WINDOW_COUNT, NEGATIONS, All, AnyOf, Condition, Count, EventCondition, InSegment, Node, Not, Relative,
     event_conditions, parse_rule, resolve, resolve_day, window_start,
 )
+from store.segments import PostgresSegmentIndex
 from store.segments_sql import _Compiler
 
 K = MAX_WINDOW_COUNT + 1
 DEFAULT_INDEX = "nudge-contacts-v2"  # v2: flat trait paths, no date detection (v1 documents conflict)
 BATCH = 2000
+META = "nudge_backfill"  # key in the index mapping's _meta: {"state": "pending" | "complete", "after": id}
+STATUS_TTL = 5.0  # seconds a looked-up backfill state is trusted by the query path
 # Lucene refuses terms over 32766 bytes (and with them the whole document); longer strings are kept in the
 # source but not searchable.
 KEYWORD_LIMIT = 8191
@@ -98,6 +110,21 @@ def _check(errors: Sequence[Any], *, missing_ok: tuple[str, ...] = ("delete",)) 
     failed = [e for e in errors if not (_status(e) == 404 and any(op in e for op in missing_ok))]
     if failed:
         raise IndexingFailed(f"Elasticsearch rejected {len(failed)} document operation(s); first: {failed[0]}")
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """Where filling the index stands: `missing` (no index), `pending` (contacts up to id `after` are
+    indexed) or `complete`. `generation` is the index's uuid: a cursor is only valid for the index it was
+    taken on (a dropped and re-created index starts again)."""
+
+    state: str
+    after: int = 0
+    generation: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
 
 
 def _regex_literal(value: str) -> str:
@@ -237,13 +264,22 @@ class ElasticsearchSegmentIndex:
     """SegmentIndex over Elasticsearch. `index_contacts` (bulk) keeps documents current; event streams
     that a rule needs and the index lacks are computed for every contact before the first query."""
 
-    name = "elasticsearch"
-
-    def __init__(self, url: str, *, index: str = DEFAULT_INDEX) -> None:
+    def __init__(self, url: str, *, index: str = DEFAULT_INDEX, fallback_while_filling: bool | None = None) -> None:
+        """`fallback_while_filling` (default: on for the deployment's index, which the worker backfills; off
+        for explicitly named indexes that their caller fills, as tests and benchmarks do): while the index is
+        not completely filled, answer from Postgres rather than count only the contacts indexed so far."""
         self.client = AsyncElasticsearch(url, node_class="httpxasync", request_timeout=120)
         self.index = index
         self.streams: dict[str, EventCondition] = {}
         self._ready = False
+        self.fallback = PostgresSegmentIndex() if (
+            index == DEFAULT_INDEX if fallback_while_filling is None else fallback_while_filling) else None
+        self._filled: tuple[float, bool] = (0.0, False)  # (checked at, complete)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """The backend that answers now: `postgres` while this index is being filled (see `fallback`)."""
+        return "postgres" if self.fallback is not None and not self._filled[1] else "elasticsearch"
 
     async def close(self) -> None:
         await self.client.close()
@@ -252,22 +288,83 @@ class ElasticsearchSegmentIndex:
         if self._ready:
             return
         if not await self.client.indices.exists(index=self.index):
+            # Created as `pending`: whoever creates it (the changes consumer indexing a touched contact, a
+            # backfill) leaves a marker that the other contacts are not in yet.
             await self.client.options(ignore_status=400).indices.create(
-                index=self.index, mappings=MAPPINGS, settings={"number_of_shards": 1, "refresh_interval": "1s"})
+                index=self.index, mappings=MAPPINGS | {"_meta": {META: {"state": "pending", "after": 0}}},
+                settings={"number_of_shards": 1, "refresh_interval": "1s"})
         self._ready = True
 
     async def drop(self) -> None:
         await self.client.options(ignore_status=404).indices.delete(index=self.index)
         self._ready = False
+        self._filled = (0.0, False)
         self.streams.clear()
+
+    # -- filling
+    async def backfill_status(self) -> Backfill:
+        """The fill state from the index's `_meta`; an index without the marker was never filled."""
+        found = await self.client.options(ignore_status=404).indices.get(index=self.index)
+        body = found.body.get(self.index) if isinstance(found.body, dict) else None
+        if not body:
+            self._ready = False  # dropped behind this process's back: create it again when needed
+            return Backfill("missing")
+        meta = (body.get("mappings") or {}).get("_meta") or {}
+        marker = meta.get(META) or {}
+        generation = str(((body.get("settings") or {}).get("index") or {}).get("uuid", ""))
+        state = "complete" if marker.get("state") == "complete" else "pending"
+        return Backfill(state, int(marker.get("after") or 0), generation)
+
+    async def mark(self, state: str, after: int) -> None:
+        await self.client.indices.put_mapping(index=self.index, meta={META: {"state": state, "after": after}})
+
+    async def backfill_step(self, session: AsyncSession, after: int, limit: int, *, batch_size: int = BATCH,
+                            progress: Callable[[int, int], None] | None = None) -> tuple[int, int, bool]:
+        """Index up to `limit` contacts with id > `after`, in id order and batches of `batch_size`, calling
+        `progress(indexed, cursor)` after each batch; saved rules' event streams are included. Returns
+        (contacts indexed, the new cursor, whether no contact is left after it)."""
+        await self.ensure_index()
+        await self.register_saved(session)
+        done = 0
+        while done < limit:
+            batch = list((await session.scalars(text(
+                "SELECT id FROM contacts WHERE id > :after ORDER BY id LIMIT :n"),
+                {"after": after, "n": min(batch_size, limit - done)})).all())
+            if not batch:
+                return done, after, True
+            await self._index_batch(session, batch)
+            done, after = done + len(batch), batch[-1]
+            if progress is not None:
+                progress(done, after)
+        return done, after, False
+
+    async def finish_backfill(self) -> None:
+        """Make what was indexed visible, then say so: from now on the index answers counts."""
+        await self.client.indices.refresh(index=self.index)
+        await self.mark("complete", 0)
+        self._filled = (time.monotonic(), True)
+
+    async def filled(self) -> bool:
+        """Whether the index is completely filled, looked up at most every STATUS_TTL seconds."""
+        checked, complete = self._filled
+        if time.monotonic() - checked > STATUS_TTL:
+            complete = (await self.backfill_status()).complete
+            if not complete:
+                self.streams.clear()  # a re-created index lacks streams only seen by this process's queries
+            self._filled = (time.monotonic(), complete)
+        return complete
 
     # -- queries
     async def count(self, session: AsyncSession, rule: Node, now: datetime) -> int:
+        if self.fallback is not None and not await self.filled():
+            return await self.fallback.count(session, rule, now)
         await self._prepare(session, rule)
         response = await self.client.count(index=self.index, query=compile_query(rule, now))
         return int(response["count"])
 
     async def page(self, session: AsyncSession, rule: Node, now: datetime, *, after: int, limit: int) -> list[int]:
+        if self.fallback is not None and not await self.filled():
+            return await self.fallback.page(session, rule, now, after=after, limit=limit)
         await self._prepare(session, rule)
         response = await self.client.search(
             index=self.index, query=compile_query(rule, now), sort=[{"id": "asc"}], size=limit, source=False,
@@ -309,14 +406,7 @@ class ElasticsearchSegmentIndex:
                     "SELECT id FROM contacts WHERE id > :after ORDER BY id LIMIT :n"), {"after": after, "n": BATCH})).all())
             if not batch:
                 break
-            docs = await self._documents(session, batch)
-            gone = set(batch) - {d["id"] for d in docs}
-            # A partial update keeps streams this process has not registered (another process may have).
-            actions = [{"_op_type": "update", "_index": self.index, "_id": str(d["id"]), "doc": d, "doc_as_upsert": True}
-                       for d in docs]
-            actions += [{"_op_type": "delete", "_index": self.index, "_id": str(cid)} for cid in gone]
-            _, errors = await async_bulk(self.client, actions, chunk_size=1000, raise_on_error=False)
-            failures += errors
+            failures += await self._bulk(session, batch)
             done += len(batch)
             after = batch[-1]
             if progress is not None:
@@ -327,6 +417,20 @@ class ElasticsearchSegmentIndex:
             await self.client.indices.refresh(index=self.index)
         _check(failures)
         return done
+
+    async def _bulk(self, session: AsyncSession, batch: list[int]) -> list[Any]:
+        """Upsert the documents of `batch` (deleting those whose contact is gone); the failed items."""
+        docs = await self._documents(session, batch)
+        gone = set(batch) - {d["id"] for d in docs}
+        # A partial update keeps streams this process has not registered (another process may have).
+        actions = [{"_op_type": "update", "_index": self.index, "_id": str(d["id"]), "doc": d, "doc_as_upsert": True}
+                   for d in docs]
+        actions += [{"_op_type": "delete", "_index": self.index, "_id": str(cid)} for cid in gone]
+        _, errors = await async_bulk(self.client, actions, chunk_size=1000, raise_on_error=False)
+        return list(errors)  # type: ignore[arg-type]
+
+    async def _index_batch(self, session: AsyncSession, batch: list[int]) -> None:
+        _check(await self._bulk(session, batch))
 
     async def forget(self, contact_ids: Sequence[int]) -> None:
         """Delete erased contacts' documents now (re-indexing would only notice them when touched)."""
@@ -407,3 +511,38 @@ class ElasticsearchSegmentIndex:
             for contact_id, kept in days.items():
                 ev[contact_id][condition.stream] = {f"d{i + 1}": d for i, d in enumerate(kept)}
         return ev, evn
+
+
+async def reindex(database_url: str, elasticsearch_url: str, *, index: str = DEFAULT_INDEX, drop: bool = False,
+                  chunk: int = 50_000, progress: Callable[[int, int], None] | None = None) -> int:
+    """Index every contact (`nudge segments reindex`): optionally drop the index first, save the cursor
+    after each chunk of an unfilled index (as the backfill workflow does) and mark it filled at the end. Reports
+    `progress(indexed, total)`; returns the number of contacts indexed. Each chunk reads in its own
+    short transaction, so a long reindex holds no snapshot open."""
+    from store.db import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    es = ElasticsearchSegmentIndex(elasticsearch_url, index=index, fallback_while_filling=False)
+    try:
+        if drop:
+            await es.drop()
+        await es.ensure_index()
+        filled = (await es.backfill_status()).complete  # refreshing a filled index: it keeps answering
+        sessions = make_sessionmaker(engine)
+        async with sessions() as session:
+            total = int(await session.scalar(text("SELECT count(*) FROM contacts")) or 0)
+        done, after, exhausted = 0, 0, False
+        while not exhausted:
+            async with sessions() as session:
+                base = done
+                n, after, exhausted = await es.backfill_step(
+                    session, after, chunk, progress=None if progress is None else
+                    lambda k, _cursor: progress(base + k, max(total, base + k)))
+            done += n
+            if not exhausted and not filled:
+                await es.mark("pending", after)
+        await es.finish_backfill()
+        return done
+    finally:
+        await es.close()
+        await engine.dispose()

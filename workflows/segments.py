@@ -1,6 +1,8 @@
 """Segment workflows, each run by a Temporal Schedule: periodic refresh of time-based rule segments
 ("inactive 14 days" changes with the clock alone), and the incremental consumer that drains new events
-and trait changes in batches. Both are short runs; the schedules skip a run while the last one is busy."""
+and trait changes in batches. Both are short runs; the schedules skip a run while the last one is busy.
+When the consumer reports an Elasticsearch index that is not filled, it starts the index's backfill
+(`workflows/segments_index.py`) as an abandoned child: one per index, however many runs ask for it."""
 
 from __future__ import annotations
 
@@ -10,10 +12,13 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows.schedules import IntervalPlan, ensure_interval_schedules
     from activities.segments import ConsumeInput, ConsumeResult, RefreshInput, RefreshResult, SegmentActivities
+    from workflows.segments_index import BackfillInput, SegmentIndexBackfillWorkflow, backfill_workflow_id
 
 TASK_QUEUE = "nudge-segments"
 REFRESH_SCHEDULE = "segments-refresh"
@@ -34,6 +39,7 @@ class ChangesTotals:
     contacts: int = 0
     entered: int = 0
     exited: int = 0
+    backfill: str | None = None  # the index whose backfill this run started (or found running)
 
 
 @workflow.defn
@@ -62,6 +68,8 @@ class SegmentChangesWorkflow:
             )
             t.batches, t.events, t.contacts = t.batches + 1, t.events + batch.events, t.contacts + batch.contacts
             t.entered, t.exited = t.entered + batch.entered, t.exited + batch.exited
+            if batch.backfill and t.backfill is None:
+                t.backfill = await self._start_backfill(batch.backfill)
             if not batch.more:
                 break
         return t
@@ -69,6 +77,15 @@ class SegmentChangesWorkflow:
     @workflow.query
     def progress(self) -> ChangesTotals:
         return self.totals
+
+    async def _start_backfill(self, index: str) -> str:
+        try:
+            await workflow.start_child_workflow(
+                SegmentIndexBackfillWorkflow.run, BackfillInput(index), id=backfill_workflow_id(index),
+                parent_close_policy=ParentClosePolicy.ABANDON, static_summary=f"Fill Elasticsearch index {index}")
+        except WorkflowAlreadyStartedError:
+            pass  # a backfill is running; it finishes what it started
+        return index
 
 
 async def ensure_schedules(client: Client, *, refresh_every: timedelta = timedelta(minutes=15),
