@@ -209,7 +209,12 @@ def bench(
         key, _, value = item.partition("=")
         if key not in params:
             raise _fail(f"Unknown parameter {key!r} for {name}. Known: {', '.join(params)}.")
-        params[key] = type(params[key])(value)
+        default = params[key]
+        try:  # a tuple parameter takes a comma-separated list: -p per_call=1,32
+            params[key] = (tuple(type(default[0])(v) for v in value.split(",")) if isinstance(default, tuple)
+                           else type(default)(value))
+        except ValueError:
+            raise _fail(f"Parameter {key!r} of {name} takes {type(default).__name__} values, not {value!r}.") from None
     with _stack(get_settings()) as settings:
         result = asyncio.run(module.run(BenchContext(settings=settings, console=console), **params))
     result.show(console)

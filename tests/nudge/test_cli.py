@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from nudge.settings import Settings
+
 NUDGE = str(Path(sys.executable).parent / "nudge")
 
 
@@ -61,3 +63,27 @@ def test_bench_list_and_unknown_bench(database_url: str) -> None:
         assert name in listed
     unknown = _run(["bench", "nope"], database_url)
     assert unknown.returncode == 1 and "Unknown benchmark 'nope'" in unknown.stdout
+
+
+def test_bench_ledger_runs_both_call_sizes_and_cleans_up(database_url: str, settings: Settings) -> None:
+    """A tiny run of the real benchmark (no figure is asserted: timings never go in tests), so the bench code
+    cannot rot: it prints its JSON line with a rate per call size, and leaves no bench rows behind."""
+    import json
+
+    env = {"TEMPORAL_ADDRESS": settings.temporal_address or "", "SMTP_URL": settings.smtp_url or ""}
+    args = ["bench", "ledger", "-p", "accounts=300", "-p", "seconds=1", "-p", "pgbench_seconds=1",
+            "-p", "pgbench_scale=1", "-p", "history_months=3", "-p", "spends=3", "-p", "per_call=1,8"]
+    result = _run(args, database_url, **env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert line["bench"] == "ledger" and line["limit"] > 0
+    assert set(line["params"]["rates"]) == {"1", "8"} and min(line["params"]["rates"].values()) > 0
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM ledger_programs WHERE name LIKE 'bench-%'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM contacts WHERE user_id LIKE 'bench-ledger-%'").fetchone() == (0,)
+
+
+def test_bench_parameters_of_the_wrong_type_fail_clearly(database_url: str) -> None:
+    result = _run(["bench", "ledger", "-p", "per_call=one"], database_url)
+    assert result.returncode == 1
+    assert "Parameter 'per_call' of ledger takes tuple values, not 'one'" in result.stdout
