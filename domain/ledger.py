@@ -29,6 +29,7 @@ class SystemAccount(StrEnum):
     EXPIRY = "expiry"          # points that expired
     ADJUSTMENT = "adjustment"  # manual and reconciliation corrections
     BREAKAGE = "breakage"      # points written off (closed accounts)
+    TRANSFER = "transfer"      # points between two user accounts (an identity merge); nets to zero
 
 
 class Kind(StrEnum):
@@ -40,6 +41,8 @@ class Kind(StrEnum):
     EXPIRE = "expire"  # user → expiry, what remains in the named due buckets
     ADJUST = "adjust"  # adjustment ⇄ user, signed
     FORFEIT = "forfeit"  # user → breakage, everything that remains (an erased or closed account)
+    MERGE_OUT = "merge_out"  # user → transfer, exactly the named buckets (a contact merged away)
+    MERGE_IN = "merge_in"    # transfer → user, into the named months' buckets (the surviving contact)
 
 
 class InsufficientPoints(DomainError):
@@ -163,6 +166,7 @@ class Request:
     months: tuple[Month, ...] = ()        # expire: the due buckets to empty
     hold_reference: str | None = None     # commit/void: the hold's reference
     hold_seconds: int | None = None       # hold: how long until the hold times out
+    parts: tuple[tuple[Month, int], ...] = ()  # merge_out/merge_in: (earned month, points) moved
     memo: str | None = None
 
     def validate(self) -> None:
@@ -176,11 +180,17 @@ class Request:
             raise DomainError(f"a {self.kind} names the hold_reference it settles")
         if self.kind is Kind.EXPIRE and not self.months:
             raise DomainError("an expiry names the months it empties")
+        if self.kind in (Kind.MERGE_OUT, Kind.MERGE_IN) and (
+                not self.parts or any(a <= 0 for _, a in self.parts)
+                or len({m for m, _ in self.parts}) != len(self.parts)):
+            raise DomainError(f"a {self.kind} names each month it moves once, with a positive amount")
 
     def fingerprint(self) -> str:
         """Same reference, same fingerprint: a replay. Different fingerprint: a conflict."""
-        content = [self.kind.value, self.contact_id, self.amount, self.earned_month, sorted(self.months),
-                   self.hold_reference]
+        content: list[object] = [self.kind.value, self.contact_id, self.amount, self.earned_month,
+                                 sorted(self.months), self.hold_reference]
+        if self.parts:  # only then: fingerprints of postings made before `parts` existed stay the same
+            content.append(sorted(self.parts))
         return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:32]
 
 
@@ -233,6 +243,14 @@ def plan(request: Request, buckets: Buckets, today: Month, hold: Mapping[Month, 
         if total == 0:
             return Plan(())  # an empty account: the reference still records that it was closed
         return Plan(_pair(USER, SystemAccount.BREAKAGE, total), negate(remaining))
+    if kind in (Kind.MERGE_OUT, Kind.MERGE_IN):
+        # The two halves of moving buckets between contacts, month for month, so expiry dates do not change.
+        moved = dict(request.parts)
+        total = sum(moved.values())
+        if kind is Kind.MERGE_IN:
+            return Plan(_pair(SystemAccount.TRANSFER, USER, total), moved)
+        add(buckets, negate(moved))  # raises unless every named bucket holds its part
+        return Plan(_pair(USER, SystemAccount.TRANSFER, total), negate(moved))
     raise DomainError(f"unknown posting kind {kind!r}")
 
 

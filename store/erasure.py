@@ -31,6 +31,7 @@ hold, and would retry forever against a contact that no longer exists. Orders fi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -65,13 +66,26 @@ def forfeit_reference(program_id: int, contact_id: int) -> str:
     return f"erase:{program_id}:{contact_id}"
 
 
-def void_reference(program_id: int, contact_id: int, hold_reference: str) -> str:
-    """`{hold}:erase`, like reconciliation's `{hold}:timeout`; a hold reference too long for that gets a
-    reference derived from the erasure and a digest of the hold's reference instead."""
-    plain = f"{hold_reference}:erase"
+def void_reference(program_id: int, contact_id: int, hold_reference: str, cause: str = "erase") -> str:
+    """`{hold}:{cause}` (`erase`, `merge`), like reconciliation's `{hold}:timeout`; a hold reference too long
+    for that gets a reference derived from the cause, the account and a digest of the hold's reference."""
+    plain = f"{hold_reference}:{cause}"
     if len(plain) <= MAX_REFERENCE:
         return plain
-    return f"erase:{program_id}:{contact_id}:hold:{hashlib.sha256(hold_reference.encode()).hexdigest()[:32]}"
+    return f"{cause}:{program_id}:{contact_id}:hold:{hashlib.sha256(hold_reference.encode()).hexdigest()[:32]}"
+
+
+async def hold_voids(session: AsyncSession, contact_id: int, programs: Sequence[int], *, cause: str = "erase",
+                     memo: str = ERASED_MEMO) -> list[Submission]:
+    """VOID postings for the contact's pending holds in `programs` (erasure and identity merges close an
+    account's holds first: a forfeit or a move takes only what is not reserved)."""
+    holds = (await session.execute(text("""
+        SELECT program_id, reference FROM ledger_holds
+        WHERE contact_id = :c AND status = 'pending' AND program_id = ANY(:p)
+        ORDER BY program_id, reference
+    """), {"c": contact_id, "p": list(programs)})).all()
+    return [Submission(h.program_id, Request(void_reference(h.program_id, contact_id, h.reference, cause), Kind.VOID,
+                                             contact_id, hold_reference=h.reference, memo=memo)) for h in holds]
 
 
 async def erase(session: AsyncSession, contact_id: int, *, now: datetime) -> Erasure | None:
@@ -167,15 +181,10 @@ async def _close_accounts(session: AsyncSession, contact_id: int, now: datetime)
         "SELECT program_id FROM ledger_accounts WHERE contact_id = :c ORDER BY program_id"), {"c": contact_id})).all()
     if not programs:
         return {}, 0
-    holds = (await session.execute(text("""
-        SELECT program_id, reference FROM ledger_holds WHERE contact_id = :c AND status = 'pending'
-        ORDER BY program_id, reference
-    """), {"c": contact_id})).all()
+    voids = await hold_voids(session, contact_id, programs)
     batch: list[Submission] = []
     for program in programs:
-        batch += [Submission(program, Request(void_reference(program, contact_id, h.reference), Kind.VOID, contact_id,
-                                              hold_reference=h.reference, memo=ERASED_MEMO))
-                  for h in holds if h.program_id == program]
+        batch += [v for v in voids if v.program_id == program]
         batch.append(Submission(program, Request(forfeit_reference(program, contact_id), Kind.FORFEIT, contact_id,
                                                  memo=ERASED_MEMO)))
     outcomes = await apply(session, batch, now=now)
@@ -184,7 +193,7 @@ async def _close_accounts(session: AsyncSession, contact_id: int, now: datetime)
         raise refused[0]  # the whole erasure rolls back with the caller's transaction
     forfeited = {o.program_id: o.amount for o in outcomes
                  if isinstance(o, Receipt) and o.kind == Kind.FORFEIT.value}
-    return forfeited, len(holds)
+    return forfeited, len(voids)
 
 
 async def _scrub_deliveries(session: AsyncSession, ids: list[int]) -> dict[str, int]:

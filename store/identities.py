@@ -8,6 +8,7 @@ order, so two batches that both see a new anonymousId create one contact, not tw
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -86,8 +87,9 @@ MERGE = (
     " %(survivors)s::bigint[]) AS p(loser, survivor) WHERE m.merged_into = p.loser",
     "INSERT INTO contact_merges (contact_id, merged_into) SELECT * FROM unnest(%(losers)s::bigint[],"
     " %(survivors)s::bigint[]) ON CONFLICT (contact_id) DO UPDATE SET merged_into = excluded.merged_into",
-    "DELETE FROM contacts WHERE id = ANY(%(losers)s)",
 )
+# Last, after the points moved (the posting service only touches accounts of contacts that exist).
+DROP_MERGED = "DELETE FROM contacts WHERE id = ANY(%(losers)s)"
 
 
 @lru_cache(maxsize=1024)
@@ -127,14 +129,20 @@ async def attach(pg: AsyncConnection[Any], rows: Sequence[tuple[str, str, int]])
         await pg.execute(ATTACH, ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
 
 
-async def merge(pg: AsyncConnection[Any], pairs: Sequence[tuple[int, int]]) -> None:
-    """Fold each loser contact into its survivor: identities, events, aggregates, traits; leave a forward."""
+async def merge(session: AsyncSession, pairs: Sequence[tuple[int, int]]) -> None:
+    """Fold each loser contact into its survivor: identities, events, aggregates, traits, points balances;
+    leave a forward."""
     if not pairs:
         return
+    from store.ledger_merge import move_points  # here: store.ledger_merge → store.erasure → store.events → us
+
+    pg = await driver(session)
     params = {"losers": [p[0] for p in pairs], "survivors": [p[1] for p in pairs],
               "all": sorted({c for p in pairs for c in p})}
     for statement in MERGE:
         await pg.execute(statement, params)
+    await move_points(session, pairs, now=datetime.now(UTC))  # one indexed probe unless a loser has points
+    await pg.execute(DROP_MERGED, params)
 
 
 async def apply(session: AsyncSession, events: Sequence[Event]) -> list[int]:
@@ -155,13 +163,14 @@ async def apply(session: AsyncSession, events: Sequence[Event]) -> list[int]:
             break
         known |= found
         resolution = resolve(events, known)
-    contact_ids = await _write(pg, resolution, known)
+    contact_ids = await _write(session, resolution, known)
     event_contact = [contact_ids[i] for i in resolution.event_person]
     await _traits(pg, events, event_contact, resolution, contact_ids)
     return event_contact
 
 
-async def _write(pg: AsyncConnection[Any], resolution: Resolution, known: dict[Key, Owner]) -> list[int]:
+async def _write(session: AsyncSession, resolution: Resolution, known: dict[Key, Owner]) -> list[int]:
+    pg = await driver(session)
     persons = resolution.persons
     creating = [i for i, p in enumerate(persons) if p.contact_id is None]
     contact_ids = [p.contact_id or 0 for p in persons]
@@ -170,7 +179,7 @@ async def _write(pg: AsyncConnection[Any], resolution: Resolution, known: dict[K
         for i, (new_id,) in zip(creating, await cur.fetchall(), strict=True):
             contact_ids[i] = new_id
         await pg.execute(CREATE, ([contact_ids[i] for i in creating], [persons[i].user_id for i in creating]))
-    await merge(pg, [(loser, p.contact_id) for p in persons if p.contact_id is not None for loser in p.merged])
+    await merge(session, [(loser, p.contact_id) for p in persons if p.contact_id is not None for loser in p.merged])
     await attach(pg, [(k[0], k[1], contact_ids[i]) for i, k in resolution.new_keys(known)])
     return contact_ids
 
