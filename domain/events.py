@@ -107,6 +107,8 @@ def corrected_timestamp(timestamp: datetime | None, sent_at: datetime | None, re
 
 def _id(raw: Mapping[str, Any], name: str) -> str | None:
     value = raw.get(name)
+    if type(value) is str and 0 < len(value) <= MAX_ID:  # the common case first: this runs twice per event
+        return value
     if value is None or value == "":
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -127,15 +129,18 @@ def _object(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def _at(where: str) -> str:
+    return f" (event {where})" if where else ""
+
+
 def parse_event(raw: Any, *, type_: str | None, received_at: datetime, sent_at: datetime | None,
                 new_id: Callable[[], str], where: str = "") -> Event:
     """Validate one Segment call; `type_` is fixed by the route (/v1/track) or read from the batch item."""
-    at = f" (event {where})" if where else ""
     if not isinstance(raw, dict):
-        raise InvalidEvent(f"Each event must be a JSON object{at}.")
+        raise InvalidEvent(f"Each event must be a JSON object{_at(where)}.")
     kind = type_ or raw.get("type")
     if kind not in TYPES:
-        raise InvalidEvent(f"`type` must be one of {', '.join(TYPES)}{at}; got {kind!r}.")
+        raise InvalidEvent(f"`type` must be one of {', '.join(TYPES)}{_at(where)}; got {kind!r}.")
     try:
         user_id, anonymous_id = _id(raw, "userId"), _id(raw, "anonymousId")
         if user_id is None and anonymous_id is None:
@@ -177,7 +182,7 @@ def parse_event(raw: Any, *, type_: str | None, received_at: datetime, sent_at: 
                 raise InvalidEvent("An alias call needs both `previousId` and `userId`.")
             properties = {"previousId": previous_id}
     except InvalidEvent as exc:
-        raise InvalidEvent(f"{exc}{at}") from None
+        raise InvalidEvent(f"{exc}{_at(where)}") from None
     return Event(message_id=message_id, type=kind, event=name, user_id=user_id, anonymous_id=anonymous_id,
                  previous_id=previous_id, properties=properties, context=context, traits=traits,
                  timestamp=when, received_at=received_at)
@@ -235,8 +240,13 @@ class Resolution:
 
 def needs_resolution(events: Iterable[Event]) -> bool:
     """Whether a batch can change identities or traits; if not, attributing it is a plain lookup."""
-    return any(e.type in ("identify", "alias") or (e.user_id is not None and e.anonymous_id is not None)
-               or e.attached_keys() for e in events)
+    for e in events:
+        if e.type in ("identify", "alias") or (e.user_id is not None and e.anonymous_id is not None):
+            return True
+        # attached_keys only finds something in traits or in context.device: skip building it otherwise
+        if (e.traits or "device" in e.context) and e.attached_keys():
+            return True
+    return False
 
 
 def event_keys(event: Event, known: Mapping[Key, Owner]) -> list[Key]:

@@ -41,8 +41,10 @@ from store.identities import driver
 # The lookups are forced to be index nested loops (LATERAL … OFFSET 0) whatever the row estimate.
 INSERT = """
 WITH raw AS (
-    SELECT * FROM unnest({k}, {v}, {m}, {t}, {e}, {p}::jsonb[], {x}::jsonb[], {ts}::timestamptz[], {ra}::timestamptz[])
-        WITH ORDINALITY AS r(k, v, m, t, e, p, x, ts, ra, n)
+    SELECT * FROM unnest({k}, {v}, {m}, {t}, {e}, {p}::jsonb[], {xi}::int[], {ts}::timestamptz[], {ra}::timestamptz[])
+        WITH ORDINALITY AS r(k, v, m, t, e, p, xi, ts, ra, n)
+), ctx AS (  -- each distinct context once (events of one device share it): decoding JSON is the costly part
+    SELECT * FROM unnest({x}::jsonb[]) WITH ORDINALITY AS c(x, i)
 ), src AS (
     SELECT i.contact_id AS c, raw.* FROM raw CROSS JOIN LATERAL (
         SELECT contact_id FROM identities i WHERE i.kind = raw.k AND i.value = raw.v OFFSET 0) i
@@ -55,8 +57,8 @@ WITH raw AS (
     INSERT INTO event_dedupe (message_id, received_at) SELECT m, ra FROM new
 ), ins AS (
     INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
-    SELECT s.c, nextval('events_id_seq'), s.m, s.t, s.e, s.p, s.x, s.ts, s.ra
-    FROM new s
+    SELECT s.c, nextval('events_id_seq'), s.m, s.t, s.e, s.p, ctx.x, s.ts, s.ra
+    FROM new s JOIN ctx ON ctx.i = s.xi
     ORDER BY s.n  -- event ids follow the batch order
     RETURNING contact_id, id, type, event, timestamp, message_id
 ), agg AS (
@@ -79,7 +81,7 @@ WITH raw AS (
 SELECT (SELECT all_known FROM ok), (SELECT array_agg(message_id) FROM ins)
 """
 SEP, NUL = "\x1e", "\x1f"
-COLUMNS = ("k", "v", "m", "t", "e", "p", "x", "ts", "ra")
+COLUMNS = ("k", "v", "m", "t", "e", "p", "xi", "x", "ts", "ra")
 SPLIT = INSERT.format(**{c: f"string_to_array(%({c})s, E'\\x1e', E'\\x1f')" for c in COLUMNS})
 ARRAYS = INSERT.format(**{c: f"%({c})s::text[]" for c in COLUMNS})  # for values that contain SEP or NUL
 
@@ -230,11 +232,13 @@ def _columns(batch: Sequence[Event]) -> tuple[str, dict[str, str | list[str | No
     for e in batch:
         if e.received_at not in received:
             received[e.received_at] = e.received_at.isoformat()
+    contexts: dict[str, str] = {}  # JSON -> its 1-based position in column x
+    positions = [contexts.setdefault(orjson.dumps(e.context).decode(), str(len(contexts) + 1)) for e in batch]
     cols: dict[str, list[str | None]] = {
         "k": [e.primary_key[0] for e in batch], "v": [e.primary_key[1] for e in batch],
         "m": [e.message_id for e in batch], "t": [e.type for e in batch], "e": [e.event for e in batch],
         "p": [orjson.dumps(e.properties).decode() for e in batch],  # orjson escapes every control character
-        "x": [orjson.dumps(e.context).decode() for e in batch],
+        "xi": positions, "x": list(contexts),
         "ts": [e.timestamp.isoformat() for e in batch], "ra": [received[e.received_at] for e in batch],
     }
     joined = {name: SEP.join(NUL if v is None else v for v in values) for name, values in cols.items()}

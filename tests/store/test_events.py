@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.events import Event, parse_batch
 from store import events as store
-from store.db import transaction
+from store.db import plain_url, transaction
 from store.identities import find_contact
 
 
@@ -105,3 +105,47 @@ async def test_a_contact_written_without_identities_is_found_not_duplicated(
     assert result.inserted == 1
     async with sessions() as s:
         assert await find_contact(s, "user_id", user) == contact
+
+
+async def _stored(sessions: async_sessionmaker[AsyncSession], user: str) -> list[tuple]:
+    async with sessions() as s:
+        contact = await find_contact(s, "user_id", user)
+        rows = await s.execute(text("SELECT message_id, type, event, properties, context FROM events"
+                                    " WHERE contact_id = :c AND type <> 'identify' ORDER BY id"), {"c": contact})
+        return [tuple(r) for r in rows]
+
+
+async def test_known_contact_batches_store_each_event_with_its_own_context_and_a_missing_name_as_null(
+        database_url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+    user = f"u-{_tag()}"
+    await _ingest(sessions, [{"type": "identify", "userId": user}])
+    shared = {"ip": "203.0.113.7", "library": {"name": "sdk"}}
+    items = [{"type": "track", "userId": user, "event": "tap", "messageId": f"{user}-1", "context": shared,
+              "properties": {"n": 1}},
+             {"type": "page", "userId": user, "messageId": f"{user}-2", "context": {"ip": "198.51.100.4"}},
+             {"type": "track", "userId": user, "event": "tap", "messageId": f"{user}-3", "context": shared,
+              "properties": {"n": 3}}]
+    conn = await store.connect_writer(plain_url(database_url))
+    try:  # the hot path: plain events for a known contact, one statement on an autocommit connection
+        results = await store.ingest_known(conn, [_batch(items[:2]), _batch(items[2:])])
+    finally:
+        await conn.close()
+    assert [(r.received, r.inserted) for r in results if r] == [(2, 2), (1, 1)]
+    assert await _stored(sessions, user) == [
+        (f"{user}-1", "track", "tap", {"n": 1}, shared),
+        (f"{user}-2", "page", None, {}, {"ip": "198.51.100.4"}),
+        (f"{user}-3", "track", "tap", {"n": 3}, shared)]
+
+
+async def test_values_holding_the_column_separators_are_stored_exactly_and_deduplicated(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    user = f"u-{_tag()}\x1e\x1f"  # the characters that join column values take the text-array statement
+    items = [{"type": "track", "userId": user, "event": "a\x1fb", "messageId": f"{user}-m\x1e1"},
+             {"type": "track", "userId": user, "event": "c\x1ed", "messageId": f"{user}-m2",
+              "properties": {"s": "x\x1ey"}}]
+    await _ingest(sessions, [{"type": "identify", "userId": user}])
+    first = await _ingest(sessions, items)
+    replay = await _ingest(sessions, items)
+    assert (first.inserted, replay.inserted) == (2, 0)
+    assert await _stored(sessions, user) == [(f"{user}-m\x1e1", "track", "a\x1fb", {}, {}),
+                                             (f"{user}-m2", "track", "c\x1ed", {"s": "x\x1ey"}, {})]
