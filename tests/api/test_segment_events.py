@@ -3,6 +3,7 @@ in the event outbox, keyed by business ids, emitted once however often a refresh
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -38,21 +39,29 @@ async def _start_consumer(sessions: async_sessionmaker[AsyncSession], consumer: 
             await events_store.advance_cursor(s, consumer, batch[-1].position)
 
 
-async def _segment_events(sessions: async_sessionmaker[AsyncSession], consumer: str,
-                          segment_id: int) -> list[events_store.OutboxEvent]:
-    """Everything new for `consumer` about `segment_id`, and advance past it."""
-    found = []
-    async with transaction(sessions) as s:
-        while batch := await events_store.read_new_events(s, consumer, limit=1000):
-            found += [e for e in batch if e.event in ("segment_entered", "segment_exited")
-                      and e.properties.get("segment_id") == segment_id]
-            await events_store.advance_cursor(s, consumer, batch[-1].position)
+async def _segment_events(sessions: async_sessionmaker[AsyncSession], consumer: str, segment_id: int,
+                          expect: int = 0) -> list[events_store.OutboxEvent]:
+    """Everything new for `consumer` about `segment_id`, and advance past it. The outbox shows rows committed
+    before every running transaction began, so wait a little (for `expect` of them) while one is busy."""
+    found: list[events_store.OutboxEvent] = []
+    for _ in range(150):
+        async with transaction(sessions) as s:
+            while batch := await events_store.read_new_events(s, consumer, limit=1000):
+                found += [e for e in batch if e.event in ("segment_entered", "segment_exited")
+                          and e.properties.get("segment_id") == segment_id]
+                await events_store.advance_cursor(s, consumer, batch[-1].position)
+        if len(found) >= expect:
+            return found
+        await asyncio.sleep(0.1)
     return found
 
 
-async def _transitions(sessions: async_sessionmaker[AsyncSession], segment_id: int) -> list[store.Transition]:
+async def _transitions(sessions: async_sessionmaker[AsyncSession], segment_id: int) -> list[tuple[int, str]]:
+    """(transition id, kind) of the segment's committed transitions, oldest first."""
     async with sessions() as s:
-        return [t for t in await store.read_transitions(s, limit=1_000_000) if t.segment_id == segment_id]
+        rows = await s.execute(text("SELECT id, kind FROM segment_transitions WHERE segment_id = :s ORDER BY at, id"),
+                               {"s": segment_id})
+        return [(r.id, r.kind) for r in rows]
 
 
 async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
@@ -78,12 +87,12 @@ async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
                                            task_queue=TASK_QUEUE)
 
     # Entered: one event for the outbox's consumers, keyed by the transition it records.
-    [entered] = await _segment_events(sessions, consumer, seg["id"])
-    [transition] = await _transitions(sessions, seg["id"])
+    [entered] = await _segment_events(sessions, consumer, seg["id"], 1)
+    [(transition_id, _)] = await _transitions(sessions, seg["id"])
     assert (entered.contact_id, entered.type, entered.event) == (ids[0], "track", "segment_entered")
     assert entered.properties == {"segment_id": seg["id"], "segment_name": f"{tag} buyers"}
     assert entered.message_id == transition_message_id(seg["id"], ids[0], "segment_entered",
-                                                       int(transition.position.split(":")[1]))
+                                                       transition_id)
     assert entered.message_id.startswith(f"segment:{seg['id']}:{ids[0]}:entered:")
     # ... and on the contact's timeline, after the order that caused it.
     timeline = (await api.get(f"/v1/contacts/{ids[0]}/events")).json()["items"]
@@ -102,7 +111,7 @@ async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
     assert r.status_code == 200, r.text
     r = await api.post(f"/v1/segments/{seg['id']}/refresh")  # the scheduled consumer may have got there first
     assert r.json()["entered"] == 0 and r.json()["exited"] in (0, 1)
-    [exited] = await _segment_events(sessions, consumer, seg["id"])
+    [exited] = await _segment_events(sessions, consumer, seg["id"], 1)
     assert (exited.contact_id, exited.event) == (ids[0], "segment_exited")
     assert exited.message_id.startswith(f"segment:{seg['id']}:{ids[0]}:exited:")
     timeline = (await api.get(f"/v1/contacts/{ids[0]}/events")).json()["items"]
@@ -116,7 +125,7 @@ async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
     await temporal_client.execute_workflow(SegmentChangesWorkflow.run, ChangesInput(), id=f"test-{tag}-2",
                                            task_queue=TASK_QUEUE)
     assert await _segment_events(sessions, consumer, seg["id"]) == []
-    assert [t.kind for t in await _transitions(sessions, seg["id"])] == ["segment_entered", "segment_exited"]
+    assert [kind for _, kind in await _transitions(sessions, seg["id"])] == ["segment_entered", "segment_exited"]
 
 
 async def test_a_refresh_rolled_back_by_a_crash_emits_its_events_once_when_retried(
@@ -149,7 +158,7 @@ async def test_a_refresh_rolled_back_by_a_crash_emits_its_events_once_when_retri
         assert (await store.refresh_segment(s, segment, store_now())).entered == 3
     async with transaction(sessions) as s:
         assert (await store.refresh_segment(s, segment, store_now())).entered == 0
-    events = await _segment_events(sessions, consumer, segment.id)
+    events = await _segment_events(sessions, consumer, segment.id, 3)
     assert sorted(e.contact_id for e in events) == ids and {e.event for e in events} == {"segment_entered"}
     assert len({e.message_id for e in events}) == 3
     async with sessions() as s:
@@ -183,7 +192,7 @@ async def test_manual_list_changes_are_events_in_outbox_rows_of_bounded_size(
                           AND e.properties @> CAST(:p AS jsonb))
             ORDER BY o.xid, o.id"""), {"p": f'{{"segment_id": {segment.id}}}'})).all()
     assert list(sizes) == [1000, 1000, 500, 10], "a consumer reading ~1000 events gets ~1000, not 2500"
-    events = await _segment_events(sessions, consumer, segment.id)
+    events = await _segment_events(sessions, consumer, segment.id, 2510)
     assert [e.event for e in events].count("segment_entered") == 2500
     assert [(e.contact_id, e.event) for e in events if e.event == "segment_exited"] == [
         (c, "segment_exited") for c in ids[:10]]
