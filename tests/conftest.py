@@ -166,6 +166,13 @@ async def ingest_key(sessions: async_sessionmaker[AsyncSession]) -> str:
 
 
 @pytest.fixture(scope="session")
+async def ingest(api_url: str, ingest_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the tracking API, sending the ingest key as the Basic username (as Segment SDKs do)."""
+    async with httpx.AsyncClient(base_url=api_url, auth=(ingest_key, ""), timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
 async def api(api_url: str, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the real API, signed in with an admin key."""
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {admin_key}"},

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.ledger import month_of
 from store import ledger_reconcile as reconcile
 from store.db import transaction
-
-
-@pytest.fixture
-async def ingest(api_url: str, ingest_key: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api_url, auth=(ingest_key, ""), timeout=30) as client:
-        yield client
 
 
 async def _ok(response: httpx.Response, status: int = 200) -> Any:

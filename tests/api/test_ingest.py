@@ -9,17 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
-import pytest
 
 
 def _tag() -> str:
     return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-async def ingest(api_url: str, ingest_key: str) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=api_url, auth=(ingest_key, ""), timeout=30) as client:
-        yield client
 
 
 async def _contact_of(api: httpx.AsyncClient, kind: str, value: str) -> dict:

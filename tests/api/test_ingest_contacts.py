@@ -6,17 +6,10 @@ import uuid
 
 import httpx
 import orjson
-import pytest
 
 
 def _tag() -> str:
     return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-async def ingest(api_url: str, ingest_key: str) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=api_url, auth=(ingest_key, ""), timeout=30) as client:
-        yield client
 
 
 async def test_list_filters_by_traits_and_pages_by_id(ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:

@@ -5,7 +5,6 @@ reconciliation finds nothing, and replaying the identify posts nothing more."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,12 +17,6 @@ from domain.ledger import month_label, month_of
 from store import ledger_reconcile as reconcile
 from store.db import transaction
 from store.ledger_merge import move_points
-
-
-@pytest.fixture
-async def ingest(api_url: str, ingest_key: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api_url, auth=(ingest_key, ""), timeout=30) as client:
-        yield client
 
 
 async def _ok(response: httpx.Response, status: int = 200) -> Any:
