@@ -28,7 +28,7 @@ from store.ledger_writer import PostingWriter, utcnow
 
 NAME = "ledger"
 DESCRIPTION = "Points postings/s (16 clients, 100k accounts) vs pgbench TPC-B-like TPS on the same Postgres"
-PARAMS: dict[str, Any] = {"accounts": 100_000, "clients": 16, "per_call": (1, 32), "seconds": 15, "writers": 3,
+PARAMS: dict[str, Any] = {"accounts": 100_000, "clients": 16, "per_call": (1, 32), "seconds": 15, "writers": 2,
                           "max_batch": 512,
                           "pgbench_seconds": 15, "pgbench_scale": 16, "history_months": 36, "spends": 200}
 
