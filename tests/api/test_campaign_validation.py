@@ -123,8 +123,11 @@ async def test_unknown_campaign_is_404(api: httpx.AsyncClient) -> None:
 async def test_health_and_metrics_answer(anon_api: httpx.AsyncClient) -> None:
     health = (await anon_api.get("/healthz")).json()
     assert health == {"status": "ok", "database": "ok", "temporal": "ok"}
+    await anon_api.get("/v1/campaigns/1")  # no key: 401, counted under its route template
     metrics = (await anon_api.get("/metrics")).text
-    assert "nudge_http_requests_total" in metrics
+    assert 'nudge_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+    assert 'nudge_http_requests_total{method="GET",route="/v1/campaigns/{campaign_id}",status="401"}' in metrics
+    assert 'nudge_http_request_seconds_count{method="GET",route="/healthz"}' in metrics
 
 
 async def test_openapi_documents_campaign_examples(anon_api: httpx.AsyncClient) -> None:
