@@ -134,14 +134,28 @@ async def _forget_in_search_index(request: Request, contact_id: int) -> None:
 
 
 @router.get("/{contact_id}/events", response_model=EventPage, dependencies=[Reader],
-            summary="A contact's events, newest first (keyset pagination by event id)")
+            summary="A contact's timeline, newest first by event time (keyset pagination)")
 async def contact_events(
     contact_id: int, session: Session,
-    before: Annotated[int | None, Query(ge=1, description="Return events with id lower than this.")] = None,
+    before: Annotated[str | None, Query(
+        pattern=r"^\S+~\d+$", description="The `next_before` of the previous page: events older than it.",
+        examples=["2026-11-25T09:30:00.120000+00:00~1042"])] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
+    cursor = _event_cursor(before) if before else None
     if await store.get_contact(session, contact_id) is None:
         raise await _missing(session, contact_id)
-    rows = await event_store.contact_events(session, contact_id, before_id=before, limit=limit)
+    rows = await event_store.contact_events(session, contact_id, before=cursor, limit=limit)
     items = [EventOut(**r) for r in rows]
-    return EventPage(items=items, next_before=items[-1].id if len(items) == limit else None)
+    last = items[-1] if len(items) == limit else None
+    return EventPage(items=items, next_before=f"{last.timestamp.isoformat()}~{last.id}" if last else None)
+
+
+def _event_cursor(value: str) -> tuple[datetime, int]:
+    stamp, _, event_id = value.rpartition("~")
+    try:
+        at = datetime.fromisoformat(stamp)
+    except ValueError:
+        raise HTTPException(422, f"`before` must be a `next_before` value from a previous page, such as "
+                                 f"2026-11-25T09:30:00.120000+00:00~1042; got {value[:60]!r}.") from None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)), int(event_id)

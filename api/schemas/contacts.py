@@ -96,7 +96,7 @@ class EventOut(BaseModel):
 
 class EventPage(BaseModel):
     items: list[EventOut]
-    next_before: int | None = Field(None, description="Pass as `before` for older events; null at the end.")
+    next_before: str | None = Field(None, description="Pass as `before` for older events; null at the end.")
 
 
 class ContactPage(BaseModel):

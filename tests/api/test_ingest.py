@@ -196,3 +196,32 @@ async def test_concurrent_requests_are_grouped_without_losing_or_doubling(
     assert all(a.json()["inserted"] == 1 for a in answers[4:])
     contact = await _contact_of(api, "user_id", user)
     assert len([e for e in await _events(api, contact["id"]) if e["type"] == "track"]) == 30
+
+
+async def test_the_timeline_is_in_event_time_order_and_pages_without_gaps(
+        ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    """Events sent newest first (so their ids run against time) come back newest first by timestamp, two per
+    page, each exactly once; equal timestamps are ordered by id. A made-up cursor is a 422."""
+    user = f"u-{_tag()}"
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    stamps = [base + timedelta(minutes=m) for m in (50, 40, 30, 30, 20, 10, 0)]
+    batch = [{"type": "track", "userId": user, "event": f"e{n}", "timestamp": t.isoformat()}
+             for n, t in enumerate(stamps)]
+    assert (await ingest.post("/v1/batch", json={"batch": batch})).status_code == 200
+    contact = await _contact_of(api, "user_id", user)
+    seen, before = [], None
+    while True:
+        params = {"limit": 2} | ({"before": before} if before else {})
+        r = await api.get(f"/v1/contacts/{contact['id']}/events", params=params)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        seen += page["items"]
+        before = page["next_before"]
+        if before is None:
+            break
+    keys = [(datetime.fromisoformat(e["timestamp"]), e["id"]) for e in seen]
+    assert keys == sorted(keys, reverse=True) and len({e["id"] for e in seen}) == len(batch) == len(seen)
+    assert [e["event"] for e in seen[:2]] == ["e0", "e1"]
+    for bad in ("12", "yesterday~5", "2026-01-01T00:00:00~x"):
+        r = await api.get(f"/v1/contacts/{contact['id']}/events", params={"before": bad})
+        assert r.status_code == 422, (bad, r.text)
