@@ -1,7 +1,11 @@
 """`nudge bench ledger`: idempotent credits through the batching writer vs pgbench TPC-B on the same Postgres.
 
-Also times a spend over an account with `history_months` of monthly buckets against one over a new account:
-the bucket design (月余) should make both cost the same.
+Two phases over the same 100k accounts, `clients` closed-loop clients each: one posting per call (every
+client waits for its durable answer before the next, so at most `clients` postings can share a commit), then
+`per_call` postings per call (a batch of grants, each with its own reference and outcome). The JSON line's
+`value` is the first phase; `params.rates` has every phase. Also times a spend over an account with
+`history_months` of monthly buckets against one over a new account: the bucket design (月余) should make both
+cost the same.
 """
 
 from __future__ import annotations
