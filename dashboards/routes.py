@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,13 +12,17 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from api.deps import DASHBOARD_COOKIE, runtime
+from domain.errors import NotFound
+from domain.ledger import month_label
 from domain.keys import Scope, allows
 from nudge.embedded import read_mailbox
 from store import campaigns as campaigns_store
 from store import keys
+from store import ledger_dashboard
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["month"] = month_label
 router = APIRouter(prefix="/dashboards", include_in_schema=False)
 
 
@@ -34,8 +39,8 @@ async def _signed_in(request: Request) -> bool:
     return granted is not None and allows(granted, Scope.READ)
 
 
-def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **context})
+def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **context}, status_code=status_code)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -73,6 +78,20 @@ async def campaigns_page(request: Request) -> Response:
     }
     return _page(request, "campaigns.html", campaigns=rows, totals=totals, chart=chart,
                  temporal_ui=request.app.state.temporal_ui)
+
+
+@router.get("/points", response_class=HTMLResponse)
+async def points_page(request: Request, program: str | None = None) -> Response:
+    """Points economy of one program (`?program=ID`, default the first); an unknown id is a 404 page."""
+    if not await _signed_in(request):
+        return RedirectResponse("/dashboards/login", status_code=303)
+    try:
+        async with runtime(request).sessions() as s:
+            wanted = None if program in (None, "") else int(program)
+            economy = await ledger_dashboard.points_dashboard(s, wanted, now=datetime.now(UTC))
+    except (ValueError, NotFound):
+        return _page(request, "points.html", status_code=404, missing=program, economy=None)
+    return _page(request, "points.html", economy=economy, missing=None)
 
 
 @router.get("/inbox", response_class=HTMLResponse)
