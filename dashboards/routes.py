@@ -23,6 +23,7 @@ from store import ledger_dashboard
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["month"] = month_label
+templates.env.filters["utc"] = lambda moment: moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 router = APIRouter(prefix="/dashboards", include_in_schema=False)
 
 
