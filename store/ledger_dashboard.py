@@ -82,19 +82,14 @@ BUCKETS_BY_MONTH = """
     WHERE program_id = :p AND remaining > 0 GROUP BY month
 """
 # Each posting's receipt lists every side it moved (system accounts included); `restate` postings move nothing.
-# One pass gives the chart's months and the all-time sums it is checked against.
+# Grouped over all months (a few rows per month): the chart takes its window, the all-time sums check it.
+# One pass, no materialised CTE: 0.7 s for 500k postings here (per-row month arithmetic and a CTE read twice: 2.4 s).
 FLOWS_BY_MONTH = """
-    WITH moved AS (
-        SELECT (extract(year FROM p.created_at AT TIME ZONE 'UTC') * 12
-                + extract(month FROM p.created_at AT TIME ZONE 'UTC') - 1)::int AS month,
-               x->>0 AS account, (x->>1)::bigint AS amount
-        FROM ledger_postings p CROSS JOIN LATERAL jsonb_array_elements(p.entries) x
-        WHERE p.program_id = :p AND x->>0 = ANY(CAST(:accounts AS text[]))
-    )
-    SELECT month, account, sum(amount)::bigint AS amount FROM moved
-    WHERE month BETWEEN :first AND :last GROUP BY month, account
-    UNION ALL
-    SELECT NULL, account, sum(amount)::bigint FROM moved GROUP BY account
+    SELECT date_trunc('month', p.created_at AT TIME ZONE 'UTC') AS month, x->>0 AS account,
+           sum((x->>1)::bigint)::bigint AS amount
+    FROM ledger_postings p CROSS JOIN LATERAL jsonb_array_elements(p.entries) x
+    WHERE p.program_id = :p AND x->>0 = ANY(CAST(:accounts AS text[]))
+    GROUP BY 1, 2
 """
 LARGEST = """
     SELECT contact_id, balance FROM ledger_accounts WHERE program_id = :p AND balance > 0
@@ -151,20 +146,16 @@ async def points_dashboard(session: AsyncSession, program_id: int | None, *, now
 
 async def _flows(session: AsyncSession, program_id: int, today: Month) -> tuple[list[MonthFlow], dict[str, int]]:
     """Issued, redeemed and expired per posted month for the last `CHART_MONTHS` months, and all-time sums."""
-    first = today - CHART_MONTHS + 1
-    rows = await session.execute(text(FLOWS_BY_MONTH), {"p": program_id, "accounts": [str(a) for a in FLOWS],
-                                                        "first": first, "last": today})
+    rows = await session.execute(text(FLOWS_BY_MONTH), {"p": program_id, "accounts": [str(a) for a in FLOWS]})
     per_month: dict[tuple[Month, str], int] = {}
     totals: dict[str, int] = {}
     for r in rows:
-        if r.month is None:
-            totals[r.account] = int(r.amount)
-        else:
-            per_month[(r.month, r.account)] = int(r.amount)
+        per_month[(month_of(r.month), r.account)] = int(r.amount)
+        totals[r.account] = totals.get(r.account, 0) + int(r.amount)
     months = [MonthFlow(m, issued=-per_month.get((m, SystemAccount.ISSUANCE), 0),
                         redeemed=per_month.get((m, SystemAccount.REDEMPTION), 0),
                         expired=per_month.get((m, SystemAccount.EXPIRY), 0))
-              for m in range(first, today + 1)]
+              for m in range(today - CHART_MONTHS + 1, today + 1)]
     return months, totals
 
 
