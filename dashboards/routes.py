@@ -86,12 +86,17 @@ async def points_page(request: Request, program: str | None = None) -> Response:
     """Points economy of one program (`?program=ID`, default the first); an unknown id is a 404 page."""
     if not await _signed_in(request):
         return RedirectResponse("/dashboards/login", status_code=303)
+    def missing() -> HTMLResponse:
+        return _page(request, "points.html", status_code=404, missing=program, economy=None)
+
+    if program and not (program.isascii() and program.isdigit()):
+        return missing()
     try:
         async with runtime(request).sessions() as s:
-            wanted = None if program in (None, "") else int(program)
-            economy = await ledger_dashboard.points_dashboard(s, wanted, now=datetime.now(UTC))
-    except (ValueError, NotFound):
-        return _page(request, "points.html", status_code=404, missing=program, economy=None)
+            economy = await ledger_dashboard.points_dashboard(s, int(program) if program else None,
+                                                              now=datetime.now(UTC))
+    except NotFound:
+        return missing()
     return _page(request, "points.html", economy=economy, missing=None)
 
 

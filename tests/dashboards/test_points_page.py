@@ -194,7 +194,7 @@ async def test_signed_out_visitors_sign_in_first_and_an_unknown_program_is_a_404
 
     blocked: list[str] = []
     page = await _signed_in_page(browser, api_url, read_key, blocked)
-    for wanted in ("999999999", "not-a-number"):
+    for wanted in ("999999999", "not-a-number", "99999999999999999999999", "²"):
         response = await page.goto(f"{api_url}/dashboards/points?program={wanted}")
         assert response is not None and response.status == 404, wanted
         assert "Program not found" in (await page.text_content("#not-found") or "")
