@@ -89,7 +89,20 @@ async def _events_segment_points(api: httpx.AsyncClient, base: str, ingest: str,
                 "reference": f"reward:checkin:{contact}:{day.isoformat()}:1", "memo": "Daily check-in"})
             r.raise_for_status()
             credited += 10
-    console.print(f"[green]✓[/] Points program #{program['id']} 'Coins': {credited} coins credited for daily check-ins")
+    # A balance imported from an older loyalty system, earned 12 months ago (so it expires at the end of this
+    # month: the points dashboard shows it as expiring), and a few coupon redemptions.
+    year_ago = f"{today.year - 1}-{today.month:02d}"
+    for contact in ids[:4]:
+        (await api.post("/v1/ledger/postings", json={
+            "program_id": program["id"], "kind": "credit", "contact_id": contact, "amount": 25,
+            "earned_month": year_ago, "reference": f"import:legacy:{contact}", "memo": "Imported balance"})
+         ).raise_for_status()
+    for contact in ids[:3]:
+        (await api.post("/v1/ledger/postings", json={
+            "program_id": program["id"], "kind": "debit", "contact_id": contact, "amount": 15,
+            "reference": f"redeem:demo-order-{contact}", "memo": "Coupon: 15 coins off"})).raise_for_status()
+    console.print(f"[green]✓[/] Points program #{program['id']} 'Coins': {credited} coins for daily check-ins, "
+                  f"100 imported (expiring this month), 45 redeemed")
 
 
 async def load_demo(settings: Settings, console: Console) -> None:
