@@ -139,7 +139,7 @@ async def contact_events(
     contact_id: int, session: Session,
     before: Annotated[str | None, Query(
         pattern=r"^\S+~\d+$", description="The `next_before` of the previous page: events older than it.",
-        examples=["2026-11-25T09:30:00.120000+00:00~1042"])] = None,
+        examples=["2026-11-25T09:30:00.120000Z~1042"])] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     cursor = _event_cursor(before) if before else None
@@ -148,7 +148,12 @@ async def contact_events(
     rows = await event_store.contact_events(session, contact_id, before=cursor, limit=limit)
     items = [EventOut(**r) for r in rows]
     last = items[-1] if len(items) == limit else None
-    return EventPage(items=items, next_before=f"{last.timestamp.isoformat()}~{last.id}" if last else None)
+    return EventPage(items=items, next_before=_event_cursor_of(last) if last else None)
+
+
+def _event_cursor_of(event: EventOut) -> str:
+    """UTC with a `Z`, so the cursor survives being pasted into a URL unencoded (a `+` would become a space)."""
+    return f"{event.timestamp.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}~{event.id}"
 
 
 def _event_cursor(value: str) -> tuple[datetime, int]:
@@ -157,5 +162,5 @@ def _event_cursor(value: str) -> tuple[datetime, int]:
         at = datetime.fromisoformat(stamp)
     except ValueError:
         raise HTTPException(422, f"`before` must be a `next_before` value from a previous page, such as "
-                                 f"2026-11-25T09:30:00.120000+00:00~1042; got {value[:60]!r}.") from None
+                                 f"2026-11-25T09:30:00.120000Z~1042; got {value[:60]!r}.") from None
     return (at if at.tzinfo else at.replace(tzinfo=UTC)), int(event_id)

@@ -217,6 +217,7 @@ async def test_the_timeline_is_in_event_time_order_and_pages_without_gaps(
         page = r.json()
         seen += page["items"]
         before = page["next_before"]
+        assert before is None or "+" not in before  # URL-safe as it is
         if before is None:
             break
     keys = [(datetime.fromisoformat(e["timestamp"]), e["id"]) for e in seen]
