@@ -75,17 +75,19 @@ def void_reference(program_id: int, contact_id: int, hold_reference: str, cause:
     return f"{cause}:{program_id}:{contact_id}:hold:{hashlib.sha256(hold_reference.encode()).hexdigest()[:32]}"
 
 
-async def hold_voids(session: AsyncSession, contact_id: int, programs: Sequence[int], *, cause: str = "erase",
+async def hold_voids(session: AsyncSession, accounts: Sequence[tuple[int, int]], *, cause: str = "erase",
                      memo: str = ERASED_MEMO) -> list[Submission]:
-    """VOID postings for the contact's pending holds in `programs` (erasure and identity merges close an
-    account's holds first: a forfeit or a move takes only what is not reserved)."""
+    """VOID postings for the pending holds of these (contact, program) accounts, in one query (erasure and
+    identity merges close an account's holds first: a forfeit or a move takes only what is not reserved)."""
     holds = (await session.execute(text("""
-        SELECT program_id, reference FROM ledger_holds
-        WHERE contact_id = :c AND status = 'pending' AND program_id = ANY(:p)
-        ORDER BY program_id, reference
-    """), {"c": contact_id, "p": list(programs)})).all()
-    return [Submission(h.program_id, Request(void_reference(h.program_id, contact_id, h.reference, cause), Kind.VOID,
-                                             contact_id, hold_reference=h.reference, memo=memo)) for h in holds]
+        SELECT h.contact_id, h.program_id, h.reference FROM ledger_holds h
+        JOIN unnest(CAST(:c AS bigint[]), CAST(:p AS bigint[])) AS a(c, p) ON h.contact_id = a.c AND h.program_id = a.p
+        WHERE h.status = 'pending'
+        ORDER BY h.contact_id, h.program_id, h.reference
+    """), {"c": [a[0] for a in accounts], "p": [a[1] for a in accounts]})).all()
+    return [Submission(h.program_id, Request(void_reference(h.program_id, h.contact_id, h.reference, cause),
+                                             Kind.VOID, h.contact_id, hold_reference=h.reference, memo=memo))
+            for h in holds]
 
 
 async def erase(session: AsyncSession, contact_id: int, *, now: datetime) -> Erasure | None:
@@ -181,7 +183,7 @@ async def _close_accounts(session: AsyncSession, contact_id: int, now: datetime)
         "SELECT program_id FROM ledger_accounts WHERE contact_id = :c ORDER BY program_id"), {"c": contact_id})).all()
     if not programs:
         return {}, 0
-    voids = await hold_voids(session, contact_id, programs)
+    voids = await hold_voids(session, [(contact_id, p) for p in programs])
     batch: list[Submission] = []
     for program in programs:
         batch += [v for v in voids if v.program_id == program]

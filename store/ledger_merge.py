@@ -47,10 +47,7 @@ async def move_points(session: AsyncSession, pairs: Sequence[tuple[int, int]], *
             if (a.program_id, merge_reference(a.program_id, a.contact_id, into[a.contact_id]) + ":in") not in moved]
     if not todo:
         return []
-    voids: list[Submission] = []
-    for contact in sorted({c for c, _ in todo}):
-        voids += await hold_voids(session, contact, [p for c, p in todo if c == contact], cause="merge",
-                                  memo=MERGE_MEMO)
+    voids = await hold_voids(session, todo, cause="merge", memo=MERGE_MEMO)
     if voids:
         _raise_refused(await apply(session, voids, now=now))
     buckets = await _locked_buckets(session, todo)
