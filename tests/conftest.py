@@ -10,7 +10,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -27,6 +27,7 @@ from nudge.embedded import SEARCH_ATTRIBUTES, EmbeddedPostgres, MailSink, free_p
 from nudge.runtime import Runtime
 from nudge.settings import Settings
 from nudge.worker import build_workers
+from store import events as events_store
 from store import keys
 from store.db import make_engine, make_sessionmaker, plain_url, transaction
 from store.migrate import upgrade
@@ -188,3 +189,35 @@ async def anon_api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Outbox:
+    """A test's own event-outbox consumer. The outbox hands over only rows older than every running
+    transaction, so a background one (a segment refresh) can hold fresh events back for a moment: like a real
+    consumer, `drain` polls."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def start(self, consumer: str) -> None:
+        """Register `consumer` at the current end of the outbox."""
+        await self.drain(consumer, lambda _: False)
+
+    async def drain(self, consumer: str, keep: Callable[[events_store.OutboxEvent], bool], expect: int = 0,
+                    timeout: float = 15.0) -> list[events_store.OutboxEvent]:
+        """Read and advance to the end; the events `keep` picks, waiting up to `timeout` for `expect` of them."""
+        kept: list[events_store.OutboxEvent] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            async with transaction(self.sessions) as s:
+                while batch := await events_store.read_new_events(s, consumer, limit=1000):
+                    kept += [e for e in batch if keep(e)]
+                    await events_store.advance_cursor(s, consumer, batch[-1].position)
+            if len(kept) >= expect or asyncio.get_running_loop().time() > deadline:
+                return kept
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def outbox(sessions: async_sessionmaker[AsyncSession]) -> Outbox:
+    return Outbox(sessions)

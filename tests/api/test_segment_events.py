@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from sqlalchemy import text
@@ -32,28 +34,9 @@ async def _contacts(api: httpx.AsyncClient, tag: str, n: int) -> list[int]:
     return ids
 
 
-async def _start_consumer(sessions: async_sessionmaker[AsyncSession], consumer: str) -> None:
-    """Register `consumer` at the current end of the outbox."""
-    async with transaction(sessions) as s:
-        while batch := await events_store.read_new_events(s, consumer, limit=100_000):
-            await events_store.advance_cursor(s, consumer, batch[-1].position)
-
-
-async def _segment_events(sessions: async_sessionmaker[AsyncSession], consumer: str, segment_id: int,
-                          expect: int = 0) -> list[events_store.OutboxEvent]:
-    """Everything new for `consumer` about `segment_id`, and advance past it. The outbox shows rows committed
-    before every running transaction began, so wait a little (for `expect` of them) while one is busy."""
-    found: list[events_store.OutboxEvent] = []
-    for _ in range(150):
-        async with transaction(sessions) as s:
-            while batch := await events_store.read_new_events(s, consumer, limit=1000):
-                found += [e for e in batch if e.event in ("segment_entered", "segment_exited")
-                          and e.properties.get("segment_id") == segment_id]
-                await events_store.advance_cursor(s, consumer, batch[-1].position)
-        if len(found) >= expect:
-            return found
-        await asyncio.sleep(0.1)
-    return found
+def _about(segment_id: int) -> Callable[[events_store.OutboxEvent], bool]:
+    """Outbox events of `segment_id`'s membership changes."""
+    return lambda e: e.event in ("segment_entered", "segment_exited") and e.properties.get("segment_id") == segment_id
 
 
 async def _transitions(sessions: async_sessionmaker[AsyncSession], segment_id: int) -> list[tuple[int, str]]:
@@ -66,7 +49,7 @@ async def _transitions(sessions: async_sessionmaker[AsyncSession], segment_id: i
 
 async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
     api: httpx.AsyncClient, api_url: str, ingest_key: str, temporal_client: Client, worker: None,
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], outbox: Any,
 ) -> None:
     tag = _tag()
     consumer = f"test-{tag}"
@@ -74,7 +57,7 @@ async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
     rule = {"and": [{"field": "traits.tag", "op": "eq", "value": tag},
                     {"event": "order_paid", "where": {"field": "properties.amount", "op": "gt", "value": 100}}]}
     seg = (await api.post("/v1/segments", json={"name": f"{tag} buyers", "kind": "rule", "rule": rule})).json()
-    await _start_consumer(sessions, consumer)
+    await outbox.start(consumer)
     async with sessions() as s:
         seen_before = await s.scalar(text("SELECT last_seen_at FROM contacts WHERE id = :c"), {"c": ids[0]})
 
@@ -87,7 +70,7 @@ async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
                                            task_queue=TASK_QUEUE)
 
     # Entered: one event for the outbox's consumers, keyed by the transition it records.
-    [entered] = await _segment_events(sessions, consumer, seg["id"], 1)
+    [entered] = await outbox.drain(consumer, _about(seg["id"]), 1)
     [(transition_id, _)] = await _transitions(sessions, seg["id"])
     assert (entered.contact_id, entered.type, entered.event) == (ids[0], "track", "segment_entered")
     assert entered.properties == {"segment_id": seg["id"], "segment_name": f"{tag} buyers"}
@@ -111,7 +94,7 @@ async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
     assert r.status_code == 200, r.text
     r = await api.post(f"/v1/segments/{seg['id']}/refresh")  # the scheduled consumer may have got there first
     assert r.json()["entered"] == 0 and r.json()["exited"] in (0, 1)
-    [exited] = await _segment_events(sessions, consumer, seg["id"], 1)
+    [exited] = await outbox.drain(consumer, _about(seg["id"]), 1)
     assert (exited.contact_id, exited.event) == (ids[0], "segment_exited")
     assert exited.message_id.startswith(f"segment:{seg['id']}:{ids[0]}:exited:")
     timeline = (await api.get(f"/v1/contacts/{ids[0]}/events")).json()["items"]
@@ -124,12 +107,12 @@ async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
         assert r.json()["entered"] == 0 and r.json()["exited"] == 0
     await temporal_client.execute_workflow(SegmentChangesWorkflow.run, ChangesInput(), id=f"test-{tag}-2",
                                            task_queue=TASK_QUEUE)
-    assert await _segment_events(sessions, consumer, seg["id"]) == []
+    assert await outbox.drain(consumer, _about(seg["id"])) == []
     assert [kind for _, kind in await _transitions(sessions, seg["id"])] == ["segment_entered", "segment_exited"]
 
 
 async def test_a_refresh_rolled_back_by_a_crash_emits_its_events_once_when_retried(
-    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession],
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], outbox: Any,
 ) -> None:
     tag = _tag()
     ids = await _contacts(api, tag, 3)
@@ -140,7 +123,7 @@ async def test_a_refresh_rolled_back_by_a_crash_emits_its_events_once_when_retri
         segment = await store.create_segment(s, name=f"{tag} rule", kind="rule",
                                              rule={"field": "traits.tag", "op": "eq", "value": tag})
     consumer = f"test-{tag}"
-    await _start_consumer(sessions, consumer)
+    await outbox.start(consumer)
 
     class Crash(Exception):
         pass
@@ -152,13 +135,13 @@ async def test_a_refresh_rolled_back_by_a_crash_emits_its_events_once_when_retri
             raise Crash
     except Crash:
         pass
-    assert await _segment_events(sessions, consumer, segment.id) == []  # nothing of the crashed run survives
+    assert await outbox.drain(consumer, _about(segment.id)) == []  # nothing of the crashed run survives
 
     async with transaction(sessions) as s:
         assert (await store.refresh_segment(s, segment, store_now())).entered == 3
     async with transaction(sessions) as s:
         assert (await store.refresh_segment(s, segment, store_now())).entered == 0
-    events = await _segment_events(sessions, consumer, segment.id, 3)
+    events = await outbox.drain(consumer, _about(segment.id), 3)
     assert sorted(e.contact_id for e in events) == ids and {e.event for e in events} == {"segment_entered"}
     assert len({e.message_id for e in events}) == 3
     async with sessions() as s:
@@ -170,7 +153,7 @@ async def test_a_refresh_rolled_back_by_a_crash_emits_its_events_once_when_retri
 
 
 async def test_manual_list_changes_are_events_in_outbox_rows_of_bounded_size(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], outbox: Any,
 ) -> None:
     tag = _tag()
     async with transaction(sessions) as s:
@@ -179,7 +162,7 @@ async def test_manual_list_changes_are_events_in_outbox_rows_of_bounded_size(
             " RETURNING id"), {"tag": tag})).all())
         segment = await store.create_segment(s, name=f"{tag} list", kind="manual", rule=None)
     consumer = f"test-{tag}"
-    await _start_consumer(sessions, consumer)
+    await outbox.start(consumer)
     async with transaction(sessions) as s:
         assert await store.add_members(s, segment, ids, store_now()) == 2500
     async with transaction(sessions) as s:
@@ -192,7 +175,7 @@ async def test_manual_list_changes_are_events_in_outbox_rows_of_bounded_size(
                           AND e.properties @> CAST(:p AS jsonb))
             ORDER BY o.xid, o.id"""), {"p": f'{{"segment_id": {segment.id}}}'})).all()
     assert list(sizes) == [1000, 1000, 500, 10], "a consumer reading ~1000 events gets ~1000, not 2500"
-    events = await _segment_events(sessions, consumer, segment.id, 2510)
+    events = await outbox.drain(consumer, _about(segment.id), 2510)
     assert [e.event for e in events].count("segment_entered") == 2500
     assert [(e.contact_id, e.event) for e in events if e.event == "segment_exited"] == [
         (c, "segment_exited") for c in ids[:10]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -55,36 +56,16 @@ async def test_new_anonymous_id_in_concurrent_batches_makes_one_contact(
     assert count == 4
 
 
-async def _drain_until(sessions: async_sessionmaker[AsyncSession], consumer: str, contact: int, count: int,
-                       timeout: float = 30.0) -> list[store.OutboxEvent]:
-    """Read (and advance) `consumer` until `count` events of `contact` have been handed over. The outbox only
-    hands over rows older than every running transaction, so another transaction in the cluster (a background
-    segment refresh) can hold fresh events back for a moment; consumers poll, and so does this."""
-    handed: list[store.OutboxEvent] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    while len([e for e in handed if e.contact_id == contact]) < count:
-        assert asyncio.get_running_loop().time() < deadline, f"only {handed!r} handed over"
-        async with transaction(sessions) as s:
-            batch = await store.read_new_events(s, consumer, limit=1000)
-            if batch:
-                handed += batch
-                await store.advance_cursor(s, consumer, batch[-1].position)
-        if not batch:
-            await asyncio.sleep(0.1)
-    return handed
-
-
-async def test_outbox_hands_committed_events_to_a_consumer_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_outbox_hands_committed_events_to_a_consumer_once(
+        sessions: async_sessionmaker[AsyncSession], outbox: Any) -> None:
     consumer = f"test-{_tag()}"
-    async with transaction(sessions) as s:  # start this consumer at the current end of the outbox
-        while batch := await store.read_new_events(s, consumer, limit=100_000):
-            await store.advance_cursor(s, consumer, batch[-1].position)
+    await outbox.start(consumer)
     user = f"u-{_tag()}"
     await _ingest(sessions, [{"type": "track", "userId": user, "event": f"e{i}"} for i in range(3)])
     async with sessions() as s:
         contact = await find_contact(s, "user_id", user)
     assert contact is not None
-    handed = await _drain_until(sessions, consumer, contact, 3)  # other writers may share the outbox
+    handed = await outbox.drain(consumer, lambda e: e.contact_id == contact, 3)  # other writers share it
     assert [e.event for e in handed if e.contact_id == contact] == ["e0", "e1", "e2"]
     async with transaction(sessions) as s:
         again = await store.read_new_events(s, consumer, limit=1000)
@@ -92,11 +73,9 @@ async def test_outbox_hands_committed_events_to_a_consumer_once(sessions: async_
 
 
 async def test_merge_moves_events_and_aggregates_and_the_outbox_follows(
-        sessions: async_sessionmaker[AsyncSession]) -> None:
+        sessions: async_sessionmaker[AsyncSession], outbox: Any) -> None:
     consumer = f"test-{_tag()}"
-    async with transaction(sessions) as s:
-        while batch := await store.read_new_events(s, consumer, limit=100_000):
-            await store.advance_cursor(s, consumer, batch[-1].position)
+    await outbox.start(consumer)
     user, anon = f"u-{_tag()}", f"a-{_tag()}"
     day = "2024-03-01T10:00:00Z"
     await _ingest(sessions, [{"type": "track", "anonymousId": anon, "event": "view", "timestamp": day}] * 1
@@ -109,7 +88,7 @@ async def test_merge_moves_events_and_aggregates_and_the_outbox_follows(
         daily = (await s.execute(text("SELECT day::text, count FROM contact_event_daily WHERE contact_id = :c"),
                                  {"c": contact})).all()
     assert [tuple(r) for r in daily] == [("2024-03-01", 3)]
-    seen = [e for e in await _drain_until(sessions, consumer, contact, 4) if e.contact_id == contact]
+    seen = await outbox.drain(consumer, lambda e: e.contact_id == contact, 4)
     assert sorted(e.type for e in seen) == ["identify", "track", "track", "track"]
 
 
