@@ -15,7 +15,7 @@ from temporalio.client import Client
 from api import campaigns, contacts, errors, health, ingest, ledger, redemptions, segments
 from dashboards import routes as dashboards
 from nudge import __version__
-from nudge.runtime import Runtime, connect_temporal
+from nudge.runtime import Runtime, connect_temporal, tune_gc
 from nudge.settings import Settings, get_settings
 
 REQUESTS = Counter("nudge_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = Runtime.build(settings)
         app.state.temporal = TemporalHandle(settings)
+        tune_gc()
         yield
         await app.state.runtime.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -12,6 +13,25 @@ from nudge.settings import Settings
 from domain.keys import Scope
 from store import keys
 from store.db import make_engine, make_outcome_engine, make_sessionmaker, transaction
+
+
+_GC_TUNED = False
+
+
+def tune_gc(young: int = 50_000) -> None:
+    """Make a long-running server's garbage collector cheap: everything alive after start-up (modules,
+    the app, its pools) is frozen out of collections, and the youngest generation is collected after
+    `young` surviving allocations instead of 700. A batch of 100 events allocates thousands of short-lived
+    containers; with the defaults CPython ran full collections over the whole heap so often that they
+    took a fifth of the API's CPU at ingest rates (py-spy --native: gc_collect_main 20%). Once per process."""
+    global _GC_TUNED
+    if _GC_TUNED:
+        return
+    _GC_TUNED = True
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(young, older, oldest)
 
 
 def require(value: str | None, name: str) -> str:
