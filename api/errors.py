@@ -23,10 +23,25 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p != "body") or "body"
 
 
+TITLES = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
+          413: "Payload too large", 503: "Service unavailable"}
+
+
+def domain_problem(exc: DomainError) -> JSONResponse:
+    return problem(exc.status, exc.title, str(exc))
+
+
+def http_problem(exc: HTTPException) -> JSONResponse:
+    response = problem(exc.status_code, TITLES.get(exc.status_code, "Error"), str(exc.detail))
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        return problem(exc.status, exc.title, str(exc))
+        return domain_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -36,9 +51,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-                  409: "Conflict", 413: "Payload too large", 503: "Service unavailable"}
-        response = problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
-        for name, value in (exc.headers or {}).items():
-            response.headers[name] = value
-        return response
+        return http_problem(exc)

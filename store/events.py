@@ -30,7 +30,7 @@ import psycopg.errors
 from psycopg import AsyncConnection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.events import Event, needs_resolution
+from domain.events import Event, IdentityKind, needs_resolution
 from store import identities
 from store.identities import driver
 
@@ -227,25 +227,46 @@ async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult
 
 
 def _columns(batch: Sequence[Event]) -> tuple[str, dict[str, str | list[str | None]]]:
-    """The statement and its column parameters: joined strings, or text arrays when a value holds SEP or NUL."""
-    received: dict[datetime, str] = {}
-    for e in batch:
-        if e.received_at not in received:
-            received[e.received_at] = e.received_at.isoformat()
-    contexts: dict[str, str] = {}  # JSON -> its 1-based position in column x
-    positions = [contexts.setdefault(orjson.dumps(e.context).decode(), str(len(contexts) + 1)) for e in batch]
-    cols: dict[str, list[str | None]] = {
-        "k": [e.primary_key[0] for e in batch], "v": [e.primary_key[1] for e in batch],
-        "m": [e.message_id for e in batch], "t": [e.type for e in batch], "e": [e.event for e in batch],
-        "p": [orjson.dumps(e.properties).decode() for e in batch],  # orjson escapes every control character
-        "xi": positions, "x": list(contexts),
-        "ts": [e.timestamp.isoformat() for e in batch], "ra": [received[e.received_at] for e in batch],
-    }
-    joined = {name: SEP.join(NUL if v is None else v for v in values) for name, values in cols.items()}
-    nulls = sum(e.event is None for e in batch)
-    if all(joined[c].count(SEP) == len(batch) - 1 for c in ("v", "m", "e")) and joined["e"].count(NUL) == nulls \
-            and NUL not in joined["v"] + joined["m"]:
+    """The statement and its column parameters: joined strings, or text arrays when a value holds SEP or NUL.
+    One pass over the batch: this runs for every event the API takes."""
+    kinds, values, messages, types, names, props, positions, stamps, received = ([] for _ in range(9))
+    contexts: dict[bytes, str] = {}  # JSON -> its 1-based position in column x
+    received_text: dict[datetime, str] = {}
+    dumps, user, anonymous = orjson.dumps, IdentityKind.USER_ID.value, IdentityKind.ANONYMOUS_ID.value
+    nulls = 0
+    for e in batch:  # the primary identity: userId wins over anonymousId (Event.primary_key)
+        if e.user_id is not None:
+            kinds.append(user)
+            values.append(e.user_id)
+        else:
+            kinds.append(anonymous)
+            values.append(e.anonymous_id or "")
+        messages.append(e.message_id)
+        types.append(e.type)
+        if e.event is None:
+            nulls += 1
+            names.append(NUL)
+        else:
+            names.append(e.event)
+        props.append(dumps(e.properties).decode())  # orjson escapes every control character
+        context = dumps(e.context)
+        position = contexts.get(context)
+        if position is None:
+            position = contexts[context] = str(len(contexts) + 1)
+        positions.append(position)
+        stamps.append(e.timestamp.isoformat())
+        at = received_text.get(e.received_at)
+        if at is None:
+            at = received_text[e.received_at] = e.received_at.isoformat()
+        received.append(at)
+    cols: dict[str, list[str]] = {"k": kinds, "v": values, "m": messages, "t": types, "e": names, "p": props,
+                                  "xi": positions, "x": [c.decode() for c in contexts], "ts": stamps, "ra": received}
+    joined = {name: SEP.join(column) for name, column in cols.items()}
+    last = len(batch) - 1
+    if joined["v"].count(SEP) == last and joined["m"].count(SEP) == last and joined["e"].count(SEP) == last \
+            and joined["e"].count(NUL) == nulls and NUL not in joined["v"] and NUL not in joined["m"]:
         return SPLIT, joined  # type: ignore[return-value]
+    cols["e"] = [None if e.event is None else e.event for e in batch]  # type: ignore[list-item]
     return ARRAYS, cols  # type: ignore[return-value]
 
 

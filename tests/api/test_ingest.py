@@ -183,6 +183,25 @@ async def test_ingest_needs_an_ingest_key_and_an_ingest_key_cannot_read(
         assert (await client.delete("/v1/contacts/1", headers=bearer)).status_code == 403
 
 
+async def test_write_key_errors_are_problems_that_say_what_to_send_and_store_nothing(
+        api_url: str, api: httpx.AsyncClient) -> None:
+    user = f"u-{_tag()}"
+    event = {"userId": user, "event": "x"}
+    garbled = {"Authorization": "Basic %%%not-base64"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        for headers, auth in (({}, None), (garbled, None), ({"Authorization": "Digest abc"}, None),
+                              ({}, ("nk_unknown_secret", ""))):
+            r = await client.post("/v1/batch", json={"batch": [event]}, headers=headers, auth=auth)
+            assert r.status_code == 401, r.text
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.headers["www-authenticate"] == "Basic"
+            assert "write key" in r.json()["detail"]
+        metrics = (await client.get("/metrics")).text
+    assert 'nudge_http_requests_total{method="POST",route="/v1/batch",status="401"}' in metrics
+    r = await api.get("/v1/contacts", params={"identity": f"user_id:{user}"})
+    assert r.status_code == 200 and r.json()["items"] == []
+
+
 async def test_concurrent_requests_are_grouped_without_losing_or_doubling(
         ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
     user = f"u-{_tag()}"
