@@ -39,21 +39,24 @@ from store.identities import driver
 # Columns arrive as one text parameter each, values joined by SEP (NUL marks a NULL): splitting a string is
 # several times cheaper for Postgres than decoding a JSON document of rows, and for Python than adapting lists.
 # The lookups are forced to be index nested loops (LATERAL … OFFSET 0) whatever the row estimate.
+#
+# Two forms. The optimistic one (`{new}` is every row) expects no message id to have been seen: the dedupe
+# insert's unique index checks each one on its way in, so a fresh batch pays one index descent per event for
+# deduplication instead of two. A replay (or a concurrent batch storing the same id) makes it fail with a
+# unique violation; the careful form then leaves out what was seen with an anti-join and reports what it stored.
 INSERT = """
-WITH raw AS (
-    SELECT * FROM unnest({k}, {v}, {m}, {t}, {e}, {p}::jsonb[], {xi}::int[], {ts}::timestamptz[], {ra}::timestamptz[])
+WITH src AS (
+    SELECT i.contact_id AS c, r.* FROM unnest(
+        {k}, {v}, {m}, {t}, {e}, {p}::jsonb[], {xi}::int[], {ts}::timestamptz[], {ra}::timestamptz[])
         WITH ORDINALITY AS r(k, v, m, t, e, p, xi, ts, ra, n)
+    LEFT JOIN LATERAL (SELECT contact_id FROM identities i WHERE i.kind = r.k AND i.value = r.v OFFSET 0) i ON true
 ), ctx AS (  -- each distinct context once (events of one device share it): decoding JSON is the costly part
     SELECT * FROM unnest({x}::jsonb[]) WITH ORDINALITY AS c(x, i)
-), src AS (
-    SELECT i.contact_id AS c, raw.* FROM raw CROSS JOIN LATERAL (
-        SELECT contact_id FROM identities i WHERE i.kind = raw.k AND i.value = raw.v OFFSET 0) i
 ), ok AS (
-    SELECT (SELECT count(*) FROM src) = (SELECT count(*) FROM raw) AS all_known
-), new AS (  -- an index anti-join; joining the dedupe insert's RETURNING back to src was quadratic
-    SELECT * FROM src s WHERE (SELECT all_known FROM ok)
-      AND NOT EXISTS (SELECT FROM event_dedupe d WHERE d.message_id = s.m OFFSET 0)  -- always an index probe
-), fresh AS (  -- a concurrent batch that stored one of these ids first makes this fail (unique violation): retry
+    SELECT count(c) = count(*) AS all_known FROM src
+), new AS (
+    SELECT * FROM src s WHERE (SELECT all_known FROM ok){new}
+), fresh AS (
     INSERT INTO event_dedupe (message_id, received_at) SELECT m, ra FROM new
 ), ins AS (
     INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
@@ -78,12 +81,18 @@ WITH raw AS (
     INSERT INTO event_outbox (contact_ids, event_ids)
     SELECT array_agg(contact_id ORDER BY id), array_agg(id ORDER BY id) FROM ins HAVING count(*) > 0
 )
-SELECT (SELECT all_known FROM ok), (SELECT array_agg(message_id) FROM ins)
+SELECT (SELECT all_known FROM ok){stored}
 """
+CAREFUL = {"new": "\n      AND NOT EXISTS (SELECT FROM event_dedupe d WHERE d.message_id = s.m OFFSET 0)",  # index probe
+           "stored": ", (SELECT array_agg(message_id) FROM ins)"}
+OPTIMISTIC = {"new": "", "stored": ", NULL::text[]"}
 SEP, NUL = "\x1e", "\x1f"
 COLUMNS = ("k", "v", "m", "t", "e", "p", "xi", "x", "ts", "ra")
-SPLIT = INSERT.format(**{c: f"string_to_array(%({c})s, E'\\x1e', E'\\x1f')" for c in COLUMNS})
-ARRAYS = INSERT.format(**{c: f"%({c})s::text[]" for c in COLUMNS})  # for values that contain SEP or NUL
+_SPLIT = {c: f"string_to_array(%({c})s, E'\\x1e', E'\\x1f')" for c in COLUMNS}
+_ARRAYS = {c: f"%({c})s::text[]" for c in COLUMNS}  # for values that contain SEP or NUL
+SPLIT, ARRAYS = INSERT.format(**_SPLIT, **CAREFUL), INSERT.format(**_ARRAYS, **CAREFUL)
+SPLIT_OPTIMISTIC, ARRAYS_OPTIMISTIC = INSERT.format(**_SPLIT, **OPTIMISTIC), INSERT.format(**_ARRAYS, **OPTIMISTIC)
+OPTIMISTIC_FORM = {SPLIT: SPLIT_OPTIMISTIC, ARRAYS: ARRAYS_OPTIMISTIC}
 
 RACE_ATTEMPTS = 5
 
@@ -271,10 +280,12 @@ def _columns(batch: Sequence[Event]) -> tuple[str, dict[str, str | list[str | No
 
 
 async def _insert(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[bool, list[str]]:
-    """(every identity known, message ids stored); nothing is written unless every identity is known."""
-    statement, params = _columns(batch)
+    """(every identity known, message ids stored) for a batch of distinct message ids; nothing is written
+    unless every identity is known. The optimistic form first, then the careful one (see INSERT)."""
+    careful, params = _columns(batch)
     savepoint = not pg.autocommit  # inside the caller's transaction: undo only this statement on a race
-    for attempt in range(RACE_ATTEMPTS):
+    forms = [OPTIMISTIC_FORM[careful], *[careful] * RACE_ATTEMPTS]
+    for attempt, statement in enumerate(forms):
         try:
             if savepoint:
                 await pg.execute("SAVEPOINT nudge_ingest")
@@ -282,13 +293,16 @@ async def _insert(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[boo
             if savepoint:
                 await pg.execute("RELEASE SAVEPOINT nudge_ingest")
             break
-        except psycopg.errors.UniqueViolation:  # a concurrent batch stored one of these message ids first
+        except psycopg.errors.UniqueViolation:  # a replay, or a concurrent batch stored one of these ids first
             if savepoint:
                 await pg.execute("ROLLBACK TO SAVEPOINT nudge_ingest")
-            if attempt == RACE_ATTEMPTS - 1:
+            if attempt == len(forms) - 1:
                 raise
     assert row is not None
-    return bool(row[0]), list(row[1] or [])
+    all_known = bool(row[0])
+    if statement is not careful:  # the optimistic form stored everything, or nothing when somebody is unknown
+        return all_known, [e.message_id for e in batch] if all_known else []
+    return all_known, list(row[1] or [])
 
 
 async def read_new_events(session: AsyncSession, consumer: str, limit: int = 1000) -> list[OutboxEvent]:
