@@ -30,6 +30,7 @@ from store import ledger as store
 from store.db import make_engine, make_sessionmaker, plain_url, transaction
 from store.ledger_writer import PostingWriter, utcnow
 
+DATABASE_ONLY = True
 NAME = "ledger"
 DESCRIPTION = "Points postings/s (16 clients, 100k accounts) vs pgbench TPC-B-like TPS on the same Postgres"
 PARAMS: dict[str, Any] = {"accounts": 100_000, "clients": 16, "per_call": (1, 32), "seconds": 15, "writers": 2,

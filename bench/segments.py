@@ -36,6 +36,7 @@ from store.db import make_engine, make_sessionmaker, plain_url, transaction
 from store.migrate import upgrade
 from store.segments import ROLLUP, PostgresSegmentIndex
 
+DATABASE_ONLY = True
 NAME = "segments"
 DESCRIPTION = "Count of a 3-condition rule with one event aggregate on 1M contacts / 20M events (ms), Postgres and Elasticsearch"
 PARAMS: dict[str, Any] = {"contacts": 1_000_000, "events": 20_000_000, "days": 90, "repeat": 5,

@@ -215,7 +215,8 @@ def bench(
                            else type(default)(value))
         except ValueError:
             raise _fail(f"Parameter {key!r} of {name} takes {type(default).__name__} values, not {value!r}.") from None
-    with _stack(get_settings()) as settings:
+    # A benchmark that needs only Postgres starts only Postgres: an idle Temporal server costs CPU it would measure.
+    with _stack(get_settings(), database_only=getattr(module, "DATABASE_ONLY", False)) as settings:
         result = asyncio.run(module.run(BenchContext(settings=settings, console=console), **params))
     result.show(console)
 

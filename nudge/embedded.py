@@ -152,7 +152,11 @@ class EmbeddedPostgres:
             )
         options = [
             f"-p {self.port}", "-h 127.0.0.1", f"-k {self.data_dir}", "-c max_connections=200",
-            "-c shared_buffers=256MB", "-c max_wal_size=2GB",
+            "-c shared_buffers=256MB",
+            # Write-heavy defaults (ingest writes about 1 KB of WAL per event): checkpoints far enough apart that
+            # full-page images stay a small share of the WAL, and old segments kept for reuse so a burst does
+            # not stall on creating and zero-filling new ones. pg_wal grows to min_wal_size only under load.
+            "-c max_wal_size=4GB", "-c min_wal_size=1GB", "-c checkpoint_timeout=15min",
         ]
         if self.fast_unsafe:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
