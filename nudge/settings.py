@@ -40,9 +40,10 @@ class Settings(BaseSettings):
     mail_from: str = "Nudge <nudge@localhost>"
     campaign_batch_size: int = Field(500, ge=1, le=5000)
     smtp_concurrency: int = Field(8, ge=1, le=64)
-    # Daily prune (workflows/events_ops.py). A replayed messageId older than the dedupe window is stored anew.
+    # Daily prune (workflows/events_ops.py). A stored event refuses its replays as long as it is kept; only an
+    # erased contact's message ids are forgotten, after the dedupe window.
     event_outbox_retention_days: int = Field(7, ge=1, description="Keep outbox rows every consumer has read this long.")
-    event_dedupe_window_days: int = Field(30, ge=1, description="How long a messageId deduplicates (Segment-style).")
+    event_dedupe_window_days: int = Field(30, ge=1, description="How long an erased contact's messageIds still refuse replays.")
     segment_transitions_retention_days: int = Field(90, ge=1, description="Keep segment enter/exit history this long.")
     log_level: str = "info"
     worker_metrics_port: int | None = Field(None, description="Serve the worker's Prometheus metrics on this port.")

@@ -1,8 +1,11 @@
 """Events: the set-based ingest of a batch, the outbox downstream consumers read, and erasure.
 
-Ingest writes, in the caller's transaction: message-id dedupe rows, the events, per-contact daily
-aggregates (`contact_event_daily`), `contacts.last_seen_at` and one `event_outbox` row for the batch —
-one statement for all of it, so a crash loses or duplicates nothing and a retried batch adds nothing.
+Ingest writes, in the caller's transaction: the events, per-contact daily aggregates
+(`contact_event_daily`), `contacts.last_seen_at` and one `event_outbox` row for the batch — one statement
+for all of it, so a crash loses or duplicates nothing and a retried batch adds nothing. A message id is
+stored once per contact: the unique index `(contact_id, message_id)` on events refuses a replay, which
+carries the same identity and so lands on the same contact. `event_dedupe` remembers the message ids of
+erased contacts (see `erase_contact`), whose events and identities are gone, for the dedupe window.
 
 Downstream consumers (task progress, journey triggers, segment refresh) read committed events in
 order, after commit, surviving restarts:
@@ -40,10 +43,10 @@ from store.identities import driver
 # several times cheaper for Postgres than decoding a JSON document of rows, and for Python than adapting lists.
 # The lookups are forced to be index nested loops (LATERAL … OFFSET 0) whatever the row estimate.
 #
-# Two forms. The optimistic one (`{new}` is every row) expects no message id to have been seen: the dedupe
-# insert's unique index checks each one on its way in, so a fresh batch pays one index descent per event for
-# deduplication instead of two. A replay (or a concurrent batch storing the same id) makes it fail with a
-# unique violation; the careful form then leaves out what was seen with an anti-join and reports what it stored.
+# Two forms. The optimistic one (`{new}` is every row) expects no message id to have been seen: the events'
+# unique index on (contact_id, message_id) checks each one on its way in, so a fresh batch pays no extra probe
+# for deduplication. A replay (or a concurrent batch storing the same id) makes it fail with a unique
+# violation; the careful form then leaves out what is stored with an anti-join and reports what it stored.
 INSERT = """
 WITH src AS (
     SELECT i.contact_id AS c, r.* FROM unnest(
@@ -56,8 +59,6 @@ WITH src AS (
     SELECT count(c) = count(*) AS all_known FROM src
 ), new AS (
     SELECT * FROM src s WHERE (SELECT all_known FROM ok){new}
-), fresh AS (
-    INSERT INTO event_dedupe (message_id, received_at) SELECT m, ra FROM new
 ), ins AS (
     INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
     SELECT s.c, nextval('events_id_seq'), s.m, s.t, s.e, s.p, ctx.x, s.ts, s.ra
@@ -83,7 +84,7 @@ WITH src AS (
 )
 SELECT (SELECT all_known FROM ok){stored}
 """
-CAREFUL = {"new": "\n      AND NOT EXISTS (SELECT FROM event_dedupe d WHERE d.message_id = s.m OFFSET 0)",  # index probe
+CAREFUL = {"new": "\n      AND NOT EXISTS (SELECT FROM events e WHERE e.contact_id = s.c AND e.message_id = s.m OFFSET 0)",
            "stored": ", (SELECT array_agg(message_id) FROM ins)"}
 OPTIMISTIC = {"new": "", "stored": ", NULL::text[]"}
 SEP, NUL = "\x1e", "\x1f"
@@ -118,12 +119,25 @@ WHERE b.before < %(limit)s
 ORDER BY b.xid, b.id, u.n
 """
 
+# Message ids of a batch already stored: on the contact that now holds the event's primary identity (a merge
+# moves identities and events together), or remembered for an erased contact.
+SEEN = """
+SELECT message_id FROM event_dedupe WHERE message_id = ANY(%(m)s)
+UNION ALL
+SELECT e.message_id FROM unnest(%(k)s::text[], %(v)s::text[], %(m)s::text[]) AS u(k, v, m)
+JOIN identities i ON i.kind = u.k AND i.value = u.v
+JOIN events e ON e.contact_id = i.contact_id AND e.message_id = u.m
+"""
+
 ADVANCE = """
 INSERT INTO event_cursors (consumer, xid, outbox_id) VALUES (%s, %s::xid8, %s)
 ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, outbox_id = excluded.outbox_id, updated_at = now()
 """
 
 ERASE = (
+    # The erased person's message ids outlive their events for the dedupe window, so a replay cannot recreate them.
+    "INSERT INTO event_dedupe (message_id, received_at) SELECT message_id, now() FROM events"
+    " WHERE contact_id = ANY(%(ids)s) ON CONFLICT (message_id) DO UPDATE SET received_at = excluded.received_at",
     "DELETE FROM events WHERE contact_id = ANY(%(ids)s)",
     "DELETE FROM contact_event_daily WHERE contact_id = ANY(%(ids)s)",
     "DELETE FROM identities WHERE contact_id = ANY(%(ids)s)",
@@ -223,7 +237,8 @@ async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult
         if all_known:
             return IngestResult(received=len(events), inserted=len(stored))
     # A replay must not re-create an erased contact or re-apply old traits: drop what was seen first.
-    cur = await pg.execute("SELECT message_id FROM event_dedupe WHERE message_id = ANY(%s)", (list(unique),))
+    cur = await pg.execute(SEEN, {"k": [e.primary_key[0] for e in batch], "v": [e.primary_key[1] for e in batch],
+                                  "m": [e.message_id for e in batch]})
     seen = {r[0] for r in await cur.fetchall()}
     batch = [e for e in batch if e.message_id not in seen]
     if not batch:
@@ -334,7 +349,8 @@ async def contact_events(session: AsyncSession, contact_id: int, *, before: tupl
 
 async def erase_contact(session: AsyncSession, contact_id: int) -> bool:
     """Right to erasure: the contact, its identities, its events and their aggregates, and its merge
-    forwards. Message-id dedupe rows stay (they hold no personal data) so a replay cannot resurrect it."""
+    forwards. Its message ids are kept in `event_dedupe` for the dedupe window (they hold no personal
+    data) so that a replay cannot resurrect it."""
     pg = await driver(session)
     cur = await pg.execute("SELECT id FROM contacts WHERE id = %s FOR UPDATE", (contact_id,))
     if await cur.fetchone() is None:

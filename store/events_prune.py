@@ -3,8 +3,8 @@
 - `event_outbox`: rows every registered consumer (`event_cursors`) has read *and* older than the outbox
   retention. A consumer that stops reading holds rows back: delete its cursor row to release them. With no
   consumer registered at all, age alone decides (a consumer that registers later starts from what is kept).
-- `event_dedupe`: message ids older than the dedupe window. A replay of a message older than the window is
-  stored as a new event, as Segment does with its own dedupe window.
+- `event_dedupe`: message ids of erased contacts older than the dedupe window. (A stored event refuses its
+  replays itself, through the events' unique index, for as long as it is kept.)
 - `segment_transitions`: rows older than their retention. Membership itself (`segment_members`, with its
   entered/exited times) and the segment events on contacts' timelines are not touched.
 

@@ -65,7 +65,8 @@ MERGE = (
         RETURNING p.survivor, e.id, e.message_id, e.type, e.event, e.properties, e.context, e.timestamp,
                   e.received_at)
     INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
-    SELECT * FROM moved""",
+    SELECT * FROM moved
+    ON CONFLICT (contact_id, message_id) DO NOTHING  -- one message sent as both people: it is kept once""",
     """WITH moved AS (
         DELETE FROM contact_event_daily d
         USING unnest(%(losers)s::bigint[], %(survivors)s::bigint[]) AS p(loser, survivor)

@@ -167,8 +167,8 @@ SYSTEM_CONTEXT = json.dumps({"nudge": {"source": "segments"}})
 
 # Appended to a statement whose CTE `changed (contact_id, kind)` lists membership changes of segment :sid.
 # Each change becomes a transition row and a `segment_entered` / `segment_exited` track event with the
-# ingest table contract (store/events.py): an `events` row, its `event_dedupe` row and `event_outbox` rows,
-# all in this statement. Nothing goes to contact_event_daily or contacts.last_seen_at: a system event is
+# ingest table contract (store/events.py): an `events` row (unique per contact and message id) and
+# `event_outbox` rows, all in this statement. Nothing goes to contact_event_daily or contacts.last_seen_at: a system event is
 # not the contact's own activity. The message id is made of business ids (domain.segments.transition_message_id).
 EMIT = """, logged AS (
     INSERT INTO segment_transitions (contact_id, segment_id, kind, at)
@@ -180,8 +180,6 @@ EMIT = """, logged AS (
     -- A contact erased or merged away since it joined exits without an event: nobody is there to tell.
     SELECT l.contact_id, l.kind, format('segment:%s:%s:%s:%s', :sid, l.contact_id, substr(l.kind, 9), l.id) AS m
     FROM logged l WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.id = l.contact_id)
-), deduped AS (
-    INSERT INTO event_dedupe (message_id, received_at) SELECT m, :now FROM fresh
 ), emitted AS (
     INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
     SELECT f.contact_id, nextval('events_id_seq'), f.m, 'track', f.kind, CAST(:props AS jsonb),

@@ -1,5 +1,5 @@
 """Event pipeline operations, on a daily Temporal Schedule: EventsPruneWorkflow deletes outbox rows every
-consumer has read, message-id dedupe rows past the dedupe window and old segment transitions, in bounded
+consumer has read, erased contacts' message ids past the dedupe window and old segment transitions, in bounded
 chunks (one short transaction each), oldest first. What counts as old is in store/events_prune.py.
 """
 

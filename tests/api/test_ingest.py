@@ -52,6 +52,25 @@ async def test_replayed_batch_creates_no_duplicates(ingest: httpx.AsyncClient, a
     assert len(await _events(api, contact["id"])) == 20
 
 
+async def test_a_replay_after_a_merge_or_mixed_with_new_events_stores_only_the_new_ones(
+        ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    user, anon = f"u-{_tag()}", f"a-{_tag()}"
+    early = {"batch": [{"type": "track", "anonymousId": anon, "event": "browse", "messageId": f"{anon}-{i}"}
+                       for i in range(3)]}
+    identify = {"type": "identify", "userId": user, "anonymousId": anon, "messageId": f"{anon}-identify",
+                "traits": {"plan": "pro"}}
+    assert (await ingest.post("/v1/batch", json=early)).json()["inserted"] == 3
+    assert (await ingest.post("/v1/batch", json={"batch": [identify]})).json()["inserted"] == 1
+    # The anonymous history now lives on the user's contact; the replays find it there.
+    assert (await ingest.post("/v1/batch", json=early)).json() == {"success": True, "received": 3, "inserted": 0}
+    assert (await ingest.post("/v1/batch", json={"batch": [identify]})).json()["inserted"] == 0
+    mixed = {"batch": [*early["batch"][1:], {"type": "track", "userId": user, "event": "buy", "messageId": f"{anon}-new"}]}
+    assert (await ingest.post("/v1/batch", json=mixed)).json() == {"success": True, "received": 3, "inserted": 1}
+    contact = await _contact_of(api, "user_id", user)
+    events = await _events(api, contact["id"])
+    assert sorted(e["message_id"] for e in events) == sorted([f"{anon}-{i}" for i in range(3)]
+                                                             + [f"{anon}-identify", f"{anon}-new"])
+
 async def test_gzip_batch_is_accepted(ingest: httpx.AsyncClient) -> None:
     body = gzip.compress(orjson.dumps({"batch": [{"type": "page", "anonymousId": _tag(), "name": "Home"}]}))
     r = await ingest.post("/v1/batch", content=body, headers={"Content-Encoding": "gzip",

@@ -68,11 +68,14 @@ async def test_prune_deletes_only_what_is_old_and_read_by_everyone(
         contact = await find_contact(s, "user_id", user)
         old_outbox = list((await s.scalars(text("SELECT id FROM event_outbox WHERE :c = ANY(contact_ids)"),
                                            {"c": contact})).all())
-        # Age what was just written: outbox rows past the 7-day retention, dedupe rows past the 30-day window.
+        # Age what was just written: outbox rows past the 7-day retention. Remembered message ids (what an
+        # erasure leaves, see test_erasure): five past the 30-day window, two inside it.
         await s.execute(text("UPDATE event_outbox SET created_at = now() - interval '8 days' WHERE id = ANY(:ids)"),
                         {"ids": old_outbox})
-        await s.execute(text("UPDATE event_dedupe SET received_at = now() - interval '31 days'"
-                             " WHERE message_id = ANY(:m)"), {"m": old_ids})
+        await s.execute(text("INSERT INTO event_dedupe (message_id, received_at) SELECT m, now() - interval '31 days'"
+                             " FROM unnest(CAST(:old AS text[])) m UNION ALL SELECT m, now()"
+                             " FROM unnest(CAST(:young AS text[])) m"),
+                        {"old": [f"gone-{m}" for m in old_ids], "young": [f"gone-{m}" for m in young_ids]})
         # Two segment transitions of this contact: one past the 90-day retention, one recent.
         segment = await segments_store.create_segment(s, name=f"{tag} list", kind="manual", rule=None)
         await segments_store.add_members(s, segment, [contact], datetime.now(UTC))
@@ -89,8 +92,10 @@ async def test_prune_deletes_only_what_is_old_and_read_by_everyone(
                                                id=f"test-prune-{tag}-1", task_queue=TASK_QUEUE)
     totals = await run.result()
     assert totals.dedupe >= 5 and totals.transitions >= 1 and totals.chunks >= 3 + 1 + 1
-    assert await _count(sessions, "SELECT count(*) FROM event_dedupe WHERE message_id = ANY(:m)", m=old_ids) == 0
-    assert await _count(sessions, "SELECT count(*) FROM event_dedupe WHERE message_id = ANY(:m)", m=young_ids) == 2
+    assert await _count(sessions, "SELECT count(*) FROM event_dedupe WHERE message_id = ANY(:m)",
+                        m=[f"gone-{m}" for m in old_ids]) == 0
+    assert await _count(sessions, "SELECT count(*) FROM event_dedupe WHERE message_id = ANY(:m)",
+                        m=[f"gone-{m}" for m in young_ids]) == 2
     kinds = await _count(sessions, "SELECT count(*) FROM segment_transitions WHERE segment_id = :s", s=segment.id)
     assert kinds == 1, "the recent exit stays"
     assert await _count(sessions, "SELECT count(*) FROM event_outbox WHERE id = ANY(:ids)", ids=old_outbox) == len(
@@ -108,9 +113,9 @@ async def test_prune_deletes_only_what_is_old_and_read_by_everyone(
     # Events themselves are never pruned.
     assert await _count(sessions, "SELECT count(*) FROM events WHERE contact_id = :c AND event = 'tap'", c=contact) == 7
 
-    # Past the window a replay is a new message (documented, as Segment does); inside it, still a duplicate.
+    # A stored event refuses its replay for as long as it is kept, however old; pruning forgets only erased ids.
     replay = [{"type": "track", "userId": user, "event": "tap", "messageId": m} for m in old_ids[:1] + young_ids]
-    assert (await _ingest(sessions, replay)).inserted == 1
+    assert (await _ingest(sessions, replay)).inserted == 0
 
     replayer = Replayer(workflows=[EventsPruneWorkflow])
     for handle in (run, again):
