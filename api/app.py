@@ -15,7 +15,7 @@ from temporalio.client import Client
 from api import campaigns, contacts, errors, health, ingest, ledger, redemptions, segments
 from dashboards import routes as dashboards
 from nudge import __version__
-from nudge.runtime import Runtime, connect_temporal, tune_gc
+from nudge.runtime import Runtime, connect_temporal, tune_gc, untune_gc
 from nudge.settings import Settings, get_settings
 
 REQUESTS = Counter("nudge_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -85,8 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = Runtime.build(settings)
         app.state.temporal = TemporalHandle(settings)
         tune_gc()
-        yield
-        await app.state.runtime.close()
+        try:
+            yield
+        finally:
+            untune_gc()
+            await app.state.runtime.close()
 
     app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.temporal_ui = settings.temporal_ui_url

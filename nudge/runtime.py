@@ -15,7 +15,8 @@ from store import keys
 from store.db import make_engine, make_outcome_engine, make_sessionmaker, transaction
 
 
-_GC_TUNED = False
+_GC_USERS = 0
+_GC_DEFAULT = gc.get_threshold()
 
 
 def tune_gc(young: int = 50_000) -> None:
@@ -23,15 +24,23 @@ def tune_gc(young: int = 50_000) -> None:
     the app, its pools) is frozen out of collections, and the youngest generation is collected after
     `young` surviving allocations instead of 700. A batch of 100 events allocates thousands of short-lived
     containers; with the defaults CPython ran full collections over the whole heap so often that they
-    took a fifth of the API's CPU at ingest rates (py-spy --native: gc_collect_main 20%). Once per process."""
-    global _GC_TUNED
-    if _GC_TUNED:
-        return
-    _GC_TUNED = True
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(young, older, oldest)
+    took a fifth of the API's CPU at ingest rates (py-spy --native: gc_collect_main 20%). Pair with
+    `untune_gc` on shutdown; nested pairs (several apps in one process, as in tests) count."""
+    global _GC_USERS
+    _GC_USERS += 1
+    if _GC_USERS == 1:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(young, *_GC_DEFAULT[1:])
+
+
+def untune_gc() -> None:
+    """Undo `tune_gc` when its last user stops, so what was frozen can be collected again (at exit too)."""
+    global _GC_USERS
+    _GC_USERS = max(_GC_USERS - 1, 0)
+    if _GC_USERS == 0:
+        gc.unfreeze()
+        gc.set_threshold(*_GC_DEFAULT)
 
 
 def require(value: str | None, name: str) -> str:
