@@ -68,7 +68,8 @@ class WriteKeys:
         token: HTTPAuthorizationCredentials | None = Depends(bearer),
         basic_auth: HTTPBasicCredentials | None = Depends(basic),
     ) -> None:
-        await self.check(request, (token.credentials if token else None) or (basic_auth.username if basic_auth else None))
+        secret = (token.credentials if token else None) or (basic_auth.username if basic_auth else None)
+        await self.check(request, secret)
 
     async def check(self, request: Request, secret: str | None) -> None:
         if not secret:
