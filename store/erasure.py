@@ -40,10 +40,10 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import Conflict, DomainError
+from domain.errors import Conflict
 from domain.ledger import Kind, Request
 from store import events as event_store
-from store.ledger_postings import Receipt, Submission, apply
+from store.ledger_postings import Receipt, Submission, apply, raise_refused
 
 MAX_REFERENCE = 200
 ERASED_MEMO = "right to erasure"
@@ -184,15 +184,10 @@ async def _close_accounts(session: AsyncSession, contact_id: int, now: datetime)
     if not programs:
         return {}, 0
     voids = await hold_voids(session, [(contact_id, p) for p in programs])
-    batch: list[Submission] = []
-    for program in programs:
-        batch += [v for v in voids if v.program_id == program]
-        batch.append(Submission(program, Request(forfeit_reference(program, contact_id), Kind.FORFEIT, contact_id,
-                                                 memo=ERASED_MEMO)))
-    outcomes = await apply(session, batch, now=now)
-    refused = [o for o in outcomes if isinstance(o, DomainError)]
-    if refused:
-        raise refused[0]  # the whole erasure rolls back with the caller's transaction
+    forfeits = [Submission(program, Request(forfeit_reference(program, contact_id), Kind.FORFEIT, contact_id,
+                                            memo=ERASED_MEMO)) for program in programs]
+    outcomes = await apply(session, [*voids, *forfeits], now=now)  # planned in order: voids before forfeits
+    raise_refused(outcomes)  # the whole erasure rolls back with the caller's transaction
     forfeited = {o.program_id: o.amount for o in outcomes
                  if isinstance(o, Receipt) and o.kind == Kind.FORFEIT.value}
     return forfeited, len(voids)

@@ -20,10 +20,9 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import DomainError
 from domain.ledger import Kind, Month, Request
 from store.erasure import hold_voids
-from store.ledger_postings import Receipt, Submission, apply, existing
+from store.ledger_postings import Receipt, Submission, apply, existing, raise_refused
 
 MERGE_MEMO = "identity merge"
 
@@ -41,15 +40,16 @@ async def move_points(session: AsyncSession, pairs: Sequence[tuple[int, int]], *
         " ORDER BY contact_id, program_id"), {"c": list(into)})).all()
     if not accounts:
         return []
-    moved = await existing(session, [(a.program_id, merge_reference(a.program_id, a.contact_id, into[a.contact_id])
-                                      + ":in") for a in accounts])
-    todo = [(a.contact_id, a.program_id) for a in accounts
-            if (a.program_id, merge_reference(a.program_id, a.contact_id, into[a.contact_id]) + ":in") not in moved]
+    arrivals = {(a.contact_id, a.program_id): (a.program_id, merge_reference(a.program_id, a.contact_id,
+                                                                            into[a.contact_id]) + ":in")
+                for a in accounts}
+    moved = await existing(session, list(arrivals.values()))
+    todo = [account for account, key in arrivals.items() if key not in moved]
     if not todo:
         return []
     voids = await hold_voids(session, todo, cause="merge", memo=MERGE_MEMO)
     if voids:
-        _raise_refused(await apply(session, voids, now=now))
+        raise_refused(await apply(session, voids, now=now))
     buckets = await _locked_buckets(session, todo)
     batch: list[Submission] = []
     for contact, program in todo:
@@ -64,7 +64,7 @@ async def move_points(session: AsyncSession, pairs: Sequence[tuple[int, int]], *
     if not batch:
         return []
     outcomes = await apply(session, batch, now=now)
-    _raise_refused(outcomes)
+    raise_refused(outcomes)  # a refused move fails the merge (and its ingest batch, which the client retries)
     return [o for o in outcomes if isinstance(o, Receipt)]
 
 
@@ -88,10 +88,3 @@ async def _locked_buckets(session: AsyncSession, accounts: list[tuple[int, int]]
         found.setdefault((r.contact_id, r.program_id), {})[r.month] = int(r.remaining)
     return found
 
-
-def _raise_refused(outcomes: Sequence[Receipt | DomainError]) -> None:
-    """A refused move fails the merge (and the whole ingest batch, which the client retries): points are
-    never left behind silently."""
-    refused = [o for o in outcomes if isinstance(o, DomainError)]
-    if refused:
-        raise refused[0]

@@ -173,6 +173,14 @@ def receipt_json(v: dict[str, Any]) -> Receipt:
                    memo=v["memo"], created_at=datetime.fromisoformat(v["created_at"]).astimezone(UTC), replayed=True)
 
 
+def raise_refused(outcomes: Sequence[Outcome]) -> None:
+    """For callers whose batch must post whole (erasure, identity merges): raise the first refusal, so the
+    caller's transaction rolls back rather than leave points behind silently."""
+    for outcome in outcomes:
+        if isinstance(outcome, DomainError):
+            raise outcome
+
+
 async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: datetime, shard: int = 0) -> list[Outcome]:
     """Post a batch in the caller's transaction. Outcomes line up with `batch`."""
     return await apply_on(await driver(session), batch, now=now, shard=shard)
