@@ -36,8 +36,13 @@ from store import keys
 from store.db import plain_url
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
-RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation,
-             store.IdentityRace)
+# Races with concurrent batches, and a lost or killed database connection (psycopg.OperationalError: a server
+# restart, a failover, an administrator's pg_terminate_backend). Retrying is exact either way: the batch rolled
+# back, or it committed and its message ids make the retry store nothing.
+RACES = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation,
+         store.IdentityRace)
+RETRYABLE = (*RACES, psycopg.OperationalError)
+ATTEMPTS = 4
 
 
 def write_key(authorization: str | None) -> str | None:
@@ -184,10 +189,11 @@ def _accepted(result: store.IngestResult) -> Response:
 
 async def _store(request: Request, events: list[Event]) -> Response:
     """Plain events for known people take the one-statement path; the rest get one transaction that
-    resolves identities first. A deadlock with a concurrent batch is retried: the whole batch rolled
-    back, and message ids make the retry exact."""
+    resolves identities first. A race with a concurrent batch, or a lost database connection, is retried: the
+    batch rolled back or committed whole, and message ids make the retry exact. A connection lost on every
+    attempt is a 503 with Retry-After, which Segment's libraries retry."""
     sessions = runtime(request).sessions
-    for attempt in range(4):
+    for attempt in range(ATTEMPTS):
         try:
             result = await _writer(request).write(events)
             if result is None:
@@ -196,8 +202,16 @@ async def _store(request: Request, events: list[Event]) -> Response:
             return _accepted(result)
         except (DBAPIError, psycopg.Error, store.IdentityRace) as exc:
             cause = exc.orig if isinstance(exc, DBAPIError) else exc
-            if attempt == 3 or not isinstance(cause, RETRYABLE):
+            if not isinstance(cause, RETRYABLE):
                 raise
+            if attempt == ATTEMPTS - 1:
+                if not isinstance(cause, RACES):  # the connection was lost every time
+                    raise HTTPException(503, "The event store did not answer, so this batch may not be stored; "
+                                             "send the same batch again (its message ids make the retry safe).",
+                                        headers={"Retry-After": "1"}) from exc
+                raise
+            if not isinstance(cause, RACES):
+                await asyncio.sleep(0.05 * (attempt + 1))  # a reconnect, not a race: give the server a moment
     raise AssertionError("unreachable")
 
 
@@ -233,13 +247,15 @@ for _name in ("track", "identify", "page", "screen", "group", "alias"):
         f"/{_name}", _call(_name), methods=["POST"], response_model=Accepted, dependencies=[WriteKey],
         summary=f"Segment `{_name}` call", openapi_extra=_body_doc(_name),
         description="Segment HTTP Tracking API compatible; at most 32 KB. Answers 400 for invalid calls "
-                    "(nothing stored) and 413 for bodies over the limit.",
+                    "(nothing stored), 413 for bodies over the limit and 503 (Retry-After) when the event store "
+                    "does not answer; resending the same call is always safe.",
     )
 router.add_api_route(
     "/batch", batch, methods=["POST"], response_model=Accepted, dependencies=[WriteKey],
     summary="Segment batch: many calls in one request", openapi_extra=_body_doc("batch"),
     description="Up to 2500 calls, 500 KB in all (413 beyond), 32 KB per call (400 beyond). The whole batch "
-                "is stored in one transaction; a retried batch stores nothing twice.",
+                "is stored in one transaction; a retried batch stores nothing twice. 503 (Retry-After): the event store "
+                "did not answer; send the same batch again.",
 )
 
 

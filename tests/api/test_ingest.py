@@ -9,6 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
+import psycopg
+
+from store.db import plain_url
 
 
 def _tag() -> str:
@@ -234,6 +237,59 @@ async def test_concurrent_requests_are_grouped_without_losing_or_doubling(
     assert all(a.json()["inserted"] == 1 for a in answers[4:])
     contact = await _contact_of(api, "user_id", user)
     assert len([e for e in await _events(api, contact["id"]) if e["type"] == "track"]) == 30
+
+
+async def test_a_batch_whose_database_session_dies_mid_statement_is_stored_whole_or_never(
+        ingest: httpx.AsyncClient, api: httpx.AsyncClient, database_url: str) -> None:
+    """A crash mid-batch: the writer's backend is killed while its statement waits on the contact's row lock,
+    its events already inserted but not committed. The API retries on a new connection and every attempt is
+    killed the same way, so it answers 503 with Retry-After; nothing of the batch exists. The client's retry
+    then stores it once, with its aggregates, and a second retry stores nothing."""
+    user = f"u-{_tag()}"
+    assert (await ingest.post("/v1/identify", json={"userId": user})).status_code == 200
+    contact = await _contact_of(api, "user_id", user)
+    batch = {"batch": [{"type": "track", "userId": user, "event": "order_paid", "messageId": f"{user}-{i}"}
+                       for i in range(25)]}
+    url = plain_url(database_url)
+    async with await psycopg.AsyncConnection.connect(url) as locker, \
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+        await locker.execute("SELECT FROM contacts WHERE id = %s FOR UPDATE", (contact["id"],))
+        locker_pid = locker.info.backend_pid
+        send = asyncio.create_task(ingest.post("/v1/batch", json=batch))
+        killed: set[int] = set()
+        while not send.done():
+            cur = await admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+                " AND application_name = 'nudge-ingest'", (locker_pid,))
+            for (pid,) in await cur.fetchall():
+                if pid not in killed:
+                    await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                    killed.add(pid)
+            await asyncio.sleep(0.01)
+        answer = send.result()
+        await locker.rollback()
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["retry-after"] == "1"
+    assert "send the same batch again" in answer.json()["detail"]
+    assert len(killed) == 4  # the first attempt and the API's three retries, each on a fresh connection
+
+    async def stored() -> tuple[int, int]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            cur = await conn.execute(
+                "SELECT (SELECT count(*) FROM events WHERE contact_id = %(c)s AND type = 'track'),"
+                " (SELECT coalesce(sum(count), 0) FROM contact_event_daily WHERE contact_id = %(c)s)",
+                {"c": contact["id"]})
+            row = await cur.fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1])
+
+    assert await stored() == (0, 0)
+    assert (await _contact_of(api, "user_id", user))["last_seen_at"] == contact["last_seen_at"]
+    again = await ingest.post("/v1/batch", json=batch)
+    assert again.status_code == 200 and again.json()["inserted"] == 25, again.text
+    assert (await ingest.post("/v1/batch", json=batch)).json()["inserted"] == 0
+    assert await stored() == (25, 25)
 
 
 async def test_the_timeline_is_in_event_time_order_and_pages_without_gaps(
