@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nudge.embedded import EmbeddedPostgres, EmbeddedTemporal, MailSink, PortInUse, free_port, port_open
+from nudge.embedded import (EmbeddedPostgres, EmbeddedTemporal, MailSink, PortInUse, free_port, port_open,
+                            shared_buffers_mb)
 
 
 def _occupy() -> tuple[socket.socket, int]:
@@ -24,6 +25,15 @@ def _occupy() -> tuple[socket.socket, int]:
     s.bind(("127.0.0.1", 0))
     s.listen()
     return s, s.getsockname()[1]
+
+
+def test_the_buffer_cache_is_an_eighth_of_memory_between_256_mb_and_2_gb() -> None:
+    gib = 2**30
+    assert shared_buffers_mb(1 * gib) == 256
+    assert shared_buffers_mb(8 * gib) == 1024
+    assert shared_buffers_mb(24 * gib) == 2048
+    assert shared_buffers_mb(0) == 256
+    assert 256 <= shared_buffers_mb() <= 2048
 
 
 def test_postgres_is_reused_when_already_running(tmp_path: Path) -> None:
@@ -34,6 +44,11 @@ def test_postgres_is_reused_when_already_running(tmp_path: Path) -> None:
         second.start()
         assert first.started_here and not second.started_here
         assert second.is_running()
+        import psycopg
+
+        with psycopg.connect(first.admin_url) as conn:
+            row = conn.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'").fetchone()
+        assert row is not None and row[0] == shared_buffers_mb()
     finally:
         first.stop()
     assert not first.is_running()
