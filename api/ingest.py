@@ -254,8 +254,8 @@ router.add_api_route(
     "/batch", batch, methods=["POST"], response_model=Accepted, dependencies=[WriteKey],
     summary="Segment batch: many calls in one request", openapi_extra=_body_doc("batch"),
     description="Up to 2500 calls, 500 KB in all (413 beyond), 32 KB per call (400 beyond). The whole batch "
-                "is stored in one transaction; a retried batch stores nothing twice. 503 (Retry-After): the event store "
-                "did not answer; send the same batch again.",
+                "is stored in one transaction; a retried batch stores nothing twice. 503 (Retry-After): the event "
+                "store did not answer; send the same batch again.",
 )
 
 

@@ -47,7 +47,8 @@ def test_postgres_is_reused_when_already_running(tmp_path: Path) -> None:
         import psycopg
 
         with psycopg.connect(first.admin_url) as conn:
-            row = conn.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'").fetchone()
+            row = conn.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings"
+                               " WHERE name = 'shared_buffers'").fetchone()
         assert row is not None and row[0] == shared_buffers_mb()
     finally:
         first.stop()
