@@ -204,14 +204,16 @@ async def _store(request: Request, events: list[Event]) -> Response:
             cause = exc.orig if isinstance(exc, DBAPIError) else exc
             if not isinstance(cause, RETRYABLE):
                 raise
-            if attempt == ATTEMPTS - 1:
-                if not isinstance(cause, RACES):  # the connection was lost every time
-                    raise HTTPException(503, "The event store did not answer, so this batch may not be stored; "
-                                             "send the same batch again (its message ids make the retry safe).",
-                                        headers={"Retry-After": "1"}) from exc
-                raise
-            if not isinstance(cause, RACES):
-                await asyncio.sleep(0.05 * (attempt + 1))  # a reconnect, not a race: give the server a moment
+            lost = not isinstance(cause, RACES)  # the connection, not a concurrent batch
+            if attempt < ATTEMPTS - 1:
+                if lost:
+                    await asyncio.sleep(0.05 * (attempt + 1))  # give the server a moment to come back
+                continue
+            if lost:
+                raise HTTPException(503, "The event store did not answer, so this batch may not be stored; send "
+                                         "the same batch again (its message ids make the retry safe).",
+                                    headers={"Retry-After": "1"}) from exc
+            raise
     raise AssertionError("unreachable")
 
 

@@ -268,28 +268,20 @@ async def test_a_batch_whose_database_session_dies_mid_statement_is_stored_whole
             await asyncio.sleep(0.01)
         answer = send.result()
         await locker.rollback()
-    assert answer.status_code == 503, answer.text
-    assert answer.headers["content-type"] == "application/problem+json"
-    assert answer.headers["retry-after"] == "1"
-    assert "send the same batch again" in answer.json()["detail"]
-    assert len(killed) == 4  # the first attempt and the API's three retries, each on a fresh connection
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"] == "1"
+        assert "send the same batch again" in answer.json()["detail"]
+        assert len(killed) == 4  # the first attempt and the API's three retries, each on a fresh connection
 
-    async def stored() -> tuple[int, int]:
-        async with await psycopg.AsyncConnection.connect(url) as conn:
-            cur = await conn.execute(
-                "SELECT (SELECT count(*) FROM events WHERE contact_id = %(c)s AND type = 'track'),"
-                " (SELECT coalesce(sum(count), 0) FROM contact_event_daily WHERE contact_id = %(c)s)",
-                {"c": contact["id"]})
-            row = await cur.fetchone()
-            assert row is not None
-            return int(row[0]), int(row[1])
-
-    assert await stored() == (0, 0)
-    assert (await _contact_of(api, "user_id", user))["last_seen_at"] == contact["last_seen_at"]
-    again = await ingest.post("/v1/batch", json=batch)
-    assert again.status_code == 200 and again.json()["inserted"] == 25, again.text
-    assert (await ingest.post("/v1/batch", json=batch)).json()["inserted"] == 0
-    assert await stored() == (25, 25)
+        stored = ("SELECT (SELECT count(*) FROM events WHERE contact_id = %(c)s AND type = 'track'),"
+                  " (SELECT coalesce(sum(count), 0) FROM contact_event_daily WHERE contact_id = %(c)s)")
+        assert await (await admin.execute(stored, {"c": contact["id"]})).fetchone() == (0, 0)
+        assert (await _contact_of(api, "user_id", user))["last_seen_at"] == contact["last_seen_at"]
+        again = await ingest.post("/v1/batch", json=batch)
+        assert again.status_code == 200 and again.json()["inserted"] == 25, again.text
+        assert (await ingest.post("/v1/batch", json=batch)).json()["inserted"] == 0
+        assert await (await admin.execute(stored, {"c": contact["id"]})).fetchone() == (25, 25)
 
 
 async def test_the_timeline_is_in_event_time_order_and_pages_without_gaps(

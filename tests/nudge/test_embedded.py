@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from nudge.embedded import (EmbeddedPostgres, EmbeddedTemporal, MailSink, PortInUse, free_port, port_open,
@@ -44,8 +45,6 @@ def test_postgres_is_reused_when_already_running(tmp_path: Path) -> None:
         second.start()
         assert first.started_here and not second.started_here
         assert second.is_running()
-        import psycopg
-
         with psycopg.connect(first.admin_url) as conn:
             row = conn.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings"
                                " WHERE name = 'shared_buffers'").fetchone()
