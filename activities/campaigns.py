@@ -15,8 +15,8 @@ from channels.base import Message, SendResult
 from channels.email import EmailChannel
 from domain import templates
 from domain.errors import DomainError
-from nudge.metrics import BATCH_SECONDS, MESSAGES
-from store import campaigns as store
+from core.metrics import BATCH_SECONDS, MESSAGES
+from store.campaigns import runs as store
 from store.db import transaction
 
 

@@ -15,14 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from domain.segments import SEGMENT_EVENTS
-from store import events as events_store
-from store import scoring
-from store import segments as store
+from domain.segments.rules import SEGMENT_EVENTS
+from store.events import insert as events_store
+from store.segments import scoring
+from store.segments import membership as store
 from store.db import transaction
 
 if TYPE_CHECKING:
-    from store.segments_es import ElasticsearchSegmentIndex
+    from store.segments.es import ElasticsearchSegmentIndex
 
 EVENTS_CONSUMER = "segments"
 CONTACTS_WATERMARK = "segments:contacts"
@@ -80,7 +80,7 @@ class SegmentActivities:
         self.sessions = sessions
         self.es: ElasticsearchSegmentIndex | None = None
         if elasticsearch_url:
-            from store.segments_es import DEFAULT_INDEX, ElasticsearchSegmentIndex
+            from store.segments.es import DEFAULT_INDEX, ElasticsearchSegmentIndex
 
             self.es = ElasticsearchSegmentIndex(elasticsearch_url, index=index or DEFAULT_INDEX)
 

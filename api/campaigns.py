@@ -15,9 +15,9 @@ from api.schemas.campaigns import Audience, CampaignIn, CampaignOut, RunOut
 from domain import templates
 from domain.campaigns import CampaignStatus, transition
 from domain.errors import DomainError
-from nudge.runtime import Runtime
-from store import campaigns as store
-from store import contacts as contacts_store
+from api.runtime import Runtime
+from store.campaigns import runs as store
+from store.contacts import profiles as contacts_store
 from workflows.campaigns import CAMPAIGN_ID, NUDGE_KIND, TASK_QUEUE, CampaignRunInput, CampaignWorkflow
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])

@@ -13,9 +13,9 @@ from api.schemas.contacts import (ContactDetail, ContactIn, ContactOut, ContactP
                                   EventPage, IdentityOut)
 from domain.errors import DomainError, NotFound
 from domain.events import IdentityKind
-from store import contacts as store
+from store.contacts import profiles as store
 from store import erasure
-from store import events as event_store
+from store.events import insert as event_store
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 

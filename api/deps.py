@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from domain.keys import Scope, allows
-from nudge.runtime import Runtime
+from api.runtime import Runtime
 from store import keys
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nk_...`")

@@ -31,7 +31,7 @@ from domain.errors import DomainError
 from domain.keys import Scope, allows
 from domain.events import (MAX_BATCH_BYTES, MAX_EVENT_BYTES, Event, InvalidEvent, PayloadTooLarge, parse_batch,
                            parse_event)
-from store import events as store
+from store.events import insert as store
 from store import keys
 from store.db import plain_url
 

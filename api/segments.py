@@ -17,9 +17,9 @@ from api.schemas.segments import (
     SegmentDeleted, SegmentIn, SegmentOut, SegmentPage, SegmentPatch,
 )
 from domain.errors import DomainError
-from store import segments as store
-from store import segments_edit
-from workflows.segments import ensure_schedules
+from store.segments import membership as store
+from store.segments import edits as segments_edit
+from workflows.segments.refresh import ensure_schedules
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 MAX_CSV_BYTES = 50 * 1024 * 1024
@@ -31,7 +31,7 @@ def segment_index(request: Request) -> store.SegmentIndex:
     if index is None:
         url = request.app.state.runtime.settings.elasticsearch_url
         if url:
-            from store.segments_es import ElasticsearchSegmentIndex
+            from store.segments.es import ElasticsearchSegmentIndex
 
             index = ElasticsearchSegmentIndex(url)
         else:

@@ -85,7 +85,7 @@ def _start_server(ctx: BenchContext, port: int, workers: int) -> subprocess.Pope
     s = ctx.settings
     env = os.environ | {"DATABASE_URL": s.database_url or "", "SMTP_URL": s.smtp_url or "smtp://127.0.0.1:1",
                         "TEMPORAL_ADDRESS": s.temporal_address or "127.0.0.1:1", "NUDGE_LOG_LEVEL": "warning"}
-    cmd = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "uvicorn", "nudge.app:create_app", "--factory", "--host", "127.0.0.1",
            "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
     return subprocess.Popen(cmd, env=env)
 

@@ -24,11 +24,11 @@ import psycopg
 from sqlalchemy import text
 
 from bench.core import BenchContext, BenchResult
-from domain.ledger import Kind, Request, month_of
+from domain.ledger.postings import Kind, Request, month_of
 from nudge.embedded import _pg_bin
-from store import ledger as store
+from store.ledger import accounts as store
 from store.db import make_engine, make_sessionmaker, plain_url, transaction
-from store.ledger_writer import PostingWriter, utcnow
+from store.ledger.writer import PostingWriter, utcnow
 
 DATABASE_ONLY = True
 NAME = "ledger"

@@ -29,12 +29,12 @@ import psycopg
 from sqlalchemy import text
 
 from bench.core import BenchContext, BenchResult
-from domain.segments import MAX_WINDOW_COUNT, All, Condition, FieldRef, Node, parse_rule
+from domain.segments.rules import MAX_WINDOW_COUNT, All, Condition, FieldRef, Node, parse_rule
 from nudge.embedded import free_port
-from store import segments as store
+from store.segments import membership as store
 from store.db import make_engine, make_sessionmaker, plain_url, transaction
 from store.migrate import upgrade
-from store.segments import ROLLUP, PostgresSegmentIndex
+from store.segments.membership import ROLLUP, PostgresSegmentIndex
 
 DATABASE_ONLY = True
 NAME = "segments"
@@ -235,7 +235,7 @@ async def run(ctx: BenchContext, *, contacts: int, events: int, days: int, repea
 
 async def _elasticsearch(ctx: BenchContext, sessions: Any, es_url: str, rule: Node, now: datetime, n: int,
                          repeat: int, label: str) -> list[tuple[str, str]]:
-    from store.segments_es import ElasticsearchSegmentIndex
+    from store.segments.es import ElasticsearchSegmentIndex
 
     es = ElasticsearchSegmentIndex(es_url, index=f"nudge-bench-{uuid.uuid4().hex[:8]}")
     subset = All((Condition(FieldRef("contact", ("id",), "number"), "lte", n), rule))

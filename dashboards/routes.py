@@ -13,12 +13,12 @@ from fastapi.templating import Jinja2Templates
 
 from api.deps import DASHBOARD_COOKIE, runtime
 from domain.errors import NotFound
-from domain.ledger import month_label
+from domain.ledger.postings import month_label
 from domain.keys import Scope, allows
 from nudge.embedded import read_mailbox
-from store import campaigns as campaigns_store
+from store.campaigns import runs as campaigns_store
 from store import keys
-from store import ledger_dashboard
+from store.ledger import dashboard as ledger_dashboard
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from domain.keys import Scope
-from nudge.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 app = typer.Typer(
     name="nudge", no_args_is_help=True, rich_markup_mode="rich",
@@ -54,8 +54,8 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     """Run the API and/or the worker in this process until Ctrl-C or SIGTERM."""
     import uvicorn
 
-    from api.app import create_app
-    from nudge.runtime import Runtime, connect_temporal
+    from nudge.app import create_app
+    from api.runtime import Runtime, connect_temporal
     from nudge.worker import QUEUES, build_workers, ensure_schedules
 
     from nudge.embedded import port_open
@@ -68,7 +68,7 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    from nudge.logs import configure
+    from core.logs import configure
 
     configure(settings.log_level)
     tasks: list[asyncio.Task[object]] = []
@@ -134,7 +134,7 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
 
 def _print_bootstrap_key(settings: Settings) -> None:
     """The first start creates an admin key and shows it once."""
-    from nudge.runtime import create_api_key
+    from api.runtime import create_api_key
 
     token = asyncio.run(create_api_key(settings.database_url or "", "bootstrap admin", [Scope.ADMIN],
                                        unless_admin_exists=True))
@@ -230,7 +230,7 @@ def import_contacts_command(
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from domain.errors import DomainError
-    from nudge.imports import import_contacts
+    from store.contacts.imports import import_contacts
 
     configured = get_settings()
     with _stack(configured, database_only=True, migrate=not configured.database_url) as settings, \
@@ -261,7 +261,7 @@ def segments_reindex(
     """Bulk-index every contact into the Elasticsearch segment index (ELASTICSEARCH_URL) and mark it filled."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from store.segments_es import DEFAULT_INDEX, reindex
+    from store.segments.es import DEFAULT_INDEX, reindex
 
     configured = get_settings()
     if not configured.elasticsearch_url:
@@ -288,7 +288,7 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "cli",
 ) -> None:
     """Create an API key and print it once."""
-    from nudge.runtime import create_api_key
+    from api.runtime import create_api_key
 
     configured = get_settings()
     with _stack(configured, database_only=True, migrate=not configured.database_url) as settings:

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.panel import Panel
 
 from domain.keys import Scope
-from nudge.settings import Settings
-from nudge.runtime import create_api_key
+from core.settings import Settings
+from api.runtime import create_api_key
 
 FIRST = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "Edsger",
          "Mei", "Wei", "Yuki", "Priya", "Omar", "Sofia", "Lucas", "Amara", "Noah", "Ines"]

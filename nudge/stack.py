@@ -13,7 +13,7 @@ from rich.console import Console
 
 from nudge.embedded import EmbeddedPostgres, EmbeddedTemporal
 from nudge.mailsink import MailSinkProcess
-from nudge.settings import Settings
+from core.settings import Settings
 from store.migrate import upgrade
 
 

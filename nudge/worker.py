@@ -9,21 +9,21 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.campaigns import CampaignActivities
-from activities.events_ops import EventsOpsActivities, Retention
-from activities.ledger import LedgerActivities
-from activities.ledger_ops import LedgerOpsActivities
+from activities.events import EventsOpsActivities, Retention
+from activities.ledger.redemptions import LedgerActivities
+from activities.ledger.operations import LedgerOpsActivities
 from activities.segments import SegmentActivities
-from nudge.runtime import Runtime
+from api.runtime import Runtime
 from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
-from workflows.events_ops import TASK_QUEUE as EVENTS_QUEUE
-from workflows.events_ops import EventsPruneWorkflow
-from workflows.ledger import TASK_QUEUE as LEDGER_QUEUE
-from workflows.ledger import RedemptionWorkflow
-from workflows.ledger_ops import ExpiryWorkflow, ReconciliationWorkflow, RetentionWorkflow
-from workflows.segments import TASK_QUEUE as SEGMENTS_QUEUE
-from workflows.segments import SegmentChangesWorkflow, SegmentRefreshWorkflow
-from workflows.segments_index import SegmentIndexBackfillWorkflow
+from workflows.events import TASK_QUEUE as EVENTS_QUEUE
+from workflows.events import EventsPruneWorkflow
+from workflows.ledger.redemptions import TASK_QUEUE as LEDGER_QUEUE
+from workflows.ledger.redemptions import RedemptionWorkflow
+from workflows.ledger.operations import ExpiryWorkflow, ReconciliationWorkflow, RetentionWorkflow
+from workflows.segments.refresh import TASK_QUEUE as SEGMENTS_QUEUE
+from workflows.segments.refresh import SegmentChangesWorkflow, SegmentRefreshWorkflow
+from workflows.segments.backfill import SegmentIndexBackfillWorkflow
 
 QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE, EVENTS_QUEUE)
 
@@ -72,7 +72,9 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
 
 async def ensure_schedules(client: Client, queues: Sequence[str] = QUEUES) -> None:
     """Create the Temporal Schedules of the domains this process works for (idempotent)."""
-    from workflows import events_ops, ledger_ops, segments
+    from workflows import events as events_ops
+    from workflows.ledger import operations as ledger_ops
+    from workflows.segments import refresh as segments
 
     if ledger_ops.TASK_QUEUE in queues:
         await ledger_ops.ensure_schedules(client)  # reconciliation, expiry, retention

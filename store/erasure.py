@@ -13,7 +13,7 @@ erasure of the same contact wait for it):
   message id and error text removed; a delivery still queued becomes `failed` ("contact erased").
 - segments: memberships, transitions, computed scores and the event rollup rows are deleted, so counts
   drop the contact at once.
-- events, daily aggregates, identities, merge forwards and the contact row itself: `store.events`.
+- events, daily aggregates, identities, merge forwards and the contact row itself: `store.events.insert`.
 - a `contact_erasures` row records when it happened and how many rows went, with no personal data.
 
 Why the contacts row is deleted rather than kept as a scrubbed tombstone: every query that reads
@@ -41,9 +41,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict
-from domain.ledger import Kind, Request
-from store import events as event_store
-from store.ledger_postings import Receipt, Submission, apply, raise_refused
+from domain.ledger.postings import Kind, Request
+from store.events import insert as event_store
+from store.ledger.postings import Receipt, Submission, apply, raise_refused
 
 MAX_REFERENCE = 200
 ERASED_MEMO = "right to erasure"

@@ -24,10 +24,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from domain.keys import Scope
 from nudge.embedded import SEARCH_ATTRIBUTES, EmbeddedPostgres, MailSink, free_port, temporal_binary
-from nudge.runtime import Runtime
-from nudge.settings import Settings
+from api.runtime import Runtime
+from core.settings import Settings
 from nudge.worker import build_workers
-from store import events as events_store
+from store.events import insert as events_store
 from store import keys
 from store.db import make_engine, make_sessionmaker, plain_url, transaction
 from store.migrate import upgrade
@@ -124,7 +124,7 @@ async def worker(temporal_client: Client, runtime: Runtime) -> AsyncIterator[Non
 @pytest.fixture(scope="session")
 def api_url(settings: Settings) -> Iterator[str]:
     """The real FastAPI app served by uvicorn on a free port, in a background thread."""
-    from api.app import create_app
+    from nudge.app import create_app
 
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port, log_level="warning",
                             lifespan="on", timeout_keep_alive=300)  # no keep-alive race with the shared client

@@ -13,11 +13,11 @@ from playwright.async_api import Browser, Page
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.ledger import Kind, Request, month_label, month_of, month_start
-from store import ledger as store
+from domain.ledger.postings import Kind, Request, month_label, month_of, month_start
+from store.ledger import accounts as store
 from store.db import transaction
-from store.ledger_archive import archive_month
-from store.ledger_reconcile import check_accounts, check_programs
+from store.ledger.archive import archive_month
+from store.ledger.reconcile import check_accounts, check_programs
 
 
 def _in_month(month: int, day: int) -> datetime:

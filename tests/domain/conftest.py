@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from domain.ledger import Book, InsufficientPoints, Kind, Month, Request
+from domain.ledger.postings import Book, InsufficientPoints, Kind, Month, Request
 
 Step = Callable[[Book, int, str, int, int, Month], None]
 

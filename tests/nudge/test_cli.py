@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from nudge.settings import Settings
+from core.settings import Settings
 
 NUDGE = str(Path(sys.executable).parent / "nudge")
 

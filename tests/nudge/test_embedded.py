@@ -116,7 +116,7 @@ def test_nudge_demo_delivers_serves_its_urls_and_stops_everything_on_ctrl_c(tmp_
         assert again.returncode == 1
         for service in ("Postgres reused", "Temporal reused", "Mail sink reused"):
             assert service in again.stdout, again.stdout
-        assert "already in use" in again.stdout and "NUDGE_API_PORT" in again.stdout
+        assert "already in use" in again.stdout and "NUDGE_API_PORT" in again.stdout, again.stderr[-3000:]
         api = f"http://127.0.0.1:{ports['NUDGE_API_PORT']}"
         assert httpx.get(f"{api}/healthz", timeout=5).json()["status"] == "ok"  # the first one is unharmed
 

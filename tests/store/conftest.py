@@ -22,9 +22,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.segments_eval import ContactFacts, Occurrence
+from domain.segments.evaluate import ContactFacts, Occurrence
 from nudge.embedded import free_port
-from store import segments as store
+from store.segments import membership as store
 from store.db import transaction
 
 NOW = datetime.now(UTC).replace(microsecond=0)

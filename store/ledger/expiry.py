@@ -1,0 +1,74 @@
+"""Expiry: what remains in due buckets moves to the program's expiry account, a page of contacts at a time.
+
+One set-based query finds the page's due buckets; the expiry postings go through the same batch path as
+every other posting (accounts locked in order, exactly once per reference). The reference is
+`expire:{program}:{contact}:{month}`, so re-running a month's expiry posts nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.errors import DomainError
+from domain.ledger.postings import ExpiryPolicy, Kind, Request, month_of
+from domain.ledger.operations import expiry_cutoff, expiry_reference
+from store.ledger.postings import Receipt, Submission, apply
+
+
+@dataclass
+class ExpiryPage:
+    last: int | None  # the contact id to continue after; None: nothing left to expire
+    contacts: int = 0
+    postings: int = 0
+    points: int = 0
+    refused: int = 0
+
+
+async def programs_with_expiry(session: AsyncSession, programs: Sequence[int] | None) -> list[int]:
+    rows = await session.execute(text("""
+        SELECT id FROM ledger_programs WHERE expiry_months IS NOT NULL
+          AND (CAST(:ps AS bigint[]) IS NULL OR id = ANY(CAST(:ps AS bigint[]))) ORDER BY id
+    """), {"ps": programs})
+    return [r.id for r in rows]
+
+
+async def expire_page(session: AsyncSession, program_id: int, *, now: datetime, after: int,
+                      limit: int) -> ExpiryPage:
+    """Expire the due buckets of the next `limit` contacts (after `after`) that have any."""
+    months = await session.scalar(text("SELECT expiry_months FROM ledger_programs WHERE id = :p"), {"p": program_id})
+    today = month_of(now)
+    cutoff = expiry_cutoff(ExpiryPolicy(months), today)
+    if cutoff is None:
+        return ExpiryPage(last=None)
+    rows = (await session.execute(text("""
+        WITH due AS (
+            SELECT DISTINCT contact_id FROM ledger_buckets
+            WHERE program_id = :p AND month <= :cutoff AND remaining > 0 AND contact_id > :after
+            ORDER BY contact_id LIMIT :limit
+        )
+        SELECT b.contact_id, array_agg(b.month ORDER BY b.month) AS months FROM ledger_buckets b JOIN due USING (contact_id)
+        WHERE b.program_id = :p AND b.month <= :cutoff AND b.remaining > 0
+        GROUP BY b.contact_id ORDER BY b.contact_id
+    """), {"p": program_id, "cutoff": cutoff, "after": after, "limit": limit})).all()
+    if not rows:
+        return ExpiryPage(last=None)
+    subs = [Submission(program_id, Request(expiry_reference(program_id, r.contact_id, today), Kind.EXPIRE,
+                                           r.contact_id, months=tuple(r.months), memo="points expired"))
+            for r in rows]
+    outcomes = await apply(session, subs, now=now)
+    page = ExpiryPage(last=rows[-1].contact_id, contacts=len(rows))
+    for outcome in outcomes:
+        if isinstance(outcome, Receipt):
+            if not outcome.replayed and outcome.entries:
+                page.postings += 1
+                page.points += outcome.amount
+        elif isinstance(outcome, DomainError):
+            # This month's expiry of this contact was already posted with other months (points credited
+            # into a past month since); they expire in next month's run.
+            page.refused += 1
+    return page

@@ -1,0 +1,99 @@
+"""RedemptionWorkflow: one per order (`redeem:{order_id}`), a saga over the ledger and the rewards stock.
+
+hold points → reserve stock → fulfil → commit the hold. Any failure, or a cancellation, runs the
+compensations registered so far in reverse (release stock, void the hold); they are idempotent and retried
+until they succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from activities.ledger.redemptions import LedgerActivities, OrderStatus, OrderStep
+
+TASK_QUEUE = "nudge-ledger"
+STEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
+                         maximum_attempts=5)
+FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
+STEPS = ("hold_points", "reserve_stock", "fulfil", "commit_hold")
+
+
+def workflow_id(order_id: str) -> str:
+    return f"redeem:{order_id}"
+
+
+@dataclass
+class RedemptionInput:
+    order_id: str
+    program_id: int
+    contact_id: int
+    reward_id: int
+    quantity: int
+    points: int
+    hold_seconds: int = 900
+    # Fault injection for drills and tests: "fulfil" fails that step for good, "fulfil:retry" keeps it failing.
+    fail_at: list[str] = field(default_factory=list)
+
+
+@workflow.defn
+class RedemptionWorkflow:
+    @workflow.init
+    def __init__(self, params: RedemptionInput) -> None:
+        self.params = params
+        self.status = "pending"
+        self.failure: str | None = None
+
+    def _step(self, name: str) -> OrderStep:
+        p = self.params
+        return OrderStep(order_id=p.order_id, program_id=p.program_id, contact_id=p.contact_id,
+                         reward_id=p.reward_id, quantity=p.quantity, points=p.points, hold_seconds=p.hold_seconds,
+                         fail="fail" if name in p.fail_at else "retry" if f"{name}:retry" in p.fail_at else "")
+
+    async def _run(self, name: str, retry: RetryPolicy = STEP_RETRY) -> None:
+        method: Callable[..., Coroutine[Any, Any, None]] = getattr(LedgerActivities, name)
+        await workflow.execute_activity_method(method, self._step(name), start_to_close_timeout=timedelta(seconds=30),
+                                               retry_policy=retry)
+
+    async def _record(self, status: str) -> None:
+        self.status = status
+        await workflow.execute_activity_method(
+            LedgerActivities.record_status, OrderStatus(self.params.order_id, status, self.failure),
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=FOREVER)
+
+    @workflow.run
+    async def run(self, params: RedemptionInput) -> str:
+        compensations: list[str] = []
+        try:
+            # Each compensation is registered before its step: a step that timed out may still have happened.
+            compensations.append("void_hold")
+            await self._run("hold_points")
+            compensations.append("release_stock")
+            await self._run("reserve_stock")
+            await self._run("fulfil")
+            await self._run("commit_hold")
+        except (ActivityError, asyncio.CancelledError) as exc:
+            cancelled = is_cancelled_exception(exc)
+            cause = exc.cause if isinstance(exc, ActivityError) else None
+            self.failure = "cancelled" if cancelled else (
+                cause.message if isinstance(cause, ApplicationError) else str(exc))
+            for name in reversed(compensations):
+                await self._run(name, FOREVER)
+            await self._record("cancelled" if cancelled else "failed")
+            if cancelled:
+                raise
+            return self.status
+        await self._record("completed")
+        return self.status
+
+    @workflow.query
+    def current_status(self) -> str:
+        return self.status
