@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo dev test bench clean
+.PHONY: demo dev test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ demo: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/nudge dev
 
-test: $(STAMP)
+# The lint gate first (seconds), then the suite; the import contracts run inside the suite (tests/test_architecture.py).
+test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/nudge bench $(NAME)

@@ -16,7 +16,7 @@ from channels.email import EmailChannel
 from domain import templates
 from domain.errors import DomainError
 from core.metrics import BATCH_SECONDS, MESSAGES
-from store.campaigns import runs as store
+from store.campaigns import definitions, runs
 from store.db import transaction
 
 
@@ -59,14 +59,14 @@ class CampaignActivities:
     @activity.defn
     async def snapshot_audience(self, params: RunInput) -> int:
         async with transaction(self.sessions) as session:
-            return await store.snapshot_audience(session, params.run_id)
+            return await runs.snapshot_audience(session, params.run_id)
 
     @activity.defn
     async def send_batch(self, params: SendBatchInput) -> SendBatchResult:
         async with self.sessions() as session:
-            run = await store.get_run(session, params.run_id)
-            campaign = await store.get_campaign(session, run.campaign_id)
-            page = await store.queued_page(session, params.run_id, params.after_contact_id, params.limit)
+            run = await runs.get_run(session, params.run_id)
+            campaign = await definitions.get_campaign(session, run.campaign_id)
+            page = await runs.queued_page(session, params.run_id, params.after_contact_id, params.limit)
         if not page:
             return SendBatchResult(params.after_contact_id, 0, 0, done=True)
 
@@ -88,7 +88,7 @@ class CampaignActivities:
         async def record(result: SendResult) -> None:
             # Recorded message by message, so a crash right after a send leaves at most that one unrecorded.
             async with self.outcomes.connect() as conn:
-                await store.record_outcome(
+                await runs.record_outcome(
                     conn, contact_of[result.key], result.key,
                     status="sent" if result.accepted else "failed",
                     provider_message_id=result.provider_message_id, error=result.error,
@@ -108,5 +108,5 @@ class CampaignActivities:
     @activity.defn
     async def finish_run(self, params: RunInput) -> RunTotals:
         async with transaction(self.sessions) as session:
-            counts = await store.finish_run(session, params.run_id)
+            counts = await runs.finish_run(session, params.run_id)
         return RunTotals(total=counts.total, sent=counts.sent, failed=counts.failed)

@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from domain.segments.rules import SEGMENT_EVENTS
-from store.events import insert as events_store
+from store.events import outbox
 from store.segments import scoring
 from store.segments import membership as store
 from store.db import transaction
@@ -99,7 +99,7 @@ class SegmentActivities:
     async def consume_changes(self, params: ConsumeInput) -> ConsumeResult:
         """One batch: new events after the cursor plus contacts whose traits changed, refreshed together."""
         async with transaction(self.sessions) as session:
-            batch = await events_store.read_new_events(session, EVENTS_CONSUMER, limit=params.limit)
+            batch = await outbox.read_new_events(session, EVENTS_CONSUMER, limit=params.limit)
             touched = await _touched_by(session, batch)
             changed, watermark, more_contacts = await _changed_contacts(session, params.limit)
             touched |= changed
@@ -113,7 +113,7 @@ class SegmentActivities:
                     await self.es.register_saved(session)
                     await self.es.index_contacts(session, sorted(touched))
             if batch:
-                await events_store.advance_cursor(session, EVENTS_CONSUMER, batch[-1].position)
+                await outbox.advance_cursor(session, EVENTS_CONSUMER, batch[-1].position)
             if watermark is not None:
                 await session.execute(text("""
                     INSERT INTO segment_cursors (consumer, position) VALUES (:c, :p)
@@ -170,7 +170,7 @@ class SegmentActivities:
         return BackfillChunkResult(indexed, cursor, started_from, done=exhausted, resumed=resumed)
 
 
-async def _touched_by(session: AsyncSession, batch: Sequence[events_store.OutboxEvent]) -> set[int]:
+async def _touched_by(session: AsyncSession, batch: Sequence[outbox.OutboxEvent]) -> set[int]:
     """Contacts whose events can change a rule segment's membership. Our own segment_entered/exited events
     count only for segments that other rules name: the rest would re-evaluate what was just evaluated
     (a full refresh that moves a million members would otherwise be re-checked contact by contact)."""

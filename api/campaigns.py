@@ -12,29 +12,27 @@ from temporalio.service import RPCError
 
 from api.deps import Admin, Reader, Session, Temporal
 from api.schemas.campaigns import Audience, CampaignIn, CampaignOut, RunOut
-from domain import templates
-from domain.campaigns import CampaignStatus, transition
-from domain.errors import DomainError
+from domain.campaigns import CampaignStatus
 from api.runtime import Runtime
-from store.campaigns import runs as store
-from store.contacts import profiles as contacts_store
+from store.campaigns import definitions, runs
+from store.campaigns.models import Campaign, CampaignRun
 from workflows.campaigns import CAMPAIGN_ID, NUDGE_KIND, TASK_QUEUE, CampaignRunInput, CampaignWorkflow
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 
 
-async def _out(session: Session, request: Request, campaign: store.Campaign) -> CampaignOut:
+async def _out(session: Session, request: Request, campaign: Campaign) -> CampaignOut:
     return (await _out_many(session, request, [campaign]))[0]
 
 
-async def _out_many(session: Session, request: Request, campaigns: Sequence[store.Campaign]) -> list[CampaignOut]:
-    runs = await store.latest_runs(session, [c.id for c in campaigns])
+async def _out_many(session: Session, request: Request, campaigns: Sequence[Campaign]) -> list[CampaignOut]:
+    latest = await runs.latest_runs(session, [c.id for c in campaigns])
     ui = request.app.state.temporal_ui
     out = []
     for campaign in campaigns:
         run_out = None
-        if campaign.id in runs:
-            run, counts = runs[campaign.id]
+        if campaign.id in latest:
+            run, counts = latest[campaign.id]
             run_out = RunOut(
                 number=run.number, status=run.status, workflow_id=run.workflow_id, total=counts.total,
                 queued=counts.queued, sent=counts.sent, failed=counts.failed, started_at=run.started_at,
@@ -51,38 +49,28 @@ async def _out_many(session: Session, request: Request, campaigns: Sequence[stor
 
 @router.post("", response_model=CampaignOut, status_code=201, dependencies=[Admin], summary="Create a draft campaign")
 async def create_campaign(body: CampaignIn, session: Session, request: Request) -> CampaignOut:
-    templates.check(body.subject, "subject")
-    templates.check(body.body, "body")
-    if body.html:
-        templates.check(body.html, "html", html=True)
-    ids = sorted(set(body.audience.contact_ids))
-    missing = sorted(set(ids) - await contacts_store.existing_ids(session, ids))
-    if missing:
-        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-        raise DomainError(f"audience.contact_ids: {len(missing)} contact(s) do not exist: {shown}. Create them first.")
-    campaign = store.Campaign(name=body.name, channel=body.channel, subject=body.subject, body=body.body,
-                              html=body.html, audience={"contact_ids": ids})
-    session.add(campaign)
-    await session.flush()
+    campaign = await definitions.create_campaign(
+        session, name=body.name, channel=body.channel, subject=body.subject, body=body.body, html=body.html,
+        contact_ids=body.audience.contact_ids)
     return await _out(session, request, campaign)
 
 
 @router.get("", response_model=list[CampaignOut], dependencies=[Reader], summary="List campaigns")
 async def list_campaigns(session: Session, request: Request, after: int = 0, limit: int = 100) -> list[CampaignOut]:
-    return await _out_many(session, request, await store.list_campaigns(session, after_id=after, limit=min(limit, 500)))
+    return await _out_many(session, request, await definitions.list_campaigns(session, after_id=after, limit=min(limit, 500)))
 
 
 @router.get("/{campaign_id}", response_model=CampaignOut, dependencies=[Reader],
             summary="Get a campaign with the live progress of its latest run")
 async def get_campaign(campaign_id: int, session: Session, request: Request) -> CampaignOut:
-    return await _out(session, request, await store.get_campaign(session, campaign_id))
+    return await _out(session, request, await definitions.get_campaign(session, campaign_id))
 
 
 @router.post("/{campaign_id}/launch", response_model=CampaignOut, status_code=202, dependencies=[Admin],
              summary="Launch a campaign now: starts one CampaignWorkflow for this run")
 async def launch_campaign(campaign_id: int, session: Session, request: Request, client: Temporal) -> CampaignOut:
-    run = await store.start_run(session, campaign_id)
-    campaign = await store.get_campaign(session, campaign_id)
+    run = await runs.start_run(session, campaign_id)
+    campaign = await definitions.get_campaign(session, campaign_id)
     await _start_workflow(client, request.app.state.runtime, campaign, run)
     return await _out(session, request, campaign)
 
@@ -101,15 +89,13 @@ async def resume_campaign(campaign_id: int, session: Session, request: Request, 
 
 async def _steer(campaign_id: int, session: Session, request: Request, client: Client, target: CampaignStatus,
                  signal: object) -> CampaignOut:
-    campaign = await store.get_campaign(session, campaign_id, lock=True)
-    campaign.status = transition(CampaignStatus(campaign.status), target).value
-    run = await store.latest_run(session, campaign_id)
-    if run is not None and run.finished_at is None:
+    campaign, run = await runs.steer(session, campaign_id, target)
+    if run is not None:
         await client.get_workflow_handle(run.workflow_id).signal(signal)  # type: ignore[arg-type]
     return await _out(session, request, campaign)
 
 
-async def _start_workflow(client: Client, runtime: Runtime, campaign: store.Campaign, run: store.CampaignRun) -> None:
+async def _start_workflow(client: Client, runtime: Runtime, campaign: Campaign, run: CampaignRun) -> None:
     # Started inside the request's transaction: if Temporal refuses, the run row is rolled back.
     try:
         await client.start_workflow(

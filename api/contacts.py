@@ -15,7 +15,7 @@ from domain.errors import DomainError, NotFound
 from domain.events import IdentityKind
 from store.contacts import profiles as store
 from store import erasure
-from store.events import insert as event_store
+from store.events import timeline
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
 
@@ -145,7 +145,7 @@ async def contact_events(
     cursor = _event_cursor(before) if before else None
     if await store.get_contact(session, contact_id) is None:
         raise await _missing(session, contact_id)
-    rows = await event_store.contact_events(session, contact_id, before=cursor, limit=limit)
+    rows = await timeline.contact_events(session, contact_id, before=cursor, limit=limit)
     items = [EventOut(**r) for r in rows]
     last = items[-1] if len(items) == limit else None
     return EventPage(items=items, next_before=_event_cursor_of(last) if last else None)

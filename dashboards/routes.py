@@ -15,8 +15,8 @@ from api.deps import DASHBOARD_COOKIE, runtime
 from domain.errors import NotFound
 from domain.ledger.postings import month_label
 from domain.keys import Scope, allows
-from nudge.embedded import read_mailbox
-from store.campaigns import runs as campaigns_store
+from channels.mailbox import read_mailbox
+from store.campaigns.dashboard import campaign_summaries
 from store import keys
 from store.ledger import dashboard as ledger_dashboard
 
@@ -70,7 +70,7 @@ async def campaigns_page(request: Request) -> Response:
     if not await _signed_in(request):
         return RedirectResponse("/dashboards/login", status_code=303)
     async with runtime(request).sessions() as s:
-        rows = await campaigns_store.campaign_summaries(s)
+        rows = await campaign_summaries(s)
     totals = {k: sum(r[k] for r in rows) for k in ("sent", "failed", "queued")}
     chart = {
         "labels": [f"#{r['id']} {r['name']}" for r in reversed(rows[:12])],

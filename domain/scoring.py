@@ -43,7 +43,7 @@ class DailyCount:
 
 
 def decayed(points: float, age_days: int, half_life_days: float) -> float:
-    return points * 0.5 ** (max(age_days, 0) / half_life_days)
+    return float(points * 0.5 ** (max(age_days, 0) / half_life_days))
 
 
 def lead_score(model: LeadModel, activity: Iterable[DailyCount], present_traits: Iterable[str]) -> float:

@@ -49,7 +49,7 @@ def _refuse_private_attributes(source: str, field: str, html: bool) -> None:
     """Reject `x.__class__`-style access up front: the sandbox would only render it as empty."""
     tree = (_html_env if html else _env).parse(source)
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        name = node.attr if isinstance(node, nodes.Getattr) else getattr(getattr(node, "arg", None), "value", None)
         if isinstance(name, str) and name.startswith("_"):
             raise TemplateProblem(f"{field} tries to access something templates may not use: {name!r}")
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
+from channels.mailbox import read_mailbox
+
 SEARCH_ATTRIBUTES = ("CampaignId", "JourneyId", "TaskId", "NudgeKind")
 PG_SYSTEM_USER = "embedded_postgres"
 
@@ -331,16 +333,3 @@ class MailSink:
 
     def messages(self) -> list[EmailMessage]:
         return read_mailbox(self.directory)
-
-
-def read_mailbox(directory: Path, limit: int | None = None) -> list[EmailMessage]:
-    """Messages in a sink directory, oldest first (or the newest `limit`, still oldest first)."""
-    if not directory.exists():
-        return []
-    files = sorted(directory.glob("*.eml"))
-    if limit is not None:
-        files = files[-limit:]
-    return [
-        email.message_from_bytes(f.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
-        for f in files
-    ]

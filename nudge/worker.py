@@ -8,6 +8,10 @@ from collections.abc import Sequence
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+import workflows.events
+import workflows.ledger.operations
+import workflows.segments.refresh
+
 from activities.campaigns import CampaignActivities
 from activities.events import EventsOpsActivities, Retention
 from activities.ledger.redemptions import LedgerActivities
@@ -72,16 +76,12 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
 
 async def ensure_schedules(client: Client, queues: Sequence[str] = QUEUES) -> None:
     """Create the Temporal Schedules of the domains this process works for (idempotent)."""
-    from workflows import events as events_ops
-    from workflows.ledger import operations as ledger_ops
-    from workflows.segments import refresh as segments
-
-    if ledger_ops.TASK_QUEUE in queues:
-        await ledger_ops.ensure_schedules(client)  # reconciliation, expiry, retention
-    if segments.TASK_QUEUE in queues:
-        await segments.ensure_schedules(client)  # incremental changes consumer, time-based refresh
-    if events_ops.TASK_QUEUE in queues:
-        await events_ops.ensure_schedules(client)  # daily prune of outbox, dedupe and segment transitions
+    if LEDGER_QUEUE in queues:
+        await workflows.ledger.operations.ensure_schedules(client)  # reconciliation, expiry, retention
+    if SEGMENTS_QUEUE in queues:
+        await workflows.segments.refresh.ensure_schedules(client)  # changes consumer, time-based refresh
+    if EVENTS_QUEUE in queues:
+        await workflows.events.ensure_schedules(client)  # daily prune of outbox, dedupe and segment transitions
 
 
 async def run_workers(workers: Sequence[Worker]) -> None:

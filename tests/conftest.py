@@ -27,7 +27,7 @@ from nudge.embedded import SEARCH_ATTRIBUTES, EmbeddedPostgres, MailSink, free_p
 from api.runtime import Runtime
 from core.settings import Settings
 from nudge.worker import build_workers
-from store.events import insert as events_store
+from store.events.outbox import OutboxEvent, advance_cursor, read_new_events
 from store import keys
 from store.db import make_engine, make_sessionmaker, plain_url, transaction
 from store.migrate import upgrade
@@ -203,16 +203,16 @@ class Outbox:
         """Register `consumer` at the current end of the outbox."""
         await self.drain(consumer, lambda _: False)
 
-    async def drain(self, consumer: str, keep: Callable[[events_store.OutboxEvent], bool], expect: int = 0,
-                    timeout: float = 15.0) -> list[events_store.OutboxEvent]:
+    async def drain(self, consumer: str, keep: Callable[[OutboxEvent], bool], expect: int = 0,
+                    timeout: float = 15.0) -> list[OutboxEvent]:
         """Read and advance to the end; the events `keep` picks, waiting up to `timeout` for `expect` of them."""
-        kept: list[events_store.OutboxEvent] = []
+        kept: list[OutboxEvent] = []
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             async with transaction(self.sessions) as s:
-                while batch := await events_store.read_new_events(s, consumer, limit=1000):
+                while batch := await read_new_events(s, consumer, limit=1000):
                     kept += [e for e in batch if keep(e)]
-                    await events_store.advance_cursor(s, consumer, batch[-1].position)
+                    await advance_cursor(s, consumer, batch[-1].position)
             if len(kept) >= expect or asyncio.get_running_loop().time() > deadline:
                 return kept
             await asyncio.sleep(0.1)

@@ -104,8 +104,8 @@ def _compare(op: str, candidate: Any, value: Any) -> bool:
         return bool(candidate == value)
     if _kind(value) == "boolean":
         return False
-    return {"gt": candidate > value, "gte": candidate >= value, "lt": candidate < value,
-            "lte": candidate <= value}[op]
+    return bool({"gt": candidate > value, "gte": candidate >= value, "lt": candidate < value,
+                 "lte": candidate <= value}[op])
 
 
 def _holds(op: str, candidate: Any, value: Any, now: datetime) -> bool:

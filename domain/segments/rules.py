@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from domain.errors import DomainError
+from domain.rules import cel_to_tree
 
 MAX_DEPTH = 12
 MAX_CONDITIONS = 200
@@ -323,8 +324,6 @@ def _event(raw: dict[str, Any], where: str, depth: int, counter: list[int]) -> E
     if raw.get("where") is not None:
         filters.append(_node(raw["where"], f"{where}.where", depth + 1, counter, event_scope=True))
     if raw.get("where_cel") is not None:
-        from domain.rules import cel_to_tree  # rules.py depends on this module, not the other way round
-
         tree = cel_to_tree(raw["where_cel"], f"{where}.where_cel")
         filters.append(_node(tree, f"{where}.where_cel", depth + 1, counter, event_scope=True))
     condition: Node | None = filters[0] if len(filters) == 1 else (All(tuple(filters)) if filters else None)
@@ -362,16 +361,16 @@ def _count(raw: Any, where: str, windowed: bool) -> Count:
     op, value = raw.get("op"), raw.get("value")
     if op not in COUNT_OPS:
         raise _fail(f"{where}.op", f"unknown count operator {_show(op)}; use one of {', '.join(sorted(COUNT_OPS))}")
-    values = value if op == "between" else [value]
     if op == "between" and (not isinstance(value, list) or len(value) != 2):
         raise _fail(f"{where}.value", "between needs [low, high]")
+    values: list[Any] = list(value) if isinstance(value, list) else [value]
     for v in values:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise _fail(f"{where}.value", f"counts are non-negative integers, got {_show(v)}")
         if windowed and v > MAX_WINDOW_COUNT:
             raise _fail(f"{where}.value", f"a count inside a time window can test up to {MAX_WINDOW_COUNT} "
                                           f"occurrences; use a count without `within_last` for more")
-    return Count(op, (values[0], values[1]) if op == "between" else value)
+    return Count(op, (values[0], values[1]) if op == "between" else values[0])
 
 
 # ---- meaning shared by backends ---------------------------------------------------------------
@@ -454,7 +453,7 @@ def transition_message_id(segment_id: int, contact_id: int, kind: str, transitio
 def check_no_cycle(segment_id: int, references: dict[int, set[int]]) -> None:
     """`references` maps each rule segment to the segments its rule names (including segment_id's new rule)."""
     seen: set[int] = set()
-    stack = [(segment_id, (segment_id,))]
+    stack: list[tuple[int, tuple[int, ...]]] = [(segment_id, (segment_id,))]
     while stack:
         current, trail = stack.pop()
         for nxt in references.get(current, set()):

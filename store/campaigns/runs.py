@@ -7,81 +7,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Integer, Text, UniqueConstraint, func, select, text, true, update
-from sqlalchemy.dialects.postgresql import JSONB, distinct_on
+from sqlalchemy import func, select, text, true, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Mapped, aliased, mapped_column
+from sqlalchemy.orm import aliased
 
 from domain.campaigns import CampaignStatus, transition
 from domain.errors import Conflict, NotFound
-from store.base import Base, created_at
+from store.campaigns.definitions import get_campaign
+from store.campaigns.models import Campaign, CampaignRun, Delivery
 
 STEP = "s1"  # a broadcast has one send step; journeys name theirs
 
 
-class Campaign(Base):
-    __tablename__ = "campaigns"
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    name: Mapped[str] = mapped_column(Text)
-    channel: Mapped[str] = mapped_column(Text)
-    subject: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
-    html: Mapped[str | None] = mapped_column(Text)
-    audience: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(Text, default=CampaignStatus.DRAFT.value)
-    created_at: Mapped[datetime] = created_at()
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
-
-
-class CampaignRun(Base):
-    __tablename__ = "campaign_runs"
-    __table_args__ = (UniqueConstraint("campaign_id", "number"),)
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
-    number: Mapped[int] = mapped_column(Integer)
-    workflow_id: Mapped[str] = mapped_column(Text, unique=True)
-    status: Mapped[str] = mapped_column(Text, default="starting")
-    total: Mapped[int] = mapped_column(Integer, default=0)
-    started_at: Mapped[datetime] = created_at()
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class Delivery(Base):
-    """One message to one contact. Partitioned by hash of contact id (see migration 0001)."""
-
-    __tablename__ = "deliveries"
-
-    contact_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    key: Mapped[str] = mapped_column(Text, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(BigInteger)
-    run_id: Mapped[int] = mapped_column(BigInteger)
-    step: Mapped[str] = mapped_column(Text)
-    channel: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    provider_message_id: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = created_at()
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
 def workflow_id(campaign_id: int, number: int) -> str:
     return f"campaign:{campaign_id}:run:{number}"
-
-
-async def get_campaign(session: AsyncSession, campaign_id: int, *, lock: bool = False) -> Campaign:
-    stmt = select(Campaign).where(Campaign.id == campaign_id)
-    campaign = await session.scalar(stmt.with_for_update() if lock else stmt)
-    if campaign is None:
-        raise NotFound(f"Campaign {campaign_id} does not exist.")
-    return campaign
-
-
-async def list_campaigns(session: AsyncSession, *, after_id: int = 0, limit: int = 100) -> Sequence[Campaign]:
-    rows = await session.scalars(select(Campaign).where(Campaign.id > after_id).order_by(Campaign.id).limit(limit))
-    return rows.all()
 
 
 async def start_run(session: AsyncSession, campaign_id: int) -> CampaignRun:
@@ -234,20 +174,12 @@ async def finish_run(session: AsyncSession, run_id: int) -> RunCounts:
     return counts
 
 
-async def campaign_summaries(session: AsyncSession) -> list[dict[str, Any]]:
-    """Per campaign: status and delivery counts, for the API list and the dashboard."""
-    rows = await session.execute(text("""
-        SELECT c.id, c.name, c.channel, c.status, c.created_at,
-               coalesce(d.total, 0) AS total, coalesce(d.sent, 0) AS sent,
-               coalesce(d.failed, 0) AS failed, coalesce(d.queued, 0) AS queued
-        FROM campaigns c
-        LEFT JOIN (
-            SELECT campaign_id, count(*) AS total,
-                   count(*) FILTER (WHERE status = 'sent') AS sent,
-                   count(*) FILTER (WHERE status = 'failed') AS failed,
-                   count(*) FILTER (WHERE status = 'queued') AS queued
-            FROM deliveries GROUP BY campaign_id
-        ) d ON d.campaign_id = c.id
-        ORDER BY c.id DESC LIMIT 200
-    """))
-    return [dict(r._mapping) for r in rows]
+
+
+async def steer(session: AsyncSession, campaign_id: int, target: CampaignStatus) -> tuple[Campaign, CampaignRun | None]:
+    """Move a campaign to `target` (pause, resume) under its row lock; also the run whose workflow must be told,
+    if one is still going."""
+    campaign = await get_campaign(session, campaign_id, lock=True)
+    campaign.status = transition(CampaignStatus(campaign.status), target).value
+    run = await latest_run(session, campaign_id)
+    return campaign, run if run is not None and run.finished_at is None else None

@@ -18,6 +18,7 @@ from psycopg import AsyncConnection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.events import Event, Key, Owner, Resolution, fold_traits, keys_of, resolve
+from store.db import driver
 
 LOOKUP = """
     SELECT i.kind, i.value, i.contact_id, c.user_id
@@ -102,13 +103,6 @@ def _known_zone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
-
-
-async def driver(session: AsyncSession) -> AsyncConnection[Any]:
-    """The session's psycopg connection, inside the session's transaction (for COPY and bulk SQL)."""
-    conn = await session.connection()
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
 
 
 async def lookup(pg: AsyncConnection[Any], keys: Iterable[Key]) -> dict[Key, Owner]:

@@ -1,4 +1,4 @@
-"""Events: the set-based ingest of a batch, the outbox downstream consumers read, and erasure.
+"""Events: the set-based ingest of a batch, and erasure.
 
 Ingest writes, in the caller's transaction: the events, per-contact daily aggregates
 (`contact_event_daily`), `contacts.last_seen_at` and one `event_outbox` row for the batch — one statement
@@ -7,18 +7,7 @@ stored once per contact: the unique index `(contact_id, message_id)` on events r
 carries the same identity and so lands on the same contact. `event_dedupe` remembers the message ids of
 erased contacts (see `erase_contact`), whose events and identities are gone, for the dedupe window.
 
-Downstream consumers (task progress, journey triggers, segment refresh) read committed events in
-order, after commit, surviving restarts:
-
-    async with transaction(sessions) as s:
-        batch = await read_new_events(s, "journeys", limit=1000)
-        ...handle batch (idempotently, keyed by event id)...
-        if batch:
-            await advance_cursor(s, "journeys", batch[-1].position)
-
-A consumer's first read starts at the beginning of the outbox. Positions are (transaction id, outbox
-id); only outbox rows of transactions older than every running one are read, so a slow transaction
-can never commit rows behind a cursor that has already passed them.
+Downstream consumers read what was stored through the outbox (`store.events.outbox`).
 """
 
 from __future__ import annotations
@@ -35,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.events import Event, IdentityKind, needs_resolution
 from store.contacts import identities
-from store.contacts.identities import driver
+from store.db import driver
 
 # Each row names its event's primary identity (k, v); the contact comes from `identities`. If any row's
 # identity is unknown nothing is written and `all_known` is false: the caller resolves and retries.
@@ -97,28 +86,6 @@ OPTIMISTIC_FORM = {SPLIT: SPLIT_OPTIMISTIC, ARRAYS: ARRAYS_OPTIMISTIC}
 
 RACE_ATTEMPTS = 5
 
-READ = """
-WITH cur AS (
-    SELECT coalesce((SELECT xid FROM event_cursors WHERE consumer = %(consumer)s), '0'::xid8) AS xid,
-           coalesce((SELECT outbox_id FROM event_cursors WHERE consumer = %(consumer)s), 0) AS id
-), batches AS (
-    SELECT o.*, sum(cardinality(o.event_ids)) OVER (ORDER BY o.xid, o.id) - cardinality(o.event_ids) AS before
-    FROM (
-        SELECT o.id, o.xid, o.contact_ids, o.event_ids FROM event_outbox o, cur
-        WHERE (o.xid, o.id) > (cur.xid, cur.id) AND o.xid < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY o.xid, o.id LIMIT 1000
-    ) o
-)
-SELECT b.xid::text, b.id, e.contact_id, e.id, e.message_id, e.type, e.event, e.properties, e.context,
-       e.timestamp, e.received_at
-FROM batches b
-CROSS JOIN LATERAL unnest(b.contact_ids, b.event_ids) WITH ORDINALITY AS u(contact_id, event_id, n)
-LEFT JOIN contact_merges m ON m.contact_id = u.contact_id
-JOIN events e ON e.contact_id = coalesce(m.merged_into, u.contact_id) AND e.id = u.event_id
-WHERE b.before < %(limit)s
-ORDER BY b.xid, b.id, u.n
-"""
-
 # Message ids of a batch already stored: on the contact that now holds the event's primary identity (a merge
 # moves identities and events together), or remembered for an erased contact.
 SEEN = """
@@ -127,11 +94,6 @@ UNION ALL
 SELECT e.message_id FROM unnest(%(k)s::text[], %(v)s::text[], %(m)s::text[]) AS u(k, v, m)
 JOIN identities i ON i.kind = u.k AND i.value = u.v
 JOIN events e ON e.contact_id = i.contact_id AND e.message_id = u.m
-"""
-
-ADVANCE = """
-INSERT INTO event_cursors (consumer, xid, outbox_id) VALUES (%s, %s::xid8, %s)
-ON CONFLICT (consumer) DO UPDATE SET xid = excluded.xid, outbox_id = excluded.outbox_id, updated_at = now()
 """
 
 ERASE = (
@@ -154,26 +116,6 @@ class IngestResult:
     @property
     def duplicates(self) -> int:
         return self.received - self.inserted
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Position:
-    xid: int
-    outbox_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    position: Position
-    contact_id: int
-    id: int
-    message_id: str
-    type: str
-    event: str | None
-    properties: dict[str, Any]
-    context: dict[str, Any]
-    timestamp: datetime
-    received_at: datetime
 
 
 class IdentityRace(Exception):
@@ -318,33 +260,6 @@ async def _insert(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[boo
     if statement is not careful:  # the optimistic form stored everything, or nothing when somebody is unknown
         return all_known, [e.message_id for e in batch] if all_known else []
     return all_known, list(row[1] or [])
-
-
-async def read_new_events(session: AsyncSession, consumer: str, limit: int = 1000) -> list[OutboxEvent]:
-    """Committed events after `consumer`'s cursor, oldest first; whole batches, about `limit` events."""
-    pg = await driver(session)
-    cur = await pg.execute(READ, {"consumer": consumer, "limit": limit})
-    return [OutboxEvent(Position(int(r[0]), r[1]), *r[2:]) for r in await cur.fetchall()]
-
-
-async def advance_cursor(session: AsyncSession, consumer: str, position: Position) -> None:
-    """Record that `consumer` has handled everything up to and including `position`."""
-    await (await driver(session)).execute(ADVANCE, (consumer, str(position.xid), position.outbox_id))
-
-
-async def contact_events(session: AsyncSession, contact_id: int, *, before: tuple[datetime, int] | None,
-                         limit: int) -> list[dict[str, Any]]:
-    """A contact's timeline, newest first by event time (keyset on (timestamp, id)). Not by id alone: ids
-    come from per-connection sequence caches, so concurrent writers hand them out out of time order."""
-    ts, eid = before if before is not None else (None, None)
-    pg = await driver(session)
-    cur = await pg.execute(
-        "SELECT id, message_id, type, event, properties, context, timestamp, received_at FROM events"
-        " WHERE contact_id = %s AND (%s::timestamptz IS NULL OR (timestamp, id) < (%s::timestamptz, %s::bigint))"
-        " ORDER BY timestamp DESC, id DESC LIMIT %s",
-        (contact_id, ts, ts, eid, limit))
-    names = [d.name for d in cur.description or ()]
-    return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
 
 
 async def erase_contact(session: AsyncSession, contact_id: int) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.ledger.postings import Month, month_label, month_of, month_start
-from store.ledger.postings import driver
+from store.db import driver
 
 SCHEMA = pa.schema([("contact_id", pa.int64()), ("posting_id", pa.int64()), ("account", pa.string()),
                     ("amount", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC")),

@@ -10,43 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.ledger import postings as ledger
 from domain.errors import DomainError, NotFound
-from domain.ledger.postings import USER, Kind, Month, Request
+from domain.ledger import postings as ledger
+from domain.ledger.postings import USER, Kind, Month
+from store.db import driver
 from store.ledger.credits import post_credits
-
-
-@dataclass(frozen=True)
-class Submission:
-    program_id: int
-    request: Request
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What a posting did; a replay of the same reference returns the same receipt."""
-
-    id: int
-    program_id: int
-    reference: str
-    kind: str
-    contact_id: int
-    amount: int
-    balance_after: int
-    entries: tuple[tuple[str, int], ...]
-    hold_reference: str | None
-    memo: str | None
-    created_at: datetime
-    replayed: bool = False
-
-
-Outcome = Receipt | DomainError
+from store.ledger.receipts import Outcome, Receipt, Submission, receipt_json, replay
 
 
 class RaceLost(Exception):
@@ -89,14 +64,8 @@ READ_BUCKETS = """
 """
 
 
-async def driver(session: AsyncSession) -> psycopg.AsyncConnection[Any]:
-    """The psycopg connection under the session's transaction: the hot path pipelines its statements."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection  # type: ignore[return-value]
-
-
-async def existing(session: AsyncSession, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, Receipt]]:
+async def existing(session: AsyncSession,
+                   keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, Receipt]]:
     """Receipts (with their fingerprints) of references already posted."""
     if not keys:
         return {}
@@ -107,15 +76,6 @@ async def existing(session: AsyncSession, keys: Sequence[tuple[int, str]]) -> di
           ON p.program_id = k.program_id AND p.reference = k.reference
     """, {"programs": [k[0] for k in keys], "refs": [k[1] for k in keys]})
     return {(v["program_id"], v["reference"]): (v["fingerprint"], receipt_json(v)) for (v,) in await cur.fetchall()}
-
-
-def replay(found: tuple[str, Receipt], request: Request) -> Outcome:
-    fingerprint, receipt = found
-    if fingerprint != request.fingerprint():
-        return ledger.ReferenceConflict(
-            f"reference {request.reference!r} was already posted as a {receipt.kind} of {receipt.amount} "
-            f"for contact {receipt.contact_id}; use a new reference for a different posting")
-    return receipt
 
 
 @dataclass
@@ -164,13 +124,6 @@ async def _read(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission])
         for c, p, month, remaining in await cur.fetchall():
             state.buckets.setdefault((c, p), {})[month] = remaining
     return state
-
-
-def receipt_json(v: dict[str, Any]) -> Receipt:
-    return Receipt(id=v["id"], program_id=v["program_id"], reference=v["reference"], kind=v["kind"],
-                   contact_id=v["contact_id"], amount=v["amount"], balance_after=v["balance_after"],
-                   entries=tuple((a, int(n)) for a, n in v["entries"]), hold_reference=v["hold_reference"],
-                   memo=v["memo"], created_at=datetime.fromisoformat(v["created_at"]).astimezone(UTC), replayed=True)
 
 
 def raise_refused(outcomes: Sequence[Outcome]) -> None:

@@ -14,6 +14,7 @@ from temporalio.worker import Replayer
 
 from domain.events import Event, parse_batch
 from store.events import insert as events_store
+from store.events.outbox import advance_cursor, read_new_events
 from store.segments import membership as segments_store
 from store.db import transaction
 from store.contacts.identities import find_contact
@@ -42,8 +43,8 @@ async def _catch_up_every_consumer(sessions: async_sessionmaker[AsyncSession], c
     async with transaction(sessions) as s:
         consumers = (await s.scalars(text("SELECT consumer FROM event_cursors WHERE consumer <> 'segments'"))).all()
         for consumer in consumers:
-            while batch := await events_store.read_new_events(s, consumer, limit=100_000):
-                await events_store.advance_cursor(s, consumer, batch[-1].position)
+            while batch := await read_new_events(s, consumer, limit=100_000):
+                await advance_cursor(s, consumer, batch[-1].position)
 
 
 async def test_ensuring_the_prune_schedule_twice_creates_it_once(temporal_client: Client) -> None:

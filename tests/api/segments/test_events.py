@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from domain.segments.rules import transition_message_id
-from store.events import insert as events_store
+from store.events.outbox import OutboxEvent
 from store.segments import membership as store
 from store.db import transaction
 from workflows.segments.refresh import TASK_QUEUE, ChangesInput, SegmentChangesWorkflow
@@ -34,7 +34,7 @@ async def _contacts(api: httpx.AsyncClient, tag: str, n: int) -> list[int]:
     return ids
 
 
-def _about(segment_id: int) -> Callable[[events_store.OutboxEvent], bool]:
+def _about(segment_id: int) -> Callable[[OutboxEvent], bool]:
     """Outbox events of `segment_id`'s membership changes."""
     return lambda e: e.event in ("segment_entered", "segment_exited") and e.properties.get("segment_id") == segment_id
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.events import Event, parse_batch
 from store.events import insert as store
+from store.events.outbox import read_new_events
 from store.db import plain_url, transaction
 from store.contacts.identities import find_contact
 
@@ -68,7 +69,7 @@ async def test_outbox_hands_committed_events_to_a_consumer_once(
     handed = await outbox.drain(consumer, lambda e: e.contact_id == contact, 3)  # other writers share it
     assert [e.event for e in handed if e.contact_id == contact] == ["e0", "e1", "e2"]
     async with transaction(sessions) as s:
-        again = await store.read_new_events(s, consumer, limit=1000)
+        again = await read_new_events(s, consumer, limit=1000)
     assert not any(e.id in {b.id for b in handed} for e in again)
 
 

@@ -16,7 +16,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from nudge.embedded import SEARCH_ATTRIBUTES, MailSink, free_port, temporal_binary
-from store.campaigns import runs as store
+from store.campaigns import runs
 from store.db import transaction
 from workflows.campaigns import TASK_QUEUE, CampaignRunInput, CampaignWorkflow
 
@@ -51,7 +51,7 @@ async def test_killed_worker_resumes_without_sending_twice(
                                               "body": "Exactly once, please.", "audience": {"contact_ids": ids}})
     campaign_id = r.json()["id"]
     async with transaction(sessions) as s:
-        run = await store.start_run(s, campaign_id)
+        run = await runs.start_run(s, campaign_id)
 
     first = _spawn_worker(database_url, temporal, sink.url, workdir)
     second = None
@@ -86,5 +86,5 @@ async def test_killed_worker_resumes_without_sending_twice(
     # most one sent-but-unrecorded); the mail server files each Message-ID once.
     assert sink.received - RECIPIENTS == sink.duplicates <= CONCURRENCY
     async with sessions() as s:
-        counts = await store.run_counts(s, run.id)
+        counts = await runs.run_counts(s, run.id)
     assert (counts.sent, counts.queued) == (RECIPIENTS, 0)

@@ -1,0 +1,46 @@
+"""Campaign definitions: create (with an audience that exists), get, list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain import templates
+from domain.errors import DomainError, NotFound
+from store.contacts.profiles import existing_ids
+from store.campaigns.models import Campaign
+
+
+async def get_campaign(session: AsyncSession, campaign_id: int, *, lock: bool = False) -> Campaign:
+    stmt = select(Campaign).where(Campaign.id == campaign_id)
+    campaign = await session.scalar(stmt.with_for_update() if lock else stmt)
+    if campaign is None:
+        raise NotFound(f"Campaign {campaign_id} does not exist.")
+    return campaign
+
+
+async def list_campaigns(session: AsyncSession, *, after_id: int = 0, limit: int = 100) -> Sequence[Campaign]:
+    rows = await session.scalars(select(Campaign).where(Campaign.id > after_id).order_by(Campaign.id).limit(limit))
+    return rows.all()
+
+
+async def create_campaign(session: AsyncSession, *, name: str, channel: str, subject: str, body: str,
+                          html: str | None, contact_ids: Sequence[int]) -> Campaign:
+    """A draft whose templates compile in the sandbox and whose audience exists, or a 422 naming what is wrong."""
+    templates.check(subject, "subject")
+    templates.check(body, "body")
+    if html:
+        templates.check(html, "html", html=True)
+    ids = sorted(set(contact_ids))
+    missing = sorted(set(ids) - await existing_ids(session, ids))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise DomainError(f"audience.contact_ids: {len(missing)} contact(s) do not exist: {shown}. Create them first.")
+    campaign = Campaign(name=name, channel=channel, subject=subject, body=body, html=html,
+                        audience={"contact_ids": ids})
+    session.add(campaign)
+    await session.flush()
+    return campaign
+
