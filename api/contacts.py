@@ -9,12 +9,21 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from api.deps import Admin, Reader, Session
-from api.schemas.contacts import (ContactDetail, ContactIn, ContactOut, ContactPage, ContactPatch, EventOut,
-                                  EventPage, IdentityOut)
+from api.schemas.contacts import (
+    ContactDetail,
+    ContactIn,
+    ContactOut,
+    ContactPage,
+    ContactPatch,
+    EventOut,
+    EventPage,
+    IdentityOut,
+)
+from api.segments import segment_index
 from domain.errors import DomainError, NotFound
 from domain.events import IdentityKind
-from store.contacts import profiles as store
 from store import erasure
+from store.contacts import profiles
 from store.events import timeline
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
@@ -28,14 +37,14 @@ class BadFilter(DomainError):
 @router.post("", response_model=ContactOut, status_code=201, dependencies=[Admin],
              summary="Create a contact, or update the one with the same user_id")
 async def upsert_contact(body: ContactIn, session: Session) -> ContactOut:
-    contact = await store.upsert_contact(session, user_id=body.user_id, email=body.email, phone=body.phone,
-                                         timezone=body.timezone, traits=body.traits)
+    contact = await profiles.upsert_contact(session, user_id=body.user_id, email=body.email, phone=body.phone,
+                                            timezone=body.timezone, traits=body.traits)
     return ContactOut.model_validate(contact)
 
 
 def _filter(email: str | None, user_id: str | None, identity: str | None, traits: str | None,
             seen_after: datetime | None, seen_before: datetime | None,
-            created_after: datetime | None) -> store.ContactFilter:
+            created_after: datetime | None) -> profiles.ContactFilter:
     pair = None
     if identity is not None:
         kind, _, value = identity.partition(":")
@@ -50,8 +59,8 @@ def _filter(email: str | None, user_id: str | None, identity: str | None, traits
             trait_filter = None
         if not isinstance(trait_filter, dict):
             raise BadFilter('`traits` is a JSON object of trait values to match, e.g. {"plan": "pro"}.')
-    return store.ContactFilter(email=email, user_id=user_id, identity=pair, traits=trait_filter,
-                               seen_after=seen_after, seen_before=seen_before, created_after=created_after)
+    return profiles.ContactFilter(email=email, user_id=user_id, identity=pair, traits=trait_filter,
+                                  seen_after=seen_after, seen_before=seen_before, created_after=created_after)
 
 
 @router.get("", response_model=ContactPage, dependencies=[Reader],
@@ -63,13 +72,14 @@ async def list_contacts(
     email: Annotated[str | None, Query(description="Exact email, case-insensitive.")] = None,
     user_id: Annotated[str | None, Query()] = None,
     identity: Annotated[str | None, Query(description="`kind:value`, e.g. `anonymous_id:a-93d1`.")] = None,
-    traits: Annotated[str | None, Query(description='JSON object the traits must contain, e.g. {"plan":"pro"}.')] = None,
+    traits: Annotated[str | None, Query(
+        description='JSON object the traits must contain, e.g. {"plan":"pro"}.')] = None,
     seen_after: Annotated[datetime | None, Query(description="last_seen_at at or after this.")] = None,
     seen_before: Annotated[datetime | None, Query(description="last_seen_at before this.")] = None,
     created_after: Annotated[datetime | None, Query()] = None,
 ) -> ContactPage:
     where = _filter(email, user_id, identity, traits, seen_after, seen_before, created_after)
-    rows = await store.list_contacts(session, after_id=after, limit=limit, where=where)
+    rows = await profiles.list_contacts(session, after_id=after, limit=limit, where=where)
     items = [ContactOut.model_validate(r) for r in rows]
     return ContactPage(items=items, next_after=items[-1].id if len(items) == limit else None)
 
@@ -85,19 +95,19 @@ async def _missing(session: Session, contact_id: int) -> NotFound:
 @router.get("/{contact_id}", response_model=ContactDetail, dependencies=[Reader],
             summary="Get one contact with its identities (a merged contact's id answers with the survivor)")
 async def get_contact(contact_id: int, session: Session) -> ContactDetail:
-    contact = await store.get_contact(session, contact_id)
+    contact = await profiles.get_contact(session, contact_id)
     if contact is None:
         raise await _missing(session, contact_id)
     detail = ContactDetail.model_validate(contact)
-    detail.identities = [IdentityOut.model_validate(i) for i in await store.identities_of(session, contact.id)]
+    detail.identities = [IdentityOut.model_validate(i) for i in await profiles.identities_of(session, contact.id)]
     return detail
 
 
 @router.patch("/{contact_id}", response_model=ContactOut, dependencies=[Admin], summary="Update a contact")
 async def update_contact(contact_id: int, body: ContactPatch, session: Session) -> ContactOut:
     changes = body.model_dump(include={"email", "phone", "timezone"}, exclude_unset=True)
-    contact = await store.update_contact(session, contact_id, changes=changes, traits=body.traits,
-                                         unset_traits=body.unset_traits)
+    contact = await profiles.update_contact(session, contact_id, changes=changes, traits=body.traits,
+                                            unset_traits=body.unset_traits)
     if contact is None:
         raise await _missing(session, contact_id)
     return ContactOut.model_validate(contact)
@@ -120,8 +130,6 @@ async def _forget_in_search_index(request: Request, contact_id: int) -> None:
     """The Elasticsearch segment index holds a copy of the contact's document; delete it too."""
     if not request.app.state.runtime.settings.elasticsearch_url:
         return
-    from api.segments import segment_index
-
     index = segment_index(request)
     forget = getattr(index, "forget", None)
     if forget is None:
@@ -143,7 +151,7 @@ async def contact_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     cursor = _event_cursor(before) if before else None
-    if await store.get_contact(session, contact_id) is None:
+    if await profiles.get_contact(session, contact_id) is None:
         raise await _missing(session, contact_id)
     rows = await timeline.contact_events(session, contact_id, before=cursor, limit=limit)
     items = [EventOut(**r) for r in rows]

@@ -22,25 +22,34 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasicCredentials
 from sqlalchemy.exc import DBAPIError
-from starlette.types import ASGIApp, Receive, Scope as AsgiScope, Send
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from api import errors
 from api.deps import basic, bearer, runtime
 from api.schemas.ingest import CALLS, Accepted
 from domain.errors import DomainError
+from domain.events import (
+    MAX_BATCH_BYTES,
+    MAX_EVENT_BYTES,
+    Event,
+    InvalidEvent,
+    PayloadTooLarge,
+    parse_batch,
+    parse_event,
+)
 from domain.keys import Scope, allows
-from domain.events import (MAX_BATCH_BYTES, MAX_EVENT_BYTES, Event, InvalidEvent, PayloadTooLarge, parse_batch,
-                           parse_event)
-from store.events import insert as store
 from store import keys
 from store.db import plain_url
+from store.events.insert import IdentityRace, IngestResult
+from store.ingest import BatchWriter, ingest
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 # Races with concurrent batches, and a lost or killed database connection (psycopg.OperationalError: a server
 # restart, a failover, an administrator's pg_terminate_backend). Retrying is exact either way: the batch rolled
 # back, or it committed and its message ids make the retry store nothing.
 RACES = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation,
-         store.IdentityRace)
+         IdentityRace)
 RETRYABLE = (*RACES, psycopg.OperationalError)
 ATTEMPTS = 4
 
@@ -132,49 +141,6 @@ async def read_json(request: Request, limit: int) -> tuple[Any, int]:
         raise InvalidEvent(f"The body is not valid JSON: {exc}.") from None
 
 
-class BatchWriter:
-    """Hot-path writer: concurrent requests' batches are grouped (up to `max_events`) into one statement
-    on one of `connections` autocommit connections, so Postgres pays per-statement and per-commit costs
-    (parse, plan, WAL flush) once per group instead of once per request. Each request still gets its
-    own answer, and nothing is answered before its statement has committed."""
-
-    def __init__(self, url: str, *, connections: int = 4, max_events: int = 2000) -> None:
-        self.url, self.connections, self.max_events = url, connections, max_events
-        self.queue: asyncio.Queue[tuple[list[Event], asyncio.Future[store.IngestResult | None]]] | None = None
-        self.tasks: list[asyncio.Task[None]] = []
-
-    async def write(self, events: list[Event]) -> store.IngestResult | None:
-        if self.queue is None:
-            self.queue = asyncio.Queue()
-            self.tasks = [asyncio.create_task(self._run(self.queue)) for _ in range(self.connections)]
-        done: asyncio.Future[store.IngestResult | None] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((events, done))
-        return await done
-
-    async def _run(self, queue: asyncio.Queue[tuple[list[Event], asyncio.Future[store.IngestResult | None]]]) -> None:
-        conn: psycopg.AsyncConnection[Any] | None = None
-        while True:
-            group = [await queue.get()]
-            size = len(group[0][0])
-            while size < self.max_events and not queue.empty():
-                group.append(queue.get_nowait())
-                size += len(group[-1][0])
-            try:
-                if conn is None or conn.closed:
-                    conn = await store.connect_writer(self.url)
-                results = await store.ingest_known(conn, [events for events, _ in group])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                if conn is not None and not conn.closed and conn.info.transaction_status != 0:
-                    await conn.close()
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), result in zip(group, results, strict=True):
-                if not done.done():
-                    done.set_result(result)
-
-
 def _writer(request: Request) -> BatchWriter:
     state = request.app.state
     if getattr(state, "ingest_writer", None) is None:
@@ -182,7 +148,7 @@ def _writer(request: Request) -> BatchWriter:
     return state.ingest_writer  # type: ignore[no-any-return]
 
 
-def _accepted(result: store.IngestResult) -> Response:
+def _accepted(result: IngestResult) -> Response:
     body = {"success": True, "received": result.received, "inserted": result.inserted}
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -198,9 +164,9 @@ async def _store(request: Request, events: list[Event]) -> Response:
             result = await _writer(request).write(events)
             if result is None:
                 async with sessions() as session, session.begin():
-                    result = await store.ingest(session, events)
+                    result = await ingest(session, events)
             return _accepted(result)
-        except (DBAPIError, psycopg.Error, store.IdentityRace) as exc:
+        except (DBAPIError, psycopg.Error, IdentityRace) as exc:
             cause = exc.orig if isinstance(exc, DBAPIError) else exc
             if not isinstance(cause, RETRYABLE):
                 raise

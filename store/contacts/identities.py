@@ -1,5 +1,6 @@
 """Identities (userId, anonymousId, email, …) → contact, and the set-based writes a Resolution needs:
-creating contacts, attaching identities, merging an anonymous contact's history into the known one.
+creating contacts and attaching identities. Merging two contacts crosses every domain (`store.merges`), so
+the caller hands that step in.
 
 Identity creation is serialised per identity with transaction-scoped advisory locks taken in a fixed
 order, so two batches that both see a new anonymousId create one contact, not two.
@@ -8,9 +9,8 @@ order, so two batches that both see a new anonymousId create one contact, not tw
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -55,43 +55,12 @@ TRAITS = """
                                             user_id text)
     WHERE c.id = t.id
 """
-# Merging: (loser, survivor) pairs. Events keep their ids; outbox rows find them through contact_merges.
-MERGE = (
-    "SELECT id FROM contacts WHERE id = ANY(%(all)s) ORDER BY id FOR UPDATE",
-    "UPDATE identities i SET contact_id = p.survivor FROM unnest(%(losers)s::bigint[], %(survivors)s::bigint[])"
-    " AS p(loser, survivor) WHERE i.contact_id = p.loser",
-    """WITH moved AS (
-        DELETE FROM events e USING unnest(%(losers)s::bigint[], %(survivors)s::bigint[]) AS p(loser, survivor)
-        WHERE e.contact_id = p.loser
-        RETURNING p.survivor, e.id, e.message_id, e.type, e.event, e.properties, e.context, e.timestamp,
-                  e.received_at)
-    INSERT INTO events (contact_id, id, message_id, type, event, properties, context, timestamp, received_at)
-    SELECT * FROM moved
-    ON CONFLICT (contact_id, message_id) DO NOTHING  -- one message sent as both people: it is kept once""",
-    """WITH moved AS (
-        DELETE FROM contact_event_daily d
-        USING unnest(%(losers)s::bigint[], %(survivors)s::bigint[]) AS p(loser, survivor)
-        WHERE d.contact_id = p.loser
-        RETURNING p.survivor, d.event, d.day, d.count, d.first_at, d.last_at)
-    INSERT INTO contact_event_daily AS d (contact_id, event, day, count, first_at, last_at)
-    SELECT survivor, event, day, sum(count), min(first_at), max(last_at) FROM moved
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (contact_id, event, day) DO UPDATE SET count = d.count + excluded.count,
-        first_at = least(d.first_at, excluded.first_at), last_at = greatest(d.last_at, excluded.last_at)""",
-    """UPDATE contacts s SET traits = l.traits || s.traits, email = coalesce(s.email, l.email),
-        phone = coalesce(s.phone, l.phone), timezone = coalesce(s.timezone, l.timezone),
-        created_at = least(s.created_at, l.created_at), updated_at = now(),
-        last_seen_at = greatest(s.last_seen_at, l.last_seen_at)
-    FROM unnest(%(losers)s::bigint[], %(survivors)s::bigint[]) AS p(loser, survivor)
-    JOIN contacts l ON l.id = p.loser
-    WHERE s.id = p.survivor""",
-    "UPDATE contact_merges m SET merged_into = p.survivor FROM unnest(%(losers)s::bigint[],"
-    " %(survivors)s::bigint[]) AS p(loser, survivor) WHERE m.merged_into = p.loser",
-    "INSERT INTO contact_merges (contact_id, merged_into) SELECT * FROM unnest(%(losers)s::bigint[],"
-    " %(survivors)s::bigint[]) ON CONFLICT (contact_id) DO UPDATE SET merged_into = excluded.merged_into",
-)
-# Last, after the points moved (the posting service only touches accounts of contacts that exist).
-DROP_MERGED = "DELETE FROM contacts WHERE id = ANY(%(losers)s)"
+
+
+class MergeContacts(Protocol):
+    """Folds each (merged-away, survivor) pair's first contact into the second, in the caller's transaction."""
+
+    async def __call__(self, session: AsyncSession, pairs: Sequence[tuple[int, int]], /) -> None: ...
 
 
 @lru_cache(maxsize=1024)
@@ -124,24 +93,9 @@ async def attach(pg: AsyncConnection[Any], rows: Sequence[tuple[str, str, int]])
         await pg.execute(ATTACH, ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
 
 
-async def merge(session: AsyncSession, pairs: Sequence[tuple[int, int]]) -> None:
-    """Fold each loser contact into its survivor: identities, events, aggregates, traits, points balances;
-    leave a forward."""
-    if not pairs:
-        return
-    from store.ledger.merges import move_points  # here: store.ledger.merges → store.erasure → store.events.insert → us
-
-    pg = await driver(session)
-    params = {"losers": [p[0] for p in pairs], "survivors": [p[1] for p in pairs],
-              "all": sorted({c for p in pairs for c in p})}
-    for statement in MERGE:
-        await pg.execute(statement, params)
-    await move_points(session, pairs, now=datetime.now(UTC))  # one indexed probe unless a loser has points
-    await pg.execute(DROP_MERGED, params)
-
-
-async def apply(session: AsyncSession, events: Sequence[Event]) -> list[int]:
-    """Resolve every event to a contact, creating and merging contacts as needed; the contact per event."""
+async def apply(session: AsyncSession, events: Sequence[Event], *, merge: MergeContacts) -> list[int]:
+    """Resolve every event to a contact, creating contacts as needed and merging them with `merge`; the contact
+    per event."""
     pg = await driver(session)
     await pg.execute(HEAL, (sorted({e.user_id for e in events if e.user_id is not None}),))
     known = await lookup(pg, keys_of(events))
@@ -158,13 +112,14 @@ async def apply(session: AsyncSession, events: Sequence[Event]) -> list[int]:
             break
         known |= found
         resolution = resolve(events, known)
-    contact_ids = await _write(session, resolution, known)
+    contact_ids = await _write(session, resolution, known, merge)
     event_contact = [contact_ids[i] for i in resolution.event_person]
     await _traits(pg, events, event_contact, resolution, contact_ids)
     return event_contact
 
 
-async def _write(session: AsyncSession, resolution: Resolution, known: dict[Key, Owner]) -> list[int]:
+async def _write(session: AsyncSession, resolution: Resolution, known: dict[Key, Owner],
+                 merge: MergeContacts) -> list[int]:
     pg = await driver(session)
     persons = resolution.persons
     creating = [i for i, p in enumerate(persons) if p.contact_id is None]

@@ -1,11 +1,12 @@
-"""Events: the set-based ingest of a batch, and erasure.
+"""Events: the one statement that stores a batch whose identities are known — the hot path (`ingest_known`, on
+an autocommit connection) and the last step of the resolving path (`store.ingest`).
 
-Ingest writes, in the caller's transaction: the events, per-contact daily aggregates
-(`contact_event_daily`), `contacts.last_seen_at` and one `event_outbox` row for the batch — one statement
-for all of it, so a crash loses or duplicates nothing and a retried batch adds nothing. A message id is
-stored once per contact: the unique index `(contact_id, message_id)` on events refuses a replay, which
-carries the same identity and so lands on the same contact. `event_dedupe` remembers the message ids of
-erased contacts (see `erase_contact`), whose events and identities are gone, for the dedupe window.
+It writes the events, per-contact daily aggregates (`contact_event_daily`), `contacts.last_seen_at` and one
+`event_outbox` row for the batch — one statement for all of it, so a crash loses or duplicates nothing and a
+retried batch adds nothing. A message id is stored once per contact: the unique index `(contact_id,
+message_id)` on events refuses a replay, which carries the same identity and so lands on the same contact.
+`event_dedupe` remembers the message ids of erased contacts (`store.events.erasure`), whose events and
+identities are gone, for the dedupe window (`unseen`).
 
 Downstream consumers read what was stored through the outbox (`store.events.outbox`).
 """
@@ -20,11 +21,8 @@ from typing import Any
 import orjson
 import psycopg.errors
 from psycopg import AsyncConnection
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.events import Event, IdentityKind, needs_resolution
-from store.contacts import identities
-from store.db import driver
 
 # Each row names its event's primary identity (k, v); the contact comes from `identities`. If any row's
 # identity is unknown nothing is written and `all_known` is false: the caller resolves and retries.
@@ -73,7 +71,8 @@ WITH src AS (
 )
 SELECT (SELECT all_known FROM ok){stored}
 """
-CAREFUL = {"new": "\n      AND NOT EXISTS (SELECT FROM events e WHERE e.contact_id = s.c AND e.message_id = s.m OFFSET 0)",
+CAREFUL = {"new": "\n      AND NOT EXISTS (SELECT FROM events e WHERE e.contact_id = s.c AND e.message_id = s.m"
+                  " OFFSET 0)",
            "stored": ", (SELECT array_agg(message_id) FROM ins)"}
 OPTIMISTIC = {"new": "", "stored": ", NULL::text[]"}
 SEP, NUL = "\x1e", "\x1f"
@@ -95,17 +94,6 @@ SELECT e.message_id FROM unnest(%(k)s::text[], %(v)s::text[], %(m)s::text[]) AS 
 JOIN identities i ON i.kind = u.k AND i.value = u.v
 JOIN events e ON e.contact_id = i.contact_id AND e.message_id = u.m
 """
-
-ERASE = (
-    # The erased person's message ids outlive their events for the dedupe window, so a replay cannot recreate them.
-    "INSERT INTO event_dedupe (message_id, received_at) SELECT message_id, now() FROM events"
-    " WHERE contact_id = ANY(%(ids)s) ON CONFLICT (message_id) DO UPDATE SET received_at = excluded.received_at",
-    "DELETE FROM events WHERE contact_id = ANY(%(ids)s)",
-    "DELETE FROM contact_event_daily WHERE contact_id = ANY(%(ids)s)",
-    "DELETE FROM identities WHERE contact_id = ANY(%(ids)s)",
-    "DELETE FROM contact_merges WHERE merged_into = ANY(%(ids)s)",
-    "DELETE FROM contacts WHERE id = ANY(%(ids)s)",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,23 +120,24 @@ async def connect_writer(url: str) -> AsyncConnection[Any]:
     return conn
 
 
-def _unique(events: Sequence[Event]) -> dict[str, Event]:
+def distinct(events: Sequence[Event]) -> list[Event]:
+    """The first event of each message id, in batch order."""
     unique: dict[str, Event] = {}
     for event in events:
         unique.setdefault(event.message_id, event)
-    return unique
+    return list(unique.values())
 
 
 async def ingest_known(pg: AsyncConnection[Any], batches: Sequence[Sequence[Event]]) -> list[IngestResult | None]:
     """The hot path, on an autocommit connection: batches of plain events for identities that already
     exist, written together as one statement (one transaction, one round trip, one WAL flush). Per
-    batch, the result, or None where `ingest` must resolve identities instead."""
+    batch, the result, or None where `store.ingest.ingest` must resolve identities instead."""
     results: list[IngestResult | None] = [None] * len(batches)
     plain = [i for i, b in enumerate(batches) if b and not needs_resolution(b)]
     if not plain:
         return results
-    combined = list(_unique([e for i in plain for e in batches[i]]).values())
-    all_known, stored = await _insert(pg, combined)
+    combined = distinct([e for i in plain for e in batches[i]])
+    all_known, stored = await write(pg, combined)
     if not all_known:
         if len(plain) == 1:
             return results
@@ -166,30 +155,13 @@ async def ingest_known(pg: AsyncConnection[Any], batches: Sequence[Sequence[Even
     return results
 
 
-async def ingest(session: AsyncSession, events: Sequence[Event]) -> IngestResult:
-    """Write a batch in one statement (dedupe, events, aggregates, last seen, outbox). Batches that create,
-    link or describe identities are resolved first; plain events for known identities skip straight here."""
-    if not events:
-        return IngestResult(0, 0)
-    unique = _unique(events)
-    batch = list(unique.values())
-    pg = await driver(session)
-    if not needs_resolution(batch):
-        all_known, stored = await _insert(pg, batch)
-        if all_known:
-            return IngestResult(received=len(events), inserted=len(stored))
-    # A replay must not re-create an erased contact or re-apply old traits: drop what was seen first.
+async def unseen(pg: AsyncConnection[Any], batch: Sequence[Event]) -> list[Event]:
+    """The events of a batch (of distinct message ids) not stored yet, in one query: neither on the contact
+    holding the event's primary identity nor remembered for an erased contact."""
     cur = await pg.execute(SEEN, {"k": [e.primary_key[0] for e in batch], "v": [e.primary_key[1] for e in batch],
                                   "m": [e.message_id for e in batch]})
     seen = {r[0] for r in await cur.fetchall()}
-    batch = [e for e in batch if e.message_id not in seen]
-    if not batch:
-        return IngestResult(received=len(events), inserted=0)
-    await identities.apply(session, batch)
-    all_known, stored = await _insert(pg, batch)
-    if not all_known:
-        raise IdentityRace("an identity was removed while this batch was being stored")
-    return IngestResult(received=len(events), inserted=len(stored))
+    return [e for e in batch if e.message_id not in seen]
 
 
 def _columns(batch: Sequence[Event]) -> tuple[str, dict[str, str | list[str | None]]]:
@@ -236,7 +208,7 @@ def _columns(batch: Sequence[Event]) -> tuple[str, dict[str, str | list[str | No
     return ARRAYS, cols  # type: ignore[return-value]
 
 
-async def _insert(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[bool, list[str]]:
+async def write(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[bool, list[str]]:
     """(every identity known, message ids stored) for a batch of distinct message ids; nothing is written
     unless every identity is known. The optimistic form first, then the careful one (see INSERT)."""
     careful, params = _columns(batch)
@@ -260,18 +232,3 @@ async def _insert(pg: AsyncConnection[Any], batch: Sequence[Event]) -> tuple[boo
     if statement is not careful:  # the optimistic form stored everything, or nothing when somebody is unknown
         return all_known, [e.message_id for e in batch] if all_known else []
     return all_known, list(row[1] or [])
-
-
-async def erase_contact(session: AsyncSession, contact_id: int) -> bool:
-    """Right to erasure: the contact, its identities, its events and their aggregates, and its merge
-    forwards. Its message ids are kept in `event_dedupe` for the dedupe window (they hold no personal
-    data) so that a replay cannot resurrect it."""
-    pg = await driver(session)
-    cur = await pg.execute("SELECT id FROM contacts WHERE id = %s FOR UPDATE", (contact_id,))
-    if await cur.fetchone() is None:
-        return False
-    cur = await pg.execute("SELECT contact_id FROM contact_merges WHERE merged_into = %s", (contact_id,))
-    ids = [contact_id, *(r[0] for r in await cur.fetchall())]
-    for statement in ERASE:
-        await pg.execute(statement, {"ids": ids})
-    return True

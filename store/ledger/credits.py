@@ -16,6 +16,7 @@ import psycopg
 
 from domain.errors import NotFound
 from domain.ledger.postings import SystemAccount, month_of
+from store.ledger.receipts import Outcome, Receipt, Submission, receipt_json, replay
 
 CALL = """
     SELECT * FROM ledger_post_credits(%s::bigint[], %s::text[], %s::bigint[], %s::bigint[], %s::integer[],
@@ -23,11 +24,9 @@ CALL = """
 """
 
 
-async def post_credits(conn: psycopg.AsyncConnection[Any], batch: Sequence[Any], *, now: datetime,
-                       shard: int) -> list[Any]:
+async def post_credits(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission], *, now: datetime,
+                       shard: int) -> list[Outcome]:
     """Outcomes (Receipt or DomainError) for validated credits with distinct references, in batch order."""
-    from store.ledger.postings import Receipt, receipt_json, replay
-
     today = month_of(now)
     requests = [s.request for s in batch]
     cur = conn.cursor()
@@ -36,7 +35,7 @@ async def post_credits(conn: psycopg.AsyncConnection[Any], batch: Sequence[Any],
         _ints(r.contact_id for r in requests), _ints(r.amount for r in requests),
         _ints(today if r.earned_month is None else r.earned_month for r in requests),
         _texts(r.fingerprint() for r in requests), _texts(r.memo for r in requests), now, shard))
-    outcomes: list[Any] = [None] * len(batch)
+    outcomes: list[Outcome | None] = [None] * len(batch)
     for ord_, posting_id, balance_after, found in await cur.fetchall():
         i = ord_ - 1
         sub, req = batch[i], requests[i]

@@ -2,12 +2,13 @@
 of the merged-away contact is emptied into the surviving contact's, bucket by bucket (earned months kept, so
 nothing expires earlier or later than it would have).
 
-Runs inside the merge's transaction (`store.contacts.identities.merge`), before the merged-away contact row goes (the
-posting service only touches accounts of existing contacts). It costs one indexed lookup when the merged
-contacts have no ledger accounts, which is nearly always; plain events never merge and never get here.
+The ledger's step of a contact merge (`store.merges`), in the merge's transaction, before the merged-away
+contact row goes (the posting service only touches accounts of existing contacts). It costs one indexed
+lookup when the merged contacts have no ledger accounts, which is nearly always; plain events never merge
+and never get here.
 
-Per program, through the posting service: pending holds are voided first (`store.erasure.hold_voids`, as
-erasure does; references `{hold}:merge`), then two postings move what remains — `merge:{program}:{from}:{into}:out`
+Per program, through the posting service: pending holds are voided first (`store.ledger.holds`, as erasure
+does; references `{hold}:merge`), then two postings move what remains — `merge:{program}:{from}:{into}:out`
 (user → transfer, `merge_out`) and `...:in` (transfer → user, `merge_in`), which net to zero on the program's
 `transfer` account. A move already posted is not posted again, so a replayed merge moves nothing twice.
 """
@@ -21,10 +22,28 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.ledger.postings import Kind, Month, Request
-from store.erasure import hold_voids
-from store.ledger.postings import Receipt, Submission, apply, existing, raise_refused
+from store.ledger.holds import hold_voids
+from store.ledger.postings import apply, existing, raise_refused
+from store.ledger.receipts import Receipt, Submission
 
 MERGE_MEMO = "identity merge"
+# What a merge does to each ledger table holding a contact id (tests/store/test_cascades.py reads this).
+# The books are history: rows posted for the merged-away id stay under it, and only what is spendable moves.
+TABLES = {
+    "ledger_accounts": "the merged-away account stays, emptied by a merge_out posting; the survivor's gets merge_in",
+    "ledger_buckets": "moved month for month (earned months kept) by those two postings",
+    "ledger_holds": "pending holds voided first (`{hold}:merge`), so nothing reserved is stranded",
+    "ledger_postings": "history stays under the merged-away id; the void and move postings are added",
+    "ledger_entries": "history stays under the merged-away id; the postings add their own entries",
+    "ledger_rollups": "history (archived months) stays under the merged-away id",
+    "ledger_findings": "reconciliation findings stay with the account they were found on",
+    "ledger_redemptions": "orders stay with the id that placed them; a pending one's hold was voided above, so its "
+                          "saga fails its commit and compensates",
+    "ledger_reviews": "stay under the merged-away id (rare: credits to an anonymous visitor held for review); "
+                      "releasing one afterwards is refused as the contact is gone, rejecting it works",
+    "ledger_risk_events": "velocity counts stay with the subjects they were recorded for",
+    "ledger_blocklist": "a block on the merged-away id stays (it names an id nobody holds any more)",
+}
 
 
 def merge_reference(program_id: int, from_contact: int, into_contact: int) -> str:

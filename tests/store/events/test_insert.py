@@ -11,10 +11,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.events import Event, parse_batch
-from store.events import insert as store
-from store.events.outbox import read_new_events
-from store.db import plain_url, transaction
 from store.contacts.identities import find_contact
+from store.db import plain_url, transaction
+from store.events.insert import IngestResult, connect_writer, ingest_known
+from store.events.outbox import read_new_events
+from store.ingest import ingest
 
 
 def _batch(items: list[dict]) -> list[Event]:
@@ -25,15 +26,15 @@ def _tag() -> str:
     return uuid.uuid4().hex[:10]
 
 
-async def _ingest(sessions: async_sessionmaker[AsyncSession], items: list[dict]) -> store.IngestResult:
+async def _ingest(sessions: async_sessionmaker[AsyncSession], items: list[dict]) -> IngestResult:
     async with transaction(sessions) as s:
-        return await store.ingest(s, _batch(items))
+        return await ingest(s, _batch(items))
 
 
 async def test_concurrent_retries_of_one_batch_store_it_once(sessions: async_sessionmaker[AsyncSession]) -> None:
     user = f"u-{_tag()}"
     async with transaction(sessions) as s:  # the user exists, so both retries take the fast path
-        await store.ingest(s, _batch([{"type": "identify", "userId": user}]))
+        await ingest(s, _batch([{"type": "identify", "userId": user}]))
     items = [{"type": "track", "userId": user, "event": "tap", "messageId": f"{user}-{i}"} for i in range(50)]
     results = await asyncio.gather(*(_ingest(sessions, items) for _ in range(4)))
     assert sum(r.inserted for r in results) == 50
@@ -122,9 +123,9 @@ async def test_known_contact_batches_store_each_event_with_its_own_context_and_a
              {"type": "page", "userId": user, "messageId": f"{user}-2", "context": {"ip": "198.51.100.4"}},
              {"type": "track", "userId": user, "event": "tap", "messageId": f"{user}-3", "context": shared,
               "properties": {"n": 3}}]
-    conn = await store.connect_writer(plain_url(database_url))
+    conn = await connect_writer(plain_url(database_url))
     try:  # the hot path: plain events for a known contact, one statement on an autocommit connection
-        results = await store.ingest_known(conn, [_batch(items[:2]), _batch(items[2:])])
+        results = await ingest_known(conn, [_batch(items[:2]), _batch(items[2:])])
     finally:
         await conn.close()
     assert [(r.received, r.inserted) for r in results if r] == [(2, 2), (1, 1)]

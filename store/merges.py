@@ -1,0 +1,34 @@
+"""Contact merge: when identity resolution finds that two contacts are one person, the merged-away contact is
+folded into the survivor, one step per domain, in the caller's transaction (the ingest batch that found out).
+
+The order matters: contacts first (the lock on both rows makes concurrent merges and erasures of them queue),
+then events, then points (the posting service only touches accounts of contacts that exist), and the
+merged-away row last. Segments and campaigns have no step: see their `merges` modules for why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.campaigns import merges as campaigns
+from store.contacts import merges as contacts
+from store.events import merges as events
+from store.ledger import merges as ledger
+from store.segments import merges as segments
+
+# Every domain's merge declarations; tests/store/test_cascades.py checks that they cover every contact table.
+STEPS = (contacts, events, ledger, segments, campaigns)
+
+
+async def merge_contacts(session: AsyncSession, pairs: Sequence[tuple[int, int]]) -> None:
+    """Fold each (merged-away, survivor) pair's first contact into the second: identities, profile, forwards,
+    events and their aggregates, points balances. No statement at all for no pairs (the common case)."""
+    if not pairs:
+        return
+    await contacts.absorb(session, pairs)
+    await events.move(session, pairs)
+    await ledger.move_points(session, pairs, now=datetime.now(UTC))  # one indexed probe unless a loser has points
+    await contacts.drop(session, pairs)
