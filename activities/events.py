@@ -13,13 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from store.events import prune as events_prune
 from store.db import transaction
+from store.events.prune import PRUNERS, TABLES  # TABLES, in order, is also what a prune workflow walks
 
 
 @dataclass
 class PruneChunk:
-    table: str  # one of store.events.prune.TABLES
+    table: str  # one of TABLES
     now: datetime
     limit: int = 10_000
 
@@ -43,9 +43,9 @@ class EventsOpsActivities:
     @activity.defn
     async def prune_chunk(self, chunk: PruneChunk) -> int:
         """Delete up to `chunk.limit` of the oldest prunable rows of one table; how many went."""
-        pruner = events_prune.PRUNERS.get(chunk.table)
+        pruner = PRUNERS.get(chunk.table)
         if pruner is None:
-            raise ApplicationError(f"unknown table {chunk.table!r}; expected one of {events_prune.TABLES}",
+            raise ApplicationError(f"unknown table {chunk.table!r}; expected one of {TABLES}",
                                    non_retryable=True)
         cutoff = chunk.now - getattr(self.retention, chunk.table)
         async with transaction(self.sessions) as session:

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from domain.segments.rules import SEGMENT_EVENTS
-from store.events import outbox
-from store.segments import scoring
-from store.segments import membership as store
 from store.db import transaction
+from store.events.outbox import OutboxEvent, advance_cursor, read_new_events
+from store.segments.definitions import rule_references
+from store.segments.refresh import refresh_contacts, refresh_scheduled
+from store.segments.trait_changes import changed_contacts, save_watermark
 
 if TYPE_CHECKING:
     from store.segments.es import ElasticsearchSegmentIndex
@@ -79,7 +79,7 @@ class SegmentActivities:
                  index: str | None = None) -> None:
         self.sessions = sessions
         self.es: ElasticsearchSegmentIndex | None = None
-        if elasticsearch_url:
+        if elasticsearch_url:  # the Elasticsearch client is imported only where it is configured (it takes ~0.3 s)
             from store.segments.es import DEFAULT_INDEX, ElasticsearchSegmentIndex
 
             self.es = ElasticsearchSegmentIndex(elasticsearch_url, index=index or DEFAULT_INDEX)
@@ -88,10 +88,7 @@ class SegmentActivities:
     async def refresh_segments(self, params: RefreshInput) -> RefreshResult:
         now = datetime.now(UTC)
         async with transaction(self.sessions) as session:
-            # Scores decay with time and rules may read them, so they are recomputed first.
-            await scoring.refresh_scores(session, now)
-            await store.drop_orphans(session)
-            changes = await store.refresh_all(session, now, time_based_only=params.time_based_only)
+            changes = await refresh_scheduled(session, now, time_based_only=params.time_based_only)
         return RefreshResult(len(changes), sum(c.entered for c in changes.values()),
                              sum(c.exited for c in changes.values()))
 
@@ -99,30 +96,24 @@ class SegmentActivities:
     async def consume_changes(self, params: ConsumeInput) -> ConsumeResult:
         """One batch: new events after the cursor plus contacts whose traits changed, refreshed together."""
         async with transaction(self.sessions) as session:
-            batch = await outbox.read_new_events(session, EVENTS_CONSUMER, limit=params.limit)
+            batch = await read_new_events(session, EVENTS_CONSUMER, limit=params.limit)
             touched = await _touched_by(session, batch)
-            changed, watermark, more_contacts = await _changed_contacts(session, params.limit)
-            touched |= changed
+            traits = await changed_contacts(session, CONTACTS_WATERMARK, limit=params.limit, settle=SETTLE)
+            touched |= traits.contacts
             changes = {}
             if touched:
-                now = datetime.now(UTC)
-                await store.refresh_rollup(session, sorted(touched))
-                await scoring.refresh_scores(session, now, touched=sorted(touched))
-                changes = await store.refresh_all(session, now, touched=sorted(touched))
+                changes = await refresh_contacts(session, touched, datetime.now(UTC))
                 if self.es is not None:  # keep the search index's documents in step with membership
                     await self.es.register_saved(session)
                     await self.es.index_contacts(session, sorted(touched))
             if batch:
-                await outbox.advance_cursor(session, EVENTS_CONSUMER, batch[-1].position)
-            if watermark is not None:
-                await session.execute(text("""
-                    INSERT INTO segment_cursors (consumer, position) VALUES (:c, :p)
-                    ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, updated_at = now()
-                """), {"c": CONTACTS_WATERMARK, "p": watermark})
+                await advance_cursor(session, EVENTS_CONSUMER, batch[-1].position)
+            if traits.watermark is not None:
+                await save_watermark(session, CONTACTS_WATERMARK, traits.watermark)
         backfill = await self._unfilled_index()
         return ConsumeResult(
             events=len(batch), contacts=len(touched), entered=sum(c.entered for c in changes.values()),
-            exited=sum(c.exited for c in changes.values()), more=len(batch) >= params.limit or more_contacts,
+            exited=sum(c.exited for c in changes.values()), more=len(batch) >= params.limit or traits.more,
             backfill=backfill,
         )
 
@@ -170,7 +161,7 @@ class SegmentActivities:
         return BackfillChunkResult(indexed, cursor, started_from, done=exhausted, resumed=resumed)
 
 
-async def _touched_by(session: AsyncSession, batch: Sequence[outbox.OutboxEvent]) -> set[int]:
+async def _touched_by(session: AsyncSession, batch: Sequence[OutboxEvent]) -> set[int]:
     """Contacts whose events can change a rule segment's membership. Our own segment_entered/exited events
     count only for segments that other rules name: the rest would re-evaluate what was just evaluated
     (a full refresh that moves a million members would otherwise be re-checked contact by contact)."""
@@ -179,22 +170,8 @@ async def _touched_by(session: AsyncSession, batch: Sequence[outbox.OutboxEvent]
     for event in batch:
         if event.type == "track" and event.event in SEGMENT_EVENTS:
             if named is None:
-                named = set().union(*(await store.rule_references(session)).values())
+                named = set().union(*(await rule_references(session)).values())
             if event.properties.get("segment_id") not in named:
                 continue
         touched.add(event.contact_id)
     return touched
-
-
-async def _changed_contacts(session: AsyncSession, limit: int) -> tuple[set[int], str | None, bool]:
-    position = await session.scalar(text("SELECT position FROM segment_cursors WHERE consumer = :c"),
-                                    {"c": CONTACTS_WATERMARK})
-    since = datetime.fromisoformat(position) if position else datetime.now(UTC) - timedelta(minutes=5)
-    rows = (await session.execute(text("""
-        SELECT id, updated_at FROM contacts
-        WHERE updated_at > :since AND updated_at <= statement_timestamp() - CAST(:settle AS interval)
-        ORDER BY updated_at LIMIT :limit
-    """), {"since": since, "settle": f"{SETTLE.total_seconds()} seconds", "limit": limit})).all()
-    if not rows:
-        return set(), (since.isoformat() if position is None else None), False
-    return {r.id for r in rows}, rows[-1].updated_at.isoformat(), len(rows) >= limit

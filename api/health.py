@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+
+from store.db import ping
 
 router = APIRouter(tags=["operations"])
 
@@ -14,7 +15,7 @@ async def healthz(request: Request) -> dict[str, str]:
     checks = {"status": "ok", "database": "ok", "temporal": "ok"}
     try:
         async with request.app.state.runtime.sessions() as s:
-            await s.execute(text("SELECT 1"))
+            await ping(s)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         checks.update(status="degraded", database=f"error: {exc.__class__.__name__}")
     if await request.app.state.temporal() is None:

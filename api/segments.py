@@ -9,40 +9,54 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import text
 
 from api.deps import Admin, Reader, Session
 from api.schemas.segments import (
-    CountOut, MemberOut, MemberPage, MembersChanged, MembersIn, PreviewIn, PreviewOut, RefreshOut, SampleContact,
-    SegmentDeleted, SegmentIn, SegmentOut, SegmentPage, SegmentPatch,
+    CountOut,
+    MemberOut,
+    MemberPage,
+    MembersChanged,
+    MembersIn,
+    PreviewIn,
+    PreviewOut,
+    RefreshOut,
+    SampleContact,
+    SegmentDeleted,
+    SegmentIn,
+    SegmentOut,
+    SegmentPage,
+    SegmentPatch,
 )
 from domain.errors import DomainError
-from store.segments import membership as store
-from store.segments import edits as segments_edit
+from store.segments import definitions, edits, membership
+from store.segments.index import PostgresSegmentIndex, SegmentIndex
+from store.segments.models import Segment
+from store.segments.preview import preview_rule
+from store.segments.refresh import Changes, refresh_with_dependents
 from workflows.segments.refresh import ensure_schedules
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 MAX_CSV_BYTES = 50 * 1024 * 1024
 
 
-def segment_index(request: Request) -> store.SegmentIndex:
+def segment_index(request: Request) -> SegmentIndex:
     """Elasticsearch when ELASTICSEARCH_URL is set, else Postgres; one per app."""
     index = getattr(request.app.state, "segment_index", None)
     if index is None:
         url = request.app.state.runtime.settings.elasticsearch_url
-        if url:
+        if url:  # the Elasticsearch client is imported only where it is configured (it takes ~0.3 s)
             from store.segments.es import ElasticsearchSegmentIndex
 
             index = ElasticsearchSegmentIndex(url)
         else:
-            index = store.PostgresSegmentIndex()
+            index = PostgresSegmentIndex()
         request.app.state.segment_index = index
     return index  # type: ignore[no-any-return]
 
 
-async def _out(session: Session, segment: store.Segment) -> SegmentOut:
+async def _out(session: Session, segment: Segment) -> SegmentOut:
     out = SegmentOut.model_validate(segment)
-    out.member_count = await store.member_count(session, segment.id)
+    out.member_count = await membership.member_count(session, segment.id)
     return out
 
 
@@ -55,23 +69,20 @@ async def create_segment(body: SegmentIn, session: Session, request: Request) ->
         raise DomainError("rule: a manual segment takes `contact_ids`, not a rule")
     if body.kind == "rule" and body.contact_ids:
         raise DomainError("contact_ids: only manual segments take explicit members")
-    segment = await store.create_segment(session, name=body.name, kind=body.kind, rule=body.rule,
-                                         description=body.description)
-    now = datetime.now(UTC)
+    segment = await edits.create_with_members(session, name=body.name, kind=body.kind, rule=body.rule,
+                                              description=body.description, contact_ids=body.contact_ids,
+                                              now=datetime.now(UTC))
     if segment.kind == "rule":
-        await store.refresh_segment(session, segment, now)
         client = await request.app.state.temporal()
         if client is not None:  # rule segments are kept fresh by schedules; create them on first need
             await ensure_schedules(client)
-    elif body.contact_ids:
-        await store.add_members(session, segment, body.contact_ids, now)
     return await _out(session, segment)
 
 
 @router.get("", response_model=SegmentPage, dependencies=[Reader], summary="List segments")
 async def list_segments(session: Session, after: Annotated[int, Query(ge=0)] = 0,
                         limit: Annotated[int, Query(ge=1, le=500)] = 100) -> SegmentPage:
-    rows = await store.list_segments(session, after_id=after, limit=limit)
+    rows = await definitions.list_segments(session, after_id=after, limit=limit)
     items = [await _out(session, s) for s in rows]
     return SegmentPage(items=items, next_after=items[-1].id if len(items) == limit else None)
 
@@ -79,20 +90,14 @@ async def list_segments(session: Session, after: Annotated[int, Query(ge=0)] = 0
 @router.post("/preview", response_model=PreviewOut, dependencies=[Reader],
              summary="Count and sample the contacts a rule matches, without saving it")
 async def preview(body: PreviewIn, session: Session, request: Request) -> PreviewOut:
-    node = await store.validate_rule(session, body.rule)
-    index = segment_index(request)
-    now = datetime.now(UTC)
-    count = await index.count(session, node, now)
-    ids = await index.page(session, node, now, after=0, limit=body.sample) if body.sample else []
-    rows = await session.execute(text("SELECT id, user_id, email, traits FROM contacts WHERE id = ANY(:ids) ORDER BY id"),
-                                 {"ids": ids})
-    sample = [SampleContact(id=r.id, user_id=r.user_id, email=r.email, traits=r.traits) for r in rows]
-    return PreviewOut(count=count, sample=sample, backend=index.name)
+    found = await preview_rule(session, segment_index(request), body.rule, now=datetime.now(UTC), sample=body.sample)
+    sample = [SampleContact(id=c.id, user_id=c.user_id, email=c.email, traits=c.traits) for c in found.sample]
+    return PreviewOut(count=found.count, sample=sample, backend=found.backend)
 
 
 @router.get("/{segment_id}", response_model=SegmentOut, dependencies=[Reader], summary="Get a segment")
 async def get_segment(segment_id: int, session: Session) -> SegmentOut:
-    return await _out(session, await store.get_segment(session, segment_id))
+    return await _out(session, await definitions.get_segment(session, segment_id))
 
 
 @router.patch("/{segment_id}", response_model=SegmentOut, dependencies=[Admin],
@@ -103,7 +108,7 @@ async def update_segment(segment_id: int, body: SegmentPatch, session: Session) 
     fields = body.model_dump(exclude_unset=True)
     if not fields:
         raise DomainError("body: send at least one of name, description, rule")
-    segment, _ = await segments_edit.update_segment(session, segment_id, fields, datetime.now(UTC))
+    segment, _ = await edits.update_segment(session, segment_id, fields, datetime.now(UTC))
     return await _out(session, segment)
 
 
@@ -112,15 +117,15 @@ async def update_segment(segment_id: int, body: SegmentPatch, session: Session) 
                responses={404: {"description": "No such segment"},
                           409: {"description": "Other segments' rules name it; the detail lists them"}})
 async def delete_segment(segment_id: int, session: Session) -> SegmentDeleted:
-    exited = await segments_edit.delete_segment(session, segment_id, datetime.now(UTC))
+    exited = await edits.delete_segment(session, segment_id, datetime.now(UTC))
     return SegmentDeleted(id=segment_id, exited=exited)
 
 
 @router.get("/{segment_id}/count", response_model=CountOut, dependencies=[Reader],
             summary="How many contacts are members now (materialised membership)")
 async def count(segment_id: int, session: Session) -> CountOut:
-    await store.get_segment(session, segment_id)
-    return CountOut(segment_id=segment_id, count=await store.member_count(session, segment_id))
+    await definitions.get_segment(session, segment_id)
+    return CountOut(segment_id=segment_id, count=await membership.member_count(session, segment_id))
 
 
 @router.get("/{segment_id}/members", response_model=MemberPage, dependencies=[Reader],
@@ -130,8 +135,8 @@ async def members(
     after: Annotated[int, Query(ge=0, description="Return members with contact id greater than this.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> MemberPage:
-    await store.get_segment(session, segment_id)
-    page = await store.members_page(session, segment_id, after=after, limit=limit)
+    await definitions.get_segment(session, segment_id)
+    page = await membership.members_page(session, segment_id, after=after, limit=limit)
     items = [MemberOut(contact_id=m.contact_id, entered_at=m.entered_at) for m in page]
     return MemberPage(items=items, next_after=items[-1].contact_id if len(items) == limit else None)
 
@@ -139,23 +144,23 @@ async def members(
 @router.post("/{segment_id}/members", response_model=MembersChanged, dependencies=[Admin],
              summary="Add contacts to a manual segment")
 async def add_members(segment_id: int, body: MembersIn, session: Session) -> MembersChanged:
-    segment = await store.get_segment(session, segment_id)
-    changed = await store.add_members(session, segment, body.contact_ids, datetime.now(UTC))
+    segment = await definitions.get_segment(session, segment_id)
+    changed = await membership.add_members(session, segment, body.contact_ids, datetime.now(UTC))
     return MembersChanged(segment_id=segment_id, changed=changed)
 
 
 @router.post("/{segment_id}/members/remove", response_model=MembersChanged, dependencies=[Admin],
              summary="Remove contacts from a manual segment")
 async def remove_members(segment_id: int, body: MembersIn, session: Session) -> MembersChanged:
-    segment = await store.get_segment(session, segment_id)
-    changed = await store.remove_members(session, segment, body.contact_ids, datetime.now(UTC))
+    segment = await definitions.get_segment(session, segment_id)
+    changed = await membership.remove_members(session, segment, body.contact_ids, datetime.now(UTC))
     return MembersChanged(segment_id=segment_id, changed=changed)
 
 
 @router.post("/{segment_id}/members/csv", response_model=MembersChanged, dependencies=[Admin],
              summary="Upload a CSV (text/csv body) with a contact_id, user_id or email column")
 async def upload_members(segment_id: int, request: Request, session: Session) -> MembersChanged:
-    segment = await store.get_segment(session, segment_id)
+    segment = await definitions.get_segment(session, segment_id)
     raw = await request.body()
     if len(raw) > MAX_CSV_BYTES:
         raise DomainError(f"CSV is larger than {MAX_CSV_BYTES // 1024 // 1024} MB; split it")
@@ -169,25 +174,14 @@ async def upload_members(segment_id: int, request: Request, session: Session) ->
         bad = [v for v in values if not v.isdigit()]
         if bad:
             raise DomainError(f"contact_id must be a number; got {bad[0]!r}")
-        ids = await store.resolve_contacts(session, ids=[int(v) for v in values])
-        unknown = [v for v in values if int(v) not in set(ids)]
-    elif column == "user_id":
-        ids = await store.resolve_contacts(session, user_ids=values)
-        found = set((await session.scalars(text("SELECT user_id FROM contacts WHERE id = ANY(:ids)"), {"ids": ids})).all())
-        unknown = [v for v in values if v not in found]
-    else:
-        ids = await store.resolve_contacts(session, emails=values)
-        found = set((await session.scalars(text("SELECT lower(email) FROM contacts WHERE id = ANY(:ids)"),
-                                           {"ids": ids})).all())
-        unknown = [v for v in values if v.lower() not in found]
-    changed = await store.add_members(session, segment, ids, datetime.now(UTC))
+    changed, unknown = await membership.import_members(session, segment, column, values, datetime.now(UTC))
     return MembersChanged(segment_id=segment_id, changed=changed, unknown=unknown[:100])
 
 
 @router.post("/{segment_id}/refresh", response_model=RefreshOut, dependencies=[Admin],
              summary="Recompute a rule segment's membership now")
 async def refresh(segment_id: int, session: Session) -> RefreshOut:
-    segment = await store.get_segment(session, segment_id)
-    changes = await store.refresh_with_dependents(session, segment, datetime.now(UTC))
-    own = changes.get(segment_id, store.Changes(0, 0))
+    segment = await definitions.get_segment(session, segment_id)
+    changes = await refresh_with_dependents(session, segment, datetime.now(UTC))
+    own = changes.get(segment_id, Changes(0, 0))
     return RefreshOut(segment_id=segment_id, entered=own.entered, exited=own.exited)

@@ -26,8 +26,9 @@ from sqlalchemy import text
 from bench.core import BenchContext, BenchResult
 from domain.ledger.postings import Kind, Request, month_of
 from nudge.embedded import _pg_bin
-from store.ledger import accounts as store
 from store.db import make_engine, make_sessionmaker, plain_url, transaction
+from store.ledger.programs import create_program
+from store.ledger.receipts import Submission
 from store.ledger.writer import PostingWriter, utcnow
 
 DATABASE_ONLY = True
@@ -80,8 +81,8 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
 
         with ctx.console.status(f"Creating {p['accounts']:,} contacts and accounts…"):
             async with transaction(sessions) as s:
-                program_id = (await store.create_program(s, name=f"bench-{tag}", unit="points", expiry_months=None,
-                                                         retention_months=12)).id
+                program_id = (await create_program(s, name=f"bench-{tag}", unit="points", expiry_months=None,
+                                                   retention_months=12)).id
                 rows = await s.execute(text("""
                     INSERT INTO contacts (user_id) SELECT 'bench-ledger-' || :tag || '-' || n
                     FROM generate_series(1, :n) n RETURNING id
@@ -158,7 +159,7 @@ async def phase(ctx: BenchContext, writer: PostingWriter, program_id: int, conta
                 await writer.post(program_id, Request(f"reward:bench-{tag}:{contact}:{n}:{i}", Kind.CREDIT,
                                                       contact, rng.randint(1, 100)))
             else:
-                subs = [store.Submission(program_id, Request(f"reward:bench-{tag}:{c}:{n}:{i}:{k}", Kind.CREDIT,
+                subs = [Submission(program_id, Request(f"reward:bench-{tag}:{c}:{n}:{i}:{k}", Kind.CREDIT,
                                                              c, rng.randint(1, 100)))
                         for k, c in enumerate(rng.choices(contacts, k=per_call))]
                 if failed := [o for o in await writer.post_many(subs) if isinstance(o, Exception)]:
@@ -210,7 +211,7 @@ async def spend_costs(writer: PostingWriter, sessions: Any, program_id: int, con
     this_month = month_of(utcnow())
     history = [Request(f"hist:{old}:{m}", Kind.CREDIT, old, 10_000, earned_month=this_month - m)
                for m in range(p["history_months"])]
-    await writer.post_many([store.Submission(program_id, r) for r in history])
+    await writer.post_many([Submission(program_id, r) for r in history])
     await writer.post(program_id, Request(f"hist:{new}", Kind.CREDIT, new, 10_000))
     async with sessions() as s:
         touched = await s.scalar(text("SELECT count(*) FROM ledger_buckets WHERE contact_id = :c AND program_id = :p "

@@ -31,10 +31,12 @@ from sqlalchemy import text
 from bench.core import BenchContext, BenchResult
 from domain.segments.rules import MAX_WINDOW_COUNT, All, Condition, FieldRef, Node, parse_rule
 from nudge.embedded import free_port
-from store.segments import membership as store
 from store.db import make_engine, make_sessionmaker, plain_url, transaction
 from store.migrate import upgrade
-from store.segments.membership import ROLLUP, PostgresSegmentIndex
+from store.segments.definitions import create_segment
+from store.segments.index import PostgresSegmentIndex
+from store.segments.membership import member_count
+from store.segments.refresh import ROLLUP, refresh_segment
 
 DATABASE_ONLY = True
 NAME = "segments"
@@ -206,12 +208,12 @@ async def run(ctx: BenchContext, *, contacts: int, events: int, days: int, repea
             limit_ms, _ = await _time(lambda: s.scalar(text("SELECT count(*) FROM contacts")), repeat)
         rows += [("matching contacts", f"{members:,}"), ("limit: count(*) over contacts (ms)", f"{limit_ms:,.1f}")]
         async with transaction(sessions) as s:
-            segment = await store.create_segment(s, name="bench", kind="rule", rule=RULE)
+            segment = await create_segment(s, name="bench", kind="rule", rule=RULE)
             started = time.perf_counter()
-            changes = await store.refresh_segment(s, segment, now)
+            changes = await refresh_segment(s, segment, now)
             refresh_s = time.perf_counter() - started
         async with sessions() as s:
-            stored_ms, stored = await _time(lambda: store.member_count(s, segment.id), repeat)
+            stored_ms, stored = await _time(lambda: member_count(s, segment.id), repeat)
         assert stored == members == changes.entered
         rows += [("full refresh of the saved segment (s)", f"{refresh_s:,.2f}"),
                  ("count of the saved segment, materialised (ms)", f"{stored_ms:,.1f}")]

@@ -12,13 +12,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from api.deps import DASHBOARD_COOKIE, runtime
-from domain.errors import NotFound
-from domain.ledger.postings import month_label
-from domain.keys import Scope, allows
 from channels.mailbox import read_mailbox
-from store.campaigns.dashboard import campaign_summaries
+from domain.errors import NotFound
+from domain.keys import Scope, allows
+from domain.ledger.postings import month_label
 from store import keys
-from store.ledger import dashboard as ledger_dashboard
+from store.campaigns.dashboard import campaign_summaries
+from store.ledger.dashboard import points_dashboard
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -93,8 +93,7 @@ async def points_page(request: Request, program: str | None = None) -> Response:
         return missing()
     try:
         async with runtime(request).sessions() as s:
-            economy = await ledger_dashboard.points_dashboard(s, int(program) if program else None,
-                                                              now=datetime.now(UTC))
+            economy = await points_dashboard(s, int(program) if program else None, now=datetime.now(UTC))
     except NotFound:
         return missing()
     return _page(request, "points.html", economy=economy, missing=None)

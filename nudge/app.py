@@ -12,9 +12,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from api import campaigns, contacts, errors, health, ingest, segments
-from api.ledger import postings as ledger
-from api.ledger import redemptions
+from api import campaigns, contacts, errors, health, ingest, ledger, segments
 from dashboards import routes as dashboards
 from nudge import __version__
 from api.runtime import Runtime, connect_temporal, tune_gc, untune_gc
@@ -96,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.temporal_ui = settings.temporal_ui_url
     errors.install(app)
-    for module in (health, contacts, campaigns, dashboards, ingest, segments, ledger, redemptions):
+    for module in (health, contacts, campaigns, dashboards, ingest, segments, ledger):
         app.include_router(module.router)
     dashboards.mount_static(app)
 

@@ -7,9 +7,9 @@ by the process that started it.
 from __future__ import annotations
 
 import email
+import email.policy
 import hashlib
 import importlib.util
-import email.policy
 import os
 import pwd
 import shutil
@@ -25,6 +25,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from channels.mailbox import read_mailbox
+from store.db import create_database
 
 SEARCH_ATTRIBUTES = ("CampaignId", "JourneyId", "TaskId", "NudgeKind")
 PG_SYSTEM_USER = "embedded_postgres"
@@ -196,12 +197,7 @@ class EmbeddedPostgres:
                 time.sleep(0.1)
 
     def _ensure_database(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{self.database}"')
+        create_database(self.admin_url, self.database)
 
     def stop(self) -> None:
         if self.is_running():

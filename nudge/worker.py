@@ -14,7 +14,7 @@ import workflows.segments.refresh
 
 from activities.campaigns import CampaignActivities
 from activities.events import EventsOpsActivities, Retention
-from activities.ledger.redemptions import LedgerActivities
+from activities.ledger.redemptions import RedemptionActivities
 from activities.ledger.operations import LedgerOpsActivities
 from activities.segments import SegmentActivities
 from api.runtime import Runtime
@@ -53,7 +53,7 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
             max_concurrent_activities=4,
         ))
     if LEDGER_QUEUE in queues:
-        ledger = LedgerActivities(runtime.sessions)
+        ledger = RedemptionActivities(runtime.sessions)
         ops = LedgerOpsActivities(runtime.sessions, archive_dir=runtime.settings.home / "archive")
         workers.append(Worker(
             client, task_queue=LEDGER_QUEUE,

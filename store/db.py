@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, connect, sql
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -58,3 +59,17 @@ async def driver(session: AsyncSession) -> AsyncConnection[Any]:
     conn = await session.connection()
     raw = await conn.get_raw_connection()
     return raw.driver_connection  # type: ignore[return-value]
+
+
+async def ping(session: AsyncSession) -> None:
+    """One round trip to the database (the health check)."""
+    await session.execute(text("SELECT 1"))
+
+
+def create_database(admin_url: str, name: str) -> bool:
+    """Create database `name` on the server of `admin_url` (libpq form) unless it exists; whether it was created."""
+    with connect(admin_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return True

@@ -1,6 +1,6 @@
 """Event pipeline operations, on a daily Temporal Schedule: EventsPruneWorkflow deletes outbox rows every
 consumer has read, erased contacts' message ids past the dedupe window and old segment transitions, in bounded
-chunks (one short transaction each), oldest first. What counts as old is in store/events_prune.py.
+chunks (one short transaction each), oldest first. What counts as old is in store/events/prune.py.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.events import TABLES, EventsOpsActivities, PruneChunk
     from workflows.schedules import IntervalPlan, ensure_interval_schedules
-    from activities.events import EventsOpsActivities, PruneChunk
-    from store.events.prune import TABLES
 
 TASK_QUEUE = "nudge-events"
 PRUNE_SCHEDULE = "events-prune"

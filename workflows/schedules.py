@@ -8,8 +8,14 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
-    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec,
-    ScheduleOverlapPolicy, SchedulePolicy, ScheduleSpec,
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
 )
 
 

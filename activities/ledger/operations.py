@@ -7,48 +7,18 @@ write it makes is keyed: finding subjects, posting references).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from domain.ledger.postings import month_of
-from domain.ledger.operations import MissingCredit
-from store.ledger import archive
-from store.ledger import expiry
-from store.ledger import reconcile
 from store.db import transaction
-
-
-class GrantSource(Protocol):
-    """What the tasks engine will plug in: the reward grants it recorded, checked against the postings.
-
-    `missing_credits`: grants with no posting under their reference (credited by reconciliation).
-    `unexplained_postings`: `reward:` credits with no grant (program, contact, reference; sent to review).
-    """
-
-    async def missing_credits(self, session: AsyncSession, programs: Sequence[int] | None,
-                              limit: int) -> list[MissingCredit]: ...
-
-    async def unexplained_postings(self, session: AsyncSession, programs: Sequence[int] | None,
-                                   limit: int) -> list[tuple[int, int, str]]: ...
-
-
-class NoGrants:
-    """Until the tasks engine records grants, there is nothing to check them against."""
-
-    async def missing_credits(self, session: AsyncSession, programs: Sequence[int] | None,
-                              limit: int) -> list[MissingCredit]:
-        return []
-
-    async def unexplained_postings(self, session: AsyncSession, programs: Sequence[int] | None,
-                                   limit: int) -> list[tuple[int, int, str]]:
-        return []
+from store.ledger import archive, expiry, reconcile
+from store.ledger.programs import program_ids
+from store.ledger.reconcile import GrantSource, NoGrants
 
 
 @dataclass
@@ -74,6 +44,15 @@ class ExpiryBatch:
     now: datetime
     after: int = 0
     limit: int = 1000
+
+
+@dataclass
+class ExpiryDone:
+    last: int | None  # the contact id to continue after; None: nothing left to expire
+    contacts: int = 0
+    postings: int = 0
+    points: int = 0
+    refused: int = 0
 
 
 @dataclass
@@ -127,12 +106,8 @@ class LedgerOpsActivities:
     async def reconcile_grants(self, page: Page) -> PageDone:
         """Reward grants ↔ postings, through the GrantSource hook (nothing to check until tasks exist)."""
         async with transaction(self.sessions) as session:
-            missing = await self.grants.missing_credits(session, page.programs, page.limit)
-            result = await reconcile.credit_missing(session, missing, now=page.now)
-            unexplained = await self.grants.unexplained_postings(session, page.programs, page.limit)
-            filed = await reconcile.file_unexplained(session, unexplained)
-        return PageDone(last=None, checked=result.checked + len(unexplained), found=result.found + filed,
-                        fixed=result.fixed)
+            return _done(await reconcile.check_grants(session, self.grants, programs=page.programs,
+                                                      limit=page.limit, now=page.now))
 
     @activity.defn
     async def expiry_programs(self, page: Page) -> list[int]:
@@ -140,16 +115,17 @@ class LedgerOpsActivities:
             return await expiry.programs_with_expiry(session, page.programs)
 
     @activity.defn
-    async def expire_batch(self, batch: ExpiryBatch) -> expiry.ExpiryPage:
+    async def expire_batch(self, batch: ExpiryBatch) -> ExpiryDone:
         async with transaction(self.sessions) as session:
-            return await expiry.expire_page(session, batch.program_id, now=batch.now, after=batch.after,
+            page = await expiry.expire_page(session, batch.program_id, now=batch.now, after=batch.after,
                                             limit=batch.limit)
+        return ExpiryDone(page.last, page.contacts, page.postings, page.points, page.refused)
 
     @activity.defn
     async def retention_plan(self, page: Page) -> list[ArchiveMonth]:
         """The (program, month) pairs whose detail is past the retention window and not archived yet."""
         async with self.sessions() as session:
-            programs = page.programs or list(await session.scalars(text("SELECT id FROM ledger_programs ORDER BY id")))
+            programs = page.programs or await program_ids(session)
             return [ArchiveMonth(p, m) for p in programs
                     for m in await archive.months_due(session, p, now=page.now)]
 

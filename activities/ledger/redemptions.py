@@ -1,4 +1,4 @@
-"""Ledger activities: post to the ledger, reserve and release reward stock, record order status.
+"""Redemption activities: post to the ledger, reserve and release reward stock, record order status.
 
 Every activity is idempotent by its business key (posting references, the order id), so Temporal may retry
 any of them freely. Refusals (DomainError) become non-retryable ApplicationErrors in one place.
@@ -17,9 +17,9 @@ from temporalio.exceptions import ApplicationError
 
 from domain.errors import DomainError
 from domain.ledger.postings import HoldNotPending, Kind, Request
-from store.ledger import accounts as store
-from store.ledger import redemptions as rewards
 from store.db import transaction
+from store.ledger import redemptions
+from store.ledger.accounts import post
 
 
 @dataclass
@@ -45,7 +45,7 @@ def hold_reference(order_id: str) -> str:
     return f"redeem:{order_id}:hold"
 
 
-class LedgerActivities:
+class RedemptionActivities:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
@@ -61,7 +61,7 @@ class LedgerActivities:
             raise ApplicationError(str(exc), non_retryable=True, type=type(exc).__name__) from exc
 
     async def _post(self, session: AsyncSession, step: OrderStep, request: Request) -> None:
-        await store.post(session, step.program_id, request, now=datetime.now(UTC))
+        await post(session, step.program_id, request, now=datetime.now(UTC))
 
     @activity.defn
     async def hold_points(self, step: OrderStep) -> None:
@@ -72,12 +72,12 @@ class LedgerActivities:
     @activity.defn
     async def reserve_stock(self, step: OrderStep) -> None:
         async with self._tx(step) as session:
-            await rewards.reserve(session, step.order_id, step.reward_id, step.quantity)
+            await redemptions.reserve(session, step.order_id, step.reward_id, step.quantity)
 
     @activity.defn
     async def fulfil(self, step: OrderStep) -> None:
         async with self._tx(step) as session:
-            await rewards.fulfil(session, step.order_id)
+            await redemptions.fulfil(session, step.order_id)
 
     @activity.defn
     async def commit_hold(self, step: OrderStep) -> None:
@@ -99,9 +99,9 @@ class LedgerActivities:
     async def release_stock(self, step: OrderStep) -> None:
         """Compensation: give reserved stock back, once."""
         async with transaction(self.sessions) as session:
-            await rewards.release(session, step.order_id)
+            await redemptions.release(session, step.order_id)
 
     @activity.defn
     async def record_status(self, status: OrderStatus) -> None:
         async with transaction(self.sessions) as session:
-            await rewards.set_status(session, status.order_id, status.status, status.failure)
+            await redemptions.set_status(session, status.order_id, status.status, status.failure)

@@ -12,10 +12,7 @@ from temporalio.service import RPCError
 
 from api.deps import Admin, Reader, Session, Temporal
 from api.schemas.ledger import RedemptionIn, RedemptionOut, RewardIn, RewardOut
-from domain.ledger.risk import Verdict, refusal
-from store.ledger import accounts as store
-from store.ledger import risk
-from store.ledger import redemptions as rewards
+from store.ledger import redemptions
 from workflows.ledger.redemptions import TASK_QUEUE, RedemptionInput, RedemptionWorkflow, workflow_id
 
 router = APIRouter(tags=["ledger"])
@@ -25,46 +22,42 @@ NUDGE_KIND = SearchAttributeKey.for_keyword("NudgeKind")
 @router.post("/v1/ledger/rewards", response_model=RewardOut, status_code=201, dependencies=[Admin],
              summary="Add a reward to the catalogue")
 async def create_reward(body: RewardIn, session: Session) -> RewardOut:
-    await store.get_program(session, body.program_id)
-    reward = await rewards.create_reward(session, program_id=body.program_id, name=body.name, cost=body.cost,
-                                         stock=body.stock)
+    reward = await redemptions.create_reward(session, program_id=body.program_id, name=body.name, cost=body.cost,
+                                             stock=body.stock)
     return RewardOut(**asdict(reward))
 
 
 @router.get("/v1/ledger/rewards/{reward_id}", response_model=RewardOut, dependencies=[Reader],
             summary="A reward with its remaining stock")
 async def get_reward(reward_id: int, session: Session) -> RewardOut:
-    return RewardOut(**asdict(await rewards.get_reward(session, reward_id)))
+    return RewardOut(**asdict(await redemptions.get_reward(session, reward_id)))
 
 
-def _out(order: rewards.Redemption) -> RedemptionOut:
+def _out(order: redemptions.Redemption) -> RedemptionOut:
     return RedemptionOut(**asdict(order), workflow_id=workflow_id(order.order_id))
 
 
 @router.post("/v1/redemptions", response_model=RedemptionOut, status_code=202, dependencies=[Admin],
              summary="Redeem points for a reward: 202 and a pending order; the same order id again returns it",
              responses={200: {"description": "This order already exists: its current state"}})
-async def create_redemption(body: RedemptionIn, session: Session, client: Temporal, response: Response) -> RedemptionOut:
-    reward = await rewards.get_reward(session, body.reward_id)
-    values = {"order_id": body.order_id, "program_id": reward.program_id, "contact_id": body.contact_id,
-              "reward_id": reward.id, "quantity": body.quantity, "points": reward.cost * body.quantity}
-    if not await rewards.order_exists(session, body.order_id):  # a retried order is not screened twice
-        verdict, reason = await risk.screen(
-            session, program_id=reward.program_id, action="redeem", contact_id=body.contact_id, device=body.device,
-            ip=body.ip, amount=values["points"], reference=f"redeem:{body.order_id}", now=datetime.now(UTC))
-        if verdict is not Verdict.ALLOW:
-            raise refusal(reason)
-    order, created = await rewards.open_redemption(session, values)
+async def create_redemption(body: RedemptionIn, session: Session, client: Temporal,
+                            response: Response) -> RedemptionOut:
+    order, created = await redemptions.place_order(
+        session, order_id=body.order_id, reward_id=body.reward_id, contact_id=body.contact_id, quantity=body.quantity,
+        device=body.device, ip=body.ip, now=datetime.now(UTC))
     if not created:
         response.status_code = 200
         return _out(order)
     try:
         # Started inside the request's transaction: if Temporal refuses, the order row is rolled back.
         await client.start_workflow(
-            RedemptionWorkflow.run, RedemptionInput(**values), id=workflow_id(body.order_id), task_queue=TASK_QUEUE,
+            RedemptionWorkflow.run,
+            RedemptionInput(order_id=order.order_id, program_id=order.program_id, contact_id=order.contact_id,
+                            reward_id=order.reward_id, quantity=order.quantity, points=order.points),
+            id=workflow_id(body.order_id), task_queue=TASK_QUEUE,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes([SearchAttributePair(NUDGE_KIND, "redemption")]),
-            static_summary=f"Redeem {body.quantity} × reward #{reward.id} for {values['points']} points",
+            static_summary=f"Redeem {order.quantity} × reward #{order.reward_id} for {order.points} points",
         )
     except WorkflowAlreadyStartedError:
         pass  # a concurrent retry of the same order started it
@@ -76,4 +69,4 @@ async def create_redemption(body: RedemptionIn, session: Session, client: Tempor
 @router.get("/v1/redemptions/{order_id}", response_model=RedemptionOut, dependencies=[Reader],
             summary="An order's status: pending, completed, failed (compensated) or cancelled")
 async def get_redemption(order_id: str, session: Session) -> RedemptionOut:
-    return _out(await rewards.get_redemption(session, order_id))
+    return _out(await redemptions.get_redemption(session, order_id))

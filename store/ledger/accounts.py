@@ -1,59 +1,21 @@
-"""Points programs, account views and statements; postings themselves are applied by store/ledger_postings.py."""
+"""Points accounts: post to a contact's account (the API's one-posting path), look a posting up by its
+reference, the account view (balance, held, expiring soon, monthly buckets), the statement and the program's
+system balances. Postings themselves are applied, in batches, by store/ledger/postings.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Identity, Integer, Text, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
-from domain.ledger import postings as ledger
-from domain.errors import Conflict, NotFound
-from domain.ledger.postings import ExpiryPolicy, Month, Request
-from store.base import Base, created_at
-from store.ledger.postings import Outcome, Receipt, Submission, apply
-
-
-class Program(Base):
-    __tablename__ = "ledger_programs"
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    name: Mapped[str] = mapped_column(Text, unique=True)
-    unit: Mapped[str] = mapped_column(Text, default="points")
-    expiry_months: Mapped[int | None] = mapped_column(Integer)
-    retention_months: Mapped[int] = mapped_column(Integer, default=12)
-    created_at: Mapped[datetime] = created_at()
-
-    @property
-    def policy(self) -> ExpiryPolicy:
-        return ExpiryPolicy(self.expiry_months)
-
-
-async def create_program(session: AsyncSession, *, name: str, unit: str, expiry_months: int | None,
-                         retention_months: int) -> Program:
-    program = Program(name=name, unit=unit, expiry_months=expiry_months, retention_months=retention_months)
-    try:
-        async with session.begin_nested():
-            session.add(program)
-            await session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"a program named {name!r} already exists") from exc
-    return program
-
-
-async def get_program(session: AsyncSession, program_id: int) -> Program:
-    program = await session.get(Program, program_id)
-    if program is None:
-        raise NotFound(f"points program {program_id} does not exist")
-    return program
-
-
-async def list_programs(session: AsyncSession) -> Sequence[Program]:
-    return (await session.scalars(select(Program).order_by(Program.id))).all()
+from domain.errors import NotFound
+from domain.ledger.postings import Month, Request, month_of
+from store.ledger.models import Program
+from store.ledger.postings import apply, existing
+from store.ledger.programs import get_program
+from store.ledger.receipts import Receipt, Submission
 
 
 async def post(session: AsyncSession, program_id: int, request: Request, *, now: datetime, shard: int = 0) -> Receipt:
@@ -66,8 +28,7 @@ async def post(session: AsyncSession, program_id: int, request: Request, *, now:
 
 
 async def receipt(session: AsyncSession, program_id: int, reference: str) -> Receipt:
-    from store.ledger.postings import existing
-
+    """A posting looked up by its reference."""
     found = (await existing(session, [(program_id, reference)])).get((program_id, reference))
     if found is None:
         raise NotFound(f"no posting with reference {reference!r} in program {program_id}")
@@ -111,7 +72,7 @@ async def account(session: AsyncSession, program: Program, contact_id: int, *, n
     policy = program.policy
     return AccountView(
         program_id=program.id, contact_id=contact_id, balance=balance or 0, held=int(held or 0),
-        expiring_soon=policy.expiring_soon(buckets, ledger.month_of(now)),
+        expiring_soon=policy.expiring_soon(buckets, month_of(now)),
         buckets=[BucketView(m, r, policy.last_month(m)) for m, r in buckets.items()],
     )
 
@@ -136,6 +97,7 @@ class MonthSummary:
 async def statement(session: AsyncSession, program_id: int, contact_id: int, *, before: int | None,
                     limit: int) -> tuple[list[StatementLine], list[MonthSummary]]:
     """Recent detail (the user's entries, newest first) and the rolled-up history before it."""
+    await get_program(session, program_id)
     rows = await session.execute(text("""
         SELECT e.posting_id, p.reference, p.kind, e.amount, p.memo, e.created_at
         FROM ledger_entries e JOIN ledger_postings p ON p.id = e.posting_id
@@ -158,6 +120,3 @@ async def system_balances(session: AsyncSession, program_id: int) -> dict[str, i
     """), {"p": program_id})
     return {r.account: int(r.balance) for r in rows}
 
-
-__all__ = ["AccountView", "Outcome", "Program", "Receipt", "Submission", "account", "apply", "create_program",
-           "get_program", "list_programs", "post", "receipt", "statement", "system_balances"]

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import NotFound
 from domain.ledger.postings import ExpiryPolicy, Month, SystemAccount, month_of
-from store.ledger.accounts import Program, list_programs
+from store.ledger.models import Program
+from store.ledger.programs import list_programs
 from store.ledger.reconcile import Finding, list_findings
 
 CHART_MONTHS = 12

@@ -15,9 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import DomainError
-from domain.ledger.postings import ExpiryPolicy, Kind, Request, month_of
 from domain.ledger.operations import expiry_cutoff, expiry_reference
-from store.ledger.postings import Receipt, Submission, apply
+from domain.ledger.postings import ExpiryPolicy, Kind, Request, month_of
+from store.ledger.postings import apply
+from store.ledger.receipts import Receipt, Submission
 
 
 @dataclass

@@ -12,17 +12,24 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.ledger import postings as ledger
 from domain.errors import Conflict, NotFound
-from domain.ledger.postings import Kind, Month, Request
-from domain.ledger.operations import AUTO_FIXED, FindingClass, MissingCredit, classify_account, repair_buckets
-from domain.ledger.operations import restate_reference, timeout_void_reference
-from store.ledger.postings import Receipt, Submission, apply
+from domain.ledger.operations import (
+    AUTO_FIXED,
+    FindingClass,
+    MissingCredit,
+    classify_account,
+    repair_buckets,
+    restate_reference,
+    timeout_void_reference,
+)
+from domain.ledger.postings import Kind, Month, Request, month_label
+from store.ledger.postings import apply
+from store.ledger.receipts import Receipt, Submission
 
 
 @dataclass(frozen=True)
@@ -160,7 +167,7 @@ async def _restate(session: AsyncSession, finding_id: int, finding: dict[str, An
             ON CONFLICT (contact_id, program_id, month) DO UPDATE SET remaining = b.remaining + excluded.remaining
         """), {"c": c, "p": p, "m": list(delta), "d": list(delta.values())})
         fix = "buckets restated to the journal: " + ", ".join(
-            f"{ledger.month_label(m)} {d:+d}" for m, d in sorted(delta.items()))
+            f"{month_label(m)} {d:+d}" for m, d in sorted(delta.items()))
         amount = row.journal - row.buckets
     reference = restate_reference(finding_id)
     await session.execute(text("""
@@ -254,6 +261,32 @@ async def void_timed_out_holds(session: AsyncSession, *, now: datetime, limit: i
     return PageResult(last=len(rows), checked=len(rows), found=len(voided), fixed=len(voided))
 
 
+class GrantSource(Protocol):
+    """What the tasks engine will plug in: the reward grants it recorded, checked against the postings.
+
+    `missing_credits`: grants with no posting under their reference (credited by reconciliation).
+    `unexplained_postings`: `reward:` credits with no grant (program, contact, reference; sent to review).
+    """
+
+    async def missing_credits(self, session: AsyncSession, programs: Sequence[int] | None,
+                              limit: int) -> list[MissingCredit]: ...
+
+    async def unexplained_postings(self, session: AsyncSession, programs: Sequence[int] | None,
+                                   limit: int) -> list[tuple[int, int, str]]: ...
+
+
+class NoGrants:
+    """Until the tasks engine records grants, there is nothing to check them against."""
+
+    async def missing_credits(self, session: AsyncSession, programs: Sequence[int] | None,
+                              limit: int) -> list[MissingCredit]:
+        return []
+
+    async def unexplained_postings(self, session: AsyncSession, programs: Sequence[int] | None,
+                                   limit: int) -> list[tuple[int, int, str]]:
+        return []
+
+
 async def credit_missing(session: AsyncSession, missing: Sequence[MissingCredit], *, now: datetime) -> PageResult:
     """补偿: credit grants the tasks engine recorded but the ledger never posted, under the grant's reference."""
     if not missing:
@@ -274,6 +307,17 @@ async def file_unexplained(session: AsyncSession, postings: Sequence[tuple[int, 
                            "class": FindingClass.POSTING_WITHOUT_GRANT, "detail": {"reference": r}}
                           for p, c, r in postings])
     return len(postings)
+
+
+async def check_grants(session: AsyncSession, grants: GrantSource, *, programs: Sequence[int] | None, limit: int,
+                       now: datetime) -> PageResult:
+    """Reward grants ↔ postings: credit the grants never posted, send reward credits no grant explains to review."""
+    missing = await grants.missing_credits(session, programs, limit)
+    result = await credit_missing(session, missing, now=now)
+    unexplained = await grants.unexplained_postings(session, programs, limit)
+    filed = await file_unexplained(session, unexplained)
+    return PageResult(last=None, checked=result.checked + len(unexplained), found=result.found + filed,
+                      fixed=result.fixed)
 
 
 def _finding(row: Any) -> Finding:

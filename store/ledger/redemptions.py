@@ -1,4 +1,6 @@
-"""Rewards catalogue with stock that never oversells, and redemption orders (one row per order id)."""
+"""Rewards catalogue with stock that never oversells, and redemption orders (one row per order id): placing an
+order screens it with the risk controls and records it pending; the redemption saga (workflows/ledger/redemptions.py)
+does the rest."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict, DomainError, NotFound
+from domain.ledger.risk import Verdict, refusal
+from store.ledger.programs import get_program
+from store.ledger.risk import screen
 
 
 class OutOfStock(DomainError):
@@ -27,6 +32,8 @@ class Reward:
 
 
 async def create_reward(session: AsyncSession, *, program_id: int, name: str, cost: int, stock: int) -> Reward:
+    """Add a reward to a program's catalogue (the program must exist)."""
+    await get_program(session, program_id)
     row = (await session.execute(text("""
         INSERT INTO ledger_rewards (program_id, name, cost, stock) VALUES (:p, :n, :c, :s)
         RETURNING id, program_id, name, cost, stock
@@ -102,6 +109,22 @@ async def open_redemption(session: AsyncSession, values: dict[str, Any]) -> tupl
     if not same:
         raise Conflict(f"order {values['order_id']!r} already exists with different content")
     return order, bool(created)
+
+
+async def place_order(session: AsyncSession, *, order_id: str, reward_id: int, contact_id: int, quantity: int,
+                      device: str | None, ip: str | None, now: datetime) -> tuple[Redemption, bool]:
+    """Screen a new order with the risk controls (refused: raises) and record it pending. The same order id again
+    returns the order as it is, not screened twice (`created` False), or 409 if its content differs."""
+    reward = await get_reward(session, reward_id)
+    values = {"order_id": order_id, "program_id": reward.program_id, "contact_id": contact_id,
+              "reward_id": reward.id, "quantity": quantity, "points": reward.cost * quantity}
+    if not await order_exists(session, order_id):
+        verdict, reason = await screen(session, program_id=reward.program_id, action="redeem", contact_id=contact_id,
+                                       device=device, ip=ip, amount=values["points"], reference=f"redeem:{order_id}",
+                                       now=now)
+        if verdict is not Verdict.ALLOW:
+            raise refusal(reason)
+    return await open_redemption(session, values)
 
 
 async def order_exists(session: AsyncSession, order_id: str) -> bool:

@@ -17,12 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict, NotFound
 from domain.ledger.postings import Kind, Request
-from domain.ledger.risk import Dimension, Usage, Verdict, VelocityRule, judge, subjects
-from store.ledger.postings import Receipt
+from domain.ledger.risk import Dimension, Usage, VelocityRule, Verdict, judge, subjects
+from store.ledger.accounts import post
+from store.ledger.programs import get_program
+from store.ledger.receipts import Receipt
 
 
 async def create_rule(session: AsyncSession, *, program_id: int, action: str, dimension: str, window_seconds: int,
                       max_count: int | None, max_amount: int | None, verdict: str) -> VelocityRule:
+    """Add a velocity limit to a program (which must exist)."""
+    await get_program(session, program_id)
     row = (await session.execute(text("""
         INSERT INTO ledger_risk_rules (program_id, action, dimension, window_seconds, max_count, max_amount, verdict)
         VALUES (:p, :a, :d, :w, :c, :m, :v) RETURNING id
@@ -137,8 +141,6 @@ async def list_reviews(session: AsyncSession, status: str | None, limit: int) ->
 async def decide(session: AsyncSession, review_id: int, *, release: bool, note: str,
                  now: datetime) -> tuple[Review, Receipt | None]:
     """Release (post the credit under its own reference, exactly once) or reject a held credit."""
-    from store.ledger import accounts as store
-
     row = (await session.execute(text("""
         UPDATE ledger_reviews SET status = :s, note = :n, decided_at = :t WHERE id = :i AND status = 'pending'
         RETURNING *
@@ -151,7 +153,7 @@ async def decide(session: AsyncSession, review_id: int, *, release: bool, note: 
     receipt = None
     if release:
         q = row.request
-        receipt = await store.post(session, row.program_id, Request(
+        receipt = await post(session, row.program_id, Request(
             row.reference, Kind.CREDIT, row.contact_id, int(q["amount"]), earned_month=q["earned_month"],
             memo=q["memo"]), now=now)
     return _review(row), receipt

@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.errors import NotFound
 from domain.ledger.postings import Kind, Request
 from store.db import plain_url
-from store.ledger.postings import Outcome, RaceLost, Receipt, Submission, apply_on
+from store.ledger.postings import RaceLost, apply_on
+from store.ledger.receipts import Outcome, Receipt, Submission
 
 RETRIES = 5
 SHARDS = 64

@@ -1,5 +1,6 @@
-"""Editing and deleting segments: a changed rule re-materialises membership (and every segment built on
-it); a deleted segment's members exit first, and a segment other rules name cannot be deleted.
+"""Creating, editing and deleting segments with their membership: a new segment's members are computed at
+once; a changed rule re-materialises membership (and every segment built on it); a deleted segment's members
+exit first, and a segment other rules name cannot be deleted.
 
 Lock order, the same as a refresh's: the segment's advisory lock, then its row. So an edit, a delete and
 a scheduled refresh of the same segment queue behind each other instead of deadlocking.
@@ -7,7 +8,7 @@ a scheduled refresh of the same segment queue behind each other instead of deadl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,13 +17,29 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict, DomainError, NotFound
 from domain.segments.rules import InvalidRule, is_time_based
-from store.segments.membership import LOCK, Changes, Segment, exit_members, refresh_with_dependents, rule_references, validate_rule
+from store.segments.definitions import create_segment, rule_references, validate_rule
+from store.segments.membership import add_members, exit_members
+from store.segments.models import Segment
+from store.segments.refresh import Changes, refresh_segment, refresh_with_dependents
+from store.segments.transitions import lock_membership
 
 EDITABLE = ("name", "description", "rule")
 
 
+async def create_with_members(session: AsyncSession, *, name: str, kind: str, rule: Any | None,
+                              description: str | None, contact_ids: Sequence[int], now: datetime) -> Segment:
+    """Save a segment and compute its membership at once: a rule segment's matching contacts enter, a manual
+    segment takes `contact_ids`."""
+    segment = await create_segment(session, name=name, kind=kind, rule=rule, description=description)
+    if segment.kind == "rule":
+        await refresh_segment(session, segment, now)
+    elif contact_ids:
+        await add_members(session, segment, contact_ids, now)
+    return segment
+
+
 async def lock_segment(session: AsyncSession, segment_id: int) -> Segment:
-    await session.execute(text(LOCK), {"sid": segment_id})
+    await lock_membership(session, segment_id)
     segment = await session.scalar(select(Segment).where(Segment.id == segment_id).with_for_update()
                                    .execution_options(populate_existing=True))
     if segment is None:

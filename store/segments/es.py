@@ -25,7 +25,6 @@ answered by Postgres instead (same results, see `fallback_while_filling`).
 
 from __future__ import annotations
 
-
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -39,10 +38,26 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.segments.rules import (
-    MAX_WINDOW_COUNT, NEGATIONS, All, AnyOf, Condition, Count, EventCondition, InSegment, Node, Not, Relative,
-    event_conditions, parse_rule, resolve, resolve_day, window_start,
+    MAX_WINDOW_COUNT,
+    NEGATIONS,
+    All,
+    AnyOf,
+    Condition,
+    Count,
+    EventCondition,
+    InSegment,
+    Node,
+    Not,
+    Relative,
+    event_conditions,
+    parse_rule,
+    resolve,
+    resolve_day,
+    window_start,
 )
-from store.segments.membership import PostgresSegmentIndex
+from store.db import make_engine, make_sessionmaker
+from store.segments.index import PostgresSegmentIndex
+from store.segments.models import Segment
 from store.segments.sql import _Compiler
 
 K = MAX_WINDOW_COUNT + 1
@@ -380,8 +395,6 @@ class ElasticsearchSegmentIndex:
     # -- indexing
     async def register_saved(self, session: AsyncSession) -> None:
         """Register the event streams of every saved rule segment."""
-        from store.segments.membership import Segment
-
         rules = (await session.scalars(select(Segment.rule).where(Segment.kind == "rule"))).all()
         self.register(parse_rule(rule) for rule in rules)
 
@@ -519,8 +532,6 @@ async def reindex(database_url: str, elasticsearch_url: str, *, index: str = DEF
     after each chunk of an unfilled index (as the backfill workflow does) and mark it filled at the end. Reports
     `progress(indexed, total)`; returns the number of contacts indexed. Each chunk reads in its own
     short transaction, so a long reindex holds no snapshot open."""
-    from store.db import make_engine, make_sessionmaker
-
     engine = make_engine(database_url, pool_size=1, max_overflow=0)
     es = ElasticsearchSegmentIndex(elasticsearch_url, index=index, fallback_while_filling=False)
     try:

@@ -14,8 +14,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.segments.rules import (
-    NEGATIONS, All, AnyOf, Condition, Count, EventCondition, InSegment, Node, Not, Relative, count_matches,
-    resolve, resolve_day, window_start,
+    NEGATIONS,
+    All,
+    AnyOf,
+    Condition,
+    Count,
+    EventCondition,
+    InSegment,
+    Node,
+    Not,
+    Relative,
+    count_matches,
+    resolve,
+    resolve_day,
+    window_start,
 )
 
 SCORE_COLUMNS = {"lead_score", "lifecycle_stage", "rfm_tier", "recency_days", "frequency", "monetary", "churn_risk"}

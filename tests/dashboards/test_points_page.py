@@ -5,7 +5,7 @@ reconciliation findings are listed, and nothing is fetched from outside Nudge.""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.ledger.postings import Kind, Request, month_label, month_of, month_start
-from store.ledger import accounts as store
 from store.db import transaction
+from store.ledger import accounts
 from store.ledger.archive import archive_month
 from store.ledger.reconcile import check_accounts, check_programs
 
@@ -27,7 +27,7 @@ def _in_month(month: int, day: int) -> datetime:
 
 async def _post(sessions: async_sessionmaker[AsyncSession], program: int, request: Request, now: datetime) -> None:
     async with transaction(sessions) as s:
-        await store.post(s, program, request, now=now)
+        await accounts.post(s, program, request, now=now)
 
 
 async def _economy(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> dict:

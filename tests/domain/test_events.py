@@ -9,8 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.events import (Event, IdentityKind, InvalidEvent, Owner, corrected_timestamp, parse_batch, parse_event,
-                           resolve)
+from domain.events import (
+    Event,
+    IdentityKind,
+    InvalidEvent,
+    Owner,
+    corrected_timestamp,
+    parse_batch,
+    parse_event,
+    resolve,
+)
 
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
 ids = count()

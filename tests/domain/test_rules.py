@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from domain import rules
 from domain.rules import InvalidExpression, cel_to_tree, compile_expression, evaluate
-from domain.segments.rules import parse_rule
 from domain.segments.evaluate import Occurrence, occurrence_matches
+from domain.segments.rules import parse_rule
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 

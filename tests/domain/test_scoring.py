@@ -7,7 +7,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.scoring import (
-    STAGES, DailyCount, LeadModel, RfmModel, band, cadence, churn_risk, decayed, lead_score, lifecycle_stage, rfm,
+    STAGES,
+    DailyCount,
+    LeadModel,
+    RfmModel,
+    band,
+    cadence,
+    churn_risk,
+    decayed,
+    lead_score,
+    lifecycle_stage,
+    rfm,
 )
 
 MODEL = LeadModel()

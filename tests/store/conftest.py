@@ -24,7 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.segments.evaluate import ContactFacts, Occurrence
 from nudge.embedded import free_port
-from store.segments import membership as store
+from store.segments.definitions import create_segment
+from store.segments.membership import add_members
+from store.segments.refresh import refresh_rollup
 from store.db import transaction
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -122,9 +124,9 @@ async def segment_world(sessions: async_sessionmaker[AsyncSession]) -> World:
             SELECT contact_id, CASE type WHEN 'track' THEN event ELSE '$' || type END,
                    (timestamp AT TIME ZONE 'UTC')::date, count(*), min(timestamp), max(timestamp)
             FROM events WHERE contact_id = ANY(:ids) GROUP BY 1, 2, 3"""), {"ids": ids})
-        await store.refresh_rollup(s, ids)
-        manual = await store.create_segment(s, name=f"{tag} manual", kind="manual", rule=None)
-        await store.add_members(s, manual, [ids[0], ids[2]], NOW)
+        await refresh_rollup(s, ids)
+        manual = await create_segment(s, name=f"{tag} manual", kind="manual", rule=None)
+        await add_members(s, manual, [ids[0], ids[2]], NOW)
     for cid in (ids[0], ids[2]):
         facts[cid].segments.add(manual.id)
     return World(tag=tag, now=NOW, ids=ids, facts=facts, manual_segment_id=manual.id)

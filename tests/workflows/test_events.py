@@ -13,22 +13,24 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from domain.events import Event, parse_batch
-from store.events import insert as events_store
-from store.events.outbox import advance_cursor, read_new_events
-from store.segments import membership as segments_store
-from store.db import transaction
 from store.contacts.identities import find_contact
-from workflows.segments import refresh as segment_workflows
+from store.db import transaction
+from store.events.insert import IngestResult
+from store.events.outbox import advance_cursor, read_new_events
+from store.ingest import ingest
+from store.segments.definitions import create_segment
+from store.segments.membership import add_members, remove_members
 from workflows.events import PRUNE_SCHEDULE, TASK_QUEUE, EventsPruneWorkflow, PruneInput, ensure_schedules
+from workflows.segments import refresh as segment_workflows
 
 
 def _batch(items: list[dict]) -> list[Event]:
     return parse_batch({"batch": items}, received_at=datetime.now(UTC), new_id=lambda: uuid.uuid4().hex)
 
 
-async def _ingest(sessions: async_sessionmaker[AsyncSession], items: list[dict]) -> events_store.IngestResult:
+async def _ingest(sessions: async_sessionmaker[AsyncSession], items: list[dict]) -> IngestResult:
     async with transaction(sessions) as s:
-        return await events_store.ingest(s, _batch(items))
+        return await ingest(s, _batch(items))
 
 
 async def _count(sessions: async_sessionmaker[AsyncSession], sql: str, **params: object) -> int:
@@ -78,9 +80,9 @@ async def test_prune_deletes_only_what_is_old_and_read_by_everyone(
                              " FROM unnest(CAST(:young AS text[])) m"),
                         {"old": [f"gone-{m}" for m in old_ids], "young": [f"gone-{m}" for m in young_ids]})
         # Two segment transitions of this contact: one past the 90-day retention, one recent.
-        segment = await segments_store.create_segment(s, name=f"{tag} list", kind="manual", rule=None)
-        await segments_store.add_members(s, segment, [contact], datetime.now(UTC))
-        await segments_store.remove_members(s, segment, [contact], datetime.now(UTC))
+        segment = await create_segment(s, name=f"{tag} list", kind="manual", rule=None)
+        await add_members(s, segment, [contact], datetime.now(UTC))
+        await remove_members(s, segment, [contact], datetime.now(UTC))
         await s.execute(text("UPDATE segment_transitions SET at = now() - interval '91 days'"
                              " WHERE segment_id = :s AND kind = 'segment_entered'"), {"s": segment.id})
         # A consumer that has read nothing yet holds every outbox row back.

@@ -18,9 +18,16 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.ledger.operations import (
+        ArchiveDone,
+        ArchiveMonth,
+        ExpiryBatch,
+        ExpiryDone,
+        LedgerOpsActivities,
+        Page,
+        PageDone,
+    )
     from workflows.schedules import IntervalPlan, ensure_interval_schedules
-    from activities.ledger.operations import ArchiveDone, ArchiveMonth, ExpiryBatch, LedgerOpsActivities, Page, PageDone
-    from store.ledger.expiry import ExpiryPage
 
 TASK_QUEUE = "nudge-ledger"
 RECONCILE_SCHEDULE = "ledger-reconcile"
@@ -127,7 +134,7 @@ class ExpiryWorkflow:
             t.programs += 1
             after = 0
             while True:
-                page: ExpiryPage = await workflow.execute_activity_method(
+                page: ExpiryDone = await workflow.execute_activity_method(
                     LedgerOpsActivities.expire_batch, ExpiryBatch(program_id, now, after, params.page_size),
                     start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)
                 t.contacts, t.postings = t.contacts + page.contacts, t.postings + page.postings

@@ -8,23 +8,23 @@ until they succeed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger.redemptions import LedgerActivities, OrderStatus, OrderStep
+    from activities.ledger.redemptions import OrderStatus, OrderStep, RedemptionActivities
 
 TASK_QUEUE = "nudge-ledger"
 STEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                          maximum_attempts=5)
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
-STEPS = ("hold_points", "reserve_stock", "fulfil", "commit_hold")
+# A saga step or compensation: an activity method; its name is the activity's name (and what `fail_at` names).
+Step = Callable[[RedemptionActivities, OrderStep], Awaitable[None]]
 
 
 def workflow_id(order_id: str) -> str:
@@ -58,35 +58,34 @@ class RedemptionWorkflow:
                          reward_id=p.reward_id, quantity=p.quantity, points=p.points, hold_seconds=p.hold_seconds,
                          fail="fail" if name in p.fail_at else "retry" if f"{name}:retry" in p.fail_at else "")
 
-    async def _run(self, name: str, retry: RetryPolicy = STEP_RETRY) -> None:
-        method: Callable[..., Coroutine[Any, Any, None]] = getattr(LedgerActivities, name)
-        await workflow.execute_activity_method(method, self._step(name), start_to_close_timeout=timedelta(seconds=30),
-                                               retry_policy=retry)
+    async def _run(self, step: Step, retry: RetryPolicy = STEP_RETRY) -> None:
+        await workflow.execute_activity_method(step, self._step(step.__name__),
+                                               start_to_close_timeout=timedelta(seconds=30), retry_policy=retry)
 
     async def _record(self, status: str) -> None:
         self.status = status
         await workflow.execute_activity_method(
-            LedgerActivities.record_status, OrderStatus(self.params.order_id, status, self.failure),
+            RedemptionActivities.record_status, OrderStatus(self.params.order_id, status, self.failure),
             start_to_close_timeout=timedelta(seconds=30), retry_policy=FOREVER)
 
     @workflow.run
     async def run(self, params: RedemptionInput) -> str:
-        compensations: list[str] = []
+        compensations: list[Step] = []
         try:
             # Each compensation is registered before its step: a step that timed out may still have happened.
-            compensations.append("void_hold")
-            await self._run("hold_points")
-            compensations.append("release_stock")
-            await self._run("reserve_stock")
-            await self._run("fulfil")
-            await self._run("commit_hold")
+            compensations.append(RedemptionActivities.void_hold)
+            await self._run(RedemptionActivities.hold_points)
+            compensations.append(RedemptionActivities.release_stock)
+            await self._run(RedemptionActivities.reserve_stock)
+            await self._run(RedemptionActivities.fulfil)
+            await self._run(RedemptionActivities.commit_hold)
         except (ActivityError, asyncio.CancelledError) as exc:
             cancelled = is_cancelled_exception(exc)
             cause = exc.cause if isinstance(exc, ActivityError) else None
             self.failure = "cancelled" if cancelled else (
                 cause.message if isinstance(cause, ApplicationError) else str(exc))
-            for name in reversed(compensations):
-                await self._run(name, FOREVER)
+            for compensation in reversed(compensations):
+                await self._run(compensation, FOREVER)
             await self._record("cancelled" if cancelled else "failed")
             if cancelled:
                 raise

@@ -2,7 +2,7 @@
 ("inactive 14 days" changes with the clock alone), and the incremental consumer that drains new events
 and trait changes in batches. Both are short runs; the schedules skip a run while the last one is busy.
 When the consumer reports an Elasticsearch index that is not filled, it starts the index's backfill
-(`workflows/segments_index.py`) as an abandoned child: one per index, however many runs ask for it."""
+(`workflows/segments/backfill.py`) as an abandoned child: one per index, however many runs ask for it."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.schedules import IntervalPlan, ensure_interval_schedules
     from activities.segments import ConsumeInput, ConsumeResult, RefreshInput, RefreshResult, SegmentActivities
+    from workflows.schedules import IntervalPlan, ensure_interval_schedules
     from workflows.segments.backfill import BackfillInput, SegmentIndexBackfillWorkflow, backfill_workflow_id
 
 TASK_QUEUE = "nudge-segments"

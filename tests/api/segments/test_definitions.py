@@ -10,17 +10,17 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from store.segments import membership as store
+from store.segments.transitions import Transition, read_transitions
 from workflows.segments.refresh import TASK_QUEUE, ChangesInput, SegmentChangesWorkflow
 
 
 async def _transitions(sessions: async_sessionmaker[AsyncSession], segment_id: int,
-                       at_least: int) -> list[store.Transition]:
+                       at_least: int) -> list[Transition]:
     """The segment's transitions as a consumer sees them: rows committed before every running transaction
     began, so a busy background refresh can delay them a little."""
     for _ in range(150):
         async with sessions() as s:
-            found = [t for t in await store.read_transitions(s, limit=1_000_000) if t.segment_id == segment_id]
+            found = [t for t in await read_transitions(s, limit=1_000_000) if t.segment_id == segment_id]
         if len(found) >= at_least:
             return found
         await asyncio.sleep(0.1)

@@ -3,7 +3,6 @@ in the event outbox, keyed by business ids, emitted once however often a refresh
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from domain.segments.rules import transition_message_id
-from store.events.outbox import OutboxEvent
-from store.segments import membership as store
 from store.db import transaction
+from store.events.outbox import OutboxEvent
+from store.segments.definitions import create_segment
+from store.segments.membership import add_members, remove_members
+from store.segments.refresh import refresh_segment
 from workflows.segments.refresh import TASK_QUEUE, ChangesInput, SegmentChangesWorkflow
 
 
@@ -120,7 +121,7 @@ async def test_a_refresh_rolled_back_by_a_crash_emits_its_events_once_when_retri
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
     async with transaction(sessions) as s:  # a rule segment created straight in the store: no refresh yet
-        segment = await store.create_segment(s, name=f"{tag} rule", kind="rule",
+        segment = await create_segment(s, name=f"{tag} rule", kind="rule",
                                              rule={"field": "traits.tag", "op": "eq", "value": tag})
     consumer = f"test-{tag}"
     await outbox.start(consumer)
@@ -130,7 +131,7 @@ async def test_a_refresh_rolled_back_by_a_crash_emits_its_events_once_when_retri
 
     try:
         async with transaction(sessions) as s:
-            changes = await store.refresh_segment(s, segment, store_now())
+            changes = await refresh_segment(s, segment, store_now())
             assert changes.entered == 3
             raise Crash
     except Crash:
@@ -138,9 +139,9 @@ async def test_a_refresh_rolled_back_by_a_crash_emits_its_events_once_when_retri
     assert await outbox.drain(consumer, _about(segment.id)) == []  # nothing of the crashed run survives
 
     async with transaction(sessions) as s:
-        assert (await store.refresh_segment(s, segment, store_now())).entered == 3
+        assert (await refresh_segment(s, segment, store_now())).entered == 3
     async with transaction(sessions) as s:
-        assert (await store.refresh_segment(s, segment, store_now())).entered == 0
+        assert (await refresh_segment(s, segment, store_now())).entered == 0
     events = await outbox.drain(consumer, _about(segment.id), 3)
     assert sorted(e.contact_id for e in events) == ids and {e.event for e in events} == {"segment_entered"}
     assert len({e.message_id for e in events}) == 3
@@ -160,14 +161,14 @@ async def test_manual_list_changes_are_events_in_outbox_rows_of_bounded_size(
         ids = list((await s.scalars(text(
             "INSERT INTO contacts (user_id, traits) SELECT :tag || '-' || g, '{}' FROM generate_series(1, 2500) g"
             " RETURNING id"), {"tag": tag})).all())
-        segment = await store.create_segment(s, name=f"{tag} list", kind="manual", rule=None)
+        segment = await create_segment(s, name=f"{tag} list", kind="manual", rule=None)
     consumer = f"test-{tag}"
     await outbox.start(consumer)
     async with transaction(sessions) as s:
-        assert await store.add_members(s, segment, ids, store_now()) == 2500
+        assert await add_members(s, segment, ids, store_now()) == 2500
     async with transaction(sessions) as s:
-        assert await store.add_members(s, segment, ids[:10], store_now()) == 0  # already members: nothing new
-        assert await store.remove_members(s, segment, ids[:10], store_now()) == 10
+        assert await add_members(s, segment, ids[:10], store_now()) == 0  # already members: nothing new
+        assert await remove_members(s, segment, ids[:10], store_now()) == 10
     async with sessions() as s:
         sizes = (await s.scalars(text("""
             SELECT cardinality(o.event_ids) FROM event_outbox o

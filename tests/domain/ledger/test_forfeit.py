@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.ledger.postings import (
-    USER, Book, Entry, ExpiryPolicy, Kind, Plan, Request, SystemAccount, plan,
+    USER,
+    Book,
+    Entry,
+    ExpiryPolicy,
+    Kind,
+    Plan,
+    Request,
+    SystemAccount,
+    plan,
 )
 
 JAN_2025 = 2025 * 12

@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 
 from domain.errors import DomainError
 from domain.ledger.postings import (
-    USER, Book, Entry, ExpiryPolicy, InsufficientPoints, Kind, Plan, Request, SystemAccount, add, plan,
+    USER,
+    Book,
+    Entry,
+    ExpiryPolicy,
+    InsufficientPoints,
+    Kind,
+    Plan,
+    Request,
+    SystemAccount,
+    add,
+    plan,
 )
 
 JAN_2025 = 2025 * 12

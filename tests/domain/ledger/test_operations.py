@@ -5,10 +5,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.ledger.postings import ExpiryPolicy, parse_month
 from domain.ledger.operations import (
-    AUTO_FIXED, FindingClass, classify_account, expiry_cutoff, expiry_reference, repair_buckets,
+    AUTO_FIXED,
+    FindingClass,
+    classify_account,
+    expiry_cutoff,
+    expiry_reference,
+    repair_buckets,
 )
+from domain.ledger.postings import ExpiryPolicy, parse_month
 
 JAN_2025 = parse_month("2025-01")
 

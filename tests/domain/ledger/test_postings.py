@@ -10,8 +10,21 @@ from hypothesis import strategies as st
 
 from domain.errors import DomainError
 from domain.ledger.postings import (
-    USER, Book, Entry, ExpiryPolicy, InsufficientPoints, Kind, Request, SystemAccount, UnbalancedPosting,
-    check_balanced, month_label, month_of, parse_month, plan, take,
+    USER,
+    Book,
+    Entry,
+    ExpiryPolicy,
+    InsufficientPoints,
+    Kind,
+    Request,
+    SystemAccount,
+    UnbalancedPosting,
+    check_balanced,
+    month_label,
+    month_of,
+    parse_month,
+    plan,
+    take,
 )
 
 JAN_2025 = parse_month("2025-01")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.ledger.risk import Dimension, Usage, Verdict, VelocityRule, judge, subjects
+from domain.ledger.risk import Dimension, Usage, VelocityRule, Verdict, judge, subjects
 
 COUNT = VelocityRule(1, "credit", Dimension.CONTACT, 3600, 3, None, Verdict.REFUSE)
 AMOUNT = VelocityRule(2, "credit", Dimension.IP, 86400, None, 100, Verdict.REVIEW)

@@ -9,11 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.errors import DomainError
+from domain.segments.evaluate import ContactFacts, Occurrence, matches
 from domain.segments.rules import (
-    All, InvalidRule, check_no_cycle, dependents, is_time_based, parse_rule, referenced_segments, refresh_order,
+    All,
+    InvalidRule,
+    check_no_cycle,
+    dependents,
+    is_time_based,
+    parse_rule,
+    referenced_segments,
+    refresh_order,
     transition_message_id,
 )
-from domain.segments.evaluate import ContactFacts, Occurrence, matches
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 

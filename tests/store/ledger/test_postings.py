@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.errors import NotFound
 from domain.ledger.postings import HoldNotPending, InsufficientPoints, Kind, ReferenceConflict, Request, parse_month
-from store.ledger import accounts as store
+from store.ledger import accounts, programs
 from store.db import transaction
-from store.ledger.postings import Submission
+from store.ledger.receipts import Receipt, Submission
 from store.ledger.writer import PostingWriter
 
 NOW = datetime(2025, 6, 15, tzinfo=UTC)
@@ -22,7 +22,7 @@ NOW = datetime(2025, 6, 15, tzinfo=UTC)
 
 async def make_program(sessions: async_sessionmaker[AsyncSession], expiry: int | None = 12) -> int:
     async with transaction(sessions) as s:
-        program = await store.create_program(s, name=f"p-{uuid.uuid4().hex[:8]}", unit="points",
+        program = await programs.create_program(s, name=f"p-{uuid.uuid4().hex[:8]}", unit="points",
                                              expiry_months=expiry, retention_months=6)
         return program.id
 
@@ -34,9 +34,9 @@ async def make_contacts(sessions: async_sessionmaker[AsyncSession], n: int) -> l
         return sorted(r.id for r in rows)
 
 
-async def post(sessions: async_sessionmaker[AsyncSession], program: int, request: Request) -> store.Receipt:
+async def post(sessions: async_sessionmaker[AsyncSession], program: int, request: Request) -> Receipt:
     async with transaction(sessions) as s:
-        return await store.post(s, program, request, now=NOW)
+        return await accounts.post(s, program, request, now=NOW)
 
 
 async def invariants(sessions: async_sessionmaker[AsyncSession], program: int, contact: int) -> int:
@@ -95,7 +95,7 @@ async def test_spends_take_the_oldest_month_first_and_never_go_negative(
     with pytest.raises(InsufficientPoints):
         await post(sessions, program, Request("d2", Kind.DEBIT, contact, 16))
     async with sessions() as s:
-        view = await store.account(s, await store.get_program(s, program), contact, now=NOW)
+        view = await accounts.account(s, await programs.get_program(s, program), contact, now=NOW)
     assert [(b.month, b.remaining) for b in view.buckets] == [(parse_month("2025-02"), 5), (parse_month("2025-03"), 10)]
     assert await invariants(sessions, program, contact) == 15
 
@@ -106,7 +106,7 @@ async def test_a_voided_hold_restores_its_buckets_and_a_settled_hold_cannot_sett
     await post(sessions, program, Request("c1", Kind.CREDIT, contact, 30, earned_month=parse_month("2025-01")))
     await post(sessions, program, Request("h1", Kind.HOLD, contact, 20, hold_seconds=60))
     async with sessions() as s:
-        held = await store.account(s, await store.get_program(s, program), contact, now=NOW)
+        held = await accounts.account(s, await programs.get_program(s, program), contact, now=NOW)
     assert (held.balance, held.held) == (10, 20)
     await post(sessions, program, Request("v1", Kind.VOID, contact, hold_reference="h1"))
     with pytest.raises(HoldNotPending):
@@ -139,9 +139,9 @@ async def test_parallel_postings_to_one_account_lose_no_update_and_never_go_nega
         replays = await writer.post_many([Submission(program, Request(f"par-{n}", Kind.CREDIT if n % 2 else Kind.DEBIT,
                                                                      contact, 7)) for n in range(40, 200)])
     outcomes = [*direct, *batched]
-    credited = sum(7 for o in outcomes if isinstance(o, store.Receipt) and o.kind == "credit")
-    debited = sum(7 for o in outcomes if isinstance(o, store.Receipt) and o.kind == "debit")
-    assert all(isinstance(o, store.Receipt | InsufficientPoints) for o in outcomes)
+    credited = sum(7 for o in outcomes if isinstance(o, Receipt) and o.kind == "credit")
+    debited = sum(7 for o in outcomes if isinstance(o, Receipt) and o.kind == "debit")
+    assert all(isinstance(o, Receipt | InsufficientPoints) for o in outcomes)
     assert all(isinstance(r, type(o)) for r, o in zip(replays, batched, strict=True))
     assert await invariants(sessions, program, contact) == 100 + credited - debited
 
@@ -154,10 +154,10 @@ async def test_references_and_memos_with_quotes_commas_and_backslashes_post_once
     async with PostingWriter(sessions, writers=1) as writer:
         first = await writer.post_many([Submission(program, r) for r in requests])
         again = await writer.post_many([Submission(program, r) for r in requests])
-    assert [(r.reference, r.memo, r.replayed) for r in first if isinstance(r, store.Receipt)] == [
+    assert [(r.reference, r.memo, r.replayed) for r in first if isinstance(r, Receipt)] == [
         (r.reference, r.memo, False) for r in requests]
-    assert [(a.id, a.reference, a.memo, a.replayed) for a in again if isinstance(a, store.Receipt)] == [
-        (f.id, f.reference, f.memo, True) for f in first if isinstance(f, store.Receipt)]
+    assert [(a.id, a.reference, a.memo, a.replayed) for a in again if isinstance(a, Receipt)] == [
+        (f.id, f.reference, f.memo, True) for f in first if isinstance(f, Receipt)]
     for contact in contacts:
         assert await invariants(sessions, program, contact) == 3
 

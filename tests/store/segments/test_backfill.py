@@ -28,12 +28,15 @@ from activities.segments import SegmentActivities
 from domain.segments.rules import All, Condition, FieldRef, Node, parse_rule
 from nudge.embedded import temporal_binary
 from store.db import transaction
-from store.segments.membership import PostgresSegmentIndex
 from store.segments.es import ElasticsearchSegmentIndex, reindex
-from workflows.segments.refresh import ChangesInput, SegmentChangesWorkflow
+from store.segments.index import PostgresSegmentIndex
 from workflows.segments.backfill import (
-    BackfillInput, BackfillProgress, SegmentIndexBackfillWorkflow, backfill_workflow_id,
+    BackfillInput,
+    BackfillProgress,
+    SegmentIndexBackfillWorkflow,
+    backfill_workflow_id,
 )
+from workflows.segments.refresh import ChangesInput, SegmentChangesWorkflow
 
 NUDGE = str(Path(sys.executable).parent / "nudge")
 

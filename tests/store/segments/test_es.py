@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.segments.rules import All, Condition, FieldRef, Node, parse_rule
 from store.db import transaction
-from store.segments.membership import PostgresSegmentIndex, refresh_rollup
 from store.segments.es import ElasticsearchSegmentIndex
+from store.segments.index import PostgresSegmentIndex
+from store.segments.refresh import refresh_rollup
 
 
 @pytest.fixture

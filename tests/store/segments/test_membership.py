@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.segments.rules import All, Condition, FieldRef, Node, parse_rule
 from domain.segments.evaluate import matches
-from store.segments import membership as store
+from domain.segments.rules import All, Condition, FieldRef, Node, parse_rule
+from store.segments.index import PostgresSegmentIndex
 
 WEEK_AGO = "7d"
 RULES: list[tuple[str, dict[str, Any]]] = [
@@ -118,7 +118,7 @@ def expected(world: Any, node: Node) -> set[int]:
 @pytest.fixture(scope="module", params=["postgres", "elasticsearch"])
 async def index(request: pytest.FixtureRequest, segment_world: Any, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Any]:
     if request.param == "postgres":
-        yield store.PostgresSegmentIndex()
+        yield PostgresSegmentIndex()
         return
     from store.segments.es import ElasticsearchSegmentIndex
 

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.scoring import DailyCount, LeadModel, RfmModel, cadence, churn_risk, lead_score, lifecycle_stage, rfm
 from domain.segments.rules import All, Condition, FieldRef, parse_rule
 from store.db import transaction
+from store.segments.index import PostgresSegmentIndex
 from store.segments.scoring import refresh_scores
-from store.segments.membership import PostgresSegmentIndex
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 # (email, traits, [(event, days ago, count, amount)])

@@ -12,8 +12,8 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from domain.ledger.postings import Kind, Request, parse_month
-from store.ledger import accounts as store
 from store.db import transaction
+from store.ledger import accounts, programs
 from workflows.ledger.operations import TASK_QUEUE, ExpiryInput, ExpiryTotals, ExpiryWorkflow
 
 
@@ -23,7 +23,7 @@ def at(day: str) -> datetime:
 
 async def _post(sessions: async_sessionmaker[AsyncSession], program: int, request: Request, now: datetime) -> None:
     async with transaction(sessions) as s:
-        await store.post(s, program, request, now=now)
+        await accounts.post(s, program, request, now=now)
 
 
 async def _expire(client: Client, program: int, now: datetime) -> ExpiryTotals:
@@ -36,7 +36,7 @@ async def _expire(client: Client, program: int, now: datetime) -> ExpiryTotals:
 
 async def _buckets(sessions: async_sessionmaker[AsyncSession], program: int, contact: int) -> dict[str, int]:
     async with sessions() as s:
-        view = await store.account(s, await store.get_program(s, program), contact, now=at("2026-03-01"))
+        view = await accounts.account(s, await programs.get_program(s, program), contact, now=at("2026-03-01"))
         assert view.balance == sum(b.remaining for b in view.buckets)
         return {f"{b.month // 12}-{b.month % 12 + 1:02d}": b.remaining for b in view.buckets}
 
@@ -44,7 +44,7 @@ async def _buckets(sessions: async_sessionmaker[AsyncSession], program: int, con
 async def test_due_buckets_expire_once_per_month_and_spendable_points_stay(
         sessions: async_sessionmaker[AsyncSession], temporal_client: Client, worker: None) -> None:
     async with transaction(sessions) as s:
-        program = (await store.create_program(s, name=f"exp-{uuid.uuid4().hex[:8]}", unit="points",
+        program = (await programs.create_program(s, name=f"exp-{uuid.uuid4().hex[:8]}", unit="points",
                                               expiry_months=1, retention_months=6)).id
         a, b = sorted(r.id for r in await s.execute(text(
             "INSERT INTO contacts (user_id) SELECT 'expiry-' || gen_random_uuid() FROM generate_series(1, 2) "
@@ -60,7 +60,7 @@ async def test_due_buckets_expire_once_per_month_and_spendable_points_stay(
     assert await _buckets(sessions, program, a) == {"2026-02": 25}
     assert await _buckets(sessions, program, b) == {"2026-02": 50}
     async with sessions() as s:
-        receipt = await store.receipt(s, program, f"expire:{program}:{a}:2026-03")
+        receipt = await accounts.receipt(s, program, f"expire:{program}:{a}:2026-03")
         assert (receipt.kind, receipt.amount, receipt.balance_after) == ("expire", 30, 25)
         assert receipt.created_at == at("2026-03-05T08:00:00")
 
@@ -71,15 +71,15 @@ async def test_due_buckets_expire_once_per_month_and_spendable_points_stay(
     assert (april.contacts, april.postings, april.points) == (2, 2, 75)
     assert await _buckets(sessions, program, a) == await _buckets(sessions, program, b) == {}
     async with sessions() as s:
-        assert (await store.system_balances(s, program))["expiry"] == 105
-        view = await store.account(s, await store.get_program(s, program), a, now=at("2026-04-01"))
+        assert (await accounts.system_balances(s, program))["expiry"] == 105
+        view = await accounts.account(s, await programs.get_program(s, program), a, now=at("2026-04-01"))
     assert (view.balance, view.expiring_soon) == (0, 0)
 
 
 async def test_a_program_without_expiry_expires_nothing(sessions: async_sessionmaker[AsyncSession],
                                                         temporal_client: Client, worker: None) -> None:
     async with transaction(sessions) as s:
-        program = (await store.create_program(s, name=f"noexp-{uuid.uuid4().hex[:8]}", unit="points",
+        program = (await programs.create_program(s, name=f"noexp-{uuid.uuid4().hex[:8]}", unit="points",
                                               expiry_months=None, retention_months=6)).id
         (contact,) = [r.id for r in await s.execute(text(
             "INSERT INTO contacts (user_id) VALUES ('expiry-' || gen_random_uuid()) RETURNING id"))]

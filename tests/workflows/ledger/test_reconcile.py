@@ -13,10 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from domain.ledger.postings import Kind, Request
-from store.ledger import accounts as store
 from store.db import transaction
+from store.ledger import accounts
 from workflows.ledger.operations import (
-    EXPIRY_SCHEDULE, RECONCILE_SCHEDULE, RETENTION_SCHEDULE, ReconciliationWorkflow, ensure_schedules,
+    EXPIRY_SCHEDULE,
+    RECONCILE_SCHEDULE,
+    RETENTION_SCHEDULE,
+    ReconciliationWorkflow,
+    ensure_schedules,
 )
 
 
@@ -125,7 +129,7 @@ async def test_a_hold_past_its_timeout_is_voided_and_its_points_return(
         temporal_client: Client) -> None:
     program, (contact,) = await _program_with_contacts(api, 1)
     async with transaction(sessions) as s:
-        await store.post(s, program, Request("order-1:hold", Kind.HOLD, contact, 80, hold_seconds=60),
+        await accounts.post(s, program, Request("order-1:hold", Kind.HOLD, contact, 80, hold_seconds=60),
                          now=datetime.now(UTC) - timedelta(hours=1))
     assert (await _account(api, program, contact))["held"] == 80
     totals = await _reconcile(api, program)

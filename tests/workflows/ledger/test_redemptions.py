@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from store.ledger import redemptions as rewards
 from store.db import transaction
+from store.ledger.redemptions import open_redemption
 from workflows.ledger.redemptions import TASK_QUEUE, RedemptionInput, RedemptionWorkflow, workflow_id
 
 
@@ -79,7 +79,7 @@ async def test_a_failure_at_any_step_voids_the_hold_and_releases_the_stock(
     values = {"order_id": order, "program_id": program, "contact_id": contact, "reward_id": reward, "quantity": 1,
               "points": 100}
     async with transaction(sessions) as s:
-        await rewards.open_redemption(s, values)
+        await open_redemption(s, values)
     status = await temporal_client.execute_workflow(
         RedemptionWorkflow.run, RedemptionInput(**values, fail_at=[step]), id=workflow_id(order), task_queue=TASK_QUEUE)
     assert status == "failed"
@@ -94,7 +94,7 @@ async def test_a_cancelled_redemption_is_compensated(api: httpx.AsyncClient, wor
     values = {"order_id": order, "program_id": program, "contact_id": contact, "reward_id": reward, "quantity": 1,
               "points": 100}
     async with transaction(sessions) as s:
-        await rewards.open_redemption(s, values)
+        await open_redemption(s, values)
     # The fulfil step keeps failing (retryable), so the order waits there until it is cancelled.
     handle = await temporal_client.start_workflow(
         RedemptionWorkflow.run, RedemptionInput(**values, fail_at=["fulfil:retry"]), id=workflow_id(order),

@@ -13,11 +13,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from domain.ledger.postings import Kind, Request, parse_month
 from core.settings import Settings
-from store.ledger import accounts as store
-from store.ledger import reconcile
+from domain.ledger.postings import Kind, Request, parse_month
 from store.db import transaction
+from store.ledger import reconcile
+from store.ledger.accounts import account, post, statement
+from store.ledger.programs import create_program, get_program
 from workflows.ledger.operations import TASK_QUEUE, RetentionInput, RetentionWorkflow
 
 
@@ -34,8 +35,8 @@ async def _retain(client: Client, program: int, now: datetime) -> list[str]:
 async def test_old_detail_is_archived_verified_rolled_up_and_served_as_history(
         sessions: async_sessionmaker[AsyncSession], temporal_client: Client, worker: None, settings: Settings) -> None:
     async with transaction(sessions) as s:
-        program = (await store.create_program(s, name=f"ret-{uuid.uuid4().hex[:8]}", unit="points",
-                                              expiry_months=None, retention_months=2)).id
+        program = (await create_program(s, name=f"ret-{uuid.uuid4().hex[:8]}", unit="points",
+                                     expiry_months=None, retention_months=2)).id
         a, b = sorted(r.id for r in await s.execute(text(
             "INSERT INTO contacts (user_id) SELECT 'retention-' || gen_random_uuid() FROM generate_series(1, 2) "
             "RETURNING id")))
@@ -44,7 +45,7 @@ async def test_old_detail_is_archived_verified_rolled_up_and_served_as_history(
                ("2025-04-02", Request("a4", Kind.CREDIT, a, 7)), ("2025-04-03", Request("a5", Kind.DEBIT, a, 50))]
     for day, request in history:
         async with transaction(sessions) as s:
-            await store.post(s, program, request, now=at(day))
+            await post(s, program, request, now=at(day))
 
     # In April, two months of retention keep February onwards in detail; January is archived.
     files = await _retain(temporal_client, program, at("2025-04-15"))
@@ -63,11 +64,11 @@ async def test_old_detail_is_archived_verified_rolled_up_and_served_as_history(
     async with sessions() as s:
         left = await s.scalar(text("SELECT count(*) FROM ledger_entries WHERE program_id = :p"), {"p": program})
         assert left == 2  # April's detail is kept
-        lines, months = await store.statement(s, program, a, before=None, limit=50)
+        lines, months = await statement(s, program, a, before=None, limit=50)
         assert [(x.reference, x.amount) for x in lines] == [("a5", -50), ("a4", 7)]
         assert [(m.month, m.credited, m.debited) for m in months] == [
             (parse_month("2025-02"), 5, 0), (parse_month("2025-01"), 100, 30)]
-        view = await store.account(s, await store.get_program(s, program), a, now=at("2025-05-02"))
+        view = await account(s, await get_program(s, program), a, now=at("2025-05-02"))
         assert view.balance == 100 - 30 + 5 + 7 - 50
     async with transaction(sessions) as s:
         accounts = await reconcile.check_accounts(s, after=min(a, b) - 1, limit=2, programs=[program],

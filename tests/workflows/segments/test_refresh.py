@@ -9,8 +9,14 @@ from temporalio.worker import Replayer
 
 from activities.segments import RefreshInput, RefreshResult
 from workflows.segments.refresh import (
-    CHANGES_SCHEDULE, REFRESH_SCHEDULE, TASK_QUEUE, ChangesInput, ChangesTotals, SegmentChangesWorkflow,
-    SegmentRefreshWorkflow, ensure_schedules,
+    CHANGES_SCHEDULE,
+    REFRESH_SCHEDULE,
+    TASK_QUEUE,
+    ChangesInput,
+    ChangesTotals,
+    SegmentChangesWorkflow,
+    SegmentRefreshWorkflow,
+    ensure_schedules,
 )
 
 

@@ -1,0 +1,79 @@
+"""Reconciliation (仲裁): start a run on demand and read its result; the findings it files and their resolution."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError
+
+from api.deps import Admin, Reader, Session, Temporal
+from api.schemas.ledger import FindingOut, FindingPage, ReconciliationIn, ReconciliationOut, ResolveIn
+from domain.errors import NotFound
+from store.ledger import reconcile
+from workflows.ledger.operations import TASK_QUEUE, ReconcileInput, ReconciliationWorkflow, ensure_schedules
+
+router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
+NUDGE_KIND = SearchAttributeKey.for_keyword("NudgeKind")
+
+
+@router.post("/reconciliations", response_model=ReconciliationOut, status_code=202, dependencies=[Admin],
+             summary="Reconcile now (it also runs hourly): check balances, postings, programs, void timed-out holds")
+async def start_reconciliation(body: ReconciliationIn, client: Temporal) -> ReconciliationOut:
+    workflow_id = f"ledger-reconcile:{uuid.uuid4().hex[:12]}"
+    try:
+        await ensure_schedules(client)
+        await client.start_workflow(
+            ReconciliationWorkflow.run, ReconcileInput(programs=body.program_ids), id=workflow_id,
+            task_queue=TASK_QUEUE, static_summary="Ledger reconciliation (on demand)",
+            search_attributes=TypedSearchAttributes([SearchAttributePair(NUDGE_KIND, "reconciliation")]))
+    except RPCError as exc:
+        raise HTTPException(503, f"Temporal refused to start the reconciliation: {exc.message}") from exc
+    return ReconciliationOut(workflow_id=workflow_id, status="RUNNING")
+
+
+@router.get("/reconciliations/{workflow_id}", response_model=ReconciliationOut, dependencies=[Reader],
+            summary="A reconciliation run: its status and, once completed, what it checked, found and fixed")
+async def get_reconciliation(workflow_id: str, client: Temporal) -> ReconciliationOut:
+    if not workflow_id.startswith("ledger-reconcile"):
+        raise NotFound(f"{workflow_id!r} is not a reconciliation run")
+    handle = client.get_workflow_handle_for(ReconciliationWorkflow.run, workflow_id)
+    try:
+        described = await handle.describe()
+    except RPCError as exc:
+        raise NotFound(f"no reconciliation run {workflow_id!r}") from exc
+    status = described.status or WorkflowExecutionStatus.RUNNING
+    totals = None
+    if status == WorkflowExecutionStatus.COMPLETED:
+        totals = asdict(await handle.result())
+    return ReconciliationOut(workflow_id=workflow_id, status=status.name, totals=totals)
+
+
+def finding_out(f: reconcile.Finding) -> FindingOut:
+    return FindingOut(id=f.id, program_id=f.program_id, contact_id=f.contact_id, finding_class=f.class_,
+                      subject=f.subject, detail=f.detail, status=f.status, fix=f.fix,  # type: ignore[arg-type]
+                      fixed_by=f.fixed_by, note=f.note, created_at=f.created_at, resolved_at=f.resolved_at)
+
+
+@router.get("/findings", response_model=FindingPage, dependencies=[Reader],
+            summary="Reconciliation findings, newest first: `status=open` is the review queue")
+async def list_findings(
+    session: Session, status: Literal["open", "fixed", "resolved"] | None = None,
+    finding_class: Annotated[str | None, Query(alias="class", max_length=40)] = None,
+    program_id: int | None = None, before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> FindingPage:
+    found = await reconcile.list_findings(session, status=status, class_=finding_class, program_id=program_id,
+                                          before=before, limit=limit)
+    return FindingPage(findings=[finding_out(f) for f in found],
+                       next_before=found[-1].id if len(found) == limit else None)
+
+
+@router.post("/findings/{finding_id}/resolve", response_model=FindingOut, dependencies=[Admin],
+             summary="Close an open finding with a note (409 if it is not open)")
+async def resolve_finding(finding_id: int, body: ResolveIn, session: Session) -> FindingOut:
+    return finding_out(await reconcile.resolve_finding(session, finding_id, body.note))
