@@ -6,19 +6,17 @@ import time
 from dataclasses import dataclass
 
 import structlog
-
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from channels.base import Message, SendResult
 from channels.email import EmailChannel
+from core.metrics import BATCH_SECONDS, MESSAGES
 from domain import templates
 from domain.errors import DomainError
-from core.metrics import BATCH_SECONDS, MESSAGES
 from store.campaigns import definitions, runs
 from store.db import transaction
-
 
 log = structlog.get_logger("nudge.campaigns")
 

@@ -11,9 +11,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.deps import Admin, Reader, Session, Temporal
+from api.runtime import Runtime
 from api.schemas.campaigns import Audience, CampaignIn, CampaignOut, RunOut
 from domain.campaigns import CampaignStatus
-from api.runtime import Runtime
 from store.campaigns import definitions, runs
 from store.campaigns.models import Campaign, CampaignRun
 from workflows.campaigns import CAMPAIGN_ID, NUDGE_KIND, TASK_QUEUE, CampaignRunInput, CampaignWorkflow

@@ -8,7 +8,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from api.deps import Admin, Reader, Session
+from api.deps import Admin, Reader, Session, segment_index
 from api.schemas.contacts import (
     ContactDetail,
     ContactIn,
@@ -19,7 +19,6 @@ from api.schemas.contacts import (
     EventPage,
     IdentityOut,
 )
-from api.segments import segment_index
 from domain.errors import DomainError, NotFound
 from domain.events import IdentityKind
 from store import erasure

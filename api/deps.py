@@ -1,4 +1,4 @@
-"""Cross-cutting dependencies: the request's database session and API-key scopes."""
+"""Cross-cutting dependencies: the request's database session, API-key scopes and segment index."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from domain.keys import Scope, allows
 from api.runtime import Runtime
+from domain.keys import Scope, allows
 from store import keys
+from store.segments.index import PostgresSegmentIndex, SegmentIndex
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nk_...`")
 basic = HTTPBasic(auto_error=False, description="Segment-style write key as the Basic username")
@@ -67,3 +68,18 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[list[Scope]]]:
 Admin = Depends(require_scope(Scope.ADMIN))
 Reader = Depends(require_scope(Scope.READ))
 Ingest = Depends(require_scope(Scope.INGEST))
+
+
+def segment_index(request: Request) -> SegmentIndex:
+    """Elasticsearch when ELASTICSEARCH_URL is set, else Postgres; one per app."""
+    index = getattr(request.app.state, "segment_index", None)
+    if index is None:
+        url = request.app.state.runtime.settings.elasticsearch_url
+        if url:  # the Elasticsearch client is imported only where it is configured (it takes ~0.3 s)
+            from store.segments.es import ElasticsearchSegmentIndex
+
+            index = ElasticsearchSegmentIndex(url)
+        else:
+            index = PostgresSegmentIndex()
+        request.app.state.segment_index = index
+    return index  # type: ignore[no-any-return]

@@ -14,7 +14,6 @@ from domain.keys import Scope
 from store import keys
 from store.db import make_engine, make_outcome_engine, make_sessionmaker, transaction
 
-
 _GC_USERS = 0
 _GC_DEFAULT = gc.get_threshold()
 

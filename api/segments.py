@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from api.deps import Admin, Reader, Session
+from api.deps import Admin, Reader, Session, segment_index
 from api.schemas.segments import (
     CountOut,
     MemberOut,
@@ -29,7 +29,6 @@ from api.schemas.segments import (
 )
 from domain.errors import DomainError
 from store.segments import definitions, edits, membership
-from store.segments.index import PostgresSegmentIndex, SegmentIndex
 from store.segments.models import Segment
 from store.segments.preview import preview_rule
 from store.segments.refresh import Changes, refresh_with_dependents
@@ -37,21 +36,6 @@ from workflows.segments.refresh import ensure_schedules
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 MAX_CSV_BYTES = 50 * 1024 * 1024
-
-
-def segment_index(request: Request) -> SegmentIndex:
-    """Elasticsearch when ELASTICSEARCH_URL is set, else Postgres; one per app."""
-    index = getattr(request.app.state, "segment_index", None)
-    if index is None:
-        url = request.app.state.runtime.settings.elasticsearch_url
-        if url:  # the Elasticsearch client is imported only where it is configured (it takes ~0.3 s)
-            from store.segments.es import ElasticsearchSegmentIndex
-
-            index = ElasticsearchSegmentIndex(url)
-        else:
-            index = PostgresSegmentIndex()
-        request.app.state.segment_index = index
-    return index  # type: ignore[no-any-return]
 
 
 async def _out(session: Session, segment: Segment) -> SegmentOut:

@@ -13,12 +13,12 @@ import httpx
 import uvicorn
 from sqlalchemy import text
 
-from nudge.app import create_app
+from api.runtime import Runtime, connect_temporal
 from bench.core import BenchContext, BenchResult
 from channels.email import SmtpUrl
 from domain.keys import Scope
+from nudge.app import create_app
 from nudge.embedded import free_port
-from api.runtime import Runtime, connect_temporal
 from nudge.worker import build_workers
 from store import keys
 from store.db import transaction

@@ -12,11 +12,11 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from api import campaigns, contacts, errors, health, ingest, ledger, segments
-from dashboards import routes as dashboards
-from nudge import __version__
+from api import campaigns, contacts, errors, events, health, ledger, segments
 from api.runtime import Runtime, connect_temporal, tune_gc, untune_gc
 from core.settings import Settings, get_settings
+from dashboards import routes as dashboards
+from nudge import __version__
 
 REQUESTS = Counter("nudge_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("nudge_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -94,10 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.temporal_ui = settings.temporal_ui_url
     errors.install(app)
-    for module in (health, contacts, campaigns, dashboards, ingest, segments, ledger):
+    for module in (health, contacts, campaigns, dashboards, events, segments, ledger):
         app.include_router(module.router)
     dashboards.mount_static(app)
 
-    app.add_middleware(ingest.FastPath)
+    app.add_middleware(events.FastPath)
     app.add_middleware(Measure)  # added last: outermost, so it measures the fast path too
     return app

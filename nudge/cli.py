@@ -17,8 +17,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from domain.keys import Scope
 from core.settings import Settings, get_settings
+from domain.keys import Scope
 
 app = typer.Typer(
     name="nudge", no_args_is_help=True, rich_markup_mode="rich",
@@ -59,11 +59,10 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     """Run the API and/or the worker in this process until Ctrl-C or SIGTERM."""
     import uvicorn
 
-    from nudge.app import create_app
     from api.runtime import Runtime, connect_temporal
-    from nudge.worker import QUEUES, build_workers, ensure_schedules
-
+    from nudge.app import create_app
     from nudge.embedded import port_open
+    from nudge.worker import QUEUES, build_workers, ensure_schedules
 
     if api and port_open(settings.api_port, settings.api_host):
         raise _fail(f"Port {settings.api_port} is already in use (another `nudge dev` or `nudge api`?). "

@@ -10,9 +10,9 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
-from domain.keys import Scope
-from core.settings import Settings
 from api.runtime import create_api_key
+from core.settings import Settings
+from domain.keys import Scope
 
 FIRST = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "Edsger",
          "Mei", "Wei", "Yuki", "Priya", "Omar", "Sofia", "Lucas", "Amara", "Noah", "Ines"]

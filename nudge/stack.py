@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
+from core.settings import Settings
 from nudge.embedded import EmbeddedPostgres, EmbeddedTemporal
 from nudge.mailsink import MailSinkProcess
-from core.settings import Settings
 from store.migrate import upgrade
 
 

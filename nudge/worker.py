@@ -11,23 +11,22 @@ from temporalio.worker import Worker
 import workflows.events
 import workflows.ledger.operations
 import workflows.segments.refresh
-
 from activities.campaigns import CampaignActivities
 from activities.events import EventsOpsActivities, Retention
-from activities.ledger.redemptions import RedemptionActivities
 from activities.ledger.operations import LedgerOpsActivities
+from activities.ledger.redemptions import RedemptionActivities
 from activities.segments import SegmentActivities
 from api.runtime import Runtime
 from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
 from workflows.events import TASK_QUEUE as EVENTS_QUEUE
 from workflows.events import EventsPruneWorkflow
+from workflows.ledger.operations import ExpiryWorkflow, ReconciliationWorkflow, RetentionWorkflow
 from workflows.ledger.redemptions import TASK_QUEUE as LEDGER_QUEUE
 from workflows.ledger.redemptions import RedemptionWorkflow
-from workflows.ledger.operations import ExpiryWorkflow, ReconciliationWorkflow, RetentionWorkflow
+from workflows.segments.backfill import SegmentIndexBackfillWorkflow
 from workflows.segments.refresh import TASK_QUEUE as SEGMENTS_QUEUE
 from workflows.segments.refresh import SegmentChangesWorkflow, SegmentRefreshWorkflow
-from workflows.segments.backfill import SegmentIndexBackfillWorkflow
 
 QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE, EVENTS_QUEUE)
 

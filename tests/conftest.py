@@ -22,14 +22,14 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
-from domain.keys import Scope
-from nudge.embedded import SEARCH_ATTRIBUTES, EmbeddedPostgres, MailSink, free_port, temporal_binary
 from api.runtime import Runtime
 from core.settings import Settings
+from domain.keys import Scope
+from nudge.embedded import SEARCH_ATTRIBUTES, EmbeddedPostgres, MailSink, free_port, temporal_binary
 from nudge.worker import build_workers
-from store.events.outbox import OutboxEvent, advance_cursor, read_new_events
 from store import keys
-from store.db import make_engine, make_sessionmaker, plain_url, transaction
+from store.db import plain_url, transaction
+from store.events.outbox import OutboxEvent, advance_cursor, read_new_events
 from store.migrate import upgrade
 
 

@@ -11,8 +11,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.segments.rules import (
-    NEGATIONS, All, AnyOf, Condition, EventCondition, InSegment, Node, Not, Relative, count_matches, resolve,
-    resolve_day, window_start,
+    NEGATIONS,
+    All,
+    AnyOf,
+    Condition,
+    EventCondition,
+    InSegment,
+    Node,
+    Not,
+    Relative,
+    count_matches,
+    resolve,
+    resolve_day,
+    window_start,
 )
 
 

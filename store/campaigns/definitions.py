@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import templates
 from domain.errors import DomainError, NotFound
-from store.contacts.profiles import existing_ids
 from store.campaigns.models import Campaign
+from store.contacts.profiles import existing_ids
 
 
 async def get_campaign(session: AsyncSession, campaign_id: int, *, lock: bool = False) -> Campaign:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.db import driver
 
+
 async def contact_events(session: AsyncSession, contact_id: int, *, before: tuple[datetime, int] | None,
                          limit: int) -> list[dict[str, Any]]:
     """A contact's timeline, newest first by event time (keyset on (timestamp, id)). Not by id alone: ids

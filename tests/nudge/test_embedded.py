@@ -17,8 +17,15 @@ import httpx
 import psycopg
 import pytest
 
-from nudge.embedded import (EmbeddedPostgres, EmbeddedTemporal, MailSink, PortInUse, free_port, port_open,
-                            shared_buffers_mb)
+from nudge.embedded import (
+    EmbeddedPostgres,
+    EmbeddedTemporal,
+    MailSink,
+    PortInUse,
+    free_port,
+    port_open,
+    shared_buffers_mb,
+)
 
 
 def _occupy() -> tuple[socket.socket, int]:

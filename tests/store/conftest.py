@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.segments.evaluate import ContactFacts, Occurrence
 from nudge.embedded import free_port
+from store.db import transaction
 from store.segments.definitions import create_segment
 from store.segments.membership import add_members
 from store.segments.refresh import refresh_rollup
-from store.db import transaction
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

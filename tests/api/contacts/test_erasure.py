@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.ledger.postings import month_of
-from store.ledger import reconcile
 from store.db import transaction
+from store.ledger import reconcile
 
 
 async def _ok(response: httpx.Response, status: int = 200) -> Any:

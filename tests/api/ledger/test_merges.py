@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.ledger.postings import month_label, month_of
-from store.ledger import reconcile
 from store.db import transaction
+from store.ledger import reconcile
 from store.ledger.merges import move_points
 
 

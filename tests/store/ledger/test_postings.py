@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.errors import NotFound
 from domain.ledger.postings import HoldNotPending, InsufficientPoints, Kind, ReferenceConflict, Request, parse_month
-from store.ledger import accounts, programs
 from store.db import transaction
+from store.ledger import accounts, programs
 from store.ledger.receipts import Receipt, Submission
 from store.ledger.writer import PostingWriter
 

@@ -27,7 +27,7 @@ from starlette.types import Scope as AsgiScope
 
 from api import errors
 from api.deps import basic, bearer, runtime
-from api.schemas.ingest import CALLS, Accepted
+from api.schemas.events import CALLS, Accepted
 from domain.errors import DomainError
 from domain.events import (
     MAX_BATCH_BYTES,
