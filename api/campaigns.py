@@ -57,7 +57,8 @@ async def create_campaign(body: CampaignIn, session: Session, request: Request) 
 
 @router.get("", response_model=list[CampaignOut], dependencies=[Reader], summary="List campaigns")
 async def list_campaigns(session: Session, request: Request, after: int = 0, limit: int = 100) -> list[CampaignOut]:
-    return await _out_many(session, request, await definitions.list_campaigns(session, after_id=after, limit=min(limit, 500)))
+    return await _out_many(session, request,
+                           await definitions.list_campaigns(session, after_id=after, limit=min(limit, 500)))
 
 
 @router.get("/{campaign_id}", response_model=CampaignOut, dependencies=[Reader],
@@ -110,4 +111,5 @@ async def _start_workflow(client: Client, runtime: Runtime, campaign: Campaign, 
     except WorkflowAlreadyStartedError as exc:
         raise HTTPException(409, f"Run {run.number} of campaign {campaign.id} is already started.") from exc
     except RPCError as exc:
-        raise HTTPException(503, f"Temporal refused to start the campaign run: {exc.message}. Check the worker and server.") from exc
+        raise HTTPException(503, f"Temporal refused to start the campaign run: {exc.message}. "
+                                 "Check the worker and server.") from exc

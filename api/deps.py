@@ -50,7 +50,8 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[list[Scope]]]:
         secret = (token.credentials if token else None) or (basic_auth.username if basic_auth else None)
         secret = secret or request.cookies.get(DASHBOARD_COOKIE)
         if not secret:
-            raise HTTPException(401, "Send an API key as `Authorization: Bearer <key>` (create one with `nudge keys create`).",
+            raise HTTPException(401, "Send an API key as `Authorization: Bearer <key>` "
+                                     "(create one with `nudge keys create`).",
                                 headers={"WWW-Authenticate": "Bearer"})
         async with runtime(request).sessions() as s:
             granted = await keys.find_scopes(s, secret)

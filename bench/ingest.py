@@ -8,7 +8,8 @@ pre-encoded bodies so that it takes as little of the machine's CPU from the serv
 `batch_users=0` (the default, and the figure we report) mixes random users in every batch, what a server-side
 library sends: each event touches its own contact row and aggregate row, the most work per event.
 `batch_users=N` gives each batch N users, what device SDKs send (a session's events), so per-contact
-rows are shared within a batch. Everything the run wrote (contacts, identities, events, aggregates, dedupe and outbox rows) is removed.
+rows are shared within a batch. Everything the run wrote (contacts, identities, events, aggregates, dedupe
+and outbox rows) is removed.
 """
 
 from __future__ import annotations
@@ -259,5 +260,5 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
                               f"{(os.cpu_count() or 1) * 1e6 / sum(cpu):,.0f}" if sum(cpu) else "n/a"),
                              ("events per ingest statement (grouped batches)", f"{sent / statements:,.0f}"),
                              ("batch size", str(p["batch"])),
-                             ("users per batch", str(p["batch_users"]) if p["batch_users"] else "random"), ("HTTP clients", str(p["clients"])),
-                             ("uvicorn workers", str(p["workers"]))])
+                             ("users per batch", str(p["batch_users"]) if p["batch_users"] else "random"),
+                             ("HTTP clients", str(p["clients"])), ("uvicorn workers", str(p["workers"]))])

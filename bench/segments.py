@@ -5,8 +5,9 @@ events and their daily aggregates are generated set-based with generate_series. 
 of a 3-condition rule with one event aggregate through PostgresSegmentIndex (median of `repeat` warm
 runs), beside the physical limit: a bare `count(*)` over all contacts (one scan, no rule). It then saves
 the rule as a segment (one set-based full refresh, timed) and times the materialised count the API
-serves (GET /v1/segments/{id}/count). The same rule is counted by the Elasticsearch index (ELASTICSEARCH_URL, or a noida-db started here) over the first
-`es_contacts` contacts, and by Postgres over the same subset for comparison.
+serves (GET /v1/segments/{id}/count). The same rule is counted by the Elasticsearch index
+(ELASTICSEARCH_URL, or a noida-db started here) over the first `es_contacts` contacts, and by Postgres
+over the same subset for comparison.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from store.segments.refresh import ROLLUP, refresh_segment
 
 DATABASE_ONLY = True
 NAME = "segments"
-DESCRIPTION = "Count of a 3-condition rule with one event aggregate on 1M contacts / 20M events (ms), Postgres and Elasticsearch"
+DESCRIPTION = ("Count of a 3-condition rule with one event aggregate on 1M contacts / 20M events (ms), "
+               "Postgres and Elasticsearch")
 PARAMS: dict[str, Any] = {"contacts": 1_000_000, "events": 20_000_000, "days": 90, "repeat": 5,
                           "es_contacts": 20_000, "chunk": 2_000_000}
 
@@ -74,18 +76,22 @@ FROM events_p{i} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 # Secondary indexes are built once after the load (a sorted build), not row by row; same final schema.
 DEFERRED_INDEXES = {
-    "ix_events_contact_event_timestamp": "CREATE INDEX ix_events_contact_event_timestamp ON events (contact_id, event, timestamp)",
-    "ix_contact_event_recent_d1": "CREATE INDEX ix_contact_event_recent_d1 ON contact_event_recent (event, d1, contact_id)",
-    "ix_contact_event_recent_d2": "CREATE INDEX ix_contact_event_recent_d2 ON contact_event_recent (event, d2, contact_id)"
-                                  " WHERE d2 IS NOT NULL",
-    "ix_contact_event_recent_d3": "CREATE INDEX ix_contact_event_recent_d3 ON contact_event_recent (event, d3, contact_id)"
-                                  " WHERE d3 IS NOT NULL",
-    "ix_contact_event_recent_total": "CREATE INDEX ix_contact_event_recent_total ON contact_event_recent (event, total, contact_id)",
+    "ix_events_contact_event_timestamp": "CREATE INDEX ix_events_contact_event_timestamp ON events"
+                                         " (contact_id, event, timestamp)",
+    "ix_contact_event_recent_d1": "CREATE INDEX ix_contact_event_recent_d1 ON contact_event_recent"
+                                  " (event, d1, contact_id)",
+    "ix_contact_event_recent_d2": "CREATE INDEX ix_contact_event_recent_d2 ON contact_event_recent"
+                                  " (event, d2, contact_id) WHERE d2 IS NOT NULL",
+    "ix_contact_event_recent_d3": "CREATE INDEX ix_contact_event_recent_d3 ON contact_event_recent"
+                                  " (event, d3, contact_id) WHERE d3 IS NOT NULL",
+    "ix_contact_event_recent_total": "CREATE INDEX ix_contact_event_recent_total ON contact_event_recent"
+                                     " (event, total, contact_id)",
 }
 
 
 def _parallel(jobs: list[Any], run_one: Any, workers: int = 2) -> None:
-    threads = [threading.Thread(target=lambda part=jobs[i::workers]: [run_one(j) for j in part]) for i in range(workers)]
+    threads = [threading.Thread(target=lambda part=jobs[i::workers]: [run_one(j) for j in part])
+               for i in range(workers)]
     for t in threads:
         t.start()
     for t in threads:
@@ -109,7 +115,8 @@ def _generate(url: str, contacts: int, events: int, days: int, chunk: int, ctx: 
                 INSERT INTO contacts (user_id, email, traits, created_at, updated_at)
                 SELECT 'u' || g, 'u' || g || '@example.com',
                        jsonb_build_object('plan', (ARRAY['pro','free','team','free'])[1 + g %% 4],
-                                          'age', 18 + g %% 60, 'country', (ARRAY['CN','US','DE','BR','IN'])[1 + g %% 5]),
+                                          'age', 18 + g %% 60,
+                                          'country', (ARRAY['CN','US','DE','BR','IN'])[1 + g %% 5]),
                        now() - make_interval(days => ((g * 7919) %% 365)::int), now()
                 FROM generate_series(%s::bigint, %s::bigint) g
             """, (start, end))

@@ -95,7 +95,8 @@ class EmailChannel:
                             await client.connect()
                         except (aiosmtplib.SMTPException, OSError) as exc:
                             # The server is unreachable: the activity retries the whole batch later.
-                            raise ConnectionError(f"cannot reach SMTP server {self.server.host}:{self.server.port}: {exc}") from exc
+                            raise ConnectionError("cannot reach SMTP server "
+                                                  f"{self.server.host}:{self.server.port}: {exc}") from exc
                     result = await self._send_one(client, message)
                     results.append(result)
                     if on_result is not None:
@@ -113,7 +114,8 @@ class EmailChannel:
 
     async def _send_one(self, client: aiosmtplib.SMTP, message: Message) -> SendResult:
         if not message.to:
-            return SendResult(message.key, False, error="contact has no email address", error_class=ErrorClass.UNREACHABLE)
+            return SendResult(message.key, False, error="contact has no email address",
+                              error_class=ErrorClass.UNREACHABLE)
         mail = self.build(message)
         try:
             await client.send_message(mail)

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     temporal_address: str | None = Field(None, validation_alias=_env("TEMPORAL_ADDRESS"))
     temporal_namespace: str = "default"
-    temporal_ui_url: str | None = Field(None, description="Temporal UI base URL, for links from the API and dashboards.")
+    temporal_ui_url: str | None = Field(None, description="Temporal UI base URL, for links from the API and "
+                                                          "dashboards.")
     smtp_url: str | None = Field(None, validation_alias=_env("SMTP_URL"))
     elasticsearch_url: str | None = Field(None, validation_alias=_env("ELASTICSEARCH_URL"))
 
@@ -43,7 +44,8 @@ class Settings(BaseSettings):
     # Daily prune (workflows/events_ops.py). A stored event refuses its replays as long as it is kept; only an
     # erased contact's message ids are forgotten, after the dedupe window.
     event_outbox_retention_days: int = Field(7, ge=1, description="Keep outbox rows every consumer has read this long.")
-    event_dedupe_window_days: int = Field(30, ge=1, description="How long an erased contact's messageIds still refuse replays.")
+    event_dedupe_window_days: int = Field(30, ge=1, description="How long an erased contact's messageIds still "
+                                                                "refuse replays.")
     segment_transitions_retention_days: int = Field(90, ge=1, description="Keep segment enter/exit history this long.")
     log_level: str = "info"
     worker_metrics_port: int | None = Field(None, description="Serve the worker's Prometheus metrics on this port.")

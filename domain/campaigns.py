@@ -21,7 +21,8 @@ class CampaignStatus(StrEnum):
 _ALLOWED: dict[CampaignStatus, frozenset[CampaignStatus]] = {
     CampaignStatus.DRAFT: frozenset({CampaignStatus.PENDING_APPROVAL, CampaignStatus.APPROVED,
                                      CampaignStatus.RUNNING, CampaignStatus.CANCELLED}),
-    CampaignStatus.PENDING_APPROVAL: frozenset({CampaignStatus.APPROVED, CampaignStatus.DRAFT, CampaignStatus.CANCELLED}),
+    CampaignStatus.PENDING_APPROVAL: frozenset({CampaignStatus.APPROVED, CampaignStatus.DRAFT,
+                                                CampaignStatus.CANCELLED}),
     CampaignStatus.APPROVED: frozenset({CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.CANCELLED}),
     CampaignStatus.SCHEDULED: frozenset({CampaignStatus.RUNNING, CampaignStatus.CANCELLED}),
     CampaignStatus.RUNNING: frozenset({CampaignStatus.PAUSED, CampaignStatus.COMPLETED, CampaignStatus.CANCELLED}),

@@ -178,7 +178,8 @@ def api() -> None:
 
 @app.command()
 def worker(
-    queue: Annotated[list[str] | None, typer.Option("--queue", "-q", help="Task queue(s) to poll; default all.")] = None,
+    queue: Annotated[list[str] | None, typer.Option("--queue", "-q",
+                                                    help="Task queue(s) to poll; default all.")] = None,
 ) -> None:
     """Run the Temporal worker for all task queues (or the ones named)."""
     asyncio.run(_serve(get_settings(), api=False, queues=tuple(queue or ())))
@@ -228,7 +229,8 @@ def bench(
 @import_app.command("contacts")
 def import_contacts_command(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
-                                         help="CSV with a header: user_id, email, phone, timezone; other columns become traits.")],
+                                         help="CSV with a header: user_id, email, phone, timezone; "
+                                              "other columns become traits.")],
 ) -> None:
     """Stream a CSV of contacts into Nudge (COPY, then one set-based merge); matching contacts are updated."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn

@@ -42,12 +42,14 @@ def demo_events(people: list[dict[str, object]], now: datetime, seed: int = 11) 
         for n in range(rng.randint(1, 8)):
             when = now - timedelta(days=rng.uniform(0, 30))
             events.append({"type": "track", "userId": uid, "event": "app_open", "messageId": f"demo-{uid}-open-{n}",
-                           "timestamp": when.isoformat(), "properties": {"screen": rng.choice(["home", "shop", "tasks"])}})
+                           "timestamp": when.isoformat(),
+                           "properties": {"screen": rng.choice(["home", "shop", "tasks"])}})
         for n in range(rng.choice([0, 0, 1, 2, 3, 4])):
             when = now - timedelta(days=rng.uniform(0, 30))
             events.append({"type": "track", "userId": uid, "event": "order_paid", "messageId": f"demo-{uid}-order-{n}",
                            "timestamp": when.isoformat(),
-                           "properties": {"amount": rng.choice([49, 120, 180, 260]), "product_type": rng.choice(["11", "12", "30"])}})
+                           "properties": {"amount": rng.choice([49, 120, 180, 260]),
+                                          "product_type": rng.choice(["11", "12", "30"])}})
     return events
 
 
@@ -64,7 +66,8 @@ async def _events_segment_points(api: httpx.AsyncClient, base: str, ingest: str,
     r = await api.post("/v1/segments", json={"kind": "rule", "name": "Repeat buyers (2+ orders over 100 in 30 days)",
                                              "rule": {"event": "order_paid", "count": {"op": "gte", "value": 2},
                                                       "within_last": "30d",
-                                                      "where": {"field": "properties.amount", "op": "gt", "value": 100}}})
+                                                      "where": {"field": "properties.amount", "op": "gt",
+                                                                "value": 100}}})
     r.raise_for_status()
     segment_id = r.json()["id"]
     count = (await api.get(f"/v1/segments/{segment_id}/count")).json()
@@ -123,7 +126,8 @@ async def load_demo(settings: Settings, console: Console) -> None:
             "subject": "{{ contact.first_name }}, welcome aboard",
             "body": "Hi {{ contact.first_name }},\n\nThanks for joining on the {{ contact.plan }} plan. "
                     "You have placed {{ contact.orders }} orders so far.\n\n— The Nudge demo",
-            "html": "<h1>Hi {{ contact.first_name }}</h1><p>Thanks for joining on the <b>{{ contact.plan }}</b> plan.</p>",
+            "html": "<h1>Hi {{ contact.first_name }}</h1>"
+                    "<p>Thanks for joining on the <b>{{ contact.plan }}</b> plan.</p>",
             "audience": {"contact_ids": ids},
         })
         r.raise_for_status()

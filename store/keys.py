@@ -54,6 +54,7 @@ async def has_admin_key(session: AsyncSession) -> bool:
 
 async def revoke_key(session: AsyncSession, prefix: str) -> bool:
     result = await session.execute(
-        update(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now().astimezone())
+        update(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=datetime.now().astimezone())
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

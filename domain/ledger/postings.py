@@ -220,7 +220,8 @@ def plan(request: Request, buckets: Buckets, today: Month, hold: Mapping[Month, 
         month = today if request.earned_month is None else request.earned_month
         return Plan(_pair(source, USER, amount), {month: amount})
     if kind in (Kind.DEBIT, Kind.HOLD) or kind is Kind.ADJUST:
-        target = {Kind.DEBIT: SystemAccount.REDEMPTION, Kind.HOLD: SystemAccount.HOLDS}.get(kind, SystemAccount.ADJUSTMENT)
+        target = {Kind.DEBIT: SystemAccount.REDEMPTION,
+                  Kind.HOLD: SystemAccount.HOLDS}.get(kind, SystemAccount.ADJUSTMENT)
         taken = take(buckets, abs(amount))
         return Plan(_pair(USER, target, abs(amount)), negate(taken), taken if kind is Kind.HOLD else {})
     if kind in (Kind.COMMIT, Kind.VOID):
@@ -267,7 +268,8 @@ class Rollup:
         return self.credited - self.debited
 
 
-def rollup(amounts_by_month: Iterable[tuple[Month, int]], cutoff: Month) -> tuple[list[Rollup], list[tuple[Month, int]]]:
+def rollup(amounts_by_month: Iterable[tuple[Month, int]],
+           cutoff: Month) -> tuple[list[Rollup], list[tuple[Month, int]]]:
     """Split entries (posted month, signed amount) into rollups before `cutoff` and the detail kept."""
     sums: dict[Month, list[int]] = {}
     kept: list[tuple[Month, int]] = []

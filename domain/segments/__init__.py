@@ -1,0 +1,1 @@
+"""Segment rules: the condition tree and its validation, and the reference evaluator."""

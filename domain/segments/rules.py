@@ -148,7 +148,8 @@ def _node(raw: Any, where: str, depth: int, counter: list[int], *, event_scope: 
     if counter[0] > MAX_CONDITIONS:
         raise _fail(where, f"a rule has at most {MAX_CONDITIONS} conditions")
     if not isinstance(raw, dict):
-        raise _fail(where, f"expected an object such as {{\"field\": ..., \"op\": ..., \"value\": ...}}, got {_show(raw)}")
+        raise _fail(where, "expected an object such as {\"field\": ..., \"op\": ..., \"value\": ...}, "
+                           f"got {_show(raw)}")
     for group in ("and", "or"):
         if group in raw:
             _only(raw, {group}, where)

@@ -1,0 +1,1 @@
+"""Campaigns: definitions, runs and deliveries, the dashboard query; merge and erasure steps."""

@@ -81,7 +81,8 @@ async def snapshot_audience(session: AsyncSession, run_id: int) -> int:
     await session.execute(
         text("""
             INSERT INTO deliveries (contact_id, key, campaign_id, run_id, step, channel, status)
-            SELECT c.id, 'delivery:' || :campaign || ':' || :step || ':' || c.id, :campaign, :run, :step, :channel, 'queued'
+            SELECT c.id, 'delivery:' || :campaign || ':' || :step || ':' || c.id,
+                   :campaign, :run, :step, :channel, 'queued'
             FROM contacts c WHERE c.id = ANY(:ids)
             ON CONFLICT (contact_id, key) DO NOTHING
         """),

@@ -52,7 +52,8 @@ async def expire_page(session: AsyncSession, program_id: int, *, now: datetime, 
             WHERE program_id = :p AND month <= :cutoff AND remaining > 0 AND contact_id > :after
             ORDER BY contact_id LIMIT :limit
         )
-        SELECT b.contact_id, array_agg(b.month ORDER BY b.month) AS months FROM ledger_buckets b JOIN due USING (contact_id)
+        SELECT b.contact_id, array_agg(b.month ORDER BY b.month) AS months
+        FROM ledger_buckets b JOIN due USING (contact_id)
         WHERE b.program_id = :p AND b.month <= :cutoff AND b.remaining > 0
         GROUP BY b.contact_id ORDER BY b.contact_id
     """), {"p": program_id, "cutoff": cutoff, "after": after, "limit": limit})).all()

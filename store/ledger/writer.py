@@ -161,7 +161,9 @@ class PostingWriter:
         raise AssertionError("unreachable")
 
 
-def _runs(batch: list[tuple[Submission, asyncio.Future[Outcome]]]) -> list[list[tuple[Submission, asyncio.Future[Outcome]]]]:
+def _runs(
+    batch: list[tuple[Submission, asyncio.Future[Outcome]]],
+) -> list[list[tuple[Submission, asyncio.Future[Outcome]]]]:
     runs: list[list[tuple[Submission, asyncio.Future[Outcome]]]] = []
     for item in batch:
         credit = item[0].request.kind is Kind.CREDIT

@@ -190,7 +190,8 @@ class QueryCompiler:
     def positive(self, node: Condition, op: str) -> dict[str, Any]:
         ref, value = node.field, node.value
         if op == "exists":
-            return {"term": {"tp": trait_key(ref.path)}} if ref.root == "traits" else {"exists": {"field": self.field(node, "")}}
+            return ({"term": {"tp": trait_key(ref.path)}} if ref.root == "traits"
+                    else {"exists": {"field": self.field(node, "")}})
         if ref.kind == "datetime":
             if op == "between":
                 lo, hi = (resolve(v, self.now) for v in value)
@@ -416,7 +417,8 @@ class ElasticsearchSegmentIndex:
                 batch = sorted(contact_ids)[done:done + BATCH]
             else:
                 batch = list((await session.scalars(text(
-                    "SELECT id FROM contacts WHERE id > :after ORDER BY id LIMIT :n"), {"after": after, "n": BATCH})).all())
+                    "SELECT id FROM contacts WHERE id > :after ORDER BY id LIMIT :n"),
+                    {"after": after, "n": BATCH})).all())
             if not batch:
                 break
             failures += await self._bulk(session, batch)
@@ -479,8 +481,10 @@ class ElasticsearchSegmentIndex:
             SELECT c.id, c.user_id, c.email, c.phone, c.timezone, c.traits, c.created_at, c.updated_at, c.last_seen_at,
                    (SELECT jsonb_object_agg(kind, values) FROM (SELECT kind, jsonb_agg(value) AS values
                         FROM identities WHERE contact_id = c.id GROUP BY kind) i) AS identities,
-                   (SELECT to_jsonb(s) - 'contact_id' - 'computed_at' FROM contact_scores s WHERE s.contact_id = c.id) AS scores,
-                   ARRAY(SELECT segment_id FROM segment_members m WHERE m.contact_id = c.id AND m.exited_at IS NULL) AS segments
+                   (SELECT to_jsonb(s) - 'contact_id' - 'computed_at' FROM contact_scores s
+                        WHERE s.contact_id = c.id) AS scores,
+                   ARRAY(SELECT segment_id FROM segment_members m
+                        WHERE m.contact_id = c.id AND m.exited_at IS NULL) AS segments
             FROM contacts c WHERE c.id = ANY(:ids)
         """), {"ids": ids})).all()
         ev, evn = await self._streams(session, ids, list(self.streams.values()))
@@ -548,7 +552,7 @@ async def reindex(database_url: str, elasticsearch_url: str, *, index: str = DEF
                 base = done
                 n, after, exhausted = await es.backfill_step(
                     session, after, chunk, progress=None if progress is None else
-                    lambda k, _cursor: progress(base + k, max(total, base + k)))
+                    lambda k, _cursor, base=base: progress(base + k, max(total, base + k)))
             done += n
             if not exhausted and not filled:
                 await es.mark("pending", after)

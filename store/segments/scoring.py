@@ -35,8 +35,8 @@ WITH pts AS (
 ), base AS (
     SELECT c.id, a.customer, a.orders, m.amount,
            round((coalesce(a.event_score, 0) + (
-               SELECT coalesce(sum(t.points), 0) FROM unnest(CAST(:trait_names AS text[]), CAST(:trait_points AS float8[]))
-                   AS t(name, points)
+               SELECT coalesce(sum(t.points), 0)
+               FROM unnest(CAST(:trait_names AS text[]), CAST(:trait_points AS float8[])) AS t(name, points)
                WHERE (t.name = 'email' AND c.email IS NOT NULL) OR (t.name = 'phone' AND c.phone IS NOT NULL)
                   OR (t.name NOT IN ('email', 'phone') AND c.traits ? t.name AND c.traits -> t.name <> 'null'::jsonb)
            ))::numeric, 6)::float8 AS score,

@@ -35,7 +35,8 @@ async def test_multipart_unicode_message_arrives_intact_with_its_delivery_messag
 
 def test_smtp_url_forms() -> None:
     plain = SmtpUrl("smtp://127.0.0.1:1025")
-    assert (plain.host, plain.port, plain.use_tls, plain.start_tls, plain.username) == ("127.0.0.1", 1025, False, False, None)
+    assert (plain.host, plain.port, plain.use_tls, plain.start_tls, plain.username) == (
+        "127.0.0.1", 1025, False, False, None)
     tls = SmtpUrl("smtps://user%40x:p%2Fw@mail.example")
     assert (tls.port, tls.use_tls, tls.username, tls.password) == (465, True, "user@x", "p/w")
     starttls = SmtpUrl("smtp://mail.example:587?tls=starttls")

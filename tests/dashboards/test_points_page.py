@@ -55,8 +55,8 @@ async def _economy(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSes
         archived = await archive_month(s, program, this - 2, tmp_path)
         assert archived is not None and archived.total == 100
         # Balance and buckets corrupted alike: the journal disagrees with both, which needs a person.
-        await s.execute(text("UPDATE ledger_accounts SET balance = balance + 7 WHERE contact_id = :c AND program_id = :p"),
-                        {"c": c, "p": program})
+        await s.execute(text("UPDATE ledger_accounts SET balance = balance + 7 WHERE contact_id = :c "
+                             "AND program_id = :p"), {"c": c, "p": program})
         await s.execute(text("UPDATE ledger_buckets SET remaining = remaining + 7 WHERE contact_id = :c "
                              "AND program_id = :p AND month = :m"), {"c": c, "p": program, "m": this - 1})
     async with transaction(sessions) as s:
@@ -73,15 +73,19 @@ async def _from_tables(sessions: async_sessionmaker[AsyncSession], program: int,
             "SELECT kind, sum(amount) AS n FROM ledger_postings WHERE program_id = :p GROUP BY kind"), p)}
         users = (await s.execute(text("SELECT sum(balance) AS liability, count(*) FILTER (WHERE balance > 0) AS n "
                                       "FROM ledger_accounts WHERE program_id = :p"), p)).one()
-        held = await s.scalar(text("SELECT sum(amount) FROM ledger_holds WHERE program_id = :p AND status = 'pending'"), p)
+        held = await s.scalar(text("SELECT sum(amount) FROM ledger_holds "
+                                   "WHERE program_id = :p AND status = 'pending'"), p)
         # expiry_months = 1: points earned last month expire at the end of this one.
-        expiring = await s.scalar(text("SELECT sum(remaining) FROM ledger_buckets WHERE program_id = :p AND month = :m"),
+        expiring = await s.scalar(text("SELECT sum(remaining) FROM ledger_buckets "
+                                       "WHERE program_id = :p AND month = :m"),
                                   {"p": program, "m": this - 1})
         monthly = {(r.month, r.kind): int(r.n) for r in await s.execute(text("""
-            SELECT (extract(year FROM created_at AT TIME ZONE 'UTC') * 12 + extract(month FROM created_at AT TIME ZONE 'UTC') - 1)::int
+            SELECT (extract(year FROM created_at AT TIME ZONE 'UTC') * 12
+                    + extract(month FROM created_at AT TIME ZONE 'UTC') - 1)::int
                    AS month, kind, sum(amount) AS n FROM ledger_postings WHERE program_id = :p GROUP BY 1, 2"""), p)}
         findings = list(await s.execute(text(
-            "SELECT id, class, contact_id FROM ledger_findings WHERE program_id = :p AND status = 'open' ORDER BY id"), p))
+            "SELECT id, class, contact_id FROM ledger_findings WHERE program_id = :p AND status = 'open' "
+            "ORDER BY id"), p))
     return {
         "issued": by_kind.get("credit", 0), "redeemed": by_kind.get("debit", 0) + by_kind.get("commit", 0),
         "expired": by_kind.get("expire", 0), "forfeited": by_kind.get("forfeit", 0),
@@ -145,7 +149,8 @@ async def test_points_dashboard_matches_the_ledger_and_draws_the_chart(
         assert sets["Issued"][i] == monthly.get((month, "credit"), 0), month_label(month)
         assert sets["Redeemed"][i] == monthly.get((month, "debit"), 0) + monthly.get((month, "commit"), 0)
         assert sets["Expired"][i] == monthly.get((month, "expire"), 0)
-    assert (sets["Issued"][-3:], sets["Redeemed"][-3:], sets["Expired"][-3:]) == ([100, 100, 200], [0, 30, 20], [0, 0, 70])
+    assert (sets["Issued"][-3:], sets["Redeemed"][-3:], sets["Expired"][-3:]) == (
+        [100, 100, 200], [0, 30, 20], [0, 0, 70])
     assert chart["painted"] > 1000
     assert await page.locator("#chart-disagrees").count() == 0  # receipts sum to the system balances
 
@@ -169,8 +174,9 @@ async def test_points_dashboard_matches_the_ledger_and_draws_the_chart(
         [str(seed["b"]), str(seed["a"]), str(seed["c"])]
     for contact, balance, expiring in ((seed["b"], 130, 0), (seed["a"], 60, 60), (seed["c"], 47, 47)):
         row = page.locator(f"#largest tr[data-contact='{contact}']")
-        assert (await _number(page, f"#largest tr[data-contact='{contact}'] td.balance"), await _number(
-            page, f"#largest tr[data-contact='{contact}'] td.expiring")) == (balance, expiring), await row.text_content()
+        assert (await _number(page, f"#largest tr[data-contact='{contact}'] td.balance"),
+                await _number(page, f"#largest tr[data-contact='{contact}'] td.expiring")) == (balance, expiring), \
+            await row.text_content()
 
     # Without ?program= the first program is shown, and the picker switches.
     await page.goto(f"{api_url}/dashboards/points")

@@ -63,7 +63,8 @@ def test_thresholds_set_the_stage() -> None:
 def test_rfm_recent_frequent_buyers_rank_at_least_as_high(r1: int, r2: int, f: int, m: float) -> None:
     order = ["hibernating", "at_risk", "promising", "new", "loyal", "champions"]
     recent, stale = sorted((r1, r2))
-    assert band(recent, RfmModel().recency, lower_is_better=True) >= band(stale, RfmModel().recency, lower_is_better=True)
+    assert (band(recent, RfmModel().recency, lower_is_better=True)
+            >= band(stale, RfmModel().recency, lower_is_better=True))
     tier = rfm(RfmModel(), recent, f, m)
     assert tier in order
     assert rfm(RfmModel(), None, 0, 0) is None

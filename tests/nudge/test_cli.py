@@ -31,7 +31,8 @@ def test_keys_create_prints_a_working_key_once(database_url: str, api_url: str) 
     assert result.returncode == 0, result.stdout + result.stderr
     token = next(w for w in result.stdout.split() if w.startswith("nk_"))
     assert httpx.get(f"{api_url}/v1/contacts", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    assert httpx.post(f"{api_url}/v1/contacts", json={}, headers={"Authorization": f"Bearer {token}"}).status_code == 403
+    assert httpx.post(f"{api_url}/v1/contacts", json={},
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 403
 
 
 def test_import_contacts_streams_a_csv_and_reports(database_url: str, tmp_path: Path) -> None:
@@ -45,7 +46,8 @@ def test_import_contacts_streams_a_csv_and_reports(database_url: str, tmp_path: 
     assert row == (250, "pro")
 
 
-def test_import_of_a_file_without_identifiers_fails_clearly_and_writes_nothing(database_url: str, tmp_path: Path) -> None:
+def test_import_of_a_file_without_identifiers_fails_clearly_and_writes_nothing(database_url: str,
+                                                                               tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text("nickname\nbob\n")
     with psycopg.connect(database_url) as conn:

@@ -50,7 +50,8 @@ CONTACTS: list[dict[str, Any]] = [
      "events": [("order_paid", 40, {"amount": 300}, {}), ("app_open", 3, {}, {})]},
     # Mixed-type traits: `addr` is an object for Ada and a string here, `born` looks like a date here and not for
     # Fay, Gus has a key with a dot in it, Hal's `badges` are objects where Ada's are strings.
-    {"email": "cy@example.com", "created": 10, "traits": {"addr": "Oslo", "born": "1990-05-01"}, "identities": {"wechat_openid": ["o-cy"]}, "events": []},
+    {"email": "cy@example.com", "created": 10, "traits": {"addr": "Oslo", "born": "1990-05-01"},
+     "identities": {"wechat_openid": ["o-cy"]}, "events": []},
     {"email": "dee@shop.io", "created": 1, "traits": {"plan": "Pro", "vip": True, "score": 7.5},
      "scores": {"lead_score": 80, "lifecycle_stage": "mql"},
      "events": [("order_paid", 10, {"amount": 120}, {}), ("order_paid", 11, {"amount": 80}, {}),
@@ -59,12 +60,15 @@ CONTACTS: list[dict[str, Any]] = [
     {"email": "eve@example.com", "created": 200, "traits": {"plan": None, "tags": [], "vip": False},
      "events": [("app_open", 15, {}, {}), ("order_paid", 29, {"amount": 101, "currency": "EUR"}, {}),
                 ("order_paid", 30, {"amount": 500, "currency": "USD"}, {})]},
-    {"email": "fay@example.com", "created": 60, "traits": {"plan": "team", "name": "Ann-Marie", "age": 45.5, "born": "in spring"},
+    {"email": "fay@example.com", "created": 60,
+     "traits": {"plan": "team", "name": "Ann-Marie", "age": 45.5, "born": "in spring"},
      "events": [("signup", 100, {}, {})]},
-    {"email": "gus@example.com", "phone": "+15550100", "created": 5, "traits": {"plan": "pro", "age": 60, "addr.city": "Oslo"},
+    {"email": "gus@example.com", "phone": "+15550100", "created": 5,
+     "traits": {"plan": "pro", "age": 60, "addr.city": "Oslo"},
      "identities": {"device_id": ["d-1", "d-2"]},
      "events": [("app_open", 0, {}, {}), ("order_paid", 0, {"amount": 1000}, {"ip": "10.0.0.1"})]},
-    {"email": "hal@example.com", "created": 25, "traits": {"plan": "pro", "age": 34, "name": "Ådne", "badges": [{"kind": "gold"}]},
+    {"email": "hal@example.com", "created": 25,
+     "traits": {"plan": "pro", "age": 34, "name": "Ådne", "badges": [{"kind": "gold"}]},
      "events": [("app_open", 14, {}, {}), ("app_open", 16, {}, {}), *[("login", d, {}, {}) for d in range(6)]]},
 ]
 

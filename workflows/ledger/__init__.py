@@ -1,0 +1,1 @@
+"""Ledger workflows: one RedemptionWorkflow per order, and the scheduled operations."""

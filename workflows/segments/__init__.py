@@ -1,0 +1,1 @@
+"""Segment workflows: scheduled refresh, the changes consumer, the Elasticsearch backfill."""

@@ -110,6 +110,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("""
         DROP INDEX ix_contacts_updated_at, ix_contacts_traits;
-        DROP TABLE contact_event_recent, segment_cursors, contact_scores, segment_transitions, segment_members, segments;
+        DROP TABLE contact_event_recent, segment_cursors, contact_scores, segment_transitions, segment_members,
+                   segments;
         DROP SEQUENCE segment_transitions_id_seq;
     """)

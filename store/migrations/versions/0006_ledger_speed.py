@@ -23,7 +23,8 @@ down_revision = "0005_ledger_ops"
 branch_labels = None
 depends_on = None
 
-SIGNATURE = "ledger_post_credits(bigint[], text[], bigint[], bigint[], integer[], text[], text[], timestamptz, smallint)"
+SIGNATURE = ("ledger_post_credits(bigint[], text[], bigint[], bigint[], integer[], text[], text[], "
+             "timestamptz, smallint)")
 
 
 def upgrade() -> None:

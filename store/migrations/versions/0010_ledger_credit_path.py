@@ -28,7 +28,8 @@ down_revision = "0006_ledger_speed"
 branch_labels = None
 depends_on = None
 
-SIGNATURE = "ledger_post_credits(bigint[], text[], bigint[], bigint[], integer[], text[], text[], timestamptz, smallint)"
+SIGNATURE = ("ledger_post_credits(bigint[], text[], bigint[], bigint[], integer[], text[], text[], "
+             "timestamptz, smallint)")
 
 CREDIT_FUNCTION = """
 CREATE OR REPLACE FUNCTION ledger_post_credits(

@@ -28,7 +28,8 @@ async def _wait_done(api: httpx.AsyncClient, campaign_id: int, timeout: float = 
     raise AssertionError(f"campaign {campaign_id} did not complete: {body}")
 
 
-async def test_broadcast_reaches_the_inbox_once_per_contact(api: httpx.AsyncClient, worker: None, mail_sink: MailSink) -> None:
+async def test_broadcast_reaches_the_inbox_once_per_contact(api: httpx.AsyncClient, worker: None,
+                                                            mail_sink: MailSink) -> None:
     ids = await _contacts(api, 7, "skeleton")
     r = await api.post("/v1/campaigns", json={
         "name": "Welcome", "subject": "Hi {{ contact.first_name }}",
@@ -67,9 +68,11 @@ async def test_launching_a_running_or_completed_campaign_is_a_conflict(api: http
     assert "completed" in r.json()["detail"]
 
 
-async def test_sent_messages_are_counted_in_metrics(api: httpx.AsyncClient, anon_api: httpx.AsyncClient, worker: None) -> None:
+async def test_sent_messages_are_counted_in_metrics(api: httpx.AsyncClient, anon_api: httpx.AsyncClient,
+                                                    worker: None) -> None:
     def sent_total(text: str) -> float:
-        line = next((x for x in text.splitlines() if x.startswith('nudge_messages_total{channel="email",outcome="sent"}')), None)
+        line = next((x for x in text.splitlines()
+                     if x.startswith('nudge_messages_total{channel="email",outcome="sent"}')), None)
         return float(line.split()[-1]) if line else 0.0
 
     before = sent_total((await anon_api.get("/metrics")).text)

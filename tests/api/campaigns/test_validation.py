@@ -47,7 +47,8 @@ async def test_invalid_campaign_payload_is_422_and_creates_nothing(
     assert await _campaign_count(sessions) == before
 
 
-async def test_unknown_recipients_are_named_in_the_error(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_unknown_recipients_are_named_in_the_error(api: httpx.AsyncClient,
+                                                         sessions: async_sessionmaker[AsyncSession]) -> None:
     before = await _campaign_count(sessions)
     r = await api.post("/v1/campaigns", json={**GOOD, "audience": {"contact_ids": [987654321]}})
     assert r.status_code == 422

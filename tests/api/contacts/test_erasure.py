@@ -75,7 +75,8 @@ async def test_erasure_reaches_every_table_and_keeps_aggregates_and_books_right(
     ]}
     assert (await _ok(await ingest.post("/v1/batch", json=batch)))["inserted"] == 2
     contact = (await _ok(await api.get("/v1/contacts", params={"user_id": user})))["items"][0]["id"]
-    other = (await _ok(await api.post("/v1/contacts", json={"user_id": f"stay-{tag}", "email": f"stay-{tag}@example.com",
+    other = (await _ok(await api.post("/v1/contacts", json={"user_id": f"stay-{tag}",
+                                                            "email": f"stay-{tag}@example.com",
                                                             "traits": {"plan": f"plan-{tag}"}}), 201))["id"]
 
     # Segments: a manual list and a rule segment, both holding both contacts.
@@ -88,7 +89,8 @@ async def test_erasure_reaches_every_table_and_keeps_aggregates_and_books_right(
 
     # A completed campaign to both.
     campaign = (await _ok(await api.post("/v1/campaigns", json={
-        "name": f"erase {tag}", "subject": "s", "body": "b", "audience": {"contact_ids": [contact, other]}}), 201))["id"]
+        "name": f"erase {tag}", "subject": "s", "body": "b",
+        "audience": {"contact_ids": [contact, other]}}), 201))["id"]
     await _ok(await api.post(f"/v1/campaigns/{campaign}/launch"), 202)
     run = await _campaign_done(api, campaign)
     assert (run["total"], run["sent"]) == (2, 2)

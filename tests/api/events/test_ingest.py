@@ -67,7 +67,8 @@ async def test_a_replay_after_a_merge_or_mixed_with_new_events_stores_only_the_n
     # The anonymous history now lives on the user's contact; the replays find it there.
     assert (await ingest.post("/v1/batch", json=early)).json() == {"success": True, "received": 3, "inserted": 0}
     assert (await ingest.post("/v1/batch", json={"batch": [identify]})).json()["inserted"] == 0
-    mixed = {"batch": [*early["batch"][1:], {"type": "track", "userId": user, "event": "buy", "messageId": f"{anon}-new"}]}
+    mixed = {"batch": [*early["batch"][1:],
+                       {"type": "track", "userId": user, "event": "buy", "messageId": f"{anon}-new"}]}
     assert (await ingest.post("/v1/batch", json=mixed)).json() == {"success": True, "received": 3, "inserted": 1}
     contact = await _contact_of(api, "user_id", user)
     events = await _events(api, contact["id"])
@@ -155,7 +156,8 @@ async def test_alias_links_a_previous_anonymous_id(ingest: httpx.AsyncClient, ap
     assert {e["type"] for e in await _events(api, contact["id"])} == {"track", "alias"}
 
 
-async def test_timestamps_are_corrected_for_device_clock_skew(ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+async def test_timestamps_are_corrected_for_device_clock_skew(ingest: httpx.AsyncClient,
+                                                              api: httpx.AsyncClient) -> None:
     user = f"u-{_tag()}"
     # The device clock runs a year behind; the event happened 60 s before the device sent it.
     batch = {"sentAt": "2020-01-01T00:01:00Z", "batch": [
@@ -178,7 +180,8 @@ async def test_invalid_event_in_a_batch_stores_nothing(ingest: httpx.AsyncClient
     assert (await api.get("/v1/contacts", params={"user_id": user})).json()["items"] == []
 
 
-async def test_size_limits_answer_400_and_413_and_store_nothing(ingest: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+async def test_size_limits_answer_400_and_413_and_store_nothing(ingest: httpx.AsyncClient,
+                                                                api: httpx.AsyncClient) -> None:
     user = f"u-{_tag()}"
     big = "x" * (33 * 1024)
     r = await ingest.post("/v1/track", json={"userId": user, "event": "big", "properties": {"blob": big}})

@@ -26,12 +26,14 @@ def _credit(program: int, contact: int, reference: str, amount: int, **risk: str
 async def test_a_blocklisted_device_earns_nothing_until_unblocked(api: httpx.AsyncClient) -> None:
     program, contact = await _setup(api)
     device = f"farm-{uuid.uuid4().hex[:8]}"
-    assert (await api.post("/v1/ledger/risk/blocklist", json={"dimension": "device", "value": device})).status_code == 204
+    assert (await api.post("/v1/ledger/risk/blocklist",
+                           json={"dimension": "device", "value": device})).status_code == 204
     r = await api.post("/v1/ledger/postings", json=_credit(program, contact, "c1", 10, device=device))
     assert r.status_code == 403 and "blocklist" in r.json()["detail"]
     assert await _balance(api, program, contact) == 0
     assert (await api.delete(f"/v1/ledger/risk/blocklist/device/{device}")).status_code == 204
-    assert (await api.post("/v1/ledger/postings", json=_credit(program, contact, "c1", 10, device=device))).status_code == 201
+    assert (await api.post("/v1/ledger/postings",
+                           json=_credit(program, contact, "c1", 10, device=device))).status_code == 201
 
 
 async def test_a_velocity_limit_refuses_new_credits_but_not_replays(api: httpx.AsyncClient) -> None:

@@ -65,7 +65,8 @@ async def test_invalid_rules_are_rejected_with_422_naming_the_problem(api: httpx
 async def test_preview_counts_and_samples_without_saving(api: httpx.AsyncClient) -> None:
     tag = _tag()
     ids = await _contacts(api, tag, ["pro", "pro", "free"])
-    rule = {"and": [{"field": "traits.tag", "op": "eq", "value": tag}, {"field": "traits.plan", "op": "eq", "value": "pro"}]}
+    rule = {"and": [{"field": "traits.tag", "op": "eq", "value": tag},
+                    {"field": "traits.plan", "op": "eq", "value": "pro"}]}
     before = len((await api.get("/v1/segments", params={"limit": 500})).json()["items"])
     r = await api.post("/v1/segments/preview", json={"rule": rule, "sample": 1})
     assert r.status_code == 200, r.text
@@ -111,7 +112,8 @@ async def test_manual_segment_add_remove_csv_and_keyset_members(api: httpx.Async
 async def test_rule_segment_materialises_members_and_refuses_manual_adds(api: httpx.AsyncClient) -> None:
     tag = _tag()
     ids = await _contacts(api, tag, ["pro", "free"])
-    rule = {"and": [{"field": "traits.tag", "op": "eq", "value": tag}, {"field": "traits.plan", "op": "eq", "value": "pro"}]}
+    rule = {"and": [{"field": "traits.tag", "op": "eq", "value": tag},
+                    {"field": "traits.plan", "op": "eq", "value": "pro"}]}
     r = await api.post("/v1/segments", json={"name": f"{tag} pros", "kind": "rule", "rule": rule})
     assert r.status_code == 201, r.text
     seg = r.json()
@@ -128,7 +130,8 @@ async def test_a_new_event_brings_the_touched_contact_into_the_segment(
     tag = _tag()
     ids = await _contacts(api, tag, ["pro", "pro"])
     rule = {"and": [{"field": "traits.tag", "op": "eq", "value": tag},
-                    {"event": "order_paid", "within_last": "30d", "where": {"field": "properties.amount", "op": "gt", "value": 100}}]}
+                    {"event": "order_paid", "within_last": "30d",
+                     "where": {"field": "properties.amount", "op": "gt", "value": 100}}]}
     seg = (await api.post("/v1/segments", json={"name": f"{tag} buyers", "kind": "rule", "rule": rule})).json()
     assert seg["member_count"] == 0 and seg["time_based"]
 

@@ -25,7 +25,8 @@ async def _contacts(api: httpx.AsyncClient, tag: str, plans: list[str]) -> list[
 
 
 def _plan(tag: str, plan: str) -> dict[str, Any]:
-    return {"and": [{"field": "traits.tag", "op": "eq", "value": tag}, {"field": "traits.plan", "op": "eq", "value": plan}]}
+    return {"and": [{"field": "traits.tag", "op": "eq", "value": tag},
+                    {"field": "traits.plan", "op": "eq", "value": plan}]}
 
 
 async def _members(api: httpx.AsyncClient, sid: int) -> list[int]:
@@ -40,7 +41,8 @@ async def _segment_events(sessions: async_sessionmaker[AsyncSession], sid: int) 
         rows = await s.execute(text("""
             SELECT contact_id, event FROM events
             WHERE type = 'track' AND event IN ('segment_entered', 'segment_exited')
-              AND properties @> CAST(:p AS jsonb) ORDER BY timestamp, contact_id, event"""), {"p": f'{{"segment_id": {sid}}}'})
+              AND properties @> CAST(:p AS jsonb)
+            ORDER BY timestamp, contact_id, event"""), {"p": f'{{"segment_id": {sid}}}'})
         return [(r.contact_id, r.event) for r in rows]
 
 
@@ -56,7 +58,8 @@ async def test_a_new_rule_moves_members_and_the_segments_built_on_it(
 ) -> None:
     tag = _tag()
     pro, free = await _contacts(api, tag, ["pro", "free"])
-    base = (await api.post("/v1/segments", json={"name": f"{tag} pros", "kind": "rule", "rule": _plan(tag, "pro")})).json()
+    base = (await api.post("/v1/segments", json={"name": f"{tag} pros", "kind": "rule",
+                                                 "rule": _plan(tag, "pro")})).json()
     built = (await api.post("/v1/segments", json={"name": f"{tag} on base", "kind": "rule",
                                                   "rule": {"segment": base["id"]}})).json()
     assert await _members(api, base["id"]) == [pro] and await _members(api, built["id"]) == [pro]
@@ -92,7 +95,8 @@ async def test_bad_edits_are_refused_and_change_nothing(
     pro, _ = await _contacts(api, tag, ["pro", "free"])
     a = (await api.post("/v1/segments", json={"name": f"{tag} a", "kind": "rule", "rule": _plan(tag, "pro")})).json()
     b = (await api.post("/v1/segments", json={"name": f"{tag} b", "kind": "rule", "rule": {"segment": a["id"]}})).json()
-    manual = (await api.post("/v1/segments", json={"name": f"{tag} list", "kind": "manual", "contact_ids": [pro]})).json()
+    manual = (await api.post("/v1/segments", json={"name": f"{tag} list", "kind": "manual",
+                                                   "contact_ids": [pro]})).json()
     before = {s["id"]: s for s in [(await api.get(f"/v1/segments/{x['id']}")).json() for x in (a, b, manual)]}
 
     _problem(await api.patch("/v1/segments/987654321", json={"name": "x"}), 404, "Segment 987654321 does not exist")
@@ -123,7 +127,8 @@ async def test_delete_refuses_while_named_then_members_exit(
 ) -> None:
     tag = _tag()
     pro, other = await _contacts(api, tag, ["pro", "pro"])
-    base = (await api.post("/v1/segments", json={"name": f"{tag} base", "kind": "rule", "rule": _plan(tag, "pro")})).json()
+    base = (await api.post("/v1/segments", json={"name": f"{tag} base", "kind": "rule",
+                                                 "rule": _plan(tag, "pro")})).json()
     user = (await api.post("/v1/segments", json={"name": f"{tag} user", "kind": "rule",
                                                  "rule": {"and": [{"field": "traits.tag", "op": "eq", "value": tag},
                                                                   {"not": {"segment": base["id"]}}]}})).json()
@@ -158,7 +163,8 @@ async def test_manual_segments_are_renamed_and_deleted_and_keep_their_members_ap
 ) -> None:
     tag = _tag()
     ids = await _contacts(api, tag, ["a", "b", "c"])
-    sid = (await api.post("/v1/segments", json={"name": f"{tag} list", "kind": "manual", "contact_ids": ids[:2]})).json()["id"]
+    sid = (await api.post("/v1/segments", json={"name": f"{tag} list", "kind": "manual",
+                                                "contact_ids": ids[:2]})).json()["id"]
     r = await api.patch(f"/v1/segments/{sid}", json={"name": f"{tag} renamed", "description": "hand-picked"})
     assert r.status_code == 200 and r.json()["kind"] == "manual" and r.json()["member_count"] == 2
     assert (await api.post(f"/v1/segments/{sid}/members", json={"contact_ids": [ids[2]]})).json()["changed"] == 1

@@ -121,7 +121,8 @@ trait_values = st.one_of(scalars, st.lists(scalars, max_size=3))
 @given(trait_values, st.sampled_from([1, "a", True]))
 def test_negated_operators_are_the_complement(value: object, literal: object) -> None:
     facts = _facts(traits={"x": value})
-    for positive, negative, arg in (("eq", "neq", literal), ("in", "not_in", [literal]), ("exists", "not_exists", None)):
+    for positive, negative, arg in (("eq", "neq", literal), ("in", "not_in", [literal]),
+                                    ("exists", "not_exists", None)):
         p = {"field": "traits.x", "op": positive} | ({"value": arg} if arg is not None else {})
         n = {"field": "traits.x", "op": negative} | ({"value": arg} if arg is not None else {})
         assert matches(parse_rule(n), facts, NOW) == (not matches(parse_rule(p), facts, NOW))

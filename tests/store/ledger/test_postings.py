@@ -68,8 +68,8 @@ async def invariants(sessions: async_sessionmaker[AsyncSession], program: int, c
 
 async def test_replaying_a_reference_returns_the_original_receipt(sessions: async_sessionmaker[AsyncSession]) -> None:
     program, (contact,) = await make_program(sessions), await make_contacts(sessions, 1)
-    first = await post(sessions, program, Request("reward:t1:%d:2025-06:1" % contact, Kind.CREDIT, contact, 50))
-    again = await post(sessions, program, Request("reward:t1:%d:2025-06:1" % contact, Kind.CREDIT, contact, 50))
+    first = await post(sessions, program, Request(f"reward:t1:{contact}:2025-06:1", Kind.CREDIT, contact, 50))
+    again = await post(sessions, program, Request(f"reward:t1:{contact}:2025-06:1", Kind.CREDIT, contact, 50))
     assert again.replayed and not first.replayed
     assert (again.id, again.balance_after, again.entries, again.created_at) == (
         first.id, 50, (("issuance", -50), ("user", 50)), first.created_at)

@@ -190,7 +190,8 @@ async def test_a_worker_killed_mid_backfill_resumes_from_its_cursor(
         await s.execute(text("INSERT INTO contacts (user_id) SELECT 'fill-' || i FROM generate_series(1, 4000) i"))
     total = await _contacts(sessions)
     # Its own Temporal server, so the session's in-process worker cannot take this backfill's tasks.
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary(), dev_server_log_level="error")
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary(),
+                                                dev_server_log_level="error")
     temporal = env.client.service_client.config.target_host
     queue = f"fill-{uuid.uuid4().hex[:8]}"
     es = ElasticsearchSegmentIndex(elasticsearch_url, index=index_name)

@@ -57,7 +57,8 @@ async def test_reindexing_a_touched_contact_picks_up_its_new_event(
     async with transaction(sessions) as s:
         await s.execute(text("""
             WITH e AS (INSERT INTO events (contact_id, message_id, type, event, properties, timestamp)
-                       VALUES (:c, :m, 'track', 'refund_issued', CAST(:p AS jsonb), now()) RETURNING contact_id, timestamp)
+                       VALUES (:c, :m, 'track', 'refund_issued', CAST(:p AS jsonb), now())
+                       RETURNING contact_id, timestamp)
             INSERT INTO contact_event_daily (contact_id, event, day, count, first_at, last_at)
             SELECT contact_id, 'refund_issued', (timestamp AT TIME ZONE 'UTC')::date, 1, timestamp, timestamp FROM e
         """), {"c": target, "m": f"refund-{uuid.uuid4().hex}", "p": json.dumps({})})

@@ -76,11 +76,14 @@ RULES: list[tuple[str, dict[str, Any]]] = [
     ("count between in window", {"event": "login", "within_last": "3d", "count": {"op": "between", "value": [2, 4]}}),
     ("count gt in window", {"event": "order_paid", "within_last": "30d", "count": {"op": "gt", "value": 2}}),
     ("count lte in window", {"event": "order_paid", "within_last": "14d", "count": {"op": "lte", "value": 1}}),
-    ("cel filter", {"event": "order_paid", "where_cel": 'event.properties.currency == "USD" && event.properties.amount >= 150'}),
+    ("cel filter", {"event": "order_paid",
+                    "where_cel": 'event.properties.currency == "USD" && event.properties.amount >= 150'}),
     ("cel not filter", {"event": "order_paid", "within_last": "60d",
                         "where_cel": '!(event.properties.amount < 100) && !has(event.properties.currency)'}),
-    ("filter on nested array", {"event": "order_paid", "where": {"field": "properties.items.sku", "op": "eq", "value": "b2"}}),
-    ("filter on context", {"event": "order_paid", "where": {"field": "context.ip", "op": "starts_with", "value": "10."}}),
+    ("filter on nested array", {"event": "order_paid",
+                                "where": {"field": "properties.items.sku", "op": "eq", "value": "b2"}}),
+    ("filter on context", {"event": "order_paid",
+                           "where": {"field": "context.ip", "op": "starts_with", "value": "10."}}),
     ("count 0 with filter", {"event": "order_paid", "count": {"op": "eq", "value": 0},
                              "where": {"field": "properties.amount", "op": "gte", "value": 300}}),
     ("last app_open more than 14 days ago", {"event": "app_open", "last": {"op": "before", "value": "14d"}}),
@@ -88,7 +91,8 @@ RULES: list[tuple[str, dict[str, Any]]] = [
     ("last order after a date", {"event": "order_paid", "last": {"op": "after", "value": "30d"}}),
     ("last filtered", {"event": "order_paid", "last": {"op": "before", "value": "7d"},
                        "where": {"field": "properties.amount", "op": "gt", "value": 100}}),
-    ("count and last", {"event": "app_open", "count": {"op": "gte", "value": 2}, "last": {"op": "before", "value": "7d"}}),
+    ("count and last", {"event": "app_open", "count": {"op": "gte", "value": 2},
+                        "last": {"op": "before", "value": "7d"}}),
     ("page view", {"event": "$page", "within_last": "1d"}),
     ("page view filtered", {"event": "$page", "where": {"field": "properties.path", "op": "eq", "value": "/pricing"}}),
     ("manual segment member", {"segment": "$manual"}),
@@ -116,13 +120,15 @@ def expected(world: Any, node: Node) -> set[int]:
 
 
 @pytest.fixture(scope="module", params=["postgres", "elasticsearch"])
-async def index(request: pytest.FixtureRequest, segment_world: Any, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Any]:
+async def index(request: pytest.FixtureRequest, segment_world: Any,
+                sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Any]:
     if request.param == "postgres":
         yield PostgresSegmentIndex()
         return
     from store.segments.es import ElasticsearchSegmentIndex
 
-    es = ElasticsearchSegmentIndex(request.getfixturevalue("elasticsearch_url"), index=f"nudge-test-{segment_world.tag}")
+    es = ElasticsearchSegmentIndex(request.getfixturevalue("elasticsearch_url"),
+                                   index=f"nudge-test-{segment_world.tag}")
     async with sessions() as s:
         await es.ensure_index()
         await es.index_contacts(s, segment_world.ids, rules=[rule_for(segment_world, r) for _, r in RULES])

@@ -33,21 +33,24 @@ async def test_sql_scores_match_the_domain_rules(sessions: async_sessionmaker[As
     async with transaction(sessions) as s:
         for n, (email, traits, activity) in enumerate(PEOPLE):
             cid = await s.scalar(text("INSERT INTO contacts (user_id, email, traits) VALUES (:u, :e, CAST(:t AS jsonb))"
-                                      " RETURNING id"), {"u": f"{tag}-{n}", "e": email, "t": json.dumps(traits | {"tag": tag})})
+                                      " RETURNING id"),
+                                 {"u": f"{tag}-{n}", "e": email, "t": json.dumps(traits | {"tag": tag})})
             ids.append(cid)
             for i, (event, days, count, amount) in enumerate(activity):
                 at = NOW - timedelta(days=days)
-                await s.execute(text("INSERT INTO contact_event_daily (contact_id, event, day, count, first_at, last_at)"
+                await s.execute(text("INSERT INTO contact_event_daily"
+                                     " (contact_id, event, day, count, first_at, last_at)"
                                      " VALUES (:c, :e, :d, :n, :t, :t)"),
                                 {"c": cid, "e": event, "d": at.date(), "n": count, "t": at})
                 for k in range(count if amount is not None else 0):
-                    await s.execute(text("INSERT INTO events (contact_id, message_id, type, event, properties, timestamp)"
+                    await s.execute(text("INSERT INTO events"
+                                         " (contact_id, message_id, type, event, properties, timestamp)"
                                          " VALUES (:c, :m, 'track', :e, CAST(:p AS jsonb), :t)"),
-                                    {"c": cid, "m": f"{tag}-{n}-{i}-{k}", "e": event, "p": json.dumps({"amount": amount}),
-                                     "t": at})
+                                    {"c": cid, "m": f"{tag}-{n}-{i}-{k}", "e": event,
+                                     "p": json.dumps({"amount": amount}), "t": at})
         assert await refresh_scores(s, NOW, touched=ids) == len(ids)
-        rows = {r.contact_id: r for r in await s.execute(text("SELECT * FROM contact_scores WHERE contact_id = ANY(:i)"),
-                                                         {"i": ids})}
+        rows = {r.contact_id: r for r in await s.execute(text("SELECT * FROM contact_scores "
+                                                              "WHERE contact_id = ANY(:i)"), {"i": ids})}
 
     model, rfm_model = LeadModel(), RfmModel()
     for cid, (email, traits, activity) in zip(ids, PEOPLE, strict=True):

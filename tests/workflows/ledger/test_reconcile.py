@@ -27,7 +27,7 @@ from workflows.ledger.operations import (
 async def _program_with_contacts(api: httpx.AsyncClient, n: int) -> tuple[int, list[int]]:
     program = (await api.post("/v1/ledger/programs", json={"name": f"rec-{uuid.uuid4().hex[:8]}"})).json()["id"]
     contacts = []
-    for i in range(n):
+    for _ in range(n):
         contact = (await api.post("/v1/contacts", json={"user_id": f"rec-{uuid.uuid4().hex[:8]}"})).json()["id"]
         for j, amount in enumerate((70, 30)):
             r = await api.post("/v1/ledger/postings", json={"program_id": program, "reference": f"seed:{contact}:{j}",
@@ -71,8 +71,8 @@ async def test_a_corrupted_balance_is_found_and_restated_by_an_audited_posting(
         temporal_client: Client) -> None:
     program, (drifted, bucketed, healthy) = await _program_with_contacts(api, 3)
     async with transaction(sessions) as s:
-        await s.execute(text("UPDATE ledger_accounts SET balance = balance + 50 WHERE contact_id = :c AND program_id = :p"),
-                        {"c": drifted, "p": program})
+        await s.execute(text("UPDATE ledger_accounts SET balance = balance + 50 WHERE contact_id = :c "
+                             "AND program_id = :p"), {"c": drifted, "p": program})
         await s.execute(text("UPDATE ledger_buckets SET remaining = remaining - 20 WHERE contact_id = :c "
                              "AND program_id = :p"), {"c": bucketed, "p": program})
     assert (await _account(api, program, drifted))["balance"] == 150
@@ -91,7 +91,8 @@ async def test_a_corrupted_balance_is_found_and_restated_by_an_audited_posting(
     reference = fixed[drifted]["fixed_by"]
     assert reference == f"reconcile:{fixed[drifted]['id']}"
     posting = (await api.get(f"/v1/ledger/programs/{program}/postings/{reference}")).json()
-    assert (posting["kind"], posting["amount"], posting["balance_after"], posting["entries"]) == ("restate", -50, 100, [])
+    assert (posting["kind"], posting["amount"], posting["balance_after"], posting["entries"]) == (
+        "restate", -50, 100, [])
 
     again = await _reconcile(api, program)
     assert (again["found"], again["fixed"]) == (0, 0)
