@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from domain.ledger.operations import ExpiryPage
 from domain.ledger.postings import month_of
 from store.db import transaction
 from store.ledger import archive, expiry, reconcile
@@ -44,15 +45,6 @@ class ExpiryBatch:
     now: datetime
     after: int = 0
     limit: int = 1000
-
-
-@dataclass
-class ExpiryDone:
-    last: int | None  # the contact id to continue after; None: nothing left to expire
-    contacts: int = 0
-    postings: int = 0
-    points: int = 0
-    refused: int = 0
 
 
 @dataclass
@@ -115,11 +107,11 @@ class LedgerOpsActivities:
             return await expiry.programs_with_expiry(session, page.programs)
 
     @activity.defn
-    async def expire_batch(self, batch: ExpiryBatch) -> ExpiryDone:
+    async def expire_batch(self, batch: ExpiryBatch) -> ExpiryPage:
         async with transaction(self.sessions) as session:
             page = await expiry.expire_page(session, batch.program_id, now=batch.now, after=batch.after,
                                             limit=batch.limit)
-        return ExpiryDone(page.last, page.contacts, page.postings, page.points, page.refused)
+        return page
 
     @activity.defn
     async def retention_plan(self, page: Page) -> list[ArchiveMonth]:

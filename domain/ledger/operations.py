@@ -90,3 +90,14 @@ class MissingCredit:
 
 def due_months(buckets: Mapping[Month, int], policy: ExpiryPolicy, today: Month) -> tuple[Month, ...]:
     return tuple(policy.due(buckets, today))
+
+
+@dataclass
+class ExpiryPage:
+    """One page of an expiry run: where to continue and what it did."""
+
+    last: int | None  # the contact id to continue after; None: nothing left to expire
+    contacts: int = 0
+    postings: int = 0
+    points: int = 0
+    refused: int = 0

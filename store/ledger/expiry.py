@@ -8,26 +8,16 @@ every other posting (accounts locked in order, exactly once per reference). The 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import DomainError
-from domain.ledger.operations import expiry_cutoff, expiry_reference
+from domain.ledger.operations import ExpiryPage, expiry_cutoff, expiry_reference
 from domain.ledger.postings import ExpiryPolicy, Kind, Request, month_of
 from store.ledger.postings import apply
 from store.ledger.receipts import Receipt, Submission
-
-
-@dataclass
-class ExpiryPage:
-    last: int | None  # the contact id to continue after; None: nothing left to expire
-    contacts: int = 0
-    postings: int = 0
-    points: int = 0
-    refused: int = 0
 
 
 async def programs_with_expiry(session: AsyncSession, programs: Sequence[int] | None) -> list[int]:

@@ -18,15 +18,8 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger.operations import (
-        ArchiveDone,
-        ArchiveMonth,
-        ExpiryBatch,
-        ExpiryDone,
-        LedgerOpsActivities,
-        Page,
-        PageDone,
-    )
+    from activities.ledger.operations import ArchiveDone, ArchiveMonth, ExpiryBatch, LedgerOpsActivities, Page, PageDone
+    from domain.ledger.operations import ExpiryPage
     from workflows.schedules import IntervalPlan, ensure_interval_schedules
 
 TASK_QUEUE = "nudge-ledger"
@@ -134,7 +127,7 @@ class ExpiryWorkflow:
             t.programs += 1
             after = 0
             while True:
-                page: ExpiryDone = await workflow.execute_activity_method(
+                page: ExpiryPage = await workflow.execute_activity_method(
                     LedgerOpsActivities.expire_batch, ExpiryBatch(program_id, now, after, params.page_size),
                     start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)
                 t.contacts, t.postings = t.contacts + page.contacts, t.postings + page.postings
