@@ -12,7 +12,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from api import campaigns, contacts, errors, events, health, ledger, segments
+from api import campaigns, contacts, docs, errors, events, health, ledger, segments
 from api.runtime import Runtime, connect_temporal, tune_gc, untune_gc
 from core.settings import Settings, get_settings
 from dashboards import routes as dashboards
@@ -91,12 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             untune_gc()
             await app.state.runtime.close()
 
-    app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # served from vendored files by api.docs
     app.state.temporal_ui = settings.temporal_ui_url
     errors.install(app)
     for module in (health, contacts, campaigns, dashboards, events, segments, ledger):
         app.include_router(module.router)
     dashboards.mount_static(app)
+    docs.install(app)
 
     app.add_middleware(events.FastPath)
     app.add_middleware(Measure)  # added last: outermost, so it measures the fast path too
