@@ -1,4 +1,5 @@
-"""Campaign activities: snapshot the audience, send one batch, close the run."""
+"""Campaign activities: snapshot the audience, send one batch (rendered in confined worker processes; a message
+whose template fails or passes a bound fails alone), close the run."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from channels.base import Message, SendResult
+from channels.base import ErrorClass, Message, SendResult
 from channels.email import EmailChannel
+from core.confinement import Confinement
 from core.metrics import BATCH_SECONDS, MESSAGES
 from domain import templates
-from domain.errors import DomainError
 from store.campaigns import definitions, runs
+from store.campaigns.models import Campaign
 from store.db import transaction
 
 log = structlog.get_logger("nudge.campaigns")
@@ -49,10 +50,12 @@ class RunTotals:
 
 
 class CampaignActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], email: EmailChannel, outcomes: AsyncEngine) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], email: EmailChannel, outcomes: AsyncEngine,
+                 rendering: Confinement | None = None) -> None:
         self.sessions = sessions
         self.email = email
         self.outcomes = outcomes
+        self.rendering = rendering or definitions.rendering()
 
     @activity.defn
     async def snapshot_audience(self, params: RunInput) -> int:
@@ -68,19 +71,7 @@ class CampaignActivities:
         if not page:
             return SendBatchResult(params.after_contact_id, 0, 0, done=True)
 
-        meta = {"id": campaign.id, "name": campaign.name}
-        messages = []
-        for pending in page:
-            context = templates.contact_context(pending.contact, meta)
-            try:
-                messages.append(Message(
-                    key=pending.key, to=pending.email,
-                    subject=templates.render(campaign.subject, context),
-                    text=templates.render(campaign.body, context),
-                    html=templates.render(campaign.html, context, html=True) if campaign.html else None,
-                ))
-            except DomainError as exc:
-                raise ApplicationError(str(exc), non_retryable=True, type="TemplateProblem") from exc
+        messages, refused = await self._render(campaign, page)
         contact_of = {p.key: p.contact_id for p in page}
 
         async def record(result: SendResult) -> None:
@@ -93,8 +84,12 @@ class CampaignActivities:
                 )
             activity.heartbeat(result.key)
 
+        for result in refused:
+            log.warning("message not rendered", campaign_id=campaign.id, key=result.key, error=result.error)
+            await record(result)
+
         started = time.perf_counter()
-        results = await self.email.send_many(messages, on_result=record)
+        results = refused + await self.email.send_many(messages, on_result=record)
         BATCH_SECONDS.labels(campaign.channel).observe(time.perf_counter() - started)
         sent = sum(r.accepted for r in results)
         MESSAGES.labels(campaign.channel, "sent").inc(sent)
@@ -102,6 +97,32 @@ class CampaignActivities:
         log.info("batch sent", campaign_id=campaign.id, run_id=params.run_id, sent=sent,
                  failed=len(results) - sent, attempt=activity.info().attempt)
         return SendBatchResult(page[-1].contact_id, sent, len(results) - sent, done=len(page) < params.limit)
+
+    async def _render(self, campaign: Campaign,
+                      page: list[runs.PendingDelivery]) -> tuple[list[Message], list[SendResult]]:
+        """Every part of every message rendered in the confined workers. A message whose render fails or passes a
+        bound is refused on its own (failed, with the reason); the others are sent."""
+        parts = [("subject", campaign.subject, False), ("body", campaign.body, False),
+                 *([("html", campaign.html, True)] if campaign.html else [])]
+        meta = {"id": campaign.id, "name": campaign.name}
+        calls = []
+        for pending in page:
+            context = templates.contact_context(pending.contact, meta)
+            calls += [(source, context, html) for _, source, html in parts]
+        outcomes = await self.rendering.map(templates.render, calls)
+        messages, refused = [], []
+        for index, pending in enumerate(page):
+            rendered = outcomes[index * len(parts):(index + 1) * len(parts)]
+            problems = [f"{field}: the template {outcome}"
+                        for (field, _, _), outcome in zip(parts, rendered, strict=True)
+                        if isinstance(outcome, BaseException)]
+            if problems:
+                refused.append(SendResult(pending.key, accepted=False, error="; ".join(problems),
+                                          error_class=ErrorClass.NON_RETRYABLE))
+            else:
+                messages.append(Message(key=pending.key, to=pending.email, subject=rendered[0], text=rendered[1],
+                                        html=rendered[2] if campaign.html else None))
+        return messages, refused
 
     @activity.defn
     async def finish_run(self, params: RunInput) -> RunTotals:
