@@ -1,12 +1,17 @@
 """Segment activities: full refresh of rule segments, the incremental consumer of new events and
 trait changes (re-evaluates only the contacts they touched; membership changes of a segment that other
 rules name touch their contacts too, which is how a manual list's edits reach the segments built on it),
-and filling the Elasticsearch index in chunks of contact ids (the consumer reports an index that needs it)."""
+and filling the Elasticsearch index in chunks of contact ids (the consumer reports an index that needs it).
+The long-lived consumer follows changes inside one activity for minutes at a time (Temporal's pattern for
+frequent polling), so idle seconds cost a cheap query each and no workflow history."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -29,6 +34,7 @@ CONTACTS_WATERMARK = "segments:contacts"
 # Trait changes are read up to this long before now, so a transaction still in flight is not skipped;
 # anything slower is caught by the periodic full refresh.
 SETTLE = timedelta(seconds=2)
+ES_WARN_EVERY = 60.0  # seconds between two warnings that the Elasticsearch index is unreachable
 
 
 @dataclass
@@ -59,6 +65,30 @@ class ConsumeResult:
 
 
 @dataclass
+class FollowInput:
+    batch_size: int = 1000
+    poll_seconds: float = 1.0      # how often an idle consumer looks for new events and trait changes
+    window_seconds: float = 300.0  # then it returns, so the workflow's history records progress now and then
+    backfill_started: str | None = None  # an index the workflow has started filling: not reported again
+
+
+@dataclass
+class FollowResult:
+    batches: int = 0   # batches that found something to do
+    events: int = 0
+    contacts: int = 0
+    entered: int = 0
+    exited: int = 0
+    backfill: str | None = None  # returned early: this Elasticsearch index needs filling
+
+    def add(self, batch: ConsumeResult) -> None:
+        if batch.events or batch.contacts:
+            self.batches += 1
+        self.events, self.contacts = self.events + batch.events, self.contacts + batch.contacts
+        self.entered, self.exited = self.entered + batch.entered, self.exited + batch.exited
+
+
+@dataclass
 class BackfillChunkInput:
     index: str
     limit: int = 20_000       # contacts per activity; the cursor is saved in the index after each chunk
@@ -78,6 +108,7 @@ class SegmentActivities:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], elasticsearch_url: str | None = None, *,
                  index: str | None = None) -> None:
         self.sessions = sessions
+        self._warned = -ES_WARN_EVERY
         self.es: ElasticsearchSegmentIndex | None = None
         if elasticsearch_url:  # the Elasticsearch client is imported only where it is configured (it takes ~0.3 s)
             from store.segments.es import DEFAULT_INDEX, ElasticsearchSegmentIndex
@@ -95,10 +126,35 @@ class SegmentActivities:
     @activity.defn
     async def consume_changes(self, params: ConsumeInput) -> ConsumeResult:
         """One batch: new events after the cursor plus contacts whose traits changed, refreshed together."""
+        return await self._consume(params.limit)
+
+    @activity.defn
+    async def follow_changes(self, params: FollowInput) -> FollowResult:
+        """Consume batches as they come for about `window_seconds`, polling every `poll_seconds` while idle.
+        Returns early when an Elasticsearch index needs a backfill the workflow has not started, and when the
+        worker shuts down (the workflow's next call goes to another worker). Heartbeats carry the totals."""
+        done = FollowResult()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + params.window_seconds
+        async with _heartbeating(lambda: asdict(done)):
+            while True:
+                batch = await self._consume(params.batch_size)
+                done.add(batch)
+                if batch.backfill and batch.backfill != params.backfill_started:
+                    done.backfill = batch.backfill
+                    return done
+                left = deadline - loop.time()
+                if left <= 0 or activity.is_worker_shutdown():
+                    return done
+                if not batch.more:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(activity.wait_for_worker_shutdown(), min(params.poll_seconds, left))
+
+    async def _consume(self, limit: int) -> ConsumeResult:
         async with transaction(self.sessions) as session:
-            batch = await read_new_events(session, EVENTS_CONSUMER, limit=params.limit)
+            batch = await read_new_events(session, EVENTS_CONSUMER, limit=limit)
             touched = await _touched_by(session, batch)
-            traits = await changed_contacts(session, CONTACTS_WATERMARK, limit=params.limit, settle=SETTLE)
+            traits = await changed_contacts(session, CONTACTS_WATERMARK, limit=limit, settle=SETTLE)
             touched |= traits.contacts
             changes = {}
             if touched:
@@ -113,7 +169,7 @@ class SegmentActivities:
         backfill = await self._unfilled_index()
         return ConsumeResult(
             events=len(batch), contacts=len(touched), entered=sum(c.entered for c in changes.values()),
-            exited=sum(c.exited for c in changes.values()), more=len(batch) >= params.limit or traits.more,
+            exited=sum(c.exited for c in changes.values()), more=len(batch) >= limit or traits.more,
             backfill=backfill,
         )
 
@@ -124,8 +180,11 @@ class SegmentActivities:
             return None
         try:
             return None if await self.es.filled() else self.es.index
-        except Exception as exc:  # noqa: BLE001 - any transport error: the next run looks again
-            activity.logger.warning("Elasticsearch index %s not reachable: %s", self.es.index, exc)
+        except Exception as exc:  # noqa: BLE001 - any transport error: the next batch looks again
+            now = time.monotonic()
+            if now - self._warned >= ES_WARN_EVERY:  # an idle consumer polls every second: warn once a minute
+                self._warned = now
+                activity.logger.warning("Elasticsearch index %s not reachable: %s", self.es.index, exc)
             return None
 
     @activity.defn
@@ -159,6 +218,22 @@ class SegmentActivities:
         else:
             await es.mark("pending", cursor)
         return BackfillChunkResult(indexed, cursor, started_from, done=exhausted, resumed=resumed)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(details: Callable[[], object], every: float = 5.0) -> AsyncIterator[None]:
+    """Heartbeat every few seconds while the body runs, however long one of its batches takes: a dead worker
+    is noticed within the heartbeat timeout, and a slow batch is not mistaken for one."""
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(details())
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 async def _touched_by(session: AsyncSession, batch: Sequence[OutboxEvent]) -> set[int]:

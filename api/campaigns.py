@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.deps import Admin, Reader, Session, Temporal
+from api.hygiene import ID_LIST_BODY, body_limit
+from api.params import Cursor, Id
 from api.runtime import Runtime
 from api.schemas.campaigns import Audience, CampaignIn, CampaignOut, RunOut
 from domain.campaigns import CampaignStatus
@@ -48,6 +51,7 @@ async def _out_many(session: Session, request: Request, campaigns: Sequence[Camp
 
 
 @router.post("", response_model=CampaignOut, status_code=201, dependencies=[Admin], summary="Create a draft campaign")
+@body_limit(ID_LIST_BODY)
 async def create_campaign(body: CampaignIn, session: Session, request: Request) -> CampaignOut:
     campaign = await definitions.create_campaign(
         session, name=body.name, channel=body.channel, subject=body.subject, body=body.body, html=body.html,
@@ -56,20 +60,20 @@ async def create_campaign(body: CampaignIn, session: Session, request: Request) 
 
 
 @router.get("", response_model=list[CampaignOut], dependencies=[Reader], summary="List campaigns")
-async def list_campaigns(session: Session, request: Request, after: int = 0, limit: int = 100) -> list[CampaignOut]:
-    return await _out_many(session, request,
-                           await definitions.list_campaigns(session, after_id=after, limit=min(limit, 500)))
+async def list_campaigns(session: Session, request: Request, after: Cursor = 0,
+                         limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[CampaignOut]:
+    return await _out_many(session, request, await definitions.list_campaigns(session, after_id=after, limit=limit))
 
 
 @router.get("/{campaign_id}", response_model=CampaignOut, dependencies=[Reader],
             summary="Get a campaign with the live progress of its latest run")
-async def get_campaign(campaign_id: int, session: Session, request: Request) -> CampaignOut:
+async def get_campaign(campaign_id: Id, session: Session, request: Request) -> CampaignOut:
     return await _out(session, request, await definitions.get_campaign(session, campaign_id))
 
 
 @router.post("/{campaign_id}/launch", response_model=CampaignOut, status_code=202, dependencies=[Admin],
              summary="Launch a campaign now: starts one CampaignWorkflow for this run")
-async def launch_campaign(campaign_id: int, session: Session, request: Request, client: Temporal) -> CampaignOut:
+async def launch_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal) -> CampaignOut:
     run = await runs.start_run(session, campaign_id)
     campaign = await definitions.get_campaign(session, campaign_id)
     await _start_workflow(client, request.app.state.runtime, campaign, run)
@@ -78,13 +82,13 @@ async def launch_campaign(campaign_id: int, session: Session, request: Request, 
 
 @router.post("/{campaign_id}/pause", response_model=CampaignOut, dependencies=[Admin],
              summary="Pause a running campaign: the current batch finishes, no new batch starts")
-async def pause_campaign(campaign_id: int, session: Session, request: Request, client: Temporal) -> CampaignOut:
+async def pause_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal) -> CampaignOut:
     return await _steer(campaign_id, session, request, client, CampaignStatus.PAUSED, CampaignWorkflow.pause)
 
 
 @router.post("/{campaign_id}/resume", response_model=CampaignOut, dependencies=[Admin],
              summary="Resume a paused campaign")
-async def resume_campaign(campaign_id: int, session: Session, request: Request, client: Temporal) -> CampaignOut:
+async def resume_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal) -> CampaignOut:
     return await _steer(campaign_id, session, request, client, CampaignStatus.RUNNING, CampaignWorkflow.resume)
 
 

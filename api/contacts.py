@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from api.deps import Admin, Reader, Session, segment_index
+from api.params import ID_MAX, Cursor, Id
 from api.schemas.contacts import (
     ContactDetail,
     ContactIn,
@@ -19,8 +19,10 @@ from api.schemas.contacts import (
     EventPage,
     IdentityOut,
 )
+from domain import hygiene
 from domain.errors import DomainError, NotFound
 from domain.events import IdentityKind
+from domain.hygiene import NotJson
 from store import erasure
 from store.contacts import profiles
 from store.events import timeline
@@ -52,9 +54,9 @@ def _filter(email: str | None, user_id: str | None, identity: str | None, traits
         pair = (kind, value)
     trait_filter = None
     if traits is not None:
-        try:
-            trait_filter = orjson.loads(traits)
-        except orjson.JSONDecodeError:
+        try:  # JSON holding what no trait can (a NUL, a lone surrogate, deep nesting) is refused naming it
+            trait_filter = hygiene.loads(traits.encode(errors="surrogatepass"), "query.traits")
+        except NotJson:
             trait_filter = None
         if not isinstance(trait_filter, dict):
             raise BadFilter('`traits` is a JSON object of trait values to match, e.g. {"plan": "pro"}.')
@@ -66,7 +68,7 @@ def _filter(email: str | None, user_id: str | None, identity: str | None, traits
             summary="List contacts with filters (keyset pagination by id)")
 async def list_contacts(
     session: Session,
-    after: Annotated[int, Query(ge=0, description="Return contacts with id greater than this.")] = 0,
+    after: Annotated[Cursor, Query(description="Return contacts with id greater than this.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     email: Annotated[str | None, Query(description="Exact email, case-insensitive.")] = None,
     user_id: Annotated[str | None, Query()] = None,
@@ -93,7 +95,7 @@ async def _missing(session: Session, contact_id: int) -> NotFound:
 
 @router.get("/{contact_id}", response_model=ContactDetail, dependencies=[Reader],
             summary="Get one contact with its identities (a merged contact's id answers with the survivor)")
-async def get_contact(contact_id: int, session: Session) -> ContactDetail:
+async def get_contact(contact_id: Id, session: Session) -> ContactDetail:
     contact = await profiles.get_contact(session, contact_id)
     if contact is None:
         raise await _missing(session, contact_id)
@@ -103,7 +105,7 @@ async def get_contact(contact_id: int, session: Session) -> ContactDetail:
 
 
 @router.patch("/{contact_id}", response_model=ContactOut, dependencies=[Admin], summary="Update a contact")
-async def update_contact(contact_id: int, body: ContactPatch, session: Session) -> ContactOut:
+async def update_contact(contact_id: Id, body: ContactPatch, session: Session) -> ContactOut:
     changes = body.model_dump(include={"email", "phone", "timezone"}, exclude_unset=True)
     contact = await profiles.update_contact(session, contact_id, changes=changes, traits=body.traits,
                                             unset_traits=body.unset_traits)
@@ -118,7 +120,7 @@ async def update_contact(contact_id: int, body: ContactPatch, session: Session) 
                            "memberships, delivery details, the search index), forfeits a remaining points "
                            "balance to the program's breakage account and keeps the anonymous books balanced. "
                            "409 while a redemption order of the contact is in progress.")
-async def erase_contact(contact_id: int, session: Session, request: Request) -> Response:
+async def erase_contact(contact_id: Id, session: Session, request: Request) -> Response:
     if await erasure.erase(session, contact_id, now=datetime.now(UTC)) is None:
         raise await _missing(session, contact_id)
     await _forget_in_search_index(request, contact_id)  # before commit: if it fails, nothing was erased
@@ -143,16 +145,17 @@ async def _forget_in_search_index(request: Request, contact_id: int) -> None:
 @router.get("/{contact_id}/events", response_model=EventPage, dependencies=[Reader],
             summary="A contact's timeline, newest first by event time (keyset pagination)")
 async def contact_events(
-    contact_id: int, session: Session,
+    contact_id: Id, session: Session,
     before: Annotated[str | None, Query(
         pattern=r"^\S+~\d+$", description="The `next_before` of the previous page: events older than it.",
         examples=["2026-11-25T09:30:00.120000Z~1042"])] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     cursor = _event_cursor(before) if before else None
-    if await profiles.get_contact(session, contact_id) is None:
+    contact = await profiles.get_contact(session, contact_id)  # follows a merge to the surviving contact
+    if contact is None:
         raise await _missing(session, contact_id)
-    rows = await timeline.contact_events(session, contact_id, before=cursor, limit=limit)
+    rows = await timeline.contact_events(session, contact.id, before=cursor, limit=limit)
     items = [EventOut(**r) for r in rows]
     last = items[-1] if len(items) == limit else None
     return EventPage(items=items, next_before=_event_cursor_of(last) if last else None)
@@ -167,6 +170,8 @@ def _event_cursor(value: str) -> tuple[datetime, int]:
     stamp, _, event_id = value.rpartition("~")
     try:
         at = datetime.fromisoformat(stamp)
+        if not (event_id.isascii() and 0 < int(event_id) <= ID_MAX):
+            raise ValueError(event_id)
     except ValueError:
         raise HTTPException(422, f"`before` must be a `next_before` value from a previous page, such as "
                                  f"2026-11-25T09:30:00.120000Z~1042; got {value[:60]!r}.") from None

@@ -10,14 +10,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from api.errors import RETRY_AFTER
+from api.limits import limits
 from api.runtime import Runtime
-from domain.keys import Scope, allows
+from domain.keys import Scope, allows, parse_key
 from store import keys
 from store.segments.index import PostgresSegmentIndex, SegmentIndex
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer nk_...`")
 basic = HTTPBasic(auto_error=False, description="Segment-style write key as the Basic username")
-DASHBOARD_COOKIE = "nudge_key"
 
 
 def runtime(request: Request) -> Runtime:
@@ -33,7 +34,8 @@ async def session(request: Request) -> AsyncIterator[AsyncSession]:
 async def temporal(request: Request) -> Client:
     client: Client | None = await request.app.state.temporal()
     if client is None:
-        raise HTTPException(503, "Temporal is not reachable; start it (nudge dev) or check TEMPORAL_ADDRESS.")
+        raise HTTPException(503, "Temporal is not reachable; start it (nudge dev) or check TEMPORAL_ADDRESS, then "
+                                 "send the request again.", headers={"Retry-After": RETRY_AFTER})
     return client
 
 
@@ -47,8 +49,8 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[list[Scope]]]:
         token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         basic_auth: Annotated[HTTPBasicCredentials | None, Depends(basic)],
     ) -> list[Scope]:
+        # The Authorization header only: the dashboards' session cookie is no API credential (dashboards/routes.py).
         secret = (token.credentials if token else None) or (basic_auth.username if basic_auth else None)
-        secret = secret or request.cookies.get(DASHBOARD_COOKIE)
         if not secret:
             raise HTTPException(401, "Send an API key as `Authorization: Bearer <key>` "
                                      "(create one with `nudge keys create`).",
@@ -58,6 +60,8 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[list[Scope]]]:
         if granted is None:
             raise HTTPException(401, "This API key is unknown or revoked; create a new one with `nudge keys create`.",
                                 headers={"WWW-Authenticate": "Bearer"})
+        rate = limits(request).ingest if scope is Scope.INGEST else limits(request).api
+        rate.check(parse_key(secret).prefix)  # type: ignore[union-attr]  # a key found is well-formed
         if not allows(granted, scope):
             have = ", ".join(granted)
             raise HTTPException(403, f"This API key has scope(s) [{have}]; this endpoint needs the `{scope}` scope.")

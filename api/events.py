@@ -22,12 +22,16 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasicCredentials
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from api import errors
 from api.deps import basic, bearer, runtime
+from api.hygiene import body_limit
+from api.limits import limits
 from api.schemas.events import CALLS, Accepted
+from domain import hygiene
 from domain.errors import DomainError
 from domain.events import (
     MAX_BATCH_BYTES,
@@ -38,19 +42,20 @@ from domain.events import (
     parse_batch,
     parse_event,
 )
-from domain.keys import Scope, allows
+from domain.hygiene import NotJson
+from domain.keys import Scope, allows, parse_key
 from store import keys
-from store.db import plain_url
+from store.db import plain_url, refused_value, unavailable
 from store.events.insert import IdentityRace, IngestResult
-from store.ingest import BatchWriter, ingest
+from store.ingest import BatchWriter, ingest, refusal
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
-# Races with concurrent batches, and a lost or killed database connection (psycopg.OperationalError: a server
+# Retried: races with concurrent batches, and a lost or killed database connection (store.db.unavailable: a server
 # restart, a failover, an administrator's pg_terminate_backend). Retrying is exact either way: the batch rolled
-# back, or it committed and its message ids make the retry store nothing.
+# back, or it committed and its message ids make the retry store nothing. Not retried: a value the database
+# refuses (store.db.refused_value), the batch's own fault, answered with a 400 naming the event.
 RACES = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation,
          IdentityRace)
-RETRYABLE = (*RACES, psycopg.OperationalError)
 ATTEMPTS = 4
 
 
@@ -71,11 +76,12 @@ def write_key(authorization: str | None) -> str | None:
 
 class WriteKeys:
     """api.deps' `Ingest` check with a short per-process memory: at hundreds of batches a second the key
-    lookup would cost a connection and a query per request. A revoked key stops working within `ttl` s."""
+    lookup would cost a connection and a query per request. A revoked key stops working within `ttl` s. Each
+    request, cached or not, counts against its key's ingest rate limit (api/limits.py)."""
 
     def __init__(self, ttl: float = 10.0) -> None:
         self.ttl = ttl
-        self.valid: dict[str, float] = {}  # token -> monotonic expiry
+        self.valid: dict[str, tuple[float, str]] = {}  # token -> (monotonic expiry, key prefix)
 
     async def __call__(
         self, request: Request,
@@ -90,7 +96,9 @@ class WriteKeys:
             raise HTTPException(401, "Send your write key (an `ingest` API key) as the HTTP Basic username or as "
                                      "`Authorization: Bearer <key>`.", headers={"WWW-Authenticate": "Basic"})
         now = time.monotonic()
-        if self.valid.get(secret, 0.0) > now:
+        cached = self.valid.get(secret)
+        if cached is not None and cached[0] > now:
+            limits(request).ingest.check(cached[1])
             return
         async with runtime(request).sessions() as session:
             granted = await keys.find_scopes(session, secret)
@@ -102,7 +110,9 @@ class WriteKeys:
                                      f"the `ingest` scope.")
         if len(self.valid) > 10_000:
             self.valid.clear()
-        self.valid[secret] = now + self.ttl
+        prefix = parse_key(secret).prefix  # type: ignore[union-attr]  # a key found is well-formed
+        self.valid[secret] = (now + self.ttl, prefix)
+        limits(request).ingest.check(prefix)
 
 
 WRITE_KEYS = WriteKeys()
@@ -114,7 +124,8 @@ def _new_id() -> str:
 
 
 async def read_json(request: Request, limit: int) -> tuple[Any, int]:
-    """The decoded JSON body and its size, refusing more than `limit` bytes of JSON (after gunzip)."""
+    """The decoded JSON body and its size, refusing more than `limit` bytes of JSON (after gunzip). The fast path
+    bypasses api/hygiene.py's layer, so this applies its rules itself, on the bytes it has anyway."""
     too_large = PayloadTooLarge(f"The request body is larger than {limit // 1024} KB, Segment's limit for this "
                                 f"endpoint; send fewer or smaller events per request.")
     declared = request.headers.get("content-length")
@@ -135,10 +146,10 @@ async def read_json(request: Request, limit: int) -> tuple[Any, int]:
             raise too_large
     else:
         data = bytes(body)
-    try:
-        return orjson.loads(data), len(data)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"The body is not valid JSON: {exc}.") from None
+    try:  # also refuses a NUL, a lone surrogate or nesting too deep, naming where (domain/hygiene.py)
+        return hygiene.loads(data), len(data)
+    except NotJson as exc:
+        raise InvalidEvent(f"The body {exc.problem}.") from None
 
 
 def _writer(request: Request) -> BatchWriter:
@@ -157,7 +168,8 @@ async def _store(request: Request, events: list[Event]) -> Response:
     """Plain events for known people take the one-statement path; the rest get one transaction that
     resolves identities first. A race with a concurrent batch, or a lost database connection, is retried: the
     batch rolled back or committed whole, and message ids make the retry exact. A connection lost on every
-    attempt is a 503 with Retry-After, which Segment's libraries retry."""
+    attempt is a 503 with Retry-After, which Segment's libraries retry. A value the database refuses fails only
+    this request (the batching writer isolates it from its neighbours): a 400 naming the event."""
     sessions = runtime(request).sessions
     for attempt in range(ATTEMPTS):
         try:
@@ -166,11 +178,14 @@ async def _store(request: Request, events: list[Event]) -> Response:
                 async with sessions() as session, session.begin():
                     result = await ingest(session, events)
             return _accepted(result)
-        except (DBAPIError, psycopg.Error, IdentityRace) as exc:
+        except Exception as exc:
+            if refused_value(exc):  # a value of this batch, not the connection: its own 400, nothing stored
+                async with sessions() as session, session.begin():
+                    raise await refusal(session, events, exc) from exc
             cause = exc.orig if isinstance(exc, DBAPIError) else exc
-            if not isinstance(cause, RETRYABLE):
+            lost = unavailable(exc) and not isinstance(exc, PoolTimeout)  # a full pool has waited long enough
+            if not lost and not isinstance(cause, RACES):
                 raise
-            lost = not isinstance(cause, RACES)  # the connection, not a concurrent batch
             if attempt < ATTEMPTS - 1:
                 if lost:
                     await asyncio.sleep(0.05 * (attempt + 1))  # give the server a moment to come back
@@ -184,6 +199,7 @@ async def _store(request: Request, events: list[Event]) -> Response:
 
 
 def _call(type_: str) -> Callable[[Request], Awaitable[Response]]:
+    @body_limit(MAX_EVENT_BYTES, raw=True)  # read_json caps and checks the (maybe gzipped) body itself
     async def handle(request: Request) -> Response:
         received_at = datetime.now(UTC)
         raw, _ = await read_json(request, MAX_EVENT_BYTES)
@@ -197,6 +213,7 @@ def _event_size(item: Any) -> int:
     return len(orjson.dumps(item))
 
 
+@body_limit(MAX_BATCH_BYTES, raw=True)
 async def batch(request: Request) -> Response:
     received_at = datetime.now(UTC)
     raw, length = await read_json(request, MAX_BATCH_BYTES)
@@ -253,4 +270,8 @@ class FastPath:
             response = errors.domain_problem(exc)
         except HTTPException as exc:
             response = errors.http_problem(exc)
+        except Exception as exc:  # the app's handlers are behind this middleware: outages answered here too
+            if (outage := errors.outage_problem(exc)) is None:
+                raise
+            response = outage
         await response(scope, receive, send)

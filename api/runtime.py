@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from channels.email import EmailChannel
 from core.settings import Settings
-from domain.keys import Scope
+from domain.keys import Scope, parse_key
 from store import keys
 from store.db import make_engine, make_outcome_engine, make_sessionmaker, transaction
 
@@ -65,6 +65,18 @@ async def create_api_key(database_url: str, name: str, scopes: list[Scope], *,
             if unless_admin_exists and await keys.has_admin_key(s):
                 return None
             return (await keys.create_key(s, name, scopes)).token
+    finally:
+        await engine.dispose()
+
+
+async def revoke_api_key(database_url: str, key_or_prefix: str) -> bool:
+    """Revoke a key given whole or by its public prefix (`nk_<prefix>_…`); False if no live key has it."""
+    parsed = parse_key(key_or_prefix)
+    prefix = parsed.prefix if parsed is not None else key_or_prefix.strip().removeprefix("nk_").rstrip("_")
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with transaction(make_sessionmaker(engine)) as s:
+            return await keys.revoke_key(s, prefix)
     finally:
         await engine.dispose()
 

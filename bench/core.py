@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.progress import Progress, status
 from core.settings import Settings
 
 
@@ -17,10 +19,16 @@ from core.settings import Settings
 class BenchContext:
     settings: Settings  # points at a running stack (embedded or configured)
     console: Console = field(default_factory=Console)
+    every: float = 10.0  # seconds between plain progress lines when the console is not a terminal
 
     def progress(self) -> Progress:
+        """Bars on a terminal; plain lines in a pipe or a log (a benchmark may run for minutes)."""
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=self.console, transient=False)
+                        console=self.console, transient=False, every=self.every)
+
+    def status(self, message: str) -> AbstractContextManager[None]:
+        """A step without a count: a spinner on a terminal; plain lines as it starts, runs and ends elsewhere."""
+        return status(self.console, message, every=3 * self.every)
 
 
 @dataclass

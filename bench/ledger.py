@@ -74,12 +74,12 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
     tag = uuid.uuid4().hex[:8]
     program_id = 0
     try:
-        with ctx.console.status(f"pgbench TPC-B-like, {p['clients']} clients, {p['pgbench_seconds']} s…"):
+        with ctx.status(f"pgbench TPC-B-like, {p['clients']} clients, {p['pgbench_seconds']} s…"):
             tps = await asyncio.to_thread(pgbench_tps, url, clients=p["clients"], seconds=p["pgbench_seconds"],
                                           scale=p["pgbench_scale"])
         ctx.console.print(f"pgbench: {tps:,.0f} TPS")
 
-        with ctx.console.status(f"Creating {p['accounts']:,} contacts and accounts…"):
+        with ctx.status(f"Creating {p['accounts']:,} contacts and accounts…"):
             async with transaction(sessions) as s:
                 program_id = (await create_program(s, name=f"bench-{tag}", unit="points", expiry_months=None,
                                                    retention_months=12)).id
@@ -90,7 +90,7 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
                 contacts = sorted(r.id for r in rows)
                 await s.execute(text("INSERT INTO ledger_accounts (contact_id, program_id) "
                                      "SELECT unnest(CAST(:ids AS bigint[])), :p"), {"ids": contacts, "p": program_id})
-        with ctx.console.status("Vacuuming the new accounts (as pgbench -i does)…"):
+        with ctx.status("Vacuuming the new accounts (as pgbench -i does)…"):
             # A steady-state ledger's accounts are vacuumed; freshly bulk-loaded rows would otherwise have
             # their hint bits set (and pages rewritten) by the first postings, inside the timed window.
             await asyncio.to_thread(vacuum, url, ("contacts", "ledger_accounts"))
@@ -120,7 +120,7 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
                            rows=rows)
     finally:
         if program_id:
-            with ctx.console.status("Cleaning up…"):
+            with ctx.status("Cleaning up…"):
                 await cleanup(sessions, program_id, tag)
         await engine.dispose()
 

@@ -161,7 +161,8 @@ def _generate(url: str, contacts: int, events: int, days: int, chunk: int, ctx: 
             progress.update(task, advance=1)
 
         _parallel(list(DEFERRED_INDEXES.values()), index)
-        pg.execute("VACUUM ANALYZE")
+        with ctx.status("VACUUM ANALYZE"):
+            pg.execute("VACUUM ANALYZE")
         return int(pg.execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
 
 
@@ -201,7 +202,8 @@ async def run(ctx: BenchContext, *, contacts: int, events: int, days: int, repea
     noida = None
     rows: list[tuple[str, str]] = []
     try:
-        upgrade(url)
+        with ctx.status(f"Creating and migrating the scratch database {name}"):
+            upgrade(url)
         started = time.perf_counter()
         generated = _generate(url, contacts, events, days, chunk, ctx)
         rows += [("events generated", f"{generated:,}"), ("generate (s)", f"{time.perf_counter() - started:,.1f}")]
@@ -217,7 +219,8 @@ async def run(ctx: BenchContext, *, contacts: int, events: int, days: int, repea
         async with transaction(sessions) as s:
             segment = await create_segment(s, name="bench", kind="rule", rule=RULE)
             started = time.perf_counter()
-            changes = await refresh_segment(s, segment, now)
+            with ctx.status("Saving the rule as a segment (one full refresh)"):
+                changes = await refresh_segment(s, segment, now)
             refresh_s = time.perf_counter() - started
         async with sessions() as s:
             stored_ms, stored = await _time(lambda: member_count(s, segment.id), repeat)
@@ -238,7 +241,7 @@ async def run(ctx: BenchContext, *, contacts: int, events: int, days: int, repea
         await engine.dispose()
         if noida is not None:
             os.killpg(noida.pid, signal.SIGTERM)
-        with psycopg.connect(admin, autocommit=True) as pg:
+        with ctx.status("Dropping the scratch database"), psycopg.connect(admin, autocommit=True) as pg:
             pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

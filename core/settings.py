@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     event_dedupe_window_days: int = Field(30, ge=1, description="How long an erased contact's messageIds still "
                                                                 "refuse replays.")
     segment_transitions_retention_days: int = Field(90, ge=1, description="Keep segment enter/exit history this long.")
+    # Per API key, per API process (api/limits.py): N replicas let a key through up to N times these. 0 disables.
+    rate_limit_api_per_second: float = Field(100, ge=0, description="Requests a second per key on the admin and "
+                                                                    "read API (`/v1/...` but the tracking calls).")
+    rate_limit_api_burst: int = Field(200, ge=1, description="Requests a key may send at once on that API.")
+    rate_limit_ingest_per_second: float = Field(2000, ge=0, description="Requests a second per write key on the "
+                                                                        "tracking API (`/v1/track`, `/v1/batch`...).")
+    rate_limit_ingest_burst: int = Field(4000, ge=1, description="Requests a write key may send at once.")
+    dashboard_session_hours: float = Field(12, gt=0, le=24 * 30, description="A dashboard sign-in lasts this long.")
     log_level: str = "info"
     worker_metrics_port: int | None = Field(None, description="Serve the worker's Prometheus metrics on this port.")
 

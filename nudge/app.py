@@ -13,6 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api import campaigns, contacts, docs, errors, events, health, ledger, segments
+from api.hygiene import Hygiene
+from api.limits import Limits
 from api.runtime import Runtime, connect_temporal, tune_gc, untune_gc
 from core.settings import Settings, get_settings
 from dashboards import routes as dashboards
@@ -26,7 +28,13 @@ Nudge is an open-source marketing automation platform on Temporal and Postgres.
 
 Authenticate with an API key: `Authorization: Bearer nk_...`. Keys have scopes: `admin` (everything),
 `read` (read-only) and `ingest` (events only). Create one with `nudge keys create --scope admin`.
-Errors are `application/problem+json` with a `detail` that says what to fix.
+Errors are `application/problem+json` with a `detail` that says what to fix. Each key's requests are rate-limited
+(by default 100 a second in bursts of 200, and 2,000 a second in bursts of 4,000 on the tracking calls): beyond, a
+429 with `Retry-After`.
+
+Every endpoint refuses, with a 400 naming the field, a NUL character or a lone UTF-16 surrogate in any string (URL,
+query, header or JSON body, keys included), NaN or infinite numbers, and JSON nested deeper than 64 levels. Request
+bodies are capped at 1 MB unless an endpoint says otherwise (413 beyond); ids are from 1 to 2^63 - 1024 (422 beyond).
 """
 
 
@@ -94,12 +102,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)  # served from vendored files by api.docs
     app.state.temporal_ui = settings.temporal_ui_url
+    app.state.limits = Limits.from_settings(settings)  # per-key rate limits, this process's (api/limits.py)
     errors.install(app)
     for module in (health, contacts, campaigns, dashboards, events, segments, ledger):
         app.include_router(module.router)
     dashboards.mount_static(app)
     docs.install(app)
 
-    app.add_middleware(events.FastPath)
+    app.add_middleware(Hygiene)  # every route's input checked before it is routed or read (api/hygiene.py)
+    app.add_middleware(events.FastPath)  # in front: the tracking calls apply the same rules themselves, cheaper
     app.add_middleware(Measure)  # added last: outermost, so it measures the fast path too
     return app

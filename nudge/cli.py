@@ -62,7 +62,7 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     from api.runtime import Runtime, connect_temporal
     from nudge.app import create_app
     from nudge.embedded import port_open
-    from nudge.worker import QUEUES, build_workers, ensure_schedules
+    from nudge.worker import QUEUES, build_workers, ensure_housekeeping
 
     if api and port_open(settings.api_port, settings.api_host):
         raise _fail(f"Port {settings.api_port} is already in use (another `nudge dev` or `nudge api`?). "
@@ -81,7 +81,7 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     if worker:
         client = await connect_temporal(settings)
         workers = build_workers(client, runtime, queues or QUEUES)
-        await ensure_schedules(client, queues or QUEUES)
+        await ensure_housekeeping(client, queues or QUEUES)
         tasks += [asyncio.create_task(w.run()) for w in workers]
         console.print(f"[green]✓[/] Worker polling {', '.join(queues or QUEUES)}")
         if not api and settings.worker_metrics_port:
@@ -93,7 +93,7 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     server_task = None
     if api:
         config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
-                                log_level="warning", lifespan="on")
+                                log_level="warning", log_config=None, lifespan="on")  # logs as core.logs renders
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         server_task = asyncio.create_task(server.serve())
@@ -233,8 +233,9 @@ def import_contacts_command(
                                               "other columns become traits.")],
 ) -> None:
     """Stream a CSV of contacts into Nudge (COPY, then one set-based merge); matching contacts are updated."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+    from core.progress import Progress
     from domain.errors import DomainError
     from store.contacts.imports import import_contacts
 
@@ -265,8 +266,9 @@ def segments_reindex(
     index: Annotated[str | None, typer.Option(help="Index name; default: the one the API and worker use.")] = None,
 ) -> None:
     """Bulk-index every contact into the Elasticsearch segment index (ELASTICSEARCH_URL) and mark it filled."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
+    from core.progress import Progress
     from store.segments.es import DEFAULT_INDEX, reindex
 
     configured = get_settings()
@@ -301,6 +303,21 @@ def keys_create(
         token = asyncio.run(create_api_key(settings.database_url or "", name, list(scope)))
     console.print(f"[green]✓[/] Created a key with scope(s) {', '.join(scope)}: [bold]{token}[/]")
     console.print("[dim]It is stored hashed and cannot be shown again.[/]")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key, or its public prefix (the part after `nk_`).")],
+) -> None:
+    """Revoke an API key: it stops working at once, and so do dashboard sessions opened with it."""
+    from api.runtime import revoke_api_key
+
+    configured = get_settings()
+    with _stack(configured, database_only=True, migrate=not configured.database_url) as settings:
+        revoked = asyncio.run(revoke_api_key(settings.database_url or "", key))
+    if not revoked:
+        raise _fail("No live key has that prefix (it may be revoked already); nothing changed.")
+    console.print("[green]✓[/] Revoked; requests with it now get 401, and its dashboard sessions are closed.")
 
 
 if __name__ == "__main__":

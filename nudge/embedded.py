@@ -105,7 +105,10 @@ def _forget_orphans(clusters: Path) -> None:
     and that are not running, so relocation never piles up data."""
     for origin_file in clusters.glob("*.origin"):
         cluster = origin_file.with_suffix("")
-        origin = Path(origin_file.read_text())
+        try:
+            origin = Path(origin_file.read_text())
+        except FileNotFoundError:
+            continue  # another process removed it meanwhile
         linked = origin.is_symlink() and origin.resolve() == cluster.resolve()
         if not linked and not (cluster / "postmaster.pid").exists():
             shutil.rmtree(cluster, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -25,8 +26,9 @@ from workflows.ledger.operations import ExpiryWorkflow, ReconciliationWorkflow, 
 from workflows.ledger.redemptions import TASK_QUEUE as LEDGER_QUEUE
 from workflows.ledger.redemptions import RedemptionWorkflow
 from workflows.segments.backfill import SegmentIndexBackfillWorkflow
+from workflows.segments.changes import SegmentChangesConsumerWorkflow, SegmentChangesWorkflow
 from workflows.segments.refresh import TASK_QUEUE as SEGMENTS_QUEUE
-from workflows.segments.refresh import SegmentChangesWorkflow, SegmentRefreshWorkflow
+from workflows.segments.refresh import SegmentRefreshLoopWorkflow, SegmentRefreshWorkflow
 
 QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE, EVENTS_QUEUE)
 
@@ -45,11 +47,16 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         ))
     if SEGMENTS_QUEUE in queues:
         segments = SegmentActivities(runtime.sessions, runtime.settings.elasticsearch_url)
+        # SegmentChangesWorkflow and SegmentRefreshWorkflow were started by Schedules that start-up now deletes;
+        # they stay registered so runs an older release left in flight can finish.
         workers.append(Worker(
             client, task_queue=SEGMENTS_QUEUE,
-            workflows=[SegmentRefreshWorkflow, SegmentChangesWorkflow, SegmentIndexBackfillWorkflow],
-            activities=[segments.refresh_segments, segments.consume_changes, segments.backfill_index_chunk],
-            max_concurrent_activities=4,
+            workflows=[SegmentChangesConsumerWorkflow, SegmentRefreshLoopWorkflow, SegmentRefreshWorkflow,
+                       SegmentChangesWorkflow, SegmentIndexBackfillWorkflow],
+            activities=[segments.follow_changes, segments.refresh_segments, segments.consume_changes,
+                        segments.backfill_index_chunk],
+            max_concurrent_activities=5,  # the changes consumer holds one for minutes at a time
+            graceful_shutdown_timeout=timedelta(seconds=5),  # time for it to hand its step back
         ))
     if LEDGER_QUEUE in queues:
         ledger = RedemptionActivities(runtime.sessions)
@@ -73,12 +80,13 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
     return workers
 
 
-async def ensure_schedules(client: Client, queues: Sequence[str] = QUEUES) -> None:
-    """Create the Temporal Schedules of the domains this process works for (idempotent)."""
+async def ensure_housekeeping(client: Client, queues: Sequence[str] = QUEUES) -> None:
+    """Create the Schedules and start the long-lived workflows of the domains this process works for
+    (idempotent; every process may call it)."""
     if LEDGER_QUEUE in queues:
         await workflows.ledger.operations.ensure_schedules(client)  # reconciliation, expiry, retention
     if SEGMENTS_QUEUE in queues:
-        await workflows.segments.refresh.ensure_schedules(client)  # changes consumer, time-based refresh
+        await workflows.segments.refresh.ensure_schedules(client)  # changes consumer, time-based refresh (long-lived)
     if EVENTS_QUEUE in queues:
         await workflows.events.ensure_schedules(client)  # daily prune of outbox, dedupe and segment transitions
 

@@ -6,7 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
+import psycopg.errors
 from psycopg import AsyncConnection, connect, sql
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -73,3 +76,44 @@ def create_database(admin_url: str, name: str) -> bool:
             return False
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return True
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The driver's exception inside SQLAlchemy's wrapper."""
+    return exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+
+
+# orjson's encode error is TypeError itself: only these messages are about the input, not about the code.
+_UNENCODABLE = ("Recursion limit reached", "str is not valid UTF-8")
+
+
+def refused_value(exc: BaseException) -> bool:
+    """Whether the database, or the driver before sending, refused a value it was given: text with NUL, a JSON
+    escape Postgres cannot store, a number or time out of range, an index entry too large, JSON nested too deep
+    to encode or to parse. The input's fault: the same value fails again alone, its neighbours' values do not."""
+    cause = _cause(exc)
+    if isinstance(cause, orjson.JSONEncodeError):
+        return str(cause).startswith(_UNENCODABLE)
+    return isinstance(cause, psycopg.DataError | psycopg.errors.ProgramLimitExceeded | UnicodeEncodeError)
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """What was refused, in the database's words when it has them (not the statement or its parameters)."""
+    cause = _cause(exc)
+    if isinstance(cause, UnicodeEncodeError):
+        return "text that is not valid Unicode (a lone surrogate)"
+    if isinstance(cause, psycopg.Error) and cause.diag.message_primary:
+        detail = cause.diag.message_detail
+        return cause.diag.message_primary + (f": {detail}" if detail else "")
+    return str(cause).splitlines()[0] if str(cause) else cause.__class__.__name__
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether the database could not be reached or the connection was lost (a restart, a failover, a killed
+    backend, too many connections, an exhausted pool): nobody's request is at fault and the same one can
+    succeed later."""
+    if isinstance(exc, sa_exc.TimeoutError) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
+        return True
+    cause = _cause(exc)
+    # Postgres files its program limits (an index row too large, a statement too complex) under the same class.
+    return isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError) and not refused_value(cause)

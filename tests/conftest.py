@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 import uvicorn
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
+from activities.segments import EVENTS_CONSUMER
 from api.runtime import Runtime
 from core.settings import Settings
 from domain.keys import Scope
@@ -31,6 +35,7 @@ from store import keys
 from store.db import plain_url, transaction
 from store.events.outbox import OutboxEvent, advance_cursor, read_new_events
 from store.migrate import upgrade
+from workflows.segments.refresh import ensure_schedules as ensure_segment_workflows
 
 
 @pytest.fixture(scope="session")
@@ -121,9 +126,9 @@ async def worker(temporal_client: Client, runtime: Runtime) -> AsyncIterator[Non
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@pytest.fixture(scope="session")
-def api_url(settings: Settings) -> Iterator[str]:
-    """The real FastAPI app served by uvicorn on a free port, in a background thread."""
+@contextmanager
+def _served(settings: Settings) -> Iterator[str]:
+    """The real FastAPI app, for `settings`, served by uvicorn on `settings.api_port` in a background thread."""
     from nudge.app import create_app
 
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port, log_level="warning",
@@ -141,9 +146,25 @@ def api_url(settings: Settings) -> Iterator[str]:
         threading.Event().wait(0.05)
     else:
         raise RuntimeError("the API did not start")
-    yield url
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def api_url(settings: Settings) -> Iterator[str]:
+    """The real FastAPI app served by uvicorn on a free port, in a background thread."""
+    with _served(settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def serve_api() -> Callable[[Settings], AbstractContextManager[str]]:
+    """Serve another instance of the app, as `api_url` does, for tests that need their own database or namespace
+    (the fuzzer in tests/api/test_fuzz.py)."""
+    return _served
 
 
 async def _key(sessions: async_sessionmaker[AsyncSession], scope: Scope) -> str:
@@ -187,6 +208,23 @@ async def anon_api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+DashboardSignIn = Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]]
+
+
+@pytest.fixture(scope="session")
+def dashboard_sign_in() -> DashboardSignIn:
+    """Signs an HTTP client in to the dashboards as a browser does: it loads the form (getting the form cookie and
+    the CSRF token derived from it), then posts the key with the token. The client keeps the session cookie."""
+
+    async def sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
+        form = await client.get("/dashboards/login")
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', form.text)
+        assert token is not None, form.text
+        return await client.post("/dashboards/login", data={"key": key, "csrf": token[1]})
+
+    return sign_in
+
+
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -221,3 +259,36 @@ class Outbox:
 @pytest.fixture(scope="session")
 def outbox(sessions: async_sessionmaker[AsyncSession]) -> Outbox:
     return Outbox(sessions)
+
+
+class SegmentConsumer:
+    """The deployment's long-lived segment consumer (workflow `segments-changes`), started the way a worker's
+    start-up starts it. `caught_up` waits until it has consumed every event committed before the call."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def caught_up(self, timeout: float = 20.0) -> float:
+        """Seconds it took the consumer's cursor to pass the outbox's current end."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with self.sessions() as s:
+            end = (await s.execute(text("SELECT o.xid::text AS at, o.id FROM event_outbox o"
+                                        " ORDER BY o.xid DESC, o.id DESC LIMIT 1"))).first()
+        while end is not None:
+            async with self.sessions() as s:
+                cursor = (await s.execute(text("SELECT xid::text, outbox_id FROM event_cursors WHERE consumer = :c"),
+                                          {"c": EVENTS_CONSUMER})).first()
+            if cursor is not None and (int(cursor[0]), cursor[1]) >= (int(end[0]), end[1]):
+                break
+            if loop.time() - started > timeout:
+                raise AssertionError(f"the segment consumer did not catch up in {timeout} s (at {cursor}, end {end})")
+            await asyncio.sleep(0.05)
+        return loop.time() - started
+
+
+@pytest.fixture(scope="session")
+async def segment_consumer(temporal_client: Client, worker: None,
+                           sessions: async_sessionmaker[AsyncSession]) -> SegmentConsumer:
+    await ensure_segment_workflows(temporal_client)
+    return SegmentConsumer(sessions)

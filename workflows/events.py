@@ -68,5 +68,6 @@ class EventsPruneWorkflow:
 
 async def ensure_schedules(client: Client, *, prune_every: timedelta = timedelta(days=1)) -> None:
     """Create the daily prune schedule if it does not exist yet (idempotent; safe from every process)."""
-    await ensure_interval_schedules(client, [IntervalPlan(PRUNE_SCHEDULE, EventsPruneWorkflow.run, PruneInput(),
-                                                          prune_every, TASK_QUEUE)])
+    await ensure_interval_schedules(client, [IntervalPlan(
+        PRUNE_SCHEDULE, EventsPruneWorkflow.run, PruneInput(), prune_every, TASK_QUEUE, kind="events-prune",
+        summary="Prune read outbox rows, expired dedupe ids and old segment transitions")])

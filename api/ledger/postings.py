@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import Admin, Reader, Session
+from api.params import Id
 from api.schemas.ledger import EntryOut, PostingIn, PostingOut, ReviewOut
 from domain.ledger.postings import Kind, Request, parse_month
 from store.ledger import accounts
@@ -36,7 +37,7 @@ def review_out(review: Review, receipt: Receipt | None = None) -> ReviewOut:
 @router.post("/postings", response_model=PostingOut, status_code=201, dependencies=[Admin],
              summary="Post points: 201 the first time, 200 with the same body on a replay, 409 if the "
                      "reference was used for something else",
-             responses={200: {"description": "A replay: the original receipt"},
+             responses={200: {"model": PostingOut, "description": "A replay: the original receipt"},
                         202: {"model": ReviewOut, "description": "A credit held for review by risk controls"},
                         403: {"description": "Blocklisted"}, 429: {"description": "Velocity limit reached"},
                         409: {"description": "The reference was already used for a different posting"},
@@ -59,5 +60,5 @@ async def create_posting(body: PostingIn, session: Session, response: Response) 
 
 @router.get("/programs/{program_id}/postings/{reference:path}", response_model=PostingOut, dependencies=[Reader],
             summary="Look a posting up by its reference")
-async def get_posting(program_id: int, reference: str, session: Session) -> PostingOut:
+async def get_posting(program_id: Id, reference: str, session: Session) -> PostingOut:
     return posting_out(await accounts.receipt(session, program_id, reference))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import Admin, Reader, Session
+from api.params import Id
 from api.schemas.ledger import ProgramIn, ProgramOut
 from store.ledger import programs
 
@@ -25,5 +26,5 @@ async def list_programs(session: Session) -> list[ProgramOut]:
 
 
 @router.get("/programs/{program_id}", response_model=ProgramOut, dependencies=[Reader], summary="Get a program")
-async def get_program(program_id: int, session: Session) -> ProgramOut:
+async def get_program(program_id: Id, session: Session) -> ProgramOut:
     return ProgramOut.model_validate(await programs.get_program(session, program_id))

@@ -9,11 +9,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Admin, Reader, Session, Temporal
+from api.params import Id
 from api.schemas.ledger import FindingOut, FindingPage, ReconciliationIn, ReconciliationOut, ResolveIn
-from domain.errors import NotFound
+from domain.errors import DomainError, NotFound
+from domain.ledger.operations import FindingClass
 from store.ledger import reconcile
 from workflows.ledger.operations import TASK_QUEUE, ReconcileInput, ReconciliationWorkflow, ensure_schedules
 
@@ -45,6 +47,8 @@ async def get_reconciliation(workflow_id: str, client: Temporal) -> Reconciliati
     try:
         described = await handle.describe()
     except RPCError as exc:
+        if exc.status is not RPCStatusCode.NOT_FOUND:
+            raise  # Temporal unreachable: the app's handler answers 503 with Retry-After
         raise NotFound(f"no reconciliation run {workflow_id!r}") from exc
     status = described.status or WorkflowExecutionStatus.RUNNING
     totals = None
@@ -63,17 +67,23 @@ def finding_out(f: reconcile.Finding) -> FindingOut:
             summary="Reconciliation findings, newest first: `status=open` is the review queue")
 async def list_findings(
     session: Session, status: Literal["open", "fixed", "resolved"] | None = None,
-    finding_class: Annotated[str | None, Query(alias="class", max_length=40)] = None,
-    program_id: int | None = None, before: Annotated[int | None, Query(ge=1)] = None,
+    finding_class: Annotated[FindingClass | None, Query(description="The findings' `finding_class`.")] = None,
+    class_: Annotated[FindingClass | None, Query(alias="class", deprecated=True,
+                                                 description="Old name of `finding_class`.")] = None,
+    program_id: Id | None = None, before: Id | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FindingPage:
-    found = await reconcile.list_findings(session, status=status, class_=finding_class, program_id=program_id,
-                                          before=before, limit=limit)
+    if finding_class and class_ and finding_class != class_:
+        raise DomainError("pass `finding_class` only (`class` is its deprecated old name), not both with different "
+                          "values")
+    wanted = finding_class or class_
+    found = await reconcile.list_findings(session, status=status, class_=wanted.value if wanted else None,
+                                          program_id=program_id, before=before, limit=limit)
     return FindingPage(findings=[finding_out(f) for f in found],
                        next_before=found[-1].id if len(found) == limit else None)
 
 
 @router.post("/findings/{finding_id}/resolve", response_model=FindingOut, dependencies=[Admin],
              summary="Close an open finding with a note (409 if it is not open)")
-async def resolve_finding(finding_id: int, body: ResolveIn, session: Session) -> FindingOut:
+async def resolve_finding(finding_id: Id, body: ResolveIn, session: Session) -> FindingOut:
     return finding_out(await reconcile.resolve_finding(session, finding_id, body.note))

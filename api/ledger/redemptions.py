@@ -1,17 +1,20 @@
-"""Redemptions: spend points on a catalogue reward through one RedemptionWorkflow per order."""
+"""Redemptions: the rewards catalogue, and spending points on a reward through one RedemptionWorkflow per order;
+both listed a page at a time."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.deps import Admin, Reader, Session, Temporal
-from api.schemas.ledger import RedemptionIn, RedemptionOut, RewardIn, RewardOut
+from api.params import Cursor, Id
+from api.schemas.ledger import RedemptionIn, RedemptionOut, RedemptionPage, RewardIn, RewardOut, RewardPage
 from store.ledger import redemptions
 from workflows.ledger.redemptions import TASK_QUEUE, RedemptionInput, RedemptionWorkflow, workflow_id
 
@@ -27,9 +30,24 @@ async def create_reward(body: RewardIn, session: Session) -> RewardOut:
     return RewardOut(**asdict(reward))
 
 
+@router.get("/v1/ledger/rewards", response_model=RewardPage, dependencies=[Reader],
+            summary="The rewards catalogue in id order, a page at a time")
+async def list_rewards(
+    session: Session, program_id: Id | None = None,
+    in_stock: Annotated[bool | None, Query(description="true: only rewards with stock left; false: only "
+                                                        "those out of stock.")] = None,
+    after: Annotated[Cursor | None, Query(description="Return rewards after this reward id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> RewardPage:
+    found = await redemptions.list_rewards(session, program_id=program_id, in_stock=in_stock, after=after,
+                                           limit=limit)
+    return RewardPage(items=[RewardOut(**asdict(r)) for r in found],
+                      next_after=found[-1].id if len(found) == limit else None)
+
+
 @router.get("/v1/ledger/rewards/{reward_id}", response_model=RewardOut, dependencies=[Reader],
             summary="A reward with its remaining stock")
-async def get_reward(reward_id: int, session: Session) -> RewardOut:
+async def get_reward(reward_id: Id, session: Session) -> RewardOut:
     return RewardOut(**asdict(await redemptions.get_reward(session, reward_id)))
 
 
@@ -39,7 +57,7 @@ def _out(order: redemptions.Redemption) -> RedemptionOut:
 
 @router.post("/v1/redemptions", response_model=RedemptionOut, status_code=202, dependencies=[Admin],
              summary="Redeem points for a reward: 202 and a pending order; the same order id again returns it",
-             responses={200: {"description": "This order already exists: its current state"}})
+             responses={200: {"model": RedemptionOut, "description": "This order already exists: its current state"}})
 async def create_redemption(body: RedemptionIn, session: Session, client: Temporal,
                             response: Response) -> RedemptionOut:
     order, created = await redemptions.place_order(
@@ -64,6 +82,21 @@ async def create_redemption(body: RedemptionIn, session: Session, client: Tempor
     except RPCError as exc:
         raise HTTPException(503, f"Temporal refused to start the redemption: {exc.message}") from exc
     return _out(order)
+
+
+@router.get("/v1/redemptions", response_model=RedemptionPage, dependencies=[Reader],
+            summary="Redemption orders, newest first, a page at a time")
+async def list_redemptions(
+    session: Session, program_id: Id | None = None,
+    status: Literal["pending", "completed", "failed", "cancelled"] | None = None, contact_id: Id | None = None,
+    before: Annotated[str | None, Query(max_length=100, description="Return orders older than this order id "
+                                                                    "(a page's `next_before`).")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> RedemptionPage:
+    found = await redemptions.list_redemptions(session, program_id=program_id, status=status, contact_id=contact_id,
+                                               before=before, limit=limit)
+    return RedemptionPage(items=[_out(o) for o in found],
+                          next_before=found[-1].order_id if len(found) == limit else None)
 
 
 @router.get("/v1/redemptions/{order_id}", response_model=RedemptionOut, dependencies=[Reader],

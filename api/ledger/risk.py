@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import Admin, Reader, Session
 from api.ledger.postings import review_out
+from api.params import Id
 from api.schemas.ledger import BlockIn, ResolveIn, ReviewOut, RiskRuleIn, RiskRuleOut
 from domain.errors import DomainError
 from store.ledger import risk
@@ -29,7 +30,7 @@ async def create_risk_rule(body: RiskRuleIn, session: Session) -> RiskRuleOut:
 
 
 @router.get("/risk/rules", response_model=list[RiskRuleOut], dependencies=[Reader], summary="A program's rules")
-async def list_risk_rules(session: Session, program_id: int) -> list[RiskRuleOut]:
+async def list_risk_rules(session: Session, program_id: Id) -> list[RiskRuleOut]:
     return [RiskRuleOut(**asdict(r)) for r in await risk.rules(session, program_id)]
 
 
@@ -56,7 +57,7 @@ async def list_reviews(session: Session, status: Literal["pending", "released", 
 
 @router.post("/reviews/{review_id}/{decision}", response_model=ReviewOut, dependencies=[Admin],
              summary="Release a held credit (it is posted, once) or reject it")
-async def decide_review(review_id: int, decision: Literal["release", "reject"], body: ResolveIn,
+async def decide_review(review_id: Id, decision: Literal["release", "reject"], body: ResolveIn,
                         session: Session) -> ReviewOut:
     review, receipt = await risk.decide(session, review_id, release=decision == "release", note=body.note,
                                         now=datetime.now(UTC))

@@ -7,11 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.params import Id
+
 
 class Audience(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    contact_ids: list[int] = Field(min_length=1, max_length=100_000, description="Explicit recipients.")
+    contact_ids: list[Id] = Field(min_length=1, max_length=100_000, description="Explicit recipients.")
 
 
 class CampaignIn(BaseModel):

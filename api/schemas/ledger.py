@@ -7,7 +7,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from api.params import ID_MAX, INT_MAX, StrictId
+
 MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+# Every kind a stored posting can have: what callers post, what the ledger's own operations post, and
+# reconciliation's `restate` (an audited correction of a projection that moves no points).
+PostedKind = Literal["credit", "debit", "hold", "commit", "void", "adjust", "expire", "forfeit", "merge_out",
+                     "merge_in", "restate"]
+POSTED_KINDS = (
+    "credit, debit, hold, commit, void, adjust (posted by callers); expire (the expiry sweep, and the expired "
+    "part of a hold voided or of points merged after their expiry); forfeit (an erased or closed account); "
+    "merge_out, merge_in (an identity merge); restate (reconciliation restating a drifted balance or buckets "
+    "from the journal: no entries, no points moved)")
 
 
 class ProgramIn(BaseModel):
@@ -43,14 +54,17 @@ class PostingIn(BaseModel):
          "hold_reference": "redeem:order-991:hold"},
     ]})
 
-    program_id: StrictInt
+    program_id: StrictId
     reference: str = Field(min_length=1, max_length=200,
                            description="Unique per program; posting it again returns the original receipt.")
     kind: Literal["credit", "debit", "hold", "commit", "void", "adjust"]
-    contact_id: StrictInt
+    contact_id: StrictId
     amount: StrictInt = Field(0, ge=-(10**12), le=10**12,
                               description="Positive for credit/debit/hold; signed for adjust; unused for commit/void.")
-    earned_month: str | None = Field(None, pattern=MONTH, description="Credit into this month's bucket (imports).")
+    earned_month: str | None = Field(
+        None, pattern=MONTH, description="Credit (or positive adjust) into this month's bucket (imports). The month "
+                                         "must have begun and its points must not have expired under the program's "
+                                         "policy (422 otherwise). Default: the current month.")
     hold_reference: str | None = Field(None, max_length=200, description="commit/void: the hold to settle.")
     hold_seconds: StrictInt | None = Field(None, ge=1, le=30 * 86400, description="hold: timeout (default 900).")
     memo: str | None = Field(None, max_length=500)
@@ -67,10 +81,13 @@ class PostingOut(BaseModel):
     id: int
     program_id: int
     reference: str
-    kind: str
+    kind: PostedKind = Field(description=POSTED_KINDS)
     contact_id: int
-    amount: int
-    balance_after: int
+    amount: int = Field(description="Points the posting moved (the sum of its positive entries); signed for "
+                                    "restate.")
+    balance_after: int = Field(description="The account's book balance after the posting: points past their "
+                                           "expiry count until the expiry sweep moves them (see the account's "
+                                           "`expired`).")
     entries: list[EntryOut]
     hold_reference: str | None
     memo: str | None
@@ -86,16 +103,19 @@ class BucketOut(BaseModel):
 class AccountOut(BaseModel):
     program_id: int
     contact_id: int
-    balance: int = Field(description="Spendable points (held points are not included).")
+    balance: int = Field(description="Spendable points (held points and points past their expiry are not "
+                                     "included).")
     held: int = Field(description="Points reserved by pending holds.")
     expiring_soon: int = Field(description="Points that expire at the end of this month.")
-    buckets: list[BucketOut]
+    expired: int = Field(description="Points past their expiry that the expiry sweep has not moved out yet: not "
+                                     "spendable, not in `balance`.")
+    buckets: list[BucketOut] = Field(description="The spendable buckets, oldest (spent first) first.")
 
 
 class StatementLineOut(BaseModel):
     posting_id: int
     reference: str
-    kind: str
+    kind: PostedKind = Field(description=POSTED_KINDS)
     amount: int
     memo: str | None
     created_at: datetime
@@ -117,7 +137,7 @@ class RewardIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"program_id": 1, "name": "Coffee voucher", "cost": 300, "stock": 500}]})
 
-    program_id: StrictInt
+    program_id: StrictId
     name: str = Field(min_length=1, max_length=200)
     cost: StrictInt = Field(gt=0, le=10**12, description="Points per unit.")
     stock: StrictInt = Field(ge=0, le=10**9)
@@ -131,14 +151,19 @@ class RewardOut(BaseModel):
     stock: int
 
 
+class RewardPage(BaseModel):
+    items: list[RewardOut]
+    next_after: int | None = Field(None, description="Pass as `after` to get the next page; null at the end.")
+
+
 class RedemptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"order_id": "order-991", "contact_id": 42, "reward_id": 7, "quantity": 1}]})
 
     order_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
                           description="Your order id; retrying with the same id returns the same order.")
-    contact_id: StrictInt
-    reward_id: StrictInt
+    contact_id: StrictId
+    reward_id: StrictId
     quantity: StrictInt = Field(1, ge=1, le=1000)
     device: str | None = Field(None, max_length=200, description="Risk controls: the device the order came from.")
     ip: str | None = Field(None, max_length=64, description="Risk controls: the client's IP address.")
@@ -158,10 +183,28 @@ class RedemptionOut(BaseModel):
     updated_at: datetime
 
 
+class RedemptionPage(BaseModel):
+    items: list[RedemptionOut] = Field(description="Newest first.")
+    next_before: str | None = Field(None, description="Pass as `before` for older orders; null at the end.")
+
+
+class ExpiryRunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"program_ids": [1]}]})
+
+    program_ids: list[StrictId] | None = Field(None, max_length=100, description="Only these programs (default all).")
+
+
+class ExpiryRunOut(BaseModel):
+    workflow_id: str
+    status: str = Field(description="RUNNING, COMPLETED, FAILED, …, as Temporal reports it.")
+    totals: dict[str, int] | None = Field(None, description="When completed: programs and contacts swept, expiry "
+                                                            "postings made, points expired, postings refused.")
+
+
 class ReconciliationIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"program_ids": [1]}]})
 
-    program_ids: list[StrictInt] | None = Field(None, max_length=100, description="Only these programs (default all).")
+    program_ids: list[StrictId] | None = Field(None, max_length=100, description="Only these programs (default all).")
 
 
 class ReconciliationOut(BaseModel):
@@ -208,12 +251,12 @@ class RiskRuleIn(BaseModel):
         {"program_id": 1, "action": "redeem", "dimension": "ip", "window_seconds": 3600, "max_amount": 5000,
          "verdict": "refuse"}]})
 
-    program_id: StrictInt
+    program_id: StrictId
     action: Literal["credit", "redeem"]
     dimension: Literal["contact", "device", "ip"]
     window_seconds: StrictInt = Field(ge=1, le=90 * 86400)
-    max_count: StrictInt | None = Field(None, ge=1)
-    max_amount: StrictInt | None = Field(None, ge=1)
+    max_count: StrictInt | None = Field(None, ge=1, le=INT_MAX)
+    max_amount: StrictInt | None = Field(None, ge=1, le=ID_MAX)
     verdict: Literal["refuse", "review"] = Field(description="review holds credits until released (credits only).")
 
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.params import Id
+
 RULE_EXAMPLE = {"and": [
     {"field": "traits.plan", "op": "eq", "value": "pro"},
     {"event": "order_paid", "within_last": "30d", "count": {"op": "gte", "value": 2},
@@ -32,8 +34,8 @@ class SegmentIn(BaseModel):
     description: str | None = Field(None, max_length=2000)
     kind: Literal["manual", "rule"] = "rule"
     rule: dict[str, Any] | None = Field(None, description=RULE_DOC)
-    contact_ids: list[int] = Field(default_factory=list, max_length=100_000,
-                                   description="Initial members of a manual segment.")
+    contact_ids: list[Id] = Field(default_factory=list, max_length=100_000,
+                                  description="Initial members of a manual segment.")
 
 
 class SegmentPatch(BaseModel):
@@ -109,7 +111,7 @@ class MemberPage(BaseModel):
 class MembersIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"contact_ids": [1, 2, 3]}]})
 
-    contact_ids: list[int] = Field(min_length=1, max_length=100_000)
+    contact_ids: list[Id] = Field(min_length=1, max_length=100_000)
 
 
 class MembersChanged(BaseModel):

@@ -9,7 +9,6 @@ with both projections, or a posting that does not balance, needs a person (the r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -68,9 +67,26 @@ def timeout_void_reference(hold_reference: str) -> str:
     return f"{hold_reference}:timeout"
 
 
-def expiry_reference(program_id: int, contact_id: int, month: Month) -> str:
-    """One expiry posting per program, contact and month it runs in: a re-run posts nothing twice."""
-    return f"expire:{program_id}:{contact_id}:{month_label(month)}"
+def expiry_reference(program_id: int, contact_id: int, earned: Month) -> str:
+    """One expiry posting per program, contact and bucket month (the month the points were earned).
+
+    Once a bucket's month has expired nothing enters it again (the planner refuses credits into it and expires
+    late-returned parts at once), so its points leave in one posting, whenever the sweep first finds them; a
+    re-run finds the bucket empty and posts nothing. The `earned` segment keeps these apart from the older
+    per-run references (`legacy_expiry_reference`): `expire:3:42:2026-03` meant "the March run", and must not
+    stand in for the expiry of the bucket earned in March.
+    """
+    return f"expire:{program_id}:{contact_id}:earned:{month_label(earned)}"
+
+
+def legacy_expiry_reference(program_id: int, contact_id: int, run: Month) -> str:
+    """The reference expiry postings had until per-bucket references: one per contact and month the run ran in.
+
+    Deployments keep these rows as they are. They cannot cause a second expiry: an expiry moves what remains in
+    the bucket when it is posted, never an amount fixed in advance, so a bucket an old posting emptied has nothing
+    left for a new one, and points that reached it afterwards (which the old reference wrongly blocked) are new.
+    """
+    return f"expire:{program_id}:{contact_id}:{month_label(run)}"
 
 
 def expiry_cutoff(policy: ExpiryPolicy, today: Month) -> Month | None:
@@ -88,10 +104,6 @@ class MissingCredit:
     amount: int
 
 
-def due_months(buckets: Mapping[Month, int], policy: ExpiryPolicy, today: Month) -> tuple[Month, ...]:
-    return tuple(policy.due(buckets, today))
-
-
 @dataclass
 class ExpiryPage:
     """One page of an expiry run: where to continue and what it did."""
@@ -100,4 +112,4 @@ class ExpiryPage:
     contacts: int = 0
     postings: int = 0
     points: int = 0
-    refused: int = 0
+    refused: int = 0  # expiry postings the ledger refused (a contact deleted since the page was read)

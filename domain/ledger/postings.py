@@ -3,6 +3,11 @@
 Pure values in, values out. The store applies the `Plan` a request produces to locked rows; the
 property tests replay random sequences of plans through `Book` and check the invariants the
 reconciliation checks in SQL: balance = opening + sum of entries = sum of buckets, never negative.
+
+Expiry is a rule of every plan, not only of the sweep, with the clock (`today`) as an input: points are
+earned only into a month that has started and has not expired; a spend takes only buckets still spendable;
+and points never enter a bucket past its expiry (a hold voided late, or a merge, expires those parts at
+once). The sweep (domain/ledger/operations.py) then only moves out what is already unspendable.
 """
 
 from __future__ import annotations
@@ -57,6 +62,12 @@ class UnbalancedPosting(DomainError):
     title = "Unbalanced posting"
 
 
+class MonthNotOpen(DomainError):
+    """Points earned into a month that has not started, or whose points have already expired."""
+
+    title = "Month not open for earning"
+
+
 class HoldNotPending(Conflict):
     title = "Hold is not pending"
 
@@ -104,6 +115,29 @@ class ExpiryPolicy:
         horizon = today + within_months - 1
         return sum(r for m, r in buckets.items()
                    if r > 0 and (last := self.last_month(m)) is not None and today <= last <= horizon)
+
+    def spendable(self, buckets: Buckets, today: Month) -> dict[Month, int]:
+        """The buckets that can still be spent today: everything not yet due, whether or not a sweep ran."""
+        return {m: r for m, r in sorted(buckets.items()) if r > 0 and not self.is_due(m, today)}
+
+    def split(self, parts: Buckets, today: Month) -> tuple[dict[Month, int], dict[Month, int]]:
+        """Parts of buckets as (still spendable, past their expiry)."""
+        live = self.spendable(parts, today)
+        return live, {m: r for m, r in sorted(parts.items()) if r > 0 and m not in live}
+
+    def check_earning(self, earned: Month, today: Month) -> None:
+        """Points may be earned into a month that has started and whose points have not expired: a later month
+        would expire later than the policy allows, an expired one would never be spendable."""
+        if earned > today:
+            raise MonthNotOpen(f"{month_label(earned)} has not started (this is {month_label(today)}): points "
+                               "are earned only into a month that has begun")
+        if self.months is not None and today > earned + self.months:
+            rule = ("at the end of the month they are earned" if self.months == 0
+                    else f"{self.months} month{'s' if self.months > 1 else ''} after the month they are earned")
+            raise MonthNotOpen(
+                f"points earned in {month_label(earned)} expired at the end of {month_label(earned + self.months)} "
+                f"(this program's points expire {rule}); months open for earning are "
+                f"{month_label(today - self.months)} to {month_label(today)}")
 
 
 def add(buckets: Buckets, delta: Mapping[Month, int]) -> dict[Month, int]:
@@ -211,28 +245,48 @@ def _pair(source: str, target: str, amount: int) -> tuple[Entry, ...]:
     return (Entry(source, -amount), Entry(target, amount))
 
 
-def plan(request: Request, buckets: Buckets, today: Month, hold: Mapping[Month, int] | None = None) -> Plan:
-    """The posting a request makes against the user's current buckets (and the hold's taken buckets)."""
+def _split_entries(source: tuple[str, int], live: tuple[str, int], dead: tuple[str, int]) -> tuple[Entry, ...]:
+    """One side out of `source`, into `live` and `dead` (either may be empty: no zero entries)."""
+    return tuple(Entry(a, n) for a, n in (source, live, dead) if n)
+
+
+def plan(request: Request, buckets: Buckets, today: Month, hold: Mapping[Month, int] | None = None, *,
+         policy: ExpiryPolicy) -> Plan:
+    """The posting a request makes against the user's current buckets (and the hold's taken buckets), on `today`
+    under the program's expiry `policy`."""
     request.validate()
     kind, amount = request.kind, request.amount
     if kind is Kind.CREDIT or (kind is Kind.ADJUST and amount > 0):
         source = SystemAccount.ISSUANCE if kind is Kind.CREDIT else SystemAccount.ADJUSTMENT
         month = today if request.earned_month is None else request.earned_month
+        policy.check_earning(month, today)
         return Plan(_pair(source, USER, amount), {month: amount})
     if kind in (Kind.DEBIT, Kind.HOLD) or kind is Kind.ADJUST:
         target = {Kind.DEBIT: SystemAccount.REDEMPTION,
                   Kind.HOLD: SystemAccount.HOLDS}.get(kind, SystemAccount.ADJUSTMENT)
-        taken = take(buckets, abs(amount))
+        spendable = policy.spendable(buckets, today)
+        if abs(amount) > (has := sum(spendable.values())):
+            expired = sum(policy.due(buckets, today).values())
+            raise InsufficientPoints(f"needs {abs(amount)} points, the account has {has} spendable"
+                                     + (f" ({expired} more are past their expiry)" if expired else ""))
+        taken = take(spendable, abs(amount))
         return Plan(_pair(USER, target, abs(amount)), negate(taken), taken if kind is Kind.HOLD else {})
     if kind in (Kind.COMMIT, Kind.VOID):
         if hold is None:
             raise HoldNotPending(f"hold {request.hold_reference!r} is not pending")
         held = sum(hold.values())
         if kind is Kind.COMMIT:
+            # The hold reserved these points while they were spendable: committing it spends them even if
+            # their month has ended since (an order placed at 23:59 on the last day completes).
             return Plan(_pair(SystemAccount.HOLDS, SystemAccount.REDEMPTION, held))
-        return Plan(_pair(SystemAccount.HOLDS, USER, held), dict(hold))
+        # Given back, points past their expiry would sit in a bucket the sweep already emptied: they expire now.
+        live, dead = policy.split(hold, today)
+        entries = _split_entries((SystemAccount.HOLDS, -held), (USER, sum(live.values())),
+                                 (SystemAccount.EXPIRY, sum(dead.values())))
+        return Plan(entries, live)
     if kind is Kind.EXPIRE:
-        due = {m: buckets[m] for m in sorted(set(request.months)) if buckets.get(m, 0) > 0}
+        due = {m: buckets[m] for m in sorted(set(request.months))
+               if buckets.get(m, 0) > 0 and policy.is_due(m, today)}
         total = sum(due.values())
         if total == 0:
             return Plan(())  # nothing left to expire: an empty posting still records the reference
@@ -246,12 +300,18 @@ def plan(request: Request, buckets: Buckets, today: Month, hold: Mapping[Month, 
         return Plan(_pair(USER, SystemAccount.BREAKAGE, total), negate(remaining))
     if kind in (Kind.MERGE_OUT, Kind.MERGE_IN):
         # The two halves of moving buckets between contacts, month for month, so expiry dates do not change.
+        # Only what is spendable moves: parts past their expiry leave the merged-away account for the expiry
+        # account (the survivor's bucket of that month may have been swept already). Both halves are planned
+        # on the same day from the same parts, so the transfer account still nets to zero.
         moved = dict(request.parts)
-        total = sum(moved.values())
+        live, dead = policy.split(moved, today)
         if kind is Kind.MERGE_IN:
-            return Plan(_pair(SystemAccount.TRANSFER, USER, total), moved)
+            total = sum(live.values())
+            return Plan(_pair(SystemAccount.TRANSFER, USER, total), live) if total else Plan(())
         add(buckets, negate(moved))  # raises unless every named bucket holds its part
-        return Plan(_pair(USER, SystemAccount.TRANSFER, total), negate(moved))
+        entries = _split_entries((USER, -sum(moved.values())), (SystemAccount.TRANSFER, sum(live.values())),
+                                 (SystemAccount.EXPIRY, sum(dead.values())))
+        return Plan(entries, negate(moved))
     raise DomainError(f"unknown posting kind {kind!r}")
 
 
@@ -297,7 +357,7 @@ class Book:
 
     def apply(self, request: Request, today: Month) -> Plan:
         hold = self.holds.get(request.hold_reference or "")
-        result = plan(request, self.buckets, today, hold)
+        result = plan(request, self.buckets, today, hold, policy=self.policy)
         check_balanced(result.entries) if result.entries else None
         self.buckets = add(self.buckets, result.buckets)
         for entry in result.entries:

@@ -20,6 +20,7 @@ MAX_CONDITIONS = 200
 # A count inside a time window may ask for at most this many occurrences: the Elasticsearch backend
 # stores the days of each contact's latest MAX_WINDOW_COUNT + 1 occurrences per event stream.
 MAX_WINDOW_COUNT = 20
+BIGINT_MAX = 2**63 - 1  # segment ids and counts are compared with bigint values in SQL
 
 Kind = Literal["string", "number", "datetime", "json"]
 
@@ -171,7 +172,7 @@ def _node(raw: Any, where: str, depth: int, counter: list[int], *, event_scope: 
             raise _fail(where, "segment membership cannot be tested inside an event's `where`")
         _only(raw, {"segment"}, where)
         sid = raw["segment"]
-        if not isinstance(sid, int) or isinstance(sid, bool) or sid <= 0:
+        if not isinstance(sid, int) or isinstance(sid, bool) or not 0 < sid <= BIGINT_MAX:
             raise _fail(f"{where}.segment", f"expected a segment id (positive integer), got {_show(sid)}")
         return InSegment(sid)
     if "field" in raw:
@@ -366,8 +367,8 @@ def _count(raw: Any, where: str, windowed: bool) -> Count:
         raise _fail(f"{where}.value", "between needs [low, high]")
     values: list[Any] = list(value) if isinstance(value, list) else [value]
     for v in values:
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise _fail(f"{where}.value", f"counts are non-negative integers, got {_show(v)}")
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= BIGINT_MAX:
+            raise _fail(f"{where}.value", f"counts are non-negative integers up to {BIGINT_MAX}, got {_show(v)}")
         if windowed and v > MAX_WINDOW_COUNT:
             raise _fail(f"{where}.value", f"a count inside a time window can test up to {MAX_WINDOW_COUNT} "
                                           f"occurrences; use a count without `within_last` for more")

@@ -97,6 +97,15 @@ async def get_contact(session: AsyncSession, contact_id: int) -> Contact | None:
     return contact
 
 
+async def follow(session: AsyncSession, contact_id: int) -> int:
+    """The contact a read addressed to `contact_id` is about: the survivor when `contact_id` was merged away,
+    else `contact_id` itself (which may not exist). Every read by contact id goes through here or get_contact."""
+    if await session.get(Contact, contact_id) is not None:
+        return contact_id
+    survivor = await session.scalar(select(ContactMerge.merged_into).where(ContactMerge.contact_id == contact_id))
+    return contact_id if survivor is None else int(survivor)
+
+
 async def update_contact(session: AsyncSession, contact_id: int, *, changes: dict[str, Any],
                          traits: dict[str, Any], unset_traits: Sequence[str]) -> Contact | None:
     """Set the given columns, merge `traits` key by key and drop `unset_traits`."""

@@ -1,6 +1,7 @@
 """Points accounts: post to a contact's account (the API's one-posting path), look a posting up by its
-reference, the account view (balance, held, expiring soon, monthly buckets), the statement and the program's
-system balances. Postings themselves are applied, in batches, by store/ledger/postings.py."""
+reference, the account view (spendable balance, held, expiring soon, expired but not yet swept, monthly
+buckets), the statement and the program's system balances. Postings themselves are applied, in batches, by
+store/ledger/postings.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import NotFound
 from domain.ledger.postings import Month, Request, month_of
+from store.contacts.profiles import follow
 from store.ledger.models import Program
 from store.ledger.postings import apply, existing
 from store.ledger.programs import get_program
@@ -46,13 +48,16 @@ class BucketView:
 class AccountView:
     program_id: int
     contact_id: int
-    balance: int
+    balance: int  # spendable: the balance row less points past their expiry that the sweep has not moved yet
     held: int
     expiring_soon: int
-    buckets: list[BucketView]
+    expired: int  # past their expiry, not yet swept: neither spendable nor in `balance`
+    buckets: list[BucketView]  # the spendable ones
 
 
 async def account(session: AsyncSession, program: Program, contact_id: int, *, now: datetime) -> AccountView:
+    """The account of the contact `contact_id` is about now (a merged-away id reads its survivor's account)."""
+    contact_id = await follow(session, contact_id)
     balance = await session.scalar(text(
         "SELECT balance FROM ledger_accounts WHERE contact_id = :c AND program_id = :p"),
         {"c": contact_id, "p": program.id})
@@ -69,11 +74,12 @@ async def account(session: AsyncSession, program: Program, contact_id: int, *, n
         SELECT coalesce(sum(amount), 0) FROM ledger_holds
         WHERE contact_id = :c AND program_id = :p AND status = 'pending'
     """), {"c": contact_id, "p": program.id})
-    policy = program.policy
+    policy, today = program.policy, month_of(now)
+    expired = sum(policy.due(buckets, today).values())
     return AccountView(
-        program_id=program.id, contact_id=contact_id, balance=balance or 0, held=int(held or 0),
-        expiring_soon=policy.expiring_soon(buckets, month_of(now)),
-        buckets=[BucketView(m, r, policy.last_month(m)) for m, r in buckets.items()],
+        program_id=program.id, contact_id=contact_id, balance=max(0, (balance or 0) - expired), held=int(held or 0),
+        expiring_soon=policy.expiring_soon(buckets, today), expired=expired,
+        buckets=[BucketView(m, r, policy.last_month(m)) for m, r in policy.spendable(buckets, today).items()],
     )
 
 
@@ -96,8 +102,16 @@ class MonthSummary:
 
 async def statement(session: AsyncSession, program_id: int, contact_id: int, *, before: int | None,
                     limit: int) -> tuple[list[StatementLine], list[MonthSummary]]:
-    """Recent detail (the user's entries, newest first) and the rolled-up history before it."""
+    """Recent detail (the user's entries, newest first) and the rolled-up history before it, for the contact
+    `contact_id` is about now (a merged-away id reads its survivor's statement); 404 for an unknown contact."""
     await get_program(session, program_id)
+    contact_id = await follow(session, contact_id)
+    known = await session.scalar(text(
+        "SELECT EXISTS (SELECT 1 FROM contacts WHERE id = :c)"
+        " OR EXISTS (SELECT 1 FROM ledger_accounts WHERE contact_id = :c AND program_id = :p)"),
+        {"c": contact_id, "p": program_id})
+    if not known:
+        raise NotFound(f"contact {contact_id} does not exist")
     rows = await session.execute(text("""
         SELECT e.posting_id, p.reference, p.kind, e.amount, p.memo, e.created_at
         FROM ledger_entries e JOIN ledger_postings p ON p.id = e.posting_id

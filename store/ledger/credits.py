@@ -4,6 +4,8 @@ Credits are most of a points ledger's traffic (every reward) and their plan need
 bucket of the earned month grows, the issuance account shrinks. So the whole batch — replays, account
 upserts in lock order, postings, entries, buckets, system shard — runs server-side in one round trip,
 on whatever connection the caller holds (inside a transaction, or in autocommit as the writer does).
+The function knows no expiry policy: `store.ledger.postings.apply_on` sends it only credits into the
+current month, which every policy accepts, and plans the rest (back-dated imports) with the domain rules.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Expiry: what remains in due buckets moves to the program's expiry account, a page of contacts at a time.
 
 One set-based query finds the page's due buckets; the expiry postings go through the same batch path as
-every other posting (accounts locked in order, exactly once per reference). The reference is
-`expire:{program}:{contact}:{month}`, so re-running a month's expiry posts nothing twice.
+every other posting (accounts locked in order, exactly once per reference), one per bucket month under
+`expire:{program}:{contact}:earned:{month}`. A posting moves what the bucket holds when it is planned, so
+a re-run, or a run after one that posted under the older per-run references, expires nothing twice. Until the
+sweep runs, the planner and the account view already treat due buckets as spent-out (not spendable).
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ async def expire_page(session: AsyncSession, program_id: int, *, now: datetime, 
     """), {"p": program_id, "cutoff": cutoff, "after": after, "limit": limit})).all()
     if not rows:
         return ExpiryPage(last=None)
-    subs = [Submission(program_id, Request(expiry_reference(program_id, r.contact_id, today), Kind.EXPIRE,
-                                           r.contact_id, months=tuple(r.months), memo="points expired"))
-            for r in rows]
+    subs = [Submission(program_id, Request(expiry_reference(program_id, r.contact_id, month), Kind.EXPIRE,
+                                           r.contact_id, months=(month,), memo="points expired"))
+            for r in rows for month in r.months]
     outcomes = await apply(session, subs, now=now)
     page = ExpiryPage(last=rows[-1].contact_id, contacts=len(rows))
     for outcome in outcomes:
@@ -60,7 +62,5 @@ async def expire_page(session: AsyncSession, program_id: int, *, now: datetime, 
                 page.postings += 1
                 page.points += outcome.amount
         elif isinstance(outcome, DomainError):
-            # This month's expiry of this contact was already posted with other months (points credited
-            # into a past month since); they expire in next month's run.
             page.refused += 1
     return page

@@ -11,6 +11,8 @@ Per program, through the posting service: pending holds are voided first (`store
 does; references `{hold}:merge`), then two postings move what remains — `merge:{program}:{from}:{into}:out`
 (user → transfer, `merge_out`) and `...:in` (transfer → user, `merge_in`), which net to zero on the program's
 `transfer` account. A move already posted is not posted again, so a replayed merge moves nothing twice.
+Only spendable points arrive: parts past their expiry (the sweep had not run yet) leave the merged-away account
+for the program's expiry account in the same `merge_out` posting (domain/ledger/postings.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ MERGE_MEMO = "identity merge"
 # The books are history: rows posted for the merged-away id stay under it, and only what is spendable moves.
 TABLES = {
     "ledger_accounts": "the merged-away account stays, emptied by a merge_out posting; the survivor's gets merge_in",
-    "ledger_buckets": "moved month for month (earned months kept) by those two postings",
+    "ledger_buckets": "moved month for month (earned months kept) by those two postings; parts already past their "
+                      "expiry go to the expiry account instead",
     "ledger_holds": "pending holds voided first (`{hold}:merge`), so nothing reserved is stranded",
     "ledger_postings": "history stays under the merged-away id; the void and move postings are added",
     "ledger_entries": "history stays under the merged-away id; the postings add their own entries",

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import DomainError, NotFound
 from domain.ledger import postings as ledger
-from domain.ledger.postings import USER, Kind, Month
+from domain.ledger.postings import USER, Kind, Month, Request
 from store.db import driver
 from store.ledger.credits import post_credits
 from store.ledger.receipts import Outcome, Receipt, Submission, receipt_json, replay
@@ -54,6 +54,8 @@ READ_AND_LOCK = """
           ON p.program_id = k.program_id AND p.reference = k.reference
     UNION ALL SELECT 'i', to_jsonb(nextval(pg_get_serial_sequence('ledger_postings', 'id')))
         FROM generate_series(1, %(n)s)
+    UNION ALL SELECT 'g', jsonb_build_array(id, expiry_months) FROM ledger_programs
+        WHERE id = ANY(%(post_programs)s::bigint[])
 """
 # A separate statement, so it runs after the accounts are locked and sees their latest buckets.
 READ_BUCKETS = """
@@ -92,10 +94,12 @@ class _State:
     buckets: dict[tuple[int, int], dict[Month, int]]
     holds: dict[tuple[int, int, str], _Hold]
     ids: list[int]
+    policies: dict[int, ledger.ExpiryPolicy]
 
 
 async def _read(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission]) -> _State:
-    """Replays, locked balances (creating accounts), locked holds, posting ids; then the spenders' buckets."""
+    """Replays, locked balances (creating accounts), locked holds, posting ids and the programs' expiry policies;
+    then the spenders' buckets."""
     requests = [s.request for s in batch]
     pairs = list(zip(batch, requests, strict=True))
     accounts = sorted({(r.contact_id, s.program_id) for s, r in pairs})
@@ -108,9 +112,11 @@ async def _read(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission])
         "hold_contacts": [h[0] for h in hold_keys], "hold_programs": [h[1] for h in hold_keys],
         "hold_refs": [h[2] for h in hold_keys], "post_programs": [s.program_id for s in batch],
         "refs": [r.reference for r in requests], "n": len(batch)})
-    state = _State({}, {}, {}, {}, [])
+    state = _State({}, {}, {}, {}, [], {})
     for tag, v in await cur.fetchall():
-        if tag == "a":
+        if tag == "g":
+            state.policies[v[0]] = ledger.ExpiryPolicy(v[1])
+        elif tag == "a":
             state.balances[(v[0], v[1])] = v[2]
         elif tag == "h":
             state.holds[(v[0], v[1], v[2])] = _Hold({int(m): int(n) for m, n in v[3].items()}, v[4],
@@ -141,8 +147,9 @@ async def apply(session: AsyncSession, batch: Sequence[Submission], *, now: date
 
 async def apply_on(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission], *, now: datetime,
                    shard: int = 0) -> list[Outcome]:
-    """Post a batch on a psycopg connection: a batch of credits is one statement (it may run in autocommit);
-    any other batch takes two and must run inside a transaction."""
+    """Post a batch on a psycopg connection: a batch of credits into this month is one statement (it may run in
+    autocommit); any other batch is planned, in two statements inside the caller's transaction (or in a
+    transaction of its own when the connection is in autocommit)."""
     outcomes: list[Outcome | None] = [None] * len(batch)
     first: dict[tuple[int, str], int] = {}
     for i, sub in enumerate(batch):
@@ -153,9 +160,13 @@ async def apply_on(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submissio
             continue
         first.setdefault((sub.program_id, sub.request.reference), i)
     unique = [batch[i] for i in first.values()]
-    if unique and all(s.request.kind is Kind.CREDIT for s in unique):
+    today = ledger.month_of(now)
+    if unique and all(_this_months_credit(s.request, today) for s in unique):
         for i, outcome in zip(first.values(), await post_credits(conn, unique, now=now, shard=shard), strict=True):
             outcomes[i] = outcome
+    elif unique and conn.autocommit:  # the writer's credit connection: the planned path needs its locks held
+        async with conn.transaction():
+            await _apply_planned(conn, batch, first, outcomes, now=now, shard=shard)
     elif unique:
         await _apply_planned(conn, batch, first, outcomes, now=now, shard=shard)
 
@@ -169,6 +180,14 @@ async def apply_on(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submissio
             else:
                 outcomes[i] = earlier
     return [o for o in outcomes if o is not None]
+
+
+def _this_months_credit(request: Request, today: Month) -> bool:
+    """A credit into this month: the one case the expiry rules always accept (this month has begun and its points
+    have not expired), so the credit function, which knows no policy, may post it. A credit into any other month
+    is planned, where its month is checked against the program's policy after a replay of its reference is
+    answered (a credit posted while its month was open still replays once the month has closed)."""
+    return request.kind is Kind.CREDIT and request.earned_month in (None, today)
 
 
 async def _apply_planned(conn: psycopg.AsyncConnection[Any], batch: Sequence[Submission],
@@ -201,8 +220,12 @@ async def _apply_planned(conn: psycopg.AsyncConnection[Any], batch: Sequence[Sub
                     outcomes[i] = ledger.HoldNotPending(f"hold {req.hold_reference!r} timed out; it will be voided")
                     continue
                 hold = found_hold.taken
+        policy = state.policies.get(sub.program_id)
+        if policy is None:
+            outcomes[i] = NotFound(f"points program {sub.program_id} does not exist")
+            continue
         try:
-            result = ledger.plan(req, buckets.get(key, {}), today, hold)
+            result = ledger.plan(req, buckets.get(key, {}), today, hold, policy=policy)
             if result.entries:
                 ledger.check_balanced(result.entries)
             if result.buckets:
@@ -227,7 +250,7 @@ async def _apply_planned(conn: psycopg.AsyncConnection[Any], batch: Sequence[Sub
             state.holds[(*key, req.hold_reference or "")].status = "settled"
         receipt = Receipt(
             id=next(ids), program_id=sub.program_id, reference=req.reference, kind=req.kind.value,
-            contact_id=req.contact_id, amount=max((e.amount for e in result.entries), default=0),
+            contact_id=req.contact_id, amount=sum(e.amount for e in result.entries if e.amount > 0),
             balance_after=balances[key], entries=tuple((e.account, e.amount) for e in result.entries),
             hold_reference=req.hold_reference, memo=req.memo, created_at=now)
         outcomes[i] = receipt

@@ -49,6 +49,18 @@ async def get_reward(session: AsyncSession, reward_id: int) -> Reward:
     return Reward(*row)
 
 
+async def list_rewards(session: AsyncSession, *, program_id: int | None, in_stock: bool | None, after: int | None,
+                       limit: int) -> list[Reward]:
+    """The catalogue in id order, a page after `after`, optionally one program's or only what is (not) in stock."""
+    rows = await session.execute(text("""
+        SELECT id, program_id, name, cost, stock FROM ledger_rewards
+        WHERE (CAST(:p AS bigint) IS NULL OR program_id = :p) AND (CAST(:s AS boolean) IS NULL OR (stock > 0) = :s)
+          AND (CAST(:a AS bigint) IS NULL OR id > :a)
+        ORDER BY id LIMIT :limit
+    """), {"p": program_id, "s": in_stock, "a": after, "limit": limit})
+    return [Reward(*r) for r in rows]
+
+
 async def reserve(session: AsyncSession, order_id: str, reward_id: int, quantity: int) -> None:
     """Take stock for an order once; a second call for the same order changes nothing."""
     created = await session.scalar(text("""
@@ -61,7 +73,9 @@ async def reserve(session: AsyncSession, order_id: str, reward_id: int, quantity
         UPDATE ledger_rewards SET stock = stock - :q WHERE id = :r AND stock >= :q RETURNING stock
     """), {"r": reward_id, "q": quantity})
     if taken is None:
-        raise OutOfStock(f"reward {reward_id} has fewer than {quantity} left")
+        reward = await get_reward(session, reward_id)
+        short = f" for {quantity}: {reward.stock} left" if reward.stock else ""
+        raise OutOfStock(f"reward {reward_id} ({reward.name}) is out of stock{short}")
 
 
 async def release(session: AsyncSession, order_id: str) -> int:
@@ -137,6 +151,22 @@ async def get_redemption(session: AsyncSession, order_id: str) -> Redemption:
     if row is None:
         raise NotFound(f"order {order_id!r} does not exist")
     return Redemption(**row._mapping)
+
+
+async def list_redemptions(session: AsyncSession, *, program_id: int | None, status: str | None,
+                           contact_id: int | None, before: str | None, limit: int) -> list[Redemption]:
+    """Orders newest first, a page older than the order `before`, optionally filtered (indexes of migration 0013)."""
+    if before is not None and not await order_exists(session, before):
+        raise DomainError(f"`before` names order {before!r}, which does not exist; pass the `next_before` of a page")
+    rows = await session.execute(text("""
+        SELECT * FROM ledger_redemptions r
+        WHERE (CAST(:p AS bigint) IS NULL OR r.program_id = :p) AND (CAST(:s AS text) IS NULL OR r.status = :s)
+          AND (CAST(:c AS bigint) IS NULL OR r.contact_id = :c)
+          AND (CAST(:b AS text) IS NULL OR (r.created_at, r.order_id)
+               < (SELECT created_at, order_id FROM ledger_redemptions WHERE order_id = :b))
+        ORDER BY r.created_at DESC, r.order_id DESC LIMIT :limit
+    """), {"p": program_id, "s": status, "c": contact_id, "b": before, "limit": limit})
+    return [Redemption(**r._mapping) for r in rows]
 
 
 async def set_status(session: AsyncSession, order_id: str, status: str, failure: str | None) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.ledger.postings import Kind, Request
+from domain.ledger.postings import Kind, Request, month_of
 from domain.ledger.risk import Verdict, refusal
 from store.ledger.accounts import post
 from store.ledger.postings import existing
@@ -22,12 +22,14 @@ async def screen_credit(session: AsyncSession, program_id: int, request: Request
 
     A replay of a posted reference is not counted again (the ledger answers it), and a credit already held
     is answered by its review until someone releases it."""
-    await get_program(session, program_id)
+    program = await get_program(session, program_id)
     if (program_id, request.reference) in await existing(session, [(program_id, request.reference)]):
         return None
     review = await find_review(session, program_id, request.reference)
     if review is None:
         request.validate()
+        if request.earned_month is not None:  # never hold for review what the ledger would refuse anyway
+            program.policy.check_earning(request.earned_month, month_of(now))
         verdict, reason = await screen(session, program_id=program_id, action="credit",
                                        contact_id=request.contact_id, device=device, ip=ip,
                                        amount=request.amount, reference=request.reference, now=now)

@@ -4,12 +4,15 @@ One transaction per posting is bound by commit latency; here every caller awaits
 few writer tasks drain the queue, so under load a commit carries as many postings as are waiting.
 Idempotency stays per posting: each request keeps its own reference and its own outcome. Each writer
 task holds its own connection: a batch of credits is one autocommit call of `ledger_post_credits`
-(one round trip, one commit); other kinds take a short explicit transaction.
+(one round trip, one commit); other kinds take a short explicit transaction. A batch that fails is halved
+until what fails stands alone: a submission holding a value the database refuses gets its own refusal
+(a DomainError naming its reference), and its neighbours post as if it had not been there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -20,13 +23,16 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.errors import NotFound
+from domain.errors import DomainError, NotFound
 from domain.ledger.postings import Kind, Request
-from store.db import plain_url
+from store.db import plain_url, refusal_reason, refused_value
 from store.ledger.postings import RaceLost, apply_on
 from store.ledger.receipts import Outcome, Receipt, Submission
 
+Answer = Receipt | Exception  # a submission's outcome (a Receipt or a DomainError), or what failed it alone
 RETRIES = 5
+# A lost race on a reference, a deadlock, a dropped connection: nothing was committed, the batch is retried whole.
+RETRYABLE = (RaceLost, psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.OperationalError)
 SHARDS = 64
 
 
@@ -102,7 +108,11 @@ class PostingWriter:
 
     async def _loop(self, index: int) -> None:
         shard = (self._shard_base + index) % SHARDS
-        conn = await self._connect()
+        conn: psycopg.AsyncConnection[Any] | None = None
+        # Connect now if the database answers (the bench reads the writers' backends from the start), else at the
+        # first batch: a writer started during an outage must not die of it and leave its callers waiting.
+        with contextlib.suppress(psycopg.OperationalError):
+            conn = await self._connect()
         try:
             while True:
                 batch = [await self.queue.get()]
@@ -115,23 +125,32 @@ class PostingWriter:
                     # Consecutive credits go together (one round trip); other kinds keep their place in line.
                     for run in _runs(batch):
                         started = time.perf_counter()
-                        conn, outcomes = await self._run(conn, [s for s, _ in run], shard)
+                        try:
+                            if conn is None or conn.closed:
+                                conn = await self._connect()
+                            conn, outcomes = await self._run(conn, [s for s, _ in run], shard)
+                        except Exception as exc:  # noqa: BLE001 - the database is down (or a bug): this run's callers
+                            for _, future in run:
+                                if not future.done():
+                                    future.set_exception(exc)
+                            continue
                         self.busy += time.perf_counter() - started
                         for (_, future), outcome in zip(run, outcomes, strict=True):
-                            if not future.done():
-                                future.set_result(outcome)
-                except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                            if future.done():
+                                continue
+                            if isinstance(outcome, DomainError) or not isinstance(outcome, Exception):
+                                future.set_result(outcome)  # a Receipt, or the rule that refused the posting
+                            else:
+                                future.set_exception(outcome)  # what failed this submission alone
                 finally:
                     for _ in batch:
                         self.queue.task_done()
         finally:
-            await conn.close()
+            if conn is not None:
+                await conn.close()
 
     async def _run(self, conn: psycopg.AsyncConnection[Any], subs: list[Submission],
-                   shard: int) -> tuple[psycopg.AsyncConnection[Any], list[Outcome]]:
+                   shard: int) -> tuple[psycopg.AsyncConnection[Any], list[Answer]]:
         credits = all(s.request.kind is Kind.CREDIT for s in subs)
         for attempt in range(RETRIES):
             try:
@@ -141,24 +160,39 @@ class PostingWriter:
                     async with conn.transaction():
                         outcomes = await apply_on(conn, subs, now=self.clock(), shard=shard)
                 self.batches += 1
-                return conn, outcomes
-            except (RaceLost, psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected,
-                    psycopg.OperationalError):
-                # A lost race on a reference, a deadlock or a dropped connection: nothing of the batch was
-                # committed, so retrying is safe.
+                return conn, [*outcomes]
+            except Exception as exc:
+                # Nothing of the batch was committed, so retrying any part of it is safe.
                 if conn.closed or conn.broken:
                     conn = await self._connect()
-                if attempt == RETRIES - 1:
+                if refused_value(exc):  # some submission's value: it fails again, alone, with its own refusal
+                    if len(subs) == 1:
+                        return conn, [DomainError(f"posting {subs[0].request.reference!r} holds a value the "
+                                                  f"database refuses: {refusal_reason(exc)}")]
+                    return await self._halves(conn, subs, shard)
+                if not isinstance(exc, RETRYABLE) or attempt == RETRIES - 1:
+                    # A lost race on a reference, a deadlock or a dropped connection every time, or an unexpected
+                    # error: isolate whatever keeps failing so it cannot hold its neighbours hostage.
                     if len(subs) == 1:
                         raise
-                    # Isolate whatever keeps failing so it cannot hold its neighbours hostage.
-                    outcomes = []
-                    for sub in subs:
-                        conn, one = await self._run(conn, [sub], shard)
-                        outcomes += one
-                    return conn, outcomes
+                    return await self._halves(conn, subs, shard)
                 await asyncio.sleep(0.005 * 2 ** attempt)
         raise AssertionError("unreachable")
+
+    async def _halves(self, conn: psycopg.AsyncConnection[Any], subs: list[Submission],
+                      shard: int) -> tuple[psycopg.AsyncConnection[Any], list[Answer]]:
+        """Each half of a failing batch posted apart, so only what fails alone fails (k bad of n cost about
+        2·k·log2(n) tries): a failing half is halved again, down to single submissions. A half that fails
+        for good (the connection is gone) answers its own callers with that error; the other keeps its answers."""
+        half = len(subs) // 2
+        answers: list[Answer] = []
+        for part in (subs[:half], subs[half:]):
+            try:
+                conn, got = await self._run(conn, part, shard)
+            except Exception as exc:  # noqa: BLE001 - handed to this half's callers
+                got = [exc] * len(part)
+            answers += got
+        return conn, answers
 
 
 def _runs(

@@ -15,7 +15,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-LOCK = "SELECT pg_advisory_xact_lock(hashtext('nudge.segment'), CAST(:sid AS integer))"
+# Segment ids are bigint, the lock's second key an integer: ids past 2^31 fold onto smaller ones (such segments
+# then serialise with each other, which is safe), every id below keeps the key it always had.
+LOCK = "SELECT pg_advisory_xact_lock(hashtext('nudge.segment'), CAST(CAST(:sid AS bigint) % 2147483648 AS integer))"
 # Segment events are handed to consumers in outbox rows of at most this many events (a consumer reads whole
 # rows, so one row per million-member refresh would arrive as one million-event batch).
 OUTBOX_ROWS = 1000

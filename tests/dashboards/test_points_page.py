@@ -163,9 +163,11 @@ async def test_points_dashboard_matches_the_ledger_and_draws_the_chart(
     detail = await page.locator(f"tr[data-finding='{journal.id}'] td.detail").text_content() or ""
     assert str(seed["c"]) in (await page.locator(f"tr[data-finding='{journal.id}'] td.contact").text_content() or "")
     assert "balance 47" in detail and "journal 40" in detail
-    href = await page.get_attribute("#findings-api", "href")
-    assert href == f"/v1/ledger/findings?program_id={program}&status=open"
-    queue = await page.request.get(f"{api_url}{href}")  # the dashboard's cookie opens the API too
+    call = await page.text_content("#findings-api") or ""
+    assert call == f"GET /v1/ledger/findings?program_id={program}&status=open"
+    path = call.removeprefix("GET ")
+    assert (await page.request.get(f"{api_url}{path}")).status == 401  # the dashboard's session is no API key
+    queue = await page.request.get(f"{api_url}{path}", headers={"Authorization": f"Bearer {read_key}"})
     assert sorted(f["id"] for f in (await queue.json())["findings"]) == [f.id for f in truth["findings"]]
 
     # Largest balances, largest first, with what expires at the end of this month.

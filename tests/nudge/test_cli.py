@@ -35,6 +35,19 @@ def test_keys_create_prints_a_working_key_once(database_url: str, api_url: str) 
                       headers={"Authorization": f"Bearer {token}"}).status_code == 403
 
 
+def test_keys_revoke_stops_a_key_at_once(database_url: str, api_url: str) -> None:
+    created = _run(["keys", "create", "--scope", "read", "--name", "to revoke"], database_url)
+    token = next(w for w in created.stdout.split() if w.startswith("nk_"))
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{api_url}/v1/contacts", headers=headers).status_code == 200
+    prefix = token.split("_")[1]
+    revoked = _run(["keys", "revoke", prefix], database_url)
+    assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+    assert httpx.get(f"{api_url}/v1/contacts", headers=headers).status_code == 401
+    again = _run(["keys", "revoke", token], database_url)
+    assert again.returncode == 1 and "nothing changed" in again.stdout
+
+
 def test_import_contacts_streams_a_csv_and_reports(database_url: str, tmp_path: Path) -> None:
     csv = tmp_path / "people.csv"
     csv.write_text("user_id,email,plan\n" + "".join(f"cli-{i},cli-{i}@example.com,pro\n" for i in range(250)))

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import Client, ScheduleActionStartWorkflow
 from temporalio.worker import Replayer
 
 from domain.events import Event, parse_batch
@@ -21,7 +22,7 @@ from store.ingest import ingest
 from store.segments.definitions import create_segment
 from store.segments.membership import add_members, remove_members
 from workflows.events import PRUNE_SCHEDULE, TASK_QUEUE, EventsPruneWorkflow, PruneInput, ensure_schedules
-from workflows.segments import refresh as segment_workflows
+from workflows.schedules import NUDGE_KIND
 
 
 def _batch(items: list[dict]) -> list[Event]:
@@ -38,10 +39,9 @@ async def _count(sessions: async_sessionmaker[AsyncSession], sql: str, **params:
         return int(await s.scalar(text(sql), params) or 0)
 
 
-async def _catch_up_every_consumer(sessions: async_sessionmaker[AsyncSession], client: Client, tag: str) -> None:
-    """The segments consumer drains through its own workflow; other (test) consumers just read to the end."""
-    await client.execute_workflow(segment_workflows.SegmentChangesWorkflow.run, segment_workflows.ChangesInput(),
-                                  id=f"test-drain-{tag}", task_queue=segment_workflows.TASK_QUEUE)
+async def _catch_up_every_consumer(sessions: async_sessionmaker[AsyncSession], segments: Any) -> None:
+    """The segments consumer is the deployment's long-lived workflow; other (test) consumers just read to the end."""
+    await segments.caught_up()
     async with transaction(sessions) as s:
         consumers = (await s.scalars(text("SELECT consumer FROM event_cursors WHERE consumer <> 'segments'"))).all()
         for consumer in consumers:
@@ -54,12 +54,13 @@ async def test_ensuring_the_prune_schedule_twice_creates_it_once(temporal_client
     await ensure_schedules(temporal_client)
     ids = [s.id async for s in await temporal_client.list_schedules()]
     assert ids.count(PRUNE_SCHEDULE) == 1
-    described = await temporal_client.get_schedule_handle(PRUNE_SCHEDULE).describe()
-    assert described.schedule.action.task_queue == TASK_QUEUE  # type: ignore[attr-defined]
+    action = (await temporal_client.get_schedule_handle(PRUNE_SCHEDULE).describe()).schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == TASK_QUEUE
+    assert action.typed_search_attributes.get(NUDGE_KIND) == "events-prune"  # the runs are labelled in the UI
 
 
 async def test_prune_deletes_only_what_is_old_and_read_by_everyone(
-    temporal_client: Client, worker: None, sessions: async_sessionmaker[AsyncSession],
+    temporal_client: Client, worker: None, sessions: async_sessionmaker[AsyncSession], segment_consumer: Any,
 ) -> None:
     tag = uuid.uuid4().hex[:10]
     user = f"prune-{tag}"
@@ -107,7 +108,7 @@ async def test_prune_deletes_only_what_is_old_and_read_by_everyone(
     # Once every consumer has read past them, the old rows go; the recent ones stay.
     async with transaction(sessions) as s:
         await s.execute(text("DELETE FROM event_cursors WHERE consumer = :c"), {"c": f"test-stalled-{tag}"})
-    await _catch_up_every_consumer(sessions, temporal_client, tag)
+    await _catch_up_every_consumer(sessions, segment_consumer)
     again = await temporal_client.start_workflow(EventsPruneWorkflow.run, PruneInput(chunk=2),
                                                  id=f"test-prune-{tag}-2", task_queue=TASK_QUEUE)
     assert (await again.result()).outbox >= len(old_outbox)

@@ -2,8 +2,9 @@
 
 ReconciliationWorkflow (仲裁): void timed-out holds, then check every account, every posting and every
 program page by page, then reward grants ↔ postings. Known findings are fixed as they are found; the rest
-wait in the review queue. ExpiryWorkflow: due buckets to the expiry account, daily (a month's expiry is
-posted once per contact, so the daily runs after the first of a month find nothing). RetentionWorkflow:
+wait in the review queue. ExpiryWorkflow: due buckets to the expiry account, daily or on demand
+(`POST /v1/ledger/expiry-runs`); each bucket month's expiry is posted once per contact, so the daily runs
+after the first of a month find nothing (spends and balances already ignore due buckets). RetentionWorkflow:
 detail past each program's retention window to Parquet, rolled up, daily. "Now" is the
 workflow's clock (or the input's), passed to every activity.
 """
@@ -183,8 +184,11 @@ class RetentionWorkflow:
 async def ensure_schedules(client: Client, *, reconcile_every: timedelta = timedelta(hours=1),
                            expire_every: timedelta = timedelta(days=1)) -> None:
     """Create the ledger's schedules if they do not exist yet (idempotent; safe from every process)."""
-    plans = ((RECONCILE_SCHEDULE, ReconciliationWorkflow.run, ReconcileInput(), reconcile_every),
-             (EXPIRY_SCHEDULE, ExpiryWorkflow.run, ExpiryInput(), expire_every),
-             (RETENTION_SCHEDULE, RetentionWorkflow.run, RetentionInput(), expire_every))
-    await ensure_interval_schedules(client, (IntervalPlan(sid, run, arg, every, TASK_QUEUE)
-                                             for sid, run, arg, every in plans))
+    plans = ((RECONCILE_SCHEDULE, ReconciliationWorkflow.run, ReconcileInput(), reconcile_every, "reconciliation",
+              "Reconcile the points ledger: balances, postings, programs; void timed-out holds"),
+             (EXPIRY_SCHEDULE, ExpiryWorkflow.run, ExpiryInput(), expire_every, "expiry",
+              "Expire points in due monthly buckets"),
+             (RETENTION_SCHEDULE, RetentionWorkflow.run, RetentionInput(), expire_every, "retention",
+              "Archive ledger detail past retention to Parquet and roll it up"))
+    await ensure_interval_schedules(client, (IntervalPlan(sid, run, arg, every, TASK_QUEUE, kind, summary)
+                                             for sid, run, arg, every, kind, summary in plans))

@@ -1,8 +1,13 @@
-"""Segment workflows, each run by a Temporal Schedule: periodic refresh of time-based rule segments
-("inactive 14 days" changes with the clock alone), and the incremental consumer that drains new events
-and trait changes in batches. Both are short runs; the schedules skip a run while the last one is busy.
-When the consumer reports an Elasticsearch index that is not filled, it starts the index's backfill
-(`workflows/segments/backfill.py`) as an abandoned child: one per index, however many runs ask for it."""
+"""Keeping rule segments fresh, and how it starts.
+
+Two long-lived workflows per deployment, ensured at start-up (`ensure_schedules`): the changes consumer
+(`workflows/segments/changes.py`) and `SegmentRefreshLoopWorkflow`, which re-evaluates time-based rules
+("inactive 14 days" changes with the clock alone) every 15 minutes and continues as new about once a day.
+As Schedules they were 17,280 and 96 workflows a day in the Temporal UI; now they are a row each.
+
+`SegmentRefreshWorkflow` is one refresh, run once: on demand, and by the retired 15-minute Schedule (kept
+registered so a run an older release left in flight finishes after an upgrade).
+"""
 
 from __future__ import annotations
 
@@ -11,35 +16,22 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.client import Client
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.segments import ConsumeInput, ConsumeResult, RefreshInput, RefreshResult, SegmentActivities
-    from workflows.schedules import IntervalPlan, ensure_interval_schedules
-    from workflows.segments.backfill import BackfillInput, SegmentIndexBackfillWorkflow, backfill_workflow_id
+    from activities.segments import RefreshInput, RefreshResult, SegmentActivities
+    from workflows.schedules import LongLivedPlan, delete_schedules, ensure_long_lived
+    from workflows.segments.changes import CONSUMER_ID, RETRY, TASK_QUEUE, ConsumerInput, SegmentChangesConsumerWorkflow
 
-TASK_QUEUE = "nudge-segments"
-REFRESH_SCHEDULE = "segments-refresh"
-CHANGES_SCHEDULE = "segments-changes"
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2, maximum_interval=timedelta(minutes=1))
-MAX_BATCHES = 50  # per run; the next scheduled run continues
+REFRESH_ID = "segments-refresh"
+# The Schedules older releases created; deleted at start-up so an upgraded deployment does not run both.
+RETIRED_SCHEDULES = ("segments-changes", "segments-refresh")
 
 
 @dataclass
-class ChangesInput:
-    batch_size: int = 1000
-
-
-@dataclass
-class ChangesTotals:
-    batches: int = 0
-    events: int = 0
-    contacts: int = 0
-    entered: int = 0
-    exited: int = 0
-    backfill: str | None = None  # the index whose backfill this run started (or found running)
+class RefreshLoopInput:
+    every_seconds: float = 900.0
+    time_based_only: bool = True
+    refreshes: int = 96  # per workflow run (a day at 15 minutes), then continue-as-new
 
 
 @workflow.defn
@@ -53,47 +45,38 @@ class SegmentRefreshWorkflow:
 
 
 @workflow.defn
-class SegmentChangesWorkflow:
+class SegmentRefreshLoopWorkflow:
     @workflow.init
-    def __init__(self, params: ChangesInput) -> None:
-        self.totals = ChangesTotals()
+    def __init__(self, params: RefreshLoopInput) -> None:
+        self.last: RefreshResult | None = None
 
     @workflow.run
-    async def run(self, params: ChangesInput) -> ChangesTotals:
-        t = self.totals
-        for _ in range(MAX_BATCHES):
-            batch: ConsumeResult = await workflow.execute_activity_method(
-                SegmentActivities.consume_changes, ConsumeInput(params.batch_size),
-                start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY,
+    async def run(self, params: RefreshLoopInput) -> None:
+        for _ in range(params.refreshes):
+            self.last = await workflow.execute_activity_method(
+                SegmentActivities.refresh_segments, RefreshInput(time_based_only=params.time_based_only),
+                start_to_close_timeout=timedelta(minutes=30), retry_policy=RETRY,
             )
-            t.batches, t.events, t.contacts = t.batches + 1, t.events + batch.events, t.contacts + batch.contacts
-            t.entered, t.exited = t.entered + batch.entered, t.exited + batch.exited
-            if batch.backfill and t.backfill is None:
-                t.backfill = await self._start_backfill(batch.backfill)
-            if not batch.more:
+            await workflow.sleep(params.every_seconds)
+            if workflow.info().is_continue_as_new_suggested():
                 break
-        return t
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(params)
 
     @workflow.query
-    def progress(self) -> ChangesTotals:
-        return self.totals
-
-    async def _start_backfill(self, index: str) -> str:
-        try:
-            await workflow.start_child_workflow(
-                SegmentIndexBackfillWorkflow.run, BackfillInput(index), id=backfill_workflow_id(index),
-                parent_close_policy=ParentClosePolicy.ABANDON, static_summary=f"Fill Elasticsearch index {index}")
-        except WorkflowAlreadyStartedError:
-            pass  # a backfill is running; it finishes what it started
-        return index
+    def last_refresh(self) -> RefreshResult | None:
+        return self.last
 
 
-async def ensure_schedules(client: Client, *, refresh_every: timedelta = timedelta(minutes=15),
-                           changes_every: timedelta = timedelta(seconds=5)) -> None:
-    """Create both schedules if they do not exist yet (idempotent; safe from every process)."""
-    plans = (
-        (REFRESH_SCHEDULE, SegmentRefreshWorkflow.run, RefreshInput(time_based_only=True), refresh_every),
-        (CHANGES_SCHEDULE, SegmentChangesWorkflow.run, ChangesInput(), changes_every),
-    )
-    await ensure_interval_schedules(client, (IntervalPlan(sid, run, arg, every, TASK_QUEUE)
-                                             for sid, run, arg, every in plans))
+async def ensure_schedules(client: Client, *, refresh_every: timedelta = timedelta(minutes=15)) -> None:
+    """Start the segments' long-lived workflows unless they run, and delete the Schedules they replaced
+    (idempotent; safe from every process: the API calls it when a rule segment is created)."""
+    await delete_schedules(client, RETIRED_SCHEDULES)
+    await ensure_long_lived(client, [
+        LongLivedPlan(CONSUMER_ID, SegmentChangesConsumerWorkflow.run, ConsumerInput(), TASK_QUEUE,
+                      "segment-changes", "Keep rule segments fresh: follow new events and trait changes"),
+        LongLivedPlan(REFRESH_ID, SegmentRefreshLoopWorkflow.run,
+                      RefreshLoopInput(every_seconds=refresh_every.total_seconds()), TASK_QUEUE,
+                      "segment-refresh",
+                      f"Re-evaluate time-based rule segments every {refresh_every.total_seconds() / 60:g} minutes"),
+    ])

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import httpx
+
+from domain.ledger.postings import month_label, month_of
 
 
 async def _setup(api: httpx.AsyncClient, expiry: int | None = 12) -> tuple[int, int]:
@@ -70,18 +73,21 @@ async def test_bad_postings_are_4xx_and_write_nothing(api: httpx.AsyncClient) ->
 
 
 async def test_the_account_shows_buckets_expiring_soon_and_the_statement(api: httpx.AsyncClient) -> None:
-    program, contact = await _setup(api, expiry=0)  # points expire at the end of the month they were earned
+    program, contact = await _setup(api, expiry=1)  # points expire at the end of the month after they were earned
+    this = month_of(datetime.now(UTC))
     post = {"program_id": program, "contact_id": contact}
     assert (await api.post("/v1/ledger/postings", json=post | {"reference": "old", "kind": "credit", "amount": 40,
-                                                               "earned_month": "2025-01"})).status_code == 201
+                                                               "earned_month": month_label(this - 1)})
+            ).status_code == 201
     assert (await api.post("/v1/ledger/postings", json=post | {"reference": "new", "kind": "credit",
                                                                "amount": 10})).status_code == 201
     assert (await api.post("/v1/ledger/postings", json=post | {"reference": "spend", "kind": "debit",
                                                                "amount": 30})).status_code == 201
     account = await _account(api, program, contact)
-    assert account["balance"] == 20
-    assert account["buckets"][0] == {"month": "2025-01", "remaining": 10, "expires_end_of": "2025-01"}
-    assert account["expiring_soon"] == 10  # this month's points end with this month
+    assert (account["balance"], account["expired"]) == (20, 0)
+    assert account["buckets"][0] == {"month": month_label(this - 1), "remaining": 10,
+                                     "expires_end_of": month_label(this)}
+    assert account["expiring_soon"] == 10  # last month's points end with this month
     statement = (await api.get(f"/v1/ledger/accounts/{contact}/statement",
                                params={"program_id": program})).json()
     assert [(x["reference"], x["amount"]) for x in statement["lines"]] == [("spend", -30), ("new", 10), ("old", 40)]

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
 
 from domain.segments.rules import transition_message_id
 from store.db import transaction
@@ -19,7 +18,6 @@ from store.events.outbox import OutboxEvent
 from store.segments.definitions import create_segment
 from store.segments.membership import add_members, remove_members
 from store.segments.refresh import refresh_segment
-from workflows.segments.refresh import TASK_QUEUE, ChangesInput, SegmentChangesWorkflow
 
 
 def _tag() -> str:
@@ -49,7 +47,7 @@ async def _transitions(sessions: async_sessionmaker[AsyncSession], segment_id: i
 
 
 async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
-    api: httpx.AsyncClient, api_url: str, ingest_key: str, temporal_client: Client, worker: None,
+    api: httpx.AsyncClient, api_url: str, ingest_key: str, segment_consumer: Any,
     sessions: async_sessionmaker[AsyncSession], outbox: Any,
 ) -> None:
     tag = _tag()
@@ -67,8 +65,7 @@ async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
                                                  "properties": {"amount": 150}, "messageId": f"{tag}-m1",
                                                  "timestamp": "2024-05-01T10:00:00Z"})
         assert r.status_code == 200, r.text
-    await temporal_client.execute_workflow(SegmentChangesWorkflow.run, ChangesInput(), id=f"test-{tag}-1",
-                                           task_queue=TASK_QUEUE)
+    await segment_consumer.caught_up()  # the deployment's long-lived consumer
 
     # Entered: one event for the outbox's consumers, keyed by the transition it records.
     [entered] = await outbox.drain(consumer, _about(seg["id"]), 1)
@@ -106,8 +103,7 @@ async def test_entering_and_leaving_a_rule_segment_are_events_emitted_once(
     for _ in range(2):
         r = await api.post(f"/v1/segments/{seg['id']}/refresh")
         assert r.json()["entered"] == 0 and r.json()["exited"] == 0
-    await temporal_client.execute_workflow(SegmentChangesWorkflow.run, ChangesInput(), id=f"test-{tag}-2",
-                                           task_queue=TASK_QUEUE)
+    await segment_consumer.caught_up()
     assert await outbox.drain(consumer, _about(seg["id"])) == []
     assert [kind for _, kind in await _transitions(sessions, seg["id"])] == ["segment_entered", "segment_exited"]
 

@@ -24,12 +24,13 @@ JAN_2025 = 2025 * 12
 
 
 def test_forfeit_empties_every_bucket_into_breakage() -> None:
-    result = plan(Request("erase:1:7", Kind.FORFEIT, 7), {JAN_2025: 5, JAN_2025 + 3: 2}, JAN_2025 + 4)
+    result = plan(Request("erase:1:7", Kind.FORFEIT, 7), {JAN_2025: 5, JAN_2025 + 3: 2}, JAN_2025 + 4,
+                  policy=ExpiryPolicy(12))
     assert result == Plan((Entry(USER, -7), Entry(SystemAccount.BREAKAGE, 7)), {JAN_2025: -5, JAN_2025 + 3: -2})
 
 
 def test_forfeiting_an_empty_account_posts_no_entries() -> None:
-    assert plan(Request("erase:1:7", Kind.FORFEIT, 7), {}, JAN_2025).entries == ()
+    assert plan(Request("erase:1:7", Kind.FORFEIT, 7), {}, JAN_2025, policy=ExpiryPolicy(12)).entries == ()
 
 
 steps = st.lists(st.one_of(

@@ -30,26 +30,27 @@ JAN_2025 = 2025 * 12
 def test_merge_out_takes_exactly_the_named_buckets_into_transfer() -> None:
     parts = ((JAN_2025, 5), (JAN_2025 + 3, 2))
     result = plan(Request("merge:1:7:9:out", Kind.MERGE_OUT, 7, parts=parts), {JAN_2025: 5, JAN_2025 + 3: 4},
-                  JAN_2025 + 4)
+                  JAN_2025 + 4, policy=ExpiryPolicy(12))
     assert result == Plan((Entry(USER, -7), Entry(SystemAccount.TRANSFER, 7)), {JAN_2025: -5, JAN_2025 + 3: -2})
 
 
 def test_merge_in_credits_the_named_months_not_this_month() -> None:
     parts = ((JAN_2025, 5), (JAN_2025 + 3, 2))
-    result = plan(Request("merge:1:7:9:in", Kind.MERGE_IN, 9, parts=parts), {JAN_2025 + 3: 1}, JAN_2025 + 8)
+    result = plan(Request("merge:1:7:9:in", Kind.MERGE_IN, 9, parts=parts), {JAN_2025 + 3: 1}, JAN_2025 + 8,
+                  policy=ExpiryPolicy(12))
     assert result == Plan((Entry(SystemAccount.TRANSFER, -7), Entry(USER, 7)), {JAN_2025: 5, JAN_2025 + 3: 2})
 
 
 def test_merge_out_of_points_the_account_does_not_hold_is_refused() -> None:
     with pytest.raises(InsufficientPoints):
-        plan(Request("m", Kind.MERGE_OUT, 7, parts=((JAN_2025, 6),)), {JAN_2025: 5}, JAN_2025)
+        plan(Request("m", Kind.MERGE_OUT, 7, parts=((JAN_2025, 6),)), {JAN_2025: 5}, JAN_2025, policy=ExpiryPolicy(12))
 
 
 @pytest.mark.parametrize("parts", [(), ((JAN_2025, 0),), ((JAN_2025, -3),), ((JAN_2025, 1), (JAN_2025, 2))])
 @pytest.mark.parametrize("kind", [Kind.MERGE_OUT, Kind.MERGE_IN])
 def test_a_move_names_each_month_once_with_a_positive_amount(kind: Kind, parts: tuple[tuple[int, int], ...]) -> None:
     with pytest.raises(DomainError, match="names each month it moves once"):
-        plan(Request("m", kind, 7, parts=parts), {JAN_2025: 5}, JAN_2025)
+        plan(Request("m", kind, 7, parts=parts), {JAN_2025: 5}, JAN_2025, policy=ExpiryPolicy(12))
 
 
 def test_the_moved_parts_are_part_of_the_fingerprint_and_older_fingerprints_did_not_change() -> None:

@@ -11,6 +11,7 @@ from domain.ledger.operations import (
     classify_account,
     expiry_cutoff,
     expiry_reference,
+    legacy_expiry_reference,
     repair_buckets,
 )
 from domain.ledger.postings import ExpiryPolicy, parse_month
@@ -46,7 +47,8 @@ def test_repaired_buckets_sum_to_the_journal_and_surplus_leaves_oldest_first(buc
         assert delta == {}
 
 def test_expiry_references_and_cutoffs_are_deterministic() -> None:
-    assert expiry_reference(3, 42, parse_month("2026-02")) == "expire:3:42:2026-02"
+    assert expiry_reference(3, 42, parse_month("2026-02")) == "expire:3:42:earned:2026-02"
+    assert legacy_expiry_reference(3, 42, parse_month("2026-02")) == "expire:3:42:2026-02"
     # Earned in January 2025 with a 12-month policy: spendable through January 2026, due in February 2026.
     assert expiry_cutoff(ExpiryPolicy(12), parse_month("2026-02")) == JAN_2025
     assert expiry_cutoff(ExpiryPolicy(12), parse_month("2026-01")) == JAN_2025 - 1

@@ -133,7 +133,7 @@ async def test_parallel_postings_to_one_account_lose_no_update_and_never_go_nega
             return exc
 
     direct = await asyncio.gather(*(one(n) for n in range(40)))
-    async with PostingWriter(sessions, writers=3, max_batch=8) as writer:
+    async with PostingWriter(sessions, writers=3, max_batch=8, clock=lambda: NOW) as writer:
         batched = await writer.post_many([Submission(program, Request(f"par-{n}", Kind.CREDIT if n % 2 else Kind.DEBIT,
                                                                      contact, 7)) for n in range(40, 200)])
         replays = await writer.post_many([Submission(program, Request(f"par-{n}", Kind.CREDIT if n % 2 else Kind.DEBIT,

@@ -36,7 +36,12 @@ from workflows.segments.backfill import (
     SegmentIndexBackfillWorkflow,
     backfill_workflow_id,
 )
-from workflows.segments.refresh import ChangesInput, SegmentChangesWorkflow
+from workflows.segments.changes import (
+    ChangesInput,
+    ConsumerInput,
+    SegmentChangesConsumerWorkflow,
+    SegmentChangesWorkflow,
+)
 
 NUDGE = str(Path(sys.executable).parent / "nudge")
 
@@ -142,27 +147,36 @@ async def test_the_changes_consumer_starts_one_backfill_that_fills_the_index(
     queue = f"test-backfill-{uuid.uuid4().hex[:8]}"
     activities = SegmentActivities(sessions, elasticsearch_url, index=index_name)
     worker = Worker(temporal_client, task_queue=queue,
-                    workflows=[SegmentChangesWorkflow, SegmentIndexBackfillWorkflow],
-                    activities=[activities.consume_changes, activities.backfill_index_chunk])
-    changes = [f"test-changes-{queue}-{n}" for n in range(3)]
+                    workflows=[SegmentChangesConsumerWorkflow, SegmentChangesWorkflow, SegmentIndexBackfillWorkflow],
+                    activities=[activities.follow_changes, activities.consume_changes, activities.backfill_index_chunk])
+    consumer_id, one_shot_id = f"test-consumer-{queue}", f"test-changes-{queue}"
     async with worker:
-        # Two consumer runs at once both find the index unfilled; one backfill runs.
-        first, second = await asyncio.gather(*(
-            temporal_client.execute_workflow(SegmentChangesWorkflow.run, ChangesInput(batch_size=50), id=wid,
-                                             task_queue=queue) for wid in changes[:2]))
-        assert first.backfill == second.backfill == index_name
+        # The long-lived consumer and a one-shot run an upgrade left in flight both find the index unfilled;
+        # one backfill runs.
+        consumer = await temporal_client.start_workflow(
+            SegmentChangesConsumerWorkflow.run, ConsumerInput(batch_size=50, poll_seconds=0.1, window_seconds=1),
+            id=consumer_id, task_queue=queue)
+        one_shot = await temporal_client.execute_workflow(SegmentChangesWorkflow.run, ChangesInput(batch_size=50),
+                                                          id=one_shot_id, task_queue=queue)
+        assert one_shot.backfill == index_name
+        for _ in range(100):
+            if (await consumer.query(SegmentChangesConsumerWorkflow.progress)).backfill == index_name:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the consumer did not report the unfilled index")
         backfill = temporal_client.get_workflow_handle(backfill_workflow_id(index_name), result_type=BackfillProgress)
         progress = await backfill.result()
         assert progress.done and progress.indexed == await _contacts(sessions) and progress.resumed == 0
+        assert (await activities.es.backfill_status()).complete  # type: ignore[union-attr]
+        await asyncio.sleep(2.5)  # a few more steps of the consumer: filled, nothing more to start
         runs = [w async for w in temporal_client.list_workflows(f"WorkflowId = '{backfill_workflow_id(index_name)}'")]
         assert len(runs) == 1
-        assert (await activities.es.backfill_status()).complete  # type: ignore[union-attr]
-        third = await temporal_client.execute_workflow(SegmentChangesWorkflow.run, ChangesInput(batch_size=50),
-                                                       id=changes[2], task_queue=queue)
-        assert third.backfill is None  # filled: nothing more to start
+        await consumer.terminate("test over")
     assert await _documents(elasticsearch_url, index_name) == await _contacts(sessions)
-    replayer = Replayer(workflows=[SegmentChangesWorkflow, SegmentIndexBackfillWorkflow])
-    for wid in (*changes, backfill_workflow_id(index_name)):
+    replayer = Replayer(workflows=[SegmentChangesConsumerWorkflow, SegmentChangesWorkflow,
+                                   SegmentIndexBackfillWorkflow])
+    for wid in (consumer_id, one_shot_id, backfill_workflow_id(index_name)):
         await replayer.replay_workflow(await temporal_client.get_workflow_handle(wid).fetch_history())
     await activities.es.close()  # type: ignore[union-attr]
 
