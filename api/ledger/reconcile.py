@@ -2,59 +2,39 @@
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
-from temporalio.client import WorkflowExecutionStatus
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError, RPCStatusCode
+from fastapi import APIRouter, Query
 
 from api.deps import Admin, Reader, Session, Temporal
+from api.ledger import runs
 from api.params import Id
 from api.schemas.ledger import FindingOut, FindingPage, ReconciliationIn, ReconciliationOut, ResolveIn
-from domain.errors import DomainError, NotFound
+from domain.errors import DomainError
 from domain.ledger.operations import FindingClass
 from store.ledger import reconcile
-from workflows.ledger.operations import TASK_QUEUE, ReconcileInput, ReconciliationWorkflow, ensure_schedules
+from workflows.ledger.operations import ReconcileInput, ReconciliationWorkflow, ensure_schedules
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
-NUDGE_KIND = SearchAttributeKey.for_keyword("NudgeKind")
+RUN_PREFIX = "ledger-reconcile"
 
 
 @router.post("/reconciliations", response_model=ReconciliationOut, status_code=202, dependencies=[Admin],
              summary="Reconcile now (it also runs hourly): check balances, postings, programs, void timed-out holds")
 async def start_reconciliation(body: ReconciliationIn, client: Temporal) -> ReconciliationOut:
-    workflow_id = f"ledger-reconcile:{uuid.uuid4().hex[:12]}"
-    try:
-        await ensure_schedules(client)
-        await client.start_workflow(
-            ReconciliationWorkflow.run, ReconcileInput(programs=body.program_ids), id=workflow_id,
-            task_queue=TASK_QUEUE, static_summary="Ledger reconciliation (on demand)",
-            search_attributes=TypedSearchAttributes([SearchAttributePair(NUDGE_KIND, "reconciliation")]))
-    except RPCError as exc:
-        raise HTTPException(503, f"Temporal refused to start the reconciliation: {exc.message}") from exc
+    await ensure_schedules(client)
+    workflow_id = await runs.start(
+        client, ReconciliationWorkflow.run, ReconcileInput(programs=body.program_ids), prefix=RUN_PREFIX,
+        kind="reconciliation", summary="Ledger reconciliation (on demand)", what="reconciliation")
     return ReconciliationOut(workflow_id=workflow_id, status="RUNNING")
 
 
 @router.get("/reconciliations/{workflow_id}", response_model=ReconciliationOut, dependencies=[Reader],
             summary="A reconciliation run: its status and, once completed, what it checked, found and fixed")
 async def get_reconciliation(workflow_id: str, client: Temporal) -> ReconciliationOut:
-    if not workflow_id.startswith("ledger-reconcile"):
-        raise NotFound(f"{workflow_id!r} is not a reconciliation run")
-    handle = client.get_workflow_handle_for(ReconciliationWorkflow.run, workflow_id)
-    try:
-        described = await handle.describe()
-    except RPCError as exc:
-        if exc.status is not RPCStatusCode.NOT_FOUND:
-            raise  # Temporal unreachable: the app's handler answers 503 with Retry-After
-        raise NotFound(f"no reconciliation run {workflow_id!r}") from exc
-    status = described.status or WorkflowExecutionStatus.RUNNING
-    totals = None
-    if status == WorkflowExecutionStatus.COMPLETED:
-        totals = asdict(await handle.result())
-    return ReconciliationOut(workflow_id=workflow_id, status=status.name, totals=totals)
+    status, totals = await runs.outcome(client, ReconciliationWorkflow.run, workflow_id, prefix=RUN_PREFIX,
+                                        what="reconciliation run")
+    return ReconciliationOut(workflow_id=workflow_id, status=status, totals=totals)
 
 
 def finding_out(f: reconcile.Finding) -> FindingOut:
