@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -19,7 +19,8 @@ from api.schemas.campaigns import Audience, CampaignIn, CampaignOut, RunOut
 from domain.campaigns import CampaignStatus
 from store.campaigns import definitions, runs
 from store.campaigns.models import Campaign, CampaignRun
-from workflows.campaigns import CAMPAIGN_ID, NUDGE_KIND, TASK_QUEUE, CampaignRunInput, CampaignWorkflow
+from workflows.campaigns import CAMPAIGN_ID, TASK_QUEUE, CampaignRunInput, CampaignWorkflow
+from workflows.schedules import kind
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 
@@ -107,9 +108,7 @@ async def _start_workflow(client: Client, runtime: Runtime, campaign: Campaign, 
             CampaignWorkflow.run,
             CampaignRunInput(campaign_id=campaign.id, run_id=run.id, batch_size=runtime.settings.campaign_batch_size),
             id=run.workflow_id, task_queue=TASK_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(CAMPAIGN_ID, str(campaign.id)), SearchAttributePair(NUDGE_KIND, "campaign"),
-            ]),
+            search_attributes=kind("campaign", SearchAttributePair(CAMPAIGN_ID, str(campaign.id))),
             static_summary=f"Campaign #{campaign.id} run {run.number}: {campaign.channel} broadcast",
         )
     except WorkflowAlreadyStartedError as exc:

@@ -17,7 +17,6 @@ with workflow.unsafe.imports_passed_through():
 
 TASK_QUEUE = "nudge-campaigns"
 CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
-NUDGE_KIND = SearchAttributeKey.for_keyword("NudgeKind")
 BATCHES_PER_RUN = 200  # continue-as-new well before the history grows large
 
 

@@ -37,9 +37,10 @@ from temporalio.service import RPCError, RPCStatusCode
 NUDGE_KIND = SearchAttributeKey.for_keyword("NudgeKind")
 
 
-def kind(value: str) -> TypedSearchAttributes:
-    """The search attributes of a workflow of this kind (`NudgeKind = "campaign"` in the UI's list query)."""
-    return TypedSearchAttributes([SearchAttributePair(NUDGE_KIND, value)])
+def kind(value: str, *more: SearchAttributePair[Any]) -> TypedSearchAttributes:
+    """The search attributes of a workflow of this kind (`NudgeKind = "campaign"` in the UI's list query), plus
+    any more it is found by (`CampaignId`). Every workflow Nudge starts is labelled through here."""
+    return TypedSearchAttributes([SearchAttributePair(NUDGE_KIND, value), *more])
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,8 @@ class IntervalPlan:
     arg: Any
     every: timedelta
     task_queue: str
-    kind: str = ""     # NudgeKind of every run
-    summary: str = ""  # what a run does, in the UI's list
+    kind: str     # NudgeKind of every run
+    summary: str  # what a run does, in the UI's list
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,9 @@ class LongLivedPlan:
 
 
 def _action(plan: IntervalPlan) -> ScheduleActionStartWorkflow:
-    labels = kind(plan.kind) if plan.kind else TypedSearchAttributes([])
     return ScheduleActionStartWorkflow(plan.workflow, plan.arg, id=f"{plan.schedule_id}-run",
-                                       task_queue=plan.task_queue, typed_search_attributes=labels,
-                                       static_summary=plan.summary or None)
+                                       task_queue=plan.task_queue, typed_search_attributes=kind(plan.kind),
+                                       static_summary=plan.summary)
 
 
 async def ensure_interval_schedules(client: Client, plans: Iterable[IntervalPlan]) -> None:
@@ -81,8 +81,7 @@ async def ensure_interval_schedules(client: Client, plans: Iterable[IntervalPlan
                 policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
             ))
         except ScheduleAlreadyRunningError:
-            if plan.kind:
-                await _label(client, plan)
+            await _label(client, plan)
 
 
 async def _label(client: Client, plan: IntervalPlan) -> None:

@@ -19,7 +19,7 @@ RUN_PREFIX = "ledger-expiry"  # on-demand runs are `ledger-expiry:{id}`; the dai
 async def start_expiry_run(body: ExpiryRunIn, client: Temporal) -> ExpiryRunOut:
     which = ", ".join(map(str, body.program_ids)) if body.program_ids else None
     workflow_id = await runs.start(
-        client, ExpiryWorkflow.run, ExpiryInput(programs=body.program_ids), prefix=RUN_PREFIX, kind="expiry",
+        client, ExpiryWorkflow.run, ExpiryInput(programs=body.program_ids), prefix=RUN_PREFIX, label="expiry",
         summary=f"Points expiry (on demand): {f'programs {which}' if which else 'all programs'}", what="expiry run")
     return ExpiryRunOut(workflow_id=workflow_id, status="RUNNING")
 

@@ -25,7 +25,7 @@ async def start_reconciliation(body: ReconciliationIn, client: Temporal) -> Reco
     await ensure_schedules(client)
     workflow_id = await runs.start(
         client, ReconciliationWorkflow.run, ReconcileInput(programs=body.program_ids), prefix=RUN_PREFIX,
-        kind="reconciliation", summary="Ledger reconciliation (on demand)", what="reconciliation")
+        label="reconciliation", summary="Ledger reconciliation (on demand)", what="reconciliation")
     return ReconciliationOut(workflow_id=workflow_id, status="RUNNING")
 
 

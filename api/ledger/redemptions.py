@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -17,9 +17,9 @@ from api.params import Cursor, Id
 from api.schemas.ledger import RedemptionIn, RedemptionOut, RedemptionPage, RewardIn, RewardOut, RewardPage
 from store.ledger import redemptions
 from workflows.ledger.redemptions import TASK_QUEUE, RedemptionInput, RedemptionWorkflow, workflow_id
+from workflows.schedules import kind
 
 router = APIRouter(tags=["ledger"])
-NUDGE_KIND = SearchAttributeKey.for_keyword("NudgeKind")
 
 
 @router.post("/v1/ledger/rewards", response_model=RewardOut, status_code=201, dependencies=[Admin],
@@ -74,7 +74,7 @@ async def create_redemption(body: RedemptionIn, session: Session, client: Tempor
                             reward_id=order.reward_id, quantity=order.quantity, points=order.points),
             id=workflow_id(body.order_id), task_queue=TASK_QUEUE,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(NUDGE_KIND, "redemption")]),
+            search_attributes=kind("redemption"),
             static_summary=f"Redeem {order.quantity} × reward #{order.reward_id} for {order.points} points",
         )
     except WorkflowAlreadyStartedError:

@@ -8,22 +8,20 @@ from typing import Any
 
 from fastapi import HTTPException
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.errors import NotFound
 from workflows.ledger.operations import TASK_QUEUE
+from workflows.schedules import kind
 
-NUDGE_KIND = SearchAttributeKey.for_keyword("NudgeKind")
 
-
-async def start(client: Client, run: Any, arg: Any, *, prefix: str, kind: str, summary: str, what: str) -> str:
+async def start(client: Client, run: Any, arg: Any, *, prefix: str, label: str, summary: str, what: str) -> str:
     """Start `run(arg)` as `{prefix}:{random}`, findable in the Temporal UI by `NudgeKind` and its summary."""
     workflow_id = f"{prefix}:{uuid.uuid4().hex[:12]}"
     try:
         await client.start_workflow(
             run, arg, id=workflow_id, task_queue=TASK_QUEUE, static_summary=summary,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(NUDGE_KIND, kind)]))
+            search_attributes=kind(label))
     except RPCError as exc:
         raise HTTPException(503, f"Temporal refused to start the {what}: {exc.message}") from exc
     return workflow_id

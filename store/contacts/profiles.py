@@ -89,12 +89,7 @@ async def list_contacts(session: AsyncSession, *, after_id: int, limit: int,
 
 async def get_contact(session: AsyncSession, contact_id: int) -> Contact | None:
     """The contact, following merge forwards (an anonymous contact merged into a known one)."""
-    contact = await session.get(Contact, contact_id)
-    if contact is None:
-        survivor = await session.scalar(select(ContactMerge.merged_into).where(ContactMerge.contact_id == contact_id))
-        if survivor is not None:
-            contact = await session.get(Contact, survivor)
-    return contact
+    return await session.get(Contact, await follow(session, contact_id))  # the first get is in the identity map
 
 
 async def follow(session: AsyncSession, contact_id: int) -> int:
