@@ -1,0 +1,1 @@
+"""Delivery activities: send through a fallback chain, sweep pending receipts."""

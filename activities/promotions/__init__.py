@@ -1,0 +1,1 @@
+"""Promotion activities: order reservations and their release."""

@@ -1,0 +1,1 @@
+"""Incentive task activities: progress from the outbox, reward issuance steps."""

@@ -1,0 +1,1 @@
+"""Promotions: the discount model and the pricing engine, as pure rules."""

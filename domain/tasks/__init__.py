@@ -1,0 +1,1 @@
+"""Incentive tasks: rules, periods and progress, as pure rules."""

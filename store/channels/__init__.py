@@ -1,0 +1,1 @@
+"""Deliveries, receipts, suppressions, caps, preferences and the in-app inbox in Postgres."""

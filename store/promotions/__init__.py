@@ -1,0 +1,1 @@
+"""Promotions in Postgres: promotions, coupons, inventory and orders."""

@@ -1,0 +1,1 @@
+"""Incentive tasks in Postgres: definitions, progress, reward grants."""

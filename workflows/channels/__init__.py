@@ -1,0 +1,1 @@
+"""Delivery workflows: the long-lived receipt sweeper."""

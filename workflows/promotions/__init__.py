@@ -1,0 +1,1 @@
+"""Promotion workflows: one OrderWorkflow per order."""

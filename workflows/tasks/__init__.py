@@ -1,0 +1,1 @@
+"""Incentive task workflows: progress consumer, reward issuance saga, task lifecycle."""
