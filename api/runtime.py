@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from channels.base import Channel
 from channels.email import EmailChannel
+from channels.registry import build_channels, close_channels
 from core.settings import Settings
 from domain.keys import Scope, parse_key
 from store import keys
@@ -88,6 +90,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     outcomes: AsyncEngine  # autocommit, asynchronous commit: per-message delivery records
     email: EmailChannel
+    channels: dict[str, Channel] = field(default_factory=dict)  # by name; "email" is `email`
 
     @classmethod
     def build(cls, settings: Settings, *, pool_size: int = 10) -> Runtime:
@@ -96,8 +99,10 @@ class Runtime:
         email = EmailChannel(require(settings.smtp_url, "SMTP_URL"), settings.mail_from,
                              concurrency=settings.smtp_concurrency)
         outcomes = make_outcome_engine(url, pool_size=settings.smtp_concurrency)
-        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine), outcomes=outcomes, email=email)
+        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine), outcomes=outcomes, email=email,
+                   channels=build_channels(settings, email))
 
     async def close(self) -> None:
+        await close_channels(self.channels)
         await self.engine.dispose()
         await self.outcomes.dispose()

@@ -18,7 +18,8 @@ from domain.campaigns import message_id
 
 
 class SmtpUrl:
-    """`smtp://user:pass@host:port?tls=starttls|implicit|none` (smtps:// means implicit TLS)."""
+    """`smtp://user:pass@host:port?tls=starttls|implicit|none&verify=1|0&ca=/path/bundle.pem` (smtps:// means
+    implicit TLS; `verify=0` skips certificate checks, for a relay with a self-signed certificate only)."""
 
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
@@ -32,6 +33,8 @@ class SmtpUrl:
         self.password = unquote(parsed.password) if parsed.password else None
         self.use_tls = tls == "implicit"
         self.start_tls = tls == "starttls"
+        self.validate_certs = query.get("verify", ["1"])[0].lower() not in ("0", "false", "no")
+        self.cert_bundle = query.get("ca", [None])[0]
 
 
 def _header(value: str) -> str | Header:
@@ -68,13 +71,19 @@ class EmailChannel:
         mail["Message-ID"] = message_id(message.key, self.domain)
         for name, value in message.headers.items():
             mail[name] = _header(value)
+        unsubscribe = message.data.get("unsubscribe_url") if message.data else None
+        if unsubscribe and "List-Unsubscribe" not in message.headers:
+            mailto = message.data.get("unsubscribe_mailto")
+            mail["List-Unsubscribe"] = f"<{unsubscribe}>, <{mailto}>" if mailto else f"<{unsubscribe}>"
+            # RFC 8058 one-click: the mailbox provider POSTs "List-Unsubscribe=One-Click" to the URL.
+            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         return mail
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
             hostname=self.server.host, port=self.server.port, username=self.server.username,
             password=self.server.password, use_tls=self.server.use_tls, start_tls=self.server.start_tls,
-            timeout=self.timeout,
+            validate_certs=self.server.validate_certs, cert_bundle=self.server.cert_bundle, timeout=self.timeout,
         )
 
     async def send_many(self, messages: Sequence[Message], on_result: OnResult | None = None) -> list[SendResult]:

@@ -41,3 +41,30 @@ def test_smtp_url_forms() -> None:
     assert (tls.port, tls.use_tls, tls.username, tls.password) == (465, True, "user@x", "p/w")
     starttls = SmtpUrl("smtp://mail.example:587?tls=starttls")
     assert (starttls.port, starttls.start_tls) == (587, True)
+
+
+async def test_one_click_unsubscribe_headers_when_the_message_carries_an_unsubscribe_url(tmp_path: Path) -> None:
+    sink = MailSink(tmp_path / "mail", free_port())
+    sink.start()
+    try:
+        channel = EmailChannel(sink.url, "Nudge <hello@nudge.example>")
+        await channel.send_many([
+            Message(key="delivery:8:s1:1", to="a@example.com", subject="s", text="t",
+                    data={"unsubscribe_url": "https://nudge.example/u/tok1",
+                          "unsubscribe_mailto": "mailto:unsubscribe@nudge.example?subject=tok1"}),
+            Message(key="delivery:8:s1:2", to="b@example.com", subject="s", text="t"),
+        ])
+    finally:
+        sink.stop()
+    mails = {m["To"]: m for m in sink.messages()}
+    with_link = mails["a@example.com"]
+    assert with_link["List-Unsubscribe"] == ("<https://nudge.example/u/tok1>, "
+                                             "<mailto:unsubscribe@nudge.example?subject=tok1>")
+    assert with_link["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "List-Unsubscribe" not in mails["b@example.com"]
+
+
+def test_smtp_url_tls_options() -> None:
+    url = SmtpUrl("smtp://relay.example:587?tls=starttls&verify=0&ca=/etc/ssl/relay.pem")
+    assert (url.start_tls, url.validate_certs, url.cert_bundle) == (True, False, "/etc/ssl/relay.pem")
+    assert SmtpUrl("smtps://relay.example").validate_certs is True

@@ -25,6 +25,7 @@ from store.migrate import upgrade
 from workflows.schedules import NUDGE_KIND
 
 IDLE_SECONDS = 30
+LONG_LIVED = 5  # segments-changes, segments-refresh, tasks-progress, tasks-rewards, deliveries-sweeper
 
 
 @pytest.fixture
@@ -64,25 +65,29 @@ async def test_an_idle_deployment_lists_a_handful_of_labelled_workflows_that_doe
     client = fresh_deployment
     # Run every Schedule once, as a day would.
     schedules = [s.id async for s in await client.list_schedules()]
-    assert sorted(schedules) == ["events-prune", "ledger-expiry", "ledger-reconcile", "ledger-retention"]
+    assert sorted(schedules) == ["events-prune", "ledger-expiry", "ledger-reconcile", "ledger-retention",
+                                 "promotions-sweep"]
     for schedule_id in schedules:
         await client.get_schedule_handle(schedule_id).trigger()
     deadline = asyncio.get_running_loop().time() + 30
-    while len(await _listed(client)) < 2 + len(schedules) and asyncio.get_running_loop().time() < deadline:
+    while len(await _listed(client)) < LONG_LIVED + len(schedules) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.2)
 
     first = await _listed(client)
     await asyncio.sleep(IDLE_SECONDS)
     later = await _listed(client)
 
-    # The two long-lived segment workflows and one run per Schedule; a Schedule crossing its next due time during
-    # the wait may add one (the retired 5-second consumer Schedule added six here).
-    assert len(first) == 2 + len(schedules), [w.id for w in first]
+    # The long-lived workflows (two of segments, two of tasks) and one run per Schedule; a Schedule crossing its
+    # next due time during the wait may add one (the retired 5-second consumer Schedule added six here).
+    assert len(first) == LONG_LIVED + len(schedules), [w.id for w in first]
     assert len(later) - len(first) <= 1, [w.id for w in later]
     kinds = {w.id.split("-run-")[0]: w.typed_search_attributes.get(NUDGE_KIND) for w in later}
     assert kinds == {"segments-changes": "segment-changes", "segments-refresh": "segment-refresh",
+                     "tasks-progress": "task-progress", "tasks-rewards": "reward-dispatch",
+                     "deliveries-sweeper": "deliveries",
                      "events-prune": "events-prune", "ledger-reconcile": "reconciliation",
-                     "ledger-expiry": "expiry", "ledger-retention": "retention"}
+                     "ledger-expiry": "expiry", "ledger-retention": "retention",
+                     "promotions-sweep": "promotions-sweep"}
     for w in later:
         summary = await (await client.get_workflow_handle(w.id, run_id=w.run_id).describe()).static_summary()
         assert summary, f"{w.id} has no summary in the Temporal UI"

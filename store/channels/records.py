@@ -1,0 +1,455 @@
+"""Delivery records: a step to deliver through a fallback chain (`delivery_plans`), its channel attempts
+(`delivery_attempts`) and the set-based moves between them.
+
+`claim` is the heart: it locks the plans that are due (a new step, an ended receipt window, a failure, an ended
+quiet period, a retry), asks domain/channels/fallback.py what each needs, screens the sends (address, suppression,
+preferences, quiet hours, frequency cap) and records each send as a `queued` attempt before anything reaches a
+provider, leasing the plan for `policy.lease`. The caller sends, then `record_results`. A worker that dies
+in between leaves a queued attempt whose lease runs out: the sweeper sends that same attempt again, under the same
+idempotency key — the one message a crash can repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.channels.deliveries import FAILURE, ORDER, RANK, SUCCESS, DeliveryState, suppresses
+from domain.channels.fallback import Attempt, Done, Send, Wait, decide, message_key
+from domain.channels.policy import DeliveryPolicy
+from domain.channels.preferences import subscribed
+from domain.channels.quiet import next_allowed, zone
+from store.channels import caps, preferences, suppressions
+from store.channels.addresses import address_hash, reach
+
+ORDER_NAMES = [s.value for s in ORDER]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of one contact to deliver. `content` holds the rendered message per channel of the chain:
+    `{"email": {"subject": ..., "text": ..., "html": ...}, "sms": {"text": ...}, "wechat": {"data": {...}}}`."""
+
+    contact_id: int
+    key: str
+    chain: list[str]
+    content: dict[str, dict[str, Any]]
+    topic: str | None = None
+    transactional: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One message to hand to a channel now."""
+
+    contact_id: int
+    key: str
+    number: int
+    channel: str
+    address: str
+    content: dict[str, Any]
+    topic: str | None
+    tries: int
+    fallback: bool = False  # the chain has a channel after this one
+
+    @property
+    def message_key(self) -> str:
+        return message_key(self.key, self.number)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job: Job
+    accepted: bool
+    provider_message_id: str | None = None
+    error: str | None = None
+    error_class: str | None = None  # retryable | non_retryable | unreachable
+
+
+@dataclass
+class Claimed:
+    jobs: list[Job] = field(default_factory=list)
+    done: int = 0
+    deferred: int = 0
+    suppressed: int = 0
+
+
+async def register(session: AsyncSession, steps: Sequence[Step], now: datetime) -> int:
+    """Record steps to deliver, due now; a step already recorded (a retried activity) is left alone. New rows."""
+    if not steps:
+        return 0
+    result = await session.execute(text("""
+        INSERT INTO delivery_plans (contact_id, key, chain, content, topic, transactional, wake_at)
+        SELECT c, k, ARRAY(SELECT jsonb_array_elements_text(ch)), co, t, tr, :now
+        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:ch AS jsonb[]), CAST(:co AS jsonb[]),
+                    CAST(:t AS text[]), CAST(:tr AS boolean[])) AS s(c, k, ch, co, t, tr)
+        ON CONFLICT DO NOTHING
+    """), {"now": now, "c": [s.contact_id for s in steps], "k": [s.key for s in steps],
+           "ch": [orjson.dumps(s.chain).decode() for s in steps],
+           "co": [orjson.dumps(s.content).decode() for s in steps], "t": [s.topic for s in steps],
+           "tr": [s.transactional for s in steps]})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def claim(session: AsyncSession, policy: DeliveryPolicy, now: datetime, *,
+                only: Sequence[tuple[int, str]] | None = None, limit: int = 500) -> Claimed:
+    """Lock up to `limit` due plans (of `only`, if given), decide and screen them, record the sends as queued
+    attempts and return them. Plans another transaction holds are skipped: it is deciding them."""
+    params: dict[str, Any] = {"now": now, "n": limit}
+    where = "wake_at <= :now"
+    if only is not None:
+        where += " AND (contact_id, key) IN (SELECT * FROM unnest(CAST(:oc AS bigint[]), CAST(:ok AS text[])))"
+        params |= {"oc": [o[0] for o in only], "ok": [o[1] for o in only]}
+    plans = {(r.contact_id, r.key): r for r in await session.execute(text(f"""
+        SELECT contact_id, key, chain, content, topic, transactional FROM delivery_plans
+        WHERE {where} ORDER BY wake_at LIMIT :n FOR UPDATE SKIP LOCKED
+    """), params)}
+    claimed = Claimed()
+    if not plans:
+        return claimed
+    contacts = sorted({c for c, _ in plans})
+    attempts: dict[tuple[int, str], dict[int, Any]] = {pk: {} for pk in plans}
+    for a in await session.execute(text("""
+        SELECT a.contact_id, a.key, a.attempt, a.channel, a.status, a.receipt_due_at, a.retry_at, a.tries
+        FROM delivery_attempts a JOIN unnest(CAST(:c AS bigint[]), CAST(:k AS text[])) AS p(c, k)
+          ON a.contact_id = p.c AND a.key = p.k
+    """), {"c": [pk[0] for pk in plans], "k": [pk[1] for pk in plans]}):
+        attempts[(a.contact_id, a.key)][a.attempt] = a
+    reached = await reach(session, contacts)
+    rules = await preferences.rules(session, contacts)
+    hashes = {(ch, address_hash(ch, addr)) for r in reached.values() for ch, addr in r.addresses.items()}
+    listed = await suppressions.suppressed(session, hashes)
+
+    writes: dict[tuple[int, str, int], dict[str, Any]] = {}  # attempt rows to upsert
+    settle: dict[tuple[int, str], tuple[str, str | None, datetime | None, datetime | None]] = {}
+
+    def views(pk: tuple[int, str]) -> list[Attempt]:
+        return [Attempt(n, a["channel"] if isinstance(a, dict) else a.channel,
+                        DeliveryState(a["status"] if isinstance(a, dict) else a.status),
+                        a["receipt_due_at"] if isinstance(a, dict) else a.receipt_due_at,
+                        a["retry_at"] if isinstance(a, dict) else a.retry_at)
+                for n, a in attempts[pk].items()]
+
+    def refuse(pk: tuple[int, str], send: Send, error_class: str, error: str) -> None:
+        row = {"channel": send.channel, "status": DeliveryState.SUPPRESSED.value, "error_class": error_class,
+               "error": error, "receipt_due_at": None, "retry_at": None, "tries": 0, "address_hash": None}
+        attempts[pk][send.number] = row
+        writes[(*pk, send.number)] = row
+        claimed.suppressed += 1
+
+    pending = list(plans)
+    for _ in range(max(len(p.chain) for p in plans.values()) + 1):
+        if not pending:
+            break
+        asks: list[tuple[tuple[int, str], Send, str, str]] = []
+        again: list[tuple[int, str]] = []
+        for pk in pending:
+            plan = plans[pk]
+            decision = decide(plan.chain, views(pk), now)
+            if isinstance(decision, Done):
+                settle[pk] = ("done", decision.outcome, None, None)
+                claimed.done += 1
+                continue
+            if isinstance(decision, Wait):
+                settle[pk] = ("waiting", None, decision.until, None)
+                continue
+            assert isinstance(decision, Send)
+            contact = reached.get(pk[0])
+            address = contact.addresses.get(decision.channel) if contact else None
+            previous = attempts[pk].get(decision.number)
+            if previous is not None:  # the same attempt again: its lease ran out or a retry is due
+                if address is None:
+                    refuse(pk, decision, "unreachable", f"no {decision.channel} address any more")
+                    again.append(pk)
+                    continue
+                asks.append((pk, decision, address, "resend"))
+                continue
+            if not plan.transactional:
+                allowed = next_allowed(now, zone(contact.timezone if contact else None, policy.default_zone),
+                                       policy.quiet)
+                if allowed > now:
+                    settle[pk] = ("deferred", None, allowed, allowed)
+                    claimed.deferred += 1
+                    continue
+            if address is None:
+                refuse(pk, decision, "unreachable", f"contact has no {decision.channel} address")
+                again.append(pk)
+                continue
+            reason = listed.get((decision.channel, address_hash(decision.channel, address)))
+            if reason is not None:
+                refuse(pk, decision, "suppressed", f"address suppressed ({reason})")
+                again.append(pk)
+                continue
+            if not subscribed(rules.get(pk[0], {}), plan.topic, decision.channel, transactional=plan.transactional):
+                refuse(pk, decision, "unsubscribed", f"contact opted out of {plan.topic or 'all topics'} "
+                                                     f"on {decision.channel}")
+                again.append(pk)
+                continue
+            asks.append((pk, decision, address, "new"))
+        capped = [(pk[0], pk[1], send.channel) for pk, send, _, kind in asks
+                  if kind == "new" and not plans[pk].transactional]
+        verdicts = await caps.take(session, capped, policy.caps, now) if capped else {}
+        for pk, send, address, _ in asks:
+            cap = verdicts.get(pk)
+            if cap is not None:
+                refuse(pk, send, "cap", f"frequency cap reached: {cap}")
+                again.append(pk)
+                continue
+            previous = attempts[pk].get(send.number)
+            tries = (previous["tries"] if isinstance(previous, dict) else previous.tries) if previous else 0
+            row = {"channel": send.channel, "status": DeliveryState.QUEUED.value, "error_class": None, "error": None,
+                   "receipt_due_at": None, "retry_at": now + policy.lease, "tries": tries + 1,
+                   "address_hash": address_hash(send.channel, address)}
+            attempts[pk][send.number] = row
+            writes[(*pk, send.number)] = row
+            settle[pk] = ("sending", None, now + policy.lease, None)
+            plan = plans[pk]
+            claimed.jobs.append(Job(pk[0], pk[1], send.number, send.channel, address,
+                                    dict(plan.content.get(send.channel) or {}), plan.topic, tries + 1,
+                                    fallback=send.number < len(plan.chain)))
+        pending = again
+    await _write_attempts(session, writes, now)
+    await _settle(session, settle, now)
+    return claimed
+
+
+async def _write_attempts(session: AsyncSession, writes: dict[tuple[int, str, int], dict[str, Any]],
+                          now: datetime) -> None:
+    if not writes:
+        return
+    keys = list(writes)
+    rows = [writes[k] for k in keys]
+    await session.execute(text("""
+        INSERT INTO delivery_attempts (contact_id, key, attempt, channel, status, error_class, error, retry_at,
+                                       tries, address_hash, queued_at, failed_at, updated_at)
+        SELECT c, k, n, ch, s, ec, e, r, t, h, :now, CASE WHEN s = 'suppressed' THEN CAST(:now AS timestamptz) END,
+               :now
+        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:n AS smallint[]), CAST(:ch AS text[]),
+                    CAST(:s AS text[]), CAST(:ec AS text[]), CAST(:e AS text[]), CAST(:r AS timestamptz[]),
+                    CAST(:t AS smallint[]), CAST(:h AS text[])) AS w(c, k, n, ch, s, ec, e, r, t, h)
+        ON CONFLICT (contact_id, key, attempt) DO UPDATE SET tries = excluded.tries, retry_at = excluded.retry_at,
+            updated_at = excluded.updated_at
+    """), {"now": now, "c": [k[0] for k in keys], "k": [k[1] for k in keys], "n": [k[2] for k in keys],
+           "ch": [r["channel"] for r in rows], "s": [r["status"] for r in rows],
+           "ec": [r["error_class"] for r in rows], "e": [r["error"] for r in rows],
+           "r": [r["retry_at"] for r in rows], "t": [r["tries"] for r in rows],
+           "h": [r["address_hash"] for r in rows]})
+
+
+async def _settle(session: AsyncSession,
+                  settle: dict[tuple[int, str], tuple[str, str | None, datetime | None, datetime | None]],
+                  now: datetime) -> None:
+    """Set each plan's status, outcome and next wake-up (NULL when done)."""
+    if not settle:
+        return
+    keys = list(settle)
+    await session.execute(text("""
+        UPDATE delivery_plans p SET status = u.s, outcome = u.o, wake_at = u.w,
+            deferred_until = coalesce(u.d, p.deferred_until),
+            finished_at = CASE WHEN u.s = 'done' THEN CAST(:now AS timestamptz) END
+        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:s AS text[]), CAST(:o AS text[]),
+                    CAST(:w AS timestamptz[]), CAST(:d AS timestamptz[])) AS u(c, k, s, o, w, d)
+        WHERE p.contact_id = u.c AND p.key = u.k
+    """), {"now": now, "c": [k[0] for k in keys], "k": [k[1] for k in keys],
+           "s": [settle[k][0] for k in keys], "o": [settle[k][1] for k in keys],
+           "w": [settle[k][2] for k in keys], "d": [settle[k][3] for k in keys]})
+
+
+@dataclass(frozen=True)
+class Change:
+    """A report about one attempt: from the provider's send result, a receipt, an open pixel or a click."""
+
+    contact_id: int
+    key: str
+    attempt: int
+    state: DeliveryState
+    at: datetime
+    provider_message_id: str | None = None
+    error: str | None = None
+    error_class: str | None = None
+    receipt_due_at: datetime | None = None
+    retry_at: datetime | None = None
+    tries: int | None = None
+
+
+async def record_results(session: AsyncSession, policy: DeliveryPolicy, outcomes: Sequence[Outcome],
+                         now: datetime) -> int:
+    """Record what the channels said about the jobs `claim` handed out; returns the plans to decide again now
+    (a permanent failure falls back at once)."""
+    changes = []
+    ids = []
+    for o in outcomes:
+        j = o.job
+        if o.accepted:
+            state = DeliveryState.DELIVERED if j.channel in policy.delivered_on_accept else DeliveryState.SENT
+            window = policy.window(j.channel)
+            changes.append(Change(j.contact_id, j.key, j.number, state, now, o.provider_message_id,
+                                  receipt_due_at=now + window if window is not None and state is DeliveryState.SENT
+                                  else None))
+            if o.provider_message_id:
+                ids.append((j.channel, o.provider_message_id, j.contact_id, j.key, j.number))
+        elif o.error_class == "throttled" or (o.error_class == "retryable" and j.tries < policy.max_tries):
+            changes.append(Change(j.contact_id, j.key, j.number, DeliveryState.QUEUED, now, error=o.error,
+                                  error_class=o.error_class, retry_at=now + policy.retry_after))
+        else:
+            error = o.error if o.error_class != "retryable" else f"gave up after {j.tries} tries: {o.error}"
+            changes.append(Change(j.contact_id, j.key, j.number, DeliveryState.FAILED, now, error=error,
+                                  error_class=o.error_class or "non_retryable"))
+    if ids:
+        await session.execute(text("""
+            INSERT INTO delivery_provider_ids (channel, provider_message_id, contact_id, key, attempt)
+            SELECT * FROM unnest(CAST(:ch AS text[]), CAST(:p AS text[]), CAST(:c AS bigint[]), CAST(:k AS text[]),
+                                 CAST(:n AS smallint[]))
+            ON CONFLICT DO NOTHING
+        """), {"ch": [i[0] for i in ids], "p": [i[1] for i in ids], "c": [i[2] for i in ids],
+               "k": [i[3] for i in ids], "n": [i[4] for i in ids]})
+    return await apply(session, changes, now)
+
+
+async def apply(session: AsyncSession, changes: Sequence[Change], now: datetime) -> int:
+    """Move attempts forward (never backwards: domain/channels/deliveries.py), feed bounces and complaints to the
+    suppression list, and settle their plans: success ends a plan, failure (or a retry) makes it due. Returns how
+    many plans became due now."""
+    if not changes:
+        return 0
+    folded: dict[tuple[int, str, int], list[Change]] = {}
+    for c in changes:
+        folded.setdefault((c.contact_id, c.key, c.attempt), []).append(c)
+    keys = list(folded)
+
+    def first(group: list[Change], states: frozenset[DeliveryState]) -> datetime | None:
+        return min((c.at for c in group if c.state in states), default=None)
+
+    best = [_best(folded[k]) for k in keys]
+    p = {"c": [k[0] for k in keys], "k": [k[1] for k in keys], "n": [k[2] for k in keys],
+         "s": [b.state.value for b in best], "order": ORDER_NAMES,
+         "pid": [next((c.provider_message_id for c in folded[k] if c.provider_message_id), None) for k in keys],
+         "e": [next((c.error for c in folded[k] if c.error), None) for k in keys],
+         "ec": [next((c.error_class for c in folded[k] if c.error_class), None) for k in keys],
+         "due": [b.receipt_due_at for b in best], "retry": [b.retry_at for b in best],
+         "sent": [first(folded[k], frozenset({DeliveryState.SENT}) | SUCCESS) for k in keys],
+         "deliv": [first(folded[k], SUCCESS) for k in keys],
+         "open": [first(folded[k], frozenset({DeliveryState.OPENED, DeliveryState.CLICKED})) for k in keys],
+         "click": [first(folded[k], frozenset({DeliveryState.CLICKED})) for k in keys],
+         "fail": [first(folded[k], FAILURE) for k in keys], "now": now}
+    rows = (await session.execute(text("""
+        UPDATE delivery_attempts a SET
+            status = CASE WHEN array_position(CAST(:order AS text[]), u.s) > array_position(CAST(:order AS text[]),
+                                                                                      a.status)
+                          THEN u.s ELSE a.status END,
+            provider_message_id = coalesce(a.provider_message_id, u.pid),
+            error = CASE WHEN u.e IS NOT NULL THEN u.e ELSE a.error END,
+            error_class = coalesce(u.ec, a.error_class),
+            receipt_due_at = CASE WHEN a.status = 'queued' AND u.s <> 'queued' THEN u.due ELSE a.receipt_due_at END,
+            retry_at = CASE WHEN u.s = 'queued' THEN u.retry WHEN a.status = 'queued' THEN NULL ELSE a.retry_at END,
+            sent_at = least(a.sent_at, u.sent), delivered_at = least(a.delivered_at, u.deliv),
+            opened_at = least(a.opened_at, u.open), clicked_at = least(a.clicked_at, u.click),
+            failed_at = least(a.failed_at, u.fail), updated_at = :now
+        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:n AS smallint[]), CAST(:s AS text[]),
+                    CAST(:pid AS text[]), CAST(:e AS text[]), CAST(:ec AS text[]), CAST(:due AS timestamptz[]),
+                    CAST(:retry AS timestamptz[]), CAST(:sent AS timestamptz[]), CAST(:deliv AS timestamptz[]),
+                    CAST(:open AS timestamptz[]), CAST(:click AS timestamptz[]), CAST(:fail AS timestamptz[]))
+            AS u(c, k, n, s, pid, e, ec, due, retry, sent, deliv, open, click, fail)
+        WHERE a.contact_id = u.c AND a.key = u.k AND a.attempt = u.n
+        RETURNING a.contact_id, a.key, a.attempt, a.channel, a.status, a.address_hash, a.receipt_due_at, a.retry_at
+    """), p)).all()
+    reported = {k: {c.state for c in folded[k]} for k in keys}
+    feeds = [(r.channel, r.address_hash, r.contact_id, reason, f"{r.key} attempt {r.attempt}")
+             for r in rows if r.address_hash
+             for reason in {suppresses(s) for s in reported[(r.contact_id, r.key, r.attempt)]} if reason]
+    await suppressions.add(session, feeds)
+    return await _follow(session, rows, now)
+
+
+def _best(group: list[Change]) -> Change:
+    """The report that wins (the latest state in the order; the first of equals)."""
+    return max(group, key=lambda c: RANK[c.state])
+
+
+async def _follow(session: AsyncSession, rows: Sequence[Any], now: datetime) -> int:
+    """Settle the plans whose latest attempt these are. A plan that ended as merely `sent` (a channel without
+    receipts) reopens on a later failure report: an email bounce still falls back."""
+    settle: list[tuple[int, str, int, str, str | None, datetime | None]] = []
+    for r in rows:
+        state = DeliveryState(r.status)
+        if state in SUCCESS:
+            settle.append((r.contact_id, r.key, r.attempt, "done", "delivered", None))
+        elif state in FAILURE:
+            settle.append((r.contact_id, r.key, r.attempt, "pending", None, now))
+        elif state is DeliveryState.SENT:
+            if r.receipt_due_at is None:
+                settle.append((r.contact_id, r.key, r.attempt, "done", "sent", None))
+            else:
+                settle.append((r.contact_id, r.key, r.attempt, "waiting", None, r.receipt_due_at))
+        elif state is DeliveryState.QUEUED and r.retry_at is not None:
+            settle.append((r.contact_id, r.key, r.attempt, "pending", None, r.retry_at))
+    if not settle:
+        return 0
+    result = await session.execute(text("""
+        UPDATE delivery_plans p SET status = u.s, outcome = u.o, wake_at = u.w,
+            finished_at = CASE WHEN u.s = 'done' THEN coalesce(p.finished_at, CAST(:now AS timestamptz)) END
+        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:n AS smallint[]), CAST(:s AS text[]),
+                    CAST(:o AS text[]), CAST(:w AS timestamptz[])) AS u(c, k, n, s, o, w)
+        WHERE p.contact_id = u.c AND p.key = u.k AND (p.finished_at IS NULL OR p.outcome = 'sent')
+          AND u.n = (SELECT max(a.attempt) FROM delivery_attempts a WHERE a.contact_id = u.c AND a.key = u.k)
+        RETURNING p.wake_at
+    """), {"now": now, "c": [s[0] for s in settle], "k": [s[1] for s in settle], "n": [s[2] for s in settle],
+           "s": [s[3] for s in settle], "o": [s[4] for s in settle], "w": [s[5] for s in settle]})
+    return sum(1 for (w,) in result if w is not None and w <= now)
+
+
+async def lookup(session: AsyncSession, ids: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str, int]]:
+    """(channel, provider message id) → (contact, delivery key, attempt)."""
+    if not ids:
+        return {}
+    rows = await session.execute(text("""
+        SELECT d.channel, d.provider_message_id, d.contact_id, d.key, d.attempt FROM delivery_provider_ids d
+        JOIN unnest(CAST(:ch AS text[]), CAST(:p AS text[])) AS i(ch, p)
+          ON d.channel = i.ch AND d.provider_message_id = i.p
+    """), {"ch": [i[0] for i in ids], "p": [i[1] for i in ids]})
+    return {(r.channel, r.provider_message_id): (r.contact_id, r.key, r.attempt) for r in rows}
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    key: str
+    attempt: int
+    channel: str
+    status: str
+    provider_message_id: str | None
+    error_class: str | None
+    error: str | None
+    queued_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    opened_at: datetime | None
+    clicked_at: datetime | None
+    failed_at: datetime | None
+    receipt_due_at: datetime | None
+    plan_status: str
+    outcome: str | None
+
+
+async def attempts_of(session: AsyncSession, contact_id: int, *, key: str | None = None,
+                      limit: int = 100) -> list[AttemptRecord]:
+    rows = await session.execute(text("""
+        SELECT a.key, a.attempt, a.channel, a.status, a.provider_message_id, a.error_class, a.error, a.queued_at,
+               a.sent_at, a.delivered_at, a.opened_at, a.clicked_at, a.failed_at, a.receipt_due_at,
+               p.status AS plan_status, p.outcome
+        FROM delivery_attempts a JOIN delivery_plans p ON p.contact_id = a.contact_id AND p.key = a.key
+        WHERE a.contact_id = :c AND (CAST(:k AS text) IS NULL OR a.key = :k)
+        ORDER BY a.queued_at DESC, a.key, a.attempt LIMIT :n
+    """), {"c": contact_id, "k": key, "n": limit})
+    return [AttemptRecord(*r) for r in rows]
+
+
+async def exists(session: AsyncSession, contact_id: int, key: str, attempt: int) -> bool:
+    return (await session.scalar(text(
+        "SELECT 1 FROM delivery_attempts WHERE contact_id = :c AND key = :k AND attempt = :n"),
+        {"c": contact_id, "k": key, "n": attempt})) is not None

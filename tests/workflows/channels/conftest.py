@@ -1,0 +1,3 @@
+"""The delivery fixtures of tests/store/channels, for the sweeper's tests."""
+
+from tests.store.channels.conftest import make_service  # noqa: F401 - a fixture, used by name
