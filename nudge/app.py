@@ -12,7 +12,20 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from api import campaigns, channels, contacts, docs, errors, events, health, ledger, promotions, segments, tasks
+from api import (
+    campaigns,
+    channels,
+    contacts,
+    docs,
+    errors,
+    events,
+    health,
+    journeys,
+    ledger,
+    promotions,
+    segments,
+    tasks,
+)
 from api.hygiene import Hygiene
 from api.limits import Limits
 from api.runtime import Runtime, connect_temporal, tune_gc, untune_gc
@@ -104,7 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.temporal_ui = settings.temporal_ui_url
     app.state.limits = Limits.from_settings(settings)  # per-key rate limits, this process's (api/limits.py)
     errors.install(app)
-    for module in (health, contacts, campaigns, dashboards, events, segments, ledger, channels, tasks, promotions):
+    for module in (health, contacts, campaigns, dashboards, events, segments, ledger, channels, tasks, promotions,
+                   journeys):
         app.include_router(module.router)
     dashboards.mount_static(app)
     docs.install(app)

@@ -1,0 +1,1 @@
+"""Journey activities: consume triggers, advance due contacts in batches, send through channels."""

@@ -1,0 +1,1 @@
+"""Journeys: the versioned graph, its validation and how a contact moves through it, as pure rules."""

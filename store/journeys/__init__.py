@@ -1,0 +1,1 @@
+"""Journeys in Postgres: versions, per-contact state, entries and history."""

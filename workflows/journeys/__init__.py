@@ -1,0 +1,1 @@
+"""Journey workflows: one JourneyWorkflow per journey."""
