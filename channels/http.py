@@ -5,12 +5,46 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
 
 from channels.base import ErrorClass, Message, SendResult
+
+
+class CachedToken:
+    """A provider access token shared by every message in flight (FCM's OAuth token, WeChat's access_token):
+    fetched when missing, near expiry, or when it is the one the provider just refused (`stale`); concurrent
+    callers wait for one fetch. `fetch(now)` returns the token and its lifetime in seconds."""
+
+    def __init__(self, fetch: Callable[[float], Awaitable[tuple[str, float]]],
+                 clock: Callable[[], float] = time.time, *, margin: float = 60) -> None:
+        self.fetch = fetch
+        self.clock = clock
+        self.margin = margin  # seconds before expiry the token is replaced
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._refreshing: asyncio.Lock | None = None  # made on first use: a lock binds to the loop that uses it
+
+    def _fresh(self, stale: str | None) -> str | None:
+        if self._token and self._token != stale and self.clock() < self._expires_at - self.margin:
+            return self._token
+        return None
+
+    async def get(self, *, stale: str | None = None) -> str:
+        if (token := self._fresh(stale)) is not None:
+            return token
+        if self._refreshing is None:
+            self._refreshing = asyncio.Lock()
+        async with self._refreshing:
+            if (token := self._fresh(stale)) is not None:
+                return token
+            now = self.clock()
+            self._token, lifetime = await self.fetch(now)
+            self._expires_at = now + lifetime
+            return self._token
 
 
 def status_class(status: int) -> ErrorClass:

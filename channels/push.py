@@ -9,7 +9,6 @@ simulator posts Nudge-signed JSON `{"message_id", "status", "at"}` to `/v1/webho
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -23,12 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from channels.base import ErrorClass, Message, Receipt, ReceiptStatus, SendResult, WebhookRefused
-from channels.http import HttpAdapter, failed, json_or_empty, status_class
+from channels.http import CachedToken, HttpAdapter, failed, json_or_empty, status_class
 from domain.channels.signatures import SignatureInvalid, verify_nudge
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-REFRESH_MARGIN = 60  # seconds before expiry a cached token is replaced
 UNREACHABLE_CODES = frozenset({"UNREGISTERED"})
 RETRYABLE_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
 
@@ -79,29 +77,20 @@ class PushChannel(HttpAdapter):
         self.account = account
         self.url = f"{base_url.rstrip('/')}/v1/projects/{account.project_id}/messages:send"
         self.clock = clock
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._refreshing: asyncio.Lock | None = None
+        self.token = CachedToken(self._fetch_token, clock)
 
     async def access_token(self, *, stale: str | None = None) -> str:
         """The cached token, fetched when missing, near expiry, or equal to `stale` (the one a 401 refused)."""
-        if self._token and self._token != stale and self.clock() < self._expires_at - REFRESH_MARGIN:
-            return self._token
-        if self._refreshing is None:
-            self._refreshing = asyncio.Lock()
-        async with self._refreshing:  # one fetch for all the messages in flight
-            if self._token and self._token != stale and self.clock() < self._expires_at - REFRESH_MARGIN:
-                return self._token
-            now = self.clock()
-            response = await self.client.post(self.account.token_uri, data={
-                "grant_type": JWT_BEARER, "assertion": self.account.assertion(int(now))})
-            body = json_or_empty(response)
-            if not response.is_success or not body.get("access_token"):
-                raise FcmAuthError(f"FCM token exchange failed: {response.status_code} "
-                                   f"{body.get('error')}: {body.get('error_description')}", response.status_code)
-            self._token = str(body["access_token"])
-            self._expires_at = now + float(body.get("expires_in", 3600))
-            return self._token
+        return await self.token.get(stale=stale)
+
+    async def _fetch_token(self, now: float) -> tuple[str, float]:
+        response = await self.client.post(self.account.token_uri, data={
+            "grant_type": JWT_BEARER, "assertion": self.account.assertion(int(now))})
+        body = json_or_empty(response)
+        if not response.is_success or not body.get("access_token"):
+            raise FcmAuthError(f"FCM token exchange failed: {response.status_code} "
+                               f"{body.get('error')}: {body.get('error_description')}", response.status_code)
+        return str(body["access_token"]), float(body.get("expires_in", 3600))
 
     def payload(self, message: Message) -> dict[str, Any]:
         extra = {k: v for k, v in message.data.items() if k != "data"}

@@ -9,7 +9,6 @@ WeChat answers HTTP 200 with an `errcode` for every outcome.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import xml.etree.ElementTree as ElementTree
@@ -21,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from channels.base import ErrorClass, Message, Receipt, ReceiptStatus, SendResult, WebhookRefused
-from channels.http import HttpAdapter, failed, json_or_empty, status_class
+from channels.http import CachedToken, HttpAdapter, failed, json_or_empty, status_class
 from domain.channels.signatures import SignatureInvalid, verify_wechat
 
 REFRESH_MARGIN = 300  # WeChat advises refreshing ahead of expiry
@@ -40,31 +39,22 @@ class WechatChannel(HttpAdapter):
         self.app_id = app_id
         self.app_secret = app_secret
         self.clock = clock
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._refreshing: asyncio.Lock | None = None
+        self.token = CachedToken(self._fetch_token, clock, margin=REFRESH_MARGIN)
 
     async def access_token(self, *, stale: str | None = None) -> str:
-        if self._token and self._token != stale and self.clock() < self._expires_at - REFRESH_MARGIN:
-            return self._token
-        if self._refreshing is None:
-            self._refreshing = asyncio.Lock()
-        async with self._refreshing:
-            if self._token and self._token != stale and self.clock() < self._expires_at - REFRESH_MARGIN:
-                return self._token
-            now = self.clock()
-            response = await self.client.get(f"{self.base_url}/cgi-bin/token", params={
-                "grant_type": "client_credential", "appid": self.app_id, "secret": self.app_secret})
-            body = json_or_empty(response)
-            if not response.is_success or not body.get("access_token"):
-                code = body.get("errcode")
-                klass = (ErrorClass.RETRYABLE if code in RETRYABLE_CODES or code is None and status_class(
-                    response.status_code) is ErrorClass.RETRYABLE else ErrorClass.NON_RETRYABLE)
-                raise WechatTokenError(f"wechat token {response.status_code} {code}: "
-                                       f"{body.get('errmsg') or response.text[:200]}", klass)
-            self._token = str(body["access_token"])
-            self._expires_at = now + float(body.get("expires_in", 7200))
-            return self._token
+        return await self.token.get(stale=stale)
+
+    async def _fetch_token(self, now: float) -> tuple[str, float]:
+        response = await self.client.get(f"{self.base_url}/cgi-bin/token", params={
+            "grant_type": "client_credential", "appid": self.app_id, "secret": self.app_secret})
+        body = json_or_empty(response)
+        if not response.is_success or not body.get("access_token"):
+            code = body.get("errcode")
+            klass = (ErrorClass.RETRYABLE if code in RETRYABLE_CODES or code is None and status_class(
+                response.status_code) is ErrorClass.RETRYABLE else ErrorClass.NON_RETRYABLE)
+            raise WechatTokenError(f"wechat token {response.status_code} {code}: "
+                                   f"{body.get('errmsg') or response.text[:200]}", klass)
+        return str(body["access_token"]), float(body.get("expires_in", 7200))
 
     def payload(self, message: Message) -> dict[str, Any]:
         fields = message.data.get("fields") or {"first": message.subject, "remark": message.text}

@@ -185,6 +185,26 @@ class ProviderSimulator:
         task.add_done_callback(self._pending.discard)
 
 
+class TokenIssuingSimulator(ProviderSimulator):
+    """A provider that hands out access tokens with a lifetime (FCM's OAuth endpoint, WeChat's `cgi-bin/token`).
+    `{"expire_tokens": true}` expires every token issued so far; `{"token_ttl": N}` sets the next ones' lifetime."""
+
+    def __init__(self, directory: Path, *, token_ttl: int, callback_delay: float = 1.0) -> None:
+        super().__init__(directory, callback_delay=callback_delay)
+        self.token_ttl = token_ttl
+        self._tokens: dict[str, float] = {}  # access token → expiry (unix)
+
+    def expire_tokens(self) -> None:
+        self._tokens = dict.fromkeys(self._tokens, 0.0)
+
+    def control(self, body: dict[str, Any]) -> None:
+        super().control(body)
+        if body.get("expire_tokens"):
+            self.expire_tokens()
+        if "token_ttl" in body:
+            self.token_ttl = int(body["token_ttl"])
+
+
 def now_unix() -> int:
     return int(time.time())
 

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from channels.push import JWT_BEARER, SCOPE
-from channels.simulators.core import Action, ProviderSimulator
+from channels.simulators.core import Action, TokenIssuingSimulator
 from domain.channels.signatures import nudge_signature
 
 DEFAULTS = {
@@ -48,20 +48,18 @@ def _b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
-class FcmSimulator(ProviderSimulator):
+class FcmSimulator(TokenIssuingSimulator):
     name = "fcm"
     defaults = DEFAULTS
 
     def __init__(self, directory: Path, *, project_id: str = "nudge-simulator", callback_url: str | None = None,
                  callback_secret: str | None = None, token_ttl: int = 3600, callback_delay: float = 1.0) -> None:
-        super().__init__(directory, callback_delay=callback_delay)
+        super().__init__(directory, token_ttl=token_ttl, callback_delay=callback_delay)
         self.project_id = project_id
         self.callback_url = callback_url
         self.callback_secret = callback_secret or secrets.token_hex(16)
-        self.token_ttl = token_ttl
         self.client_email = f"firebase-adminsdk@{project_id}.iam.gserviceaccount.com"
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self._tokens: dict[str, float] = {}  # access token → expiry (unix)
         self.base_url = ""  # set by Simulators once the port is known: the token_uri points at it
 
     def service_account(self) -> dict[str, str]:
@@ -77,16 +75,6 @@ class FcmSimulator(ProviderSimulator):
         path.write_text(json.dumps(self.service_account(), indent=2))
         path.chmod(0o600)
         return path
-
-    def expire_tokens(self) -> None:
-        self._tokens = dict.fromkeys(self._tokens, 0.0)
-
-    def control(self, body: dict[str, Any]) -> None:
-        super().control(body)
-        if body.get("expire_tokens"):
-            self.expire_tokens()
-        if "token_ttl" in body:
-            self.token_ttl = int(body["token_ttl"])
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/token", self.token, methods=["POST"]),

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from channels.simulators.core import Action, ProviderSimulator
+from channels.simulators.core import Action, TokenIssuingSimulator
 from domain.channels.signatures import wechat_signature
 
 OPENID = re.compile(r"^[A-Za-z0-9_-]{6,64}$")
@@ -36,33 +36,21 @@ def errcode(code: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"errcode": code, "errmsg": message, **extra})
 
 
-class WechatSimulator(ProviderSimulator):
+class WechatSimulator(TokenIssuingSimulator):
     name = "wechat"
     defaults = DEFAULTS
 
     def __init__(self, directory: Path, *, app_id: str | None = None, app_secret: str | None = None,
                  token: str | None = None, callback_url: str | None = None, token_ttl: int = 7200,
                  callback_delay: float = 1.0, original_id: str = "gh_nudgesimulator") -> None:
-        super().__init__(directory, callback_delay=callback_delay)
+        super().__init__(directory, token_ttl=token_ttl, callback_delay=callback_delay)
         self.app_id = app_id or "wx" + secrets.token_hex(8)
         self.app_secret = app_secret or secrets.token_hex(16)
         self.token = token or secrets.token_hex(8)
         self.callback_url = callback_url
-        self.token_ttl = token_ttl
         self.original_id = original_id
-        self._tokens: dict[str, float] = {}  # access token → expiry (unix)
         self._sent: dict[tuple[str, str], int] = {}  # (openid, client_msg_id) → msgid
         self._next_msgid = 1_000_000 + secrets.randbelow(1_000_000)
-
-    def expire_tokens(self) -> None:
-        self._tokens = dict.fromkeys(self._tokens, 0.0)
-
-    def control(self, body: dict[str, Any]) -> None:
-        super().control(body)
-        if body.get("expire_tokens"):
-            self.expire_tokens()
-        if "token_ttl" in body:
-            self.token_ttl = int(body["token_ttl"])
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/cgi-bin/token", self.access_token, methods=["GET"]),
