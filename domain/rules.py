@@ -51,6 +51,14 @@ def evaluate(expression: str, variables: dict[str, Any]) -> bool:
         return False
 
 
+def value_of(program: cel.Program, variables: dict[str, Any]) -> Any:
+    """What a compiled program computes for `variables`; None when a field is missing or the types do not fit."""
+    try:
+        return program.execute(variables)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return None
+
+
 def evaluate_many(expression: str, batch: list[dict[str, Any]]) -> list[bool]:
     program = compile_expression(expression)
     out = []
