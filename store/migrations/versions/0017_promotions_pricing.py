@@ -1,20 +1,149 @@
-"""promotions_pricing (filled in as the domain lands).
+"""Promotions and pricing (seed 002): the rule set, coupons, inventory and orders.
+
+- `promotions`: one row per promotion; `definition` is the validated JSON of the unified discount model
+  (domain/promotions/model.py), with the columns the API filters and the cache orders by beside it.
+- `promotions_version`: one row, bumped in the same transaction as any change to promotions or coupon templates;
+  each API process polls it and re-reads the rule set only when it moved (store/promotions/cache.py).
+- `coupon_templates`: what a coupon is worth (the promotion that names the template), its validity (fixed dates
+  or N days from issue), an optional shared public code, a per-contact limit.
+- `coupons`: one row per issued or generated code: issued → reserved (by an order) → redeemed | expired |
+  revoked. The code is unique across all templates, so this table is not partitioned by contact; issuance is
+  idempotent by (template, reference).
+- `promotion_stock` / `promotion_reservations`: inventory counted apart from any product catalogue, one row per
+  subject (`promotion:{id}`, `template:{id}`); a reservation takes units only while `total - reserved - used`
+  covers them (a CHECK makes overselling impossible even for a buggy caller), and is released or committed once.
+- `promotion_orders`: an order locks a quote (status pending → confirmed | cancelled | expired), idempotent by
+  the caller's order id; `body_hash` tells a replay from a different order under the same id.
+- `promotion_usage`: one row per confirmed order and promotion it used (per-contact limits, usage and discount
+  cost on the dashboard); grows with contacts, so partitioned by hash of contact_id.
 
 Revision ID: 0017_promotions_pricing
 Revises: 0016_tasks_progress
 """
 
-from alembic import op  # noqa: F401
+from alembic import op
 
 revision = "0017_promotions_pricing"
 down_revision = "0016_tasks_progress"
 branch_labels = None
 depends_on = None
 
+PARTITIONS = 8
+
 
 def upgrade() -> None:
-    pass
+    op.execute("""
+        CREATE TABLE promotions_version (
+            id      boolean PRIMARY KEY DEFAULT true CHECK (id),
+            version bigint NOT NULL DEFAULT 0
+        );
+        INSERT INTO promotions_version DEFAULT VALUES;
+
+        CREATE TABLE coupon_templates (
+            id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            name              text NOT NULL,
+            public_code       text CONSTRAINT uq_coupon_templates_public_code UNIQUE,
+            valid_from        timestamptz,
+            valid_until       timestamptz,
+            valid_days        integer CHECK (valid_days > 0),
+            per_contact_limit integer CHECK (per_contact_limit > 0),
+            status            text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'archived')),
+            created_at        timestamptz NOT NULL DEFAULT now(),
+            updated_at        timestamptz NOT NULL DEFAULT now()
+        );
+
+        CREATE TABLE promotions (
+            id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            name               text NOT NULL,
+            kind               text NOT NULL,
+            status             text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'paused', 'archived')),
+            definition         jsonb NOT NULL,
+            coupon_template_id bigint REFERENCES coupon_templates (id),
+            starts_at          timestamptz,
+            ends_at            timestamptz,
+            priority           integer NOT NULL DEFAULT 0,
+            created_at         timestamptz NOT NULL DEFAULT now(),
+            updated_at         timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_promotions_live ON promotions (status, ends_at);
+        CREATE INDEX ix_promotions_template ON promotions (coupon_template_id) WHERE coupon_template_id IS NOT NULL;
+
+        CREATE TABLE coupons (
+            id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            template_id bigint NOT NULL REFERENCES coupon_templates (id),
+            code        text NOT NULL CONSTRAINT uq_coupons_code UNIQUE,
+            contact_id  bigint,
+            state       text NOT NULL DEFAULT 'issued'
+                        CHECK (state IN ('issued', 'reserved', 'redeemed', 'expired', 'revoked')),
+            reference   text,
+            order_id    text,
+            valid_from  timestamptz,
+            valid_until timestamptz,
+            issued_at   timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT uq_coupons_reference UNIQUE (template_id, reference)
+        );
+        CREATE INDEX ix_coupons_contact ON coupons (contact_id, template_id) WHERE contact_id IS NOT NULL;
+        CREATE INDEX ix_coupons_order ON coupons (order_id) WHERE order_id IS NOT NULL;
+        CREATE INDEX ix_coupons_expiring ON coupons (valid_until) WHERE state IN ('issued', 'reserved');
+
+        CREATE TABLE promotion_stock (
+            subject  text PRIMARY KEY,
+            total    bigint NOT NULL CHECK (total >= 0),
+            reserved bigint NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+            used     bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
+            CONSTRAINT ck_promotion_stock_never_oversold CHECK (reserved + used <= total)
+        );
+
+        CREATE TABLE promotion_reservations (
+            holder     text NOT NULL,
+            subject    text NOT NULL REFERENCES promotion_stock (subject),
+            quantity   bigint NOT NULL CHECK (quantity > 0),
+            status     text NOT NULL DEFAULT 'reserved' CHECK (status IN ('reserved', 'committed', 'released')),
+            expires_at timestamptz NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT pk_promotion_reservations PRIMARY KEY (holder, subject)
+        );
+        CREATE INDEX ix_promotion_reservations_due ON promotion_reservations (expires_at) WHERE status = 'reserved';
+
+        CREATE TABLE promotion_orders (
+            order_id    text PRIMARY KEY,
+            contact_id  bigint,
+            status      text NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'confirmed', 'cancelled', 'expired')),
+            body_hash   text NOT NULL,
+            request     jsonb NOT NULL,
+            quote       jsonb NOT NULL,
+            subtotal    bigint NOT NULL,
+            discount    bigint NOT NULL,
+            total       bigint NOT NULL,
+            points_used bigint NOT NULL DEFAULT 0,
+            program_id  bigint,
+            expires_at  timestamptz NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX ix_promotion_orders_contact ON promotion_orders (contact_id, created_at DESC)
+            WHERE contact_id IS NOT NULL;
+        CREATE INDEX ix_promotion_orders_pending ON promotion_orders (expires_at) WHERE status = 'pending';
+
+        CREATE TABLE promotion_usage (
+            contact_id   bigint NOT NULL,
+            promotion_id bigint NOT NULL,
+            order_id     text NOT NULL,
+            discount     bigint NOT NULL,
+            used_at      timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT pk_promotion_usage PRIMARY KEY (contact_id, promotion_id, order_id)
+        ) PARTITION BY HASH (contact_id);
+        CREATE INDEX ix_promotion_usage_promotion ON promotion_usage (promotion_id);
+    """)
+    for i in range(PARTITIONS):
+        op.execute(f"CREATE TABLE promotion_usage_p{i} PARTITION OF promotion_usage "
+                   f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i})")
 
 
 def downgrade() -> None:
-    pass
+    op.execute("""
+        DROP TABLE promotion_usage, promotion_orders, promotion_reservations, promotion_stock, coupons, promotions,
+            coupon_templates, promotions_version
+    """)

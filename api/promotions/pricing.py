@@ -1,0 +1,102 @@
+"""Quotes and orders: `POST /v1/pricing/quote` prices a cart with no side effects; `POST /v1/orders` locks a quote
+(reserves coupons, stock, budget and points) and starts one OrderWorkflow per order; confirm and cancel settle it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, HTTPException, Path, Request, Response
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from api.deps import Admin, Reader, Session, Temporal, runtime
+from api.schemas.promotions import ORDER_ID, LineIn, OrderIn, OrderOut, QuoteIn, QuoteOut
+from domain.promotions.model import Line
+from store.promotions import orders
+from store.promotions.cache import RULES
+from workflows.promotions.orders import TASK_QUEUE, OrderInput, OrderWorkflow, workflow_id
+from workflows.schedules import kind
+
+router = APIRouter(tags=["promotions"])
+OrderId = Annotated[str, Path(pattern=ORDER_ID)]
+
+
+def _lines(lines: list[LineIn]) -> tuple[Line, ...]:
+    return tuple(Line(x.sku, x.category, x.unit_price, x.quantity) for x in lines)
+
+
+def _request(body: QuoteIn) -> orders.QuoteRequest:
+    return orders.QuoteRequest(_lines(body.lines), contact_id=body.contact_id, coupons=tuple(body.coupons),
+                               points=body.points, shipping=body.shipping, channel=body.channel)
+
+
+def _out(order: orders.Order) -> OrderOut:
+    return OrderOut(**{k: v for k, v in asdict(order).items() if k != "program_id"},
+                    workflow_id=workflow_id(order.order_id))
+
+
+@router.post("/v1/pricing/quote", response_model=QuoteOut, dependencies=[Reader],
+             summary="Price a cart: the best valid combination, per-line allocation, and why others did not apply")
+async def quote(body: QuoteIn, session: Session, request: Request) -> Response:
+    rules = await RULES.current(runtime(request).sessions)
+    result = await orders.price(session, rules, _request(body), now=datetime.now(UTC))
+    # Serialised once, straight from the engine's values (the shape is QuoteOut's): a large cart's quote is big.
+    return Response(orjson.dumps(asdict(result)), media_type="application/json")
+
+
+@router.post("/v1/orders", response_model=OrderOut, status_code=201, dependencies=[Admin],
+             summary="Lock a quote: reserve coupons, stock and points; the same id and body returns the same order",
+             responses={200: {"model": OrderOut, "description": "This order already exists: its current state"}})
+async def place_order(body: OrderIn, session: Session, client: Temporal, request: Request,
+                      response: Response) -> OrderOut:
+    rules = await RULES.current(runtime(request).sessions)
+    order, created = await orders.place_order(session, rules, body.order_id, _request(body), now=datetime.now(UTC),
+                                              hold_seconds=body.hold_seconds)
+    if not created:
+        response.status_code = 200
+        return _out(order)
+    try:
+        # Started inside the request's transaction: if Temporal refuses, the order and its reservations roll back.
+        await client.start_workflow(
+            OrderWorkflow.run, OrderInput(order.order_id, body.hold_seconds), id=workflow_id(order.order_id),
+            task_queue=TASK_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=kind("order"),
+            static_summary=f"Order: {order.total} to pay, {order.discount} off, held {body.hold_seconds}s")
+    except WorkflowAlreadyStartedError:
+        pass
+    except RPCError as exc:
+        raise HTTPException(503, f"Temporal refused to start the order: {exc.message}") from exc
+    return _out(order)
+
+
+@router.get("/v1/orders/{order_id}", response_model=OrderOut, dependencies=[Reader],
+            summary="An order: pending, confirmed, cancelled or expired")
+async def get_order(order_id: OrderId, session: Session) -> OrderOut:
+    return _out(await orders.get_order(session, order_id))
+
+
+async def _signal(client: Temporal, order_id: str, outcome: str) -> None:
+    try:
+        await client.get_workflow_handle(workflow_id(order_id)).signal(OrderWorkflow.settled, outcome)
+    except RPCError:
+        pass  # the workflow already ended (or ends at its timeout): releasing a settled order changes nothing
+
+
+@router.post("/v1/orders/{order_id}/confirm", response_model=OrderOut, dependencies=[Admin],
+             summary="Confirm an order: coupons redeemed, stock used, points taken (again: no-op)")
+async def confirm(order_id: OrderId, session: Session, client: Temporal) -> OrderOut:
+    order = await orders.confirm(session, order_id, now=datetime.now(UTC))
+    await _signal(client, order_id, "confirmed")
+    return _out(order)
+
+
+@router.post("/v1/orders/{order_id}/cancel", response_model=OrderOut, dependencies=[Admin],
+             summary="Cancel a pending order: coupons, stock and points released (again: no-op)")
+async def cancel(order_id: OrderId, session: Session, client: Temporal) -> OrderOut:
+    order = await orders.release(session, order_id, now=datetime.now(UTC))
+    await _signal(client, order_id, "cancelled")
+    return _out(order)

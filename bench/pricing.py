@@ -1,0 +1,167 @@
+"""`nudge bench pricing`: a 20-line cart against 100 active promotions and 3 offered coupons.
+
+Two figures: the pricing engine in process (p50/p99 per quote, `quotes` quotes: what domain/promotions/pricing.py
+costs), then quotes per second through HTTP (`POST /v1/pricing/quote` on uvicorn in a child process, `clients`
+concurrent keep-alive connections, for `seconds`): rule set from the in-process cache, coupons resolved and usage
+read in one query each. The promotions, templates and coupons it creates are scoped to SKUs of its own and
+archived at the end (so they never price anyone else's cart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+
+from bench.core import BenchContext, BenchResult
+from bench.ingest import _start_server, _wait_up
+from domain.keys import Scope
+from domain.promotions.model import Cart, Line, OfferedCoupon, Promotion, promotion_from_json
+from domain.promotions.pricing import quote
+from nudge.embedded import free_port
+from store import keys
+from store.db import make_engine, make_sessionmaker, transaction
+from store.promotions import coupons, promotions
+
+DATABASE_ONLY = True
+NAME = "pricing"
+DESCRIPTION = "Quote a 20-line cart against 100 promotions and 3 coupons: p99 in process, quotes/s through HTTP"
+PARAMS: dict[str, Any] = {"promotions": 100, "lines": 20, "coupons": 3, "quotes": 2_000, "clients": 8,
+                          "seconds": 10, "workers": 1}
+CATEGORIES = 10  # the cart holds the first half of them; promotions on the other half are pruned at once
+
+
+def definitions(tag: str, n: int, templates: list[int]) -> list[dict[str, Any]]:
+    """`n` promotions of every kind over the bench's own categories and SKUs, some in exclusive groups, the last
+    `len(templates)` behind coupons."""
+    out = []
+    for i in range(n):
+        category = f"{tag}-c{i % CATEGORIES}"
+        base: dict[str, Any] = {"name": f"bench {tag} #{i}", "scope": {"categories": [category]}, "priority": i % 7}
+        kind = i % 7
+        if kind == 0:
+            base |= {"kind": "amount_off", "threshold": 5_000, "amount": 500 + i}
+        elif kind == 1:
+            base |= {"kind": "tiered", "tiers": [{"threshold": 2_000, "amount": 200}, {"threshold": 10_000,
+                                                                                        "amount": 1_500}]}
+        elif kind == 2:
+            base |= {"kind": "percent_off", "percent": 5 + i % 20, "cap": 3_000}
+        elif kind == 3:
+            base |= {"kind": "fixed_price", "price": 900, "scope": {"skus": [f"{tag}-s{i % 40}"]}}
+        elif kind == 4:
+            base |= {"kind": "buy_n_get_m", "buy": 2, "get": 1}
+        elif kind == 5:
+            base |= {"kind": "free_shipping", "threshold": 1_000}
+        else:
+            base |= {"kind": "gift", "threshold": 3_000, "gift_sku": f"{tag}-gift", "gift_value": 990}
+        if i % 5 == 0:
+            base |= {"stacking_group": f"{tag}-g{i % 3}", "exclusivity": "group"}
+        elif i % 17 == 0:
+            base |= {"exclusivity": "exclusive"}
+        if i % 4 == 0:
+            base["condition"] = 'cart.quantity >= 3 && context.channel != "pos"'
+        out.append(base)
+    for t, template in enumerate(templates):
+        out[-1 - t] = {"name": f"bench {tag} coupon {t}", "kind": "amount_off", "amount": 300 * (t + 1),
+                       "threshold": 1_000, "coupon_template_id": template, "stacking_group": f"{tag}-coupons",
+                       "exclusivity": "group" if t else "stackable"}
+    return out
+
+
+def cart_lines(tag: str, n: int) -> list[dict[str, Any]]:
+    return [{"sku": f"{tag}-s{j}", "category": f"{tag}-c{j % (CATEGORIES // 2)}", "unit_price": 1_000 + 137 * j,
+             "quantity": 1 + j % 3} for j in range(n)]
+
+
+def in_process(tag: str, p: dict[str, Any]) -> tuple[float, float, int]:
+    """(p50 ms, p99 ms, promotions applied) for the domain engine alone."""
+    templates = list(range(1, p["coupons"] + 1))
+    rule_set: list[Promotion] = [promotion_from_json(i + 1, d) for i, d in enumerate(definitions(tag, p["promotions"],
+                                                                                                 templates))]
+    lines = tuple(Line(x["sku"], x["category"], x["unit_price"], x["quantity"]) for x in cart_lines(tag, p["lines"]))
+    offered = [OfferedCoupon(f"CODE{t}", t) for t in templates]
+    cart = Cart(lines, shipping=800, channel="app", now=datetime.now(UTC))
+    times = []
+    result = quote(cart, rule_set, coupons=offered)
+    for _ in range(p["quotes"]):
+        started = time.perf_counter()
+        result = quote(cart, rule_set, coupons=offered)
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return (statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000, len(result.applied))
+
+
+async def _client(port: int, payload: bytes, counts: list[int], deadline: float) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < deadline:
+            writer.write(payload)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            body = await reader.readexactly(length)
+            if b" 200 " not in status:
+                raise RuntimeError(f"quote answered {status.decode().strip()}: {body[:300]!r}")
+            counts[0] += 1
+    finally:
+        writer.close()
+
+
+async def run(ctx: BenchContext, **params: Any) -> BenchResult:
+    p = PARAMS | params
+    tag = f"b{uuid.uuid4().hex[:6]}"
+    with ctx.status(f"Pricing in process: {p['quotes']:,} quotes…"):
+        p50, p99, applied = in_process(tag, p)
+    ctx.console.print(f"in process: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {applied} promotions applied")
+
+    engine = make_engine(ctx.settings.database_url or "", pool_size=2)
+    sessions = make_sessionmaker(engine)
+    created: list[int] = []
+    try:
+        async with transaction(sessions) as s:
+            token = (await keys.create_key(s, f"bench pricing {tag}", [Scope.READ])).token
+            contact = int(await s.scalar(text("INSERT INTO contacts (user_id) VALUES (:u) RETURNING id"),
+                                         {"u": f"bench-{tag}"}) or 0)
+            templates = [(await promotions.create_template(
+                s, name=f"bench {tag} {t}", public_code=None, valid_from=None, valid_until=None, valid_days=30,
+                per_contact_limit=None, stock=None)).id for t in range(p["coupons"])]
+            for definition in definitions(tag, p["promotions"], templates):
+                created.append((await promotions.create_promotion(s, definition)).id)
+            codes = [(await coupons.issue_coupon(s, t, contact, f"bench-{tag}")).code for t in templates]
+        body = orjson.dumps({"contact_id": contact, "channel": "app", "shipping": 800, "coupons": codes,
+                             "lines": cart_lines(tag, p["lines"])})
+        payload = (f"POST /v1/pricing/quote HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        port = free_port()
+        server = _start_server(ctx, port, p["workers"])
+        try:
+            await _wait_up(port, server)
+            await _client(port, payload, [0], time.perf_counter() + 1)  # warm-up: the cache loads the rule set
+            counts = [0]
+            with ctx.status(f"Quotes through HTTP, {p['clients']} clients, {p['seconds']} s…"):
+                started = time.perf_counter()
+                await asyncio.gather(*(_client(port, payload, counts, started + p["seconds"])
+                                       for _ in range(p["clients"])))
+                elapsed = time.perf_counter() - started
+        finally:
+            server.terminate()
+            server.wait(30)
+    finally:
+        async with transaction(sessions) as s:
+            await s.execute(text("UPDATE promotions SET status = 'archived' WHERE id = ANY(:ids)"), {"ids": created})
+            await promotions.bump_version(s)
+        await engine.dispose()
+    rate = counts[0] / elapsed
+    return BenchResult(bench=NAME, value=rate, unit="quotes/s", params=p | {"p50_ms": round(p50, 3),
+                                                                            "p99_ms": round(p99, 3)},
+                       rows=[("in process p50 / p99", f"{p50:.2f} / {p99:.2f} ms"),
+                             ("promotions applied to the cart", str(applied)),
+                             ("quotes through HTTP", f"{counts[0]:,} in {elapsed:.1f} s")])

@@ -1,0 +1,69 @@
+"""The active rule set, cached in process with version-based invalidation (seed 002: local caches kept consistent).
+
+Every change to promotions or coupon templates bumps `promotions_version` in its own transaction. A process polls
+that one-row table at most every `POLL_SECONDS` (only when a quote asks, so an idle process reads nothing) and
+re-reads the rule set only when the version moved: a change is visible to every API process within a second, and
+a quote does no database read for the rule set. A write in this process also marks the cache for a poll on its
+next use, so a client that changes a promotion and quotes at once sees its own change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.promotions.model import Promotion
+from store.promotions.promotions import active_rule_set, current_version, public_templates
+
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    version: int
+    promotions: tuple[Promotion, ...]
+    public_codes: dict[str, tuple[int, datetime | None, datetime | None]] = field(default_factory=dict)
+    loaded_at: float = 0.0
+
+
+class RuleSetCache:
+    def __init__(self, poll_seconds: float = POLL_SECONDS) -> None:
+        self.poll_seconds = poll_seconds
+        self.rules: RuleSet | None = None
+        self.checked = 0.0
+        self.loads = 0
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        """Poll the version on the next use (after this process changed something)."""
+        self.checked = 0.0
+
+    async def current(self, sessions: async_sessionmaker[AsyncSession]) -> RuleSet:
+        if self.rules is not None and time.monotonic() - self.checked < self.poll_seconds:
+            return self.rules
+        async with self._lock:
+            if self.rules is not None and time.monotonic() - self.checked < self.poll_seconds:
+                return self.rules
+            async with sessions() as session:
+                version = await current_version(session)
+            if self.rules is None or version != self.rules.version:
+                async with sessions() as session:
+                    self.rules = await self._load(session)
+            self.checked = time.monotonic()
+            return self.rules
+
+    async def _load(self, session: AsyncSession) -> RuleSet:
+        # Read in one repeatable snapshot with the version, so the set matches the version it is cached under.
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        version = await current_version(session)
+        promotions = tuple(await active_rule_set(session, datetime.now(UTC)))
+        self.loads += 1
+        return RuleSet(version, promotions, await public_templates(session), time.monotonic())
+
+
+# One per process: the API's quotes and orders share it.
+RULES = RuleSetCache()
