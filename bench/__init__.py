@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-MODULES = ("broadcast", "ledger", "ingest", "segments")
+MODULES = ("broadcast", "ledger", "ingest", "segments", "pricing", "inventory", "tasks", "delivery")
 
 
 def registry() -> dict[str, ModuleType]:

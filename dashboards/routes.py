@@ -18,12 +18,16 @@ from fastapi.templating import Jinja2Templates
 from api.deps import runtime
 from api.params import ID_MAX
 from channels.mailbox import read_mailbox
+from channels.simulators import PROVIDERS, read_inbox
 from domain.errors import NotFound
 from domain.keys import SESSION_FORMAT, Scope, allows, csrf_matches, csrf_token, issue_session
 from domain.ledger.postings import month_label
 from store import keys
 from store.campaigns.dashboard import campaign_summaries
+from store.channels.dashboard import deliveries_dashboard
 from store.ledger.dashboard import points_dashboard
+from store.promotions.dashboard import promotions_dashboard
+from store.tasks.dashboard import tasks_dashboard
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -159,6 +163,37 @@ async def points_page(request: Request, program: str | None = None) -> Response:
     return _page(request, "points.html", session=token, economy=economy, missing=None)
 
 
+@router.get("/promotions", response_class=HTMLResponse)
+async def promotions_page(request: Request) -> Response:
+    """Promotion usage and discount cost, coupon issue → redeem rate, stock left."""
+    if (token := await _signed_in(request)) is None:
+        return _to_sign_in()
+    async with runtime(request).sessions() as s:
+        board = await promotions_dashboard(s)
+    return _page(request, "promotions.html", session=token, board=board)
+
+
+@router.get("/tasks", response_class=HTMLResponse)
+async def tasks_page(request: Request) -> Response:
+    """Incentive tasks: participants, completions, claim rate, rewards issued, budget burn and its forecast."""
+    if (token := await _signed_in(request)) is None:
+        return _to_sign_in()
+    now = datetime.now(UTC)
+    async with runtime(request).sessions() as s:
+        boards = await tasks_dashboard(s, now=now)
+    return _page(request, "tasks.html", session=token, boards=boards, now=now)
+
+
+@router.get("/deliveries", response_class=HTMLResponse)
+async def deliveries_page(request: Request) -> Response:
+    """Per channel sent → delivered → opened → clicked, failures by class, fallback share, suppressions."""
+    if (token := await _signed_in(request)) is None:
+        return _to_sign_in()
+    async with runtime(request).sessions() as s:
+        board = await deliveries_dashboard(s)
+    return _page(request, "deliveries.html", session=token, board=board)
+
+
 @router.get("/inbox", response_class=HTMLResponse)
 async def inbox_page(request: Request) -> Response:
     """What the embedded mail sink received (only when Nudge runs its own sink)."""
@@ -171,4 +206,7 @@ async def inbox_page(request: Request) -> Response:
          "body": (m.get_body(("plain",)) or m).get_content()[:2000]}
         for m in reversed(messages)
     ]
-    return _page(request, "inbox.html", session=token, messages=rows, sink=settings.mail_dir.exists())
+    simulated = {provider: list(reversed(read_inbox(settings.simulator_dir, provider, limit=50)))
+                 for provider in PROVIDERS}
+    return _page(request, "inbox.html", session=token, messages=rows, sink=settings.mail_dir.exists(),
+                 simulated=simulated)

@@ -108,6 +108,78 @@ async def _events_segment_points(api: httpx.AsyncClient, base: str, ingest: str,
                   f"100 imported (expiring this month), 45 redeemed")
 
 
+async def _coupon_promotion(api: httpx.AsyncClient, ids: list[int], console: Console) -> None:
+    """A ¥20-off-over-¥100 coupon issued to the first contacts, a storewide 满减 beside it, and one order that
+    uses a coupon (confirmed): the promotions dashboard has usage, cost and a redeem rate to show."""
+    template = await api.post("/v1/coupon-templates", json={"name": "¥20 off over ¥100", "valid_days": 30,
+                                                             "per_contact_limit": 1, "stock": 1000})
+    template.raise_for_status()
+    template_id = template.json()["id"]
+    for body in ({"name": "¥20 coupon", "kind": "amount_off", "threshold": 10000, "amount": 2000,
+                  "coupon_template_id": template_id},
+                 {"name": "¥30 off over ¥300", "kind": "amount_off", "threshold": 30000, "amount": 3000,
+                  "stacking_group": "storewide", "exclusivity": "group"}):
+        (await api.post("/v1/promotions", json=body)).raise_for_status()
+    codes = []
+    for contact in ids[:10]:
+        r = await api.post("/v1/coupons", json={"template_id": template_id, "contact_id": contact,
+                                                "reference": f"demo:welcome:{contact}"})
+        r.raise_for_status()
+        codes.append(r.json()["code"])
+    order = {"order_id": f"demo-order-{ids[0]}", "contact_id": ids[0], "coupons": [codes[0]],
+             "lines": [{"sku": "tee", "category": "apparel", "unit_price": 9900, "quantity": 2},
+                       {"sku": "cap", "category": "apparel", "unit_price": 4900, "quantity": 1}]}
+    placed = await api.post("/v1/orders", json=order)
+    placed.raise_for_status()
+    (await api.post(f"/v1/orders/{order['order_id']}/confirm")).raise_for_status()
+    console.print(f"[green]✓[/] Coupon promotion: {len(codes)} coupons issued, one order paid "
+                  f"{placed.json()['total']} cents after {placed.json()['discount']} off")
+
+
+DEMO_TASKS = (
+    {"name": "Daily check-in", "description": "Open the app every day: 5, 5, 10, 10, 15, 15, 30 coins, a missed "
+                                              "day starts again", "kind": "streak", "user_action": "check_in",
+     "num": 1, "reward_count": 5, "streak_rewards": [5, 5, 10, 10, 15, 15, 30], "threshold": 1,
+     "period": {"kind": "daily", "zone": "Asia/Shanghai"}},
+    {"name": "Order of ¥100 or more", "description": "20 coins for a paid order of 100 or more, once a day",
+     "user_action": "order_paid", "filter": "event.properties.amount >= 100", "num": 1, "reward_count": 20,
+     "threshold": 1, "budget": 100_000, "period": {"kind": "daily", "zone": "Asia/Shanghai"}},
+)
+
+
+async def _tasks(api: httpx.AsyncClient, base: str, ingest: str, console: Console) -> None:
+    """The seed examples as tasks (a daily check-in streak and a purchase task) on the Coins program, approved so
+    their lifecycle workflows activate them, and today's check-ins and an order from a few contacts."""
+    listed = (await api.get("/v1/ledger/programs")).json()
+    programs = listed["items"] if isinstance(listed, dict) else listed
+    coins = next(p for p in programs if p["name"] == "Coins")
+    existing = {t["definition"]["name"] for t in (await api.get("/v1/tasks", params={"limit": 500})).json()}
+    approved = []
+    for body in DEMO_TASKS:
+        if body["name"] in existing:  # a second demo keeps the first one's tasks
+            continue
+        r = await api.post("/v1/tasks", json=body | {"program_id": coins["id"]})
+        r.raise_for_status()
+        (await api.post(f"/v1/tasks/{r.json()['id']}/approve")).raise_for_status()
+        approved.append(r.json()["id"])
+    for _ in range(100):  # their lifecycle workflows activate them
+        statuses = [(await api.get(f"/v1/tasks/{t}")).json()["status"] for t in approved]
+        if all(s == "active" for s in statuses):
+            break
+        await asyncio.sleep(0.1)
+    now = datetime.now(UTC)
+    people = demo_contacts()[:10]
+    events = [{"type": "track", "userId": str(p["user_id"]), "event": "check_in",
+               "messageId": f"demo-{p['user_id']}-checkin-{now.date()}", "timestamp": now.isoformat()} for p in people]
+    events.append({"type": "track", "userId": str(people[0]["user_id"]), "event": "order_paid",
+                   "messageId": f"demo-{people[0]['user_id']}-order-{now.date()}", "timestamp": now.isoformat(),
+                   "properties": {"amount": 188}})
+    async with httpx.AsyncClient(base_url=base, auth=(ingest, ""), timeout=30) as segment:
+        (await segment.post("/v1/batch", json={"batch": events})).raise_for_status()
+    console.print(f"[green]✓[/] Tasks: daily check-in streak and ¥100+ order on 'Coins'; {len(people)} check-ins "
+                  "today (rewards on /dashboards/tasks, a contact's view at GET /v1/contacts/{id}/tasks)")
+
+
 async def load_demo(settings: Settings, console: Console) -> None:
     token = await create_api_key(settings.database_url or "", "demo loader", [Scope.ADMIN])
     ingest = await create_api_key(settings.database_url or "", "demo loader (ingest)", [Scope.INGEST])
@@ -142,10 +214,12 @@ async def load_demo(settings: Settings, console: Console) -> None:
         run = body["run"] or {}
         console.print(f"[green]✓[/] Demo broadcast #{campaign['id']}: {run.get('sent', 0)} sent, "
                       f"{run.get('failed', 0)} failed ({body['status']})")
+        await _coupon_promotion(api, ids, console)
+        await _tasks(api, base, ingest, console)
     lines = [
         f"API docs        {base}/docs",
         f"Dashboards      {base}/dashboards  (sign in with the admin key printed above)",
-        f"Mail sink       {base}/dashboards/inbox",
+        f"Dev inbox       {base}/dashboards/inbox  (mail sink and SMS/push/WeChat simulators)",
     ]
     if settings.temporal_ui_url:
         lines.append(f"Temporal UI     {settings.temporal_ui_url}/namespaces/default/workflows")

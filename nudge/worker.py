@@ -11,26 +11,42 @@ from temporalio.worker import Worker
 
 import workflows.events
 import workflows.ledger.operations
+import workflows.promotions.sweep
 import workflows.segments.refresh
 from activities.campaigns import CampaignActivities
+from activities.channels.delivery import service_for
+from activities.channels.sweeper import DeliveryActivities
 from activities.events import EventsOpsActivities, Retention
 from activities.ledger.operations import LedgerOpsActivities
 from activities.ledger.redemptions import RedemptionActivities
+from activities.promotions.orders import OrderActivities
 from activities.segments import SegmentActivities
+from activities.tasks.progress import TaskActivities
+from activities.tasks.rewards import RewardActivities
 from api.runtime import Runtime
+from store.tasks.grants import TaskGrants
 from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
+from workflows.channels.sweeper import TASK_QUEUE as CHANNELS_QUEUE
+from workflows.channels.sweeper import DeliverySweeperWorkflow, ensure_sweeper
 from workflows.events import TASK_QUEUE as EVENTS_QUEUE
 from workflows.events import EventsPruneWorkflow
 from workflows.ledger.operations import ExpiryWorkflow, ReconciliationWorkflow, RetentionWorkflow
 from workflows.ledger.redemptions import TASK_QUEUE as LEDGER_QUEUE
 from workflows.ledger.redemptions import RedemptionWorkflow
+from workflows.promotions.orders import TASK_QUEUE as PROMOTIONS_QUEUE
+from workflows.promotions.orders import OrderWorkflow
+from workflows.promotions.sweep import PromotionsSweepWorkflow
 from workflows.segments.backfill import SegmentIndexBackfillWorkflow
 from workflows.segments.changes import SegmentChangesConsumerWorkflow, SegmentChangesWorkflow
 from workflows.segments.refresh import TASK_QUEUE as SEGMENTS_QUEUE
 from workflows.segments.refresh import SegmentRefreshLoopWorkflow, SegmentRefreshWorkflow
+from workflows.tasks.issuance import RewardIssuanceWorkflow
+from workflows.tasks.lifecycle import TaskLifecycleWorkflow
+from workflows.tasks.progress import TASK_QUEUE as TASKS_QUEUE
+from workflows.tasks.progress import RewardDispatcherWorkflow, TaskProgressConsumer, ensure_workflows
 
-QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE, EVENTS_QUEUE)
+QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE, PROMOTIONS_QUEUE, CHANNELS_QUEUE)
 
 
 def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEUES) -> list[Worker]:
@@ -60,7 +76,7 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         ))
     if LEDGER_QUEUE in queues:
         ledger = RedemptionActivities(runtime.sessions)
-        ops = LedgerOpsActivities(runtime.sessions, archive_dir=runtime.settings.home / "archive")
+        ops = LedgerOpsActivities(runtime.sessions, archive_dir=runtime.settings.home / "archive", grants=TaskGrants())
         workers.append(Worker(
             client, task_queue=LEDGER_QUEUE,
             workflows=[RedemptionWorkflow, ReconciliationWorkflow, ExpiryWorkflow, RetentionWorkflow],
@@ -77,6 +93,33 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
             transitions=s.segment_transitions_retention_days))
         workers.append(Worker(client, task_queue=EVENTS_QUEUE, workflows=[EventsPruneWorkflow],
                               activities=[ops_events.prune_chunk], max_concurrent_activities=2))
+    if TASKS_QUEUE in queues:
+        tasks = TaskActivities(runtime.sessions)
+        rewards = RewardActivities(runtime.sessions)
+        workers.append(Worker(
+            client, task_queue=TASKS_QUEUE,
+            workflows=[TaskProgressConsumer, RewardDispatcherWorkflow, RewardIssuanceWorkflow, TaskLifecycleWorkflow],
+            activities=[tasks.follow_progress, tasks.claim_grant_batches, tasks.task_state, tasks.change_status,
+                        tasks.lapse_unclaimed, rewards.begin_issuance, rewards.post_rewards, rewards.issue_benefits,
+                        rewards.notify_rewarded, rewards.finish_issuance, rewards.reverse_postings,
+                        rewards.release_budget],
+            max_concurrent_activities=20,  # the progress consumer and the dispatcher each hold one for minutes
+            graceful_shutdown_timeout=timedelta(seconds=5),
+        ))
+    if PROMOTIONS_QUEUE in queues:
+        promotions = OrderActivities(runtime.sessions)
+        workers.append(Worker(client, task_queue=PROMOTIONS_QUEUE, workflows=[OrderWorkflow, PromotionsSweepWorkflow],
+                              activities=[promotions.release_order, promotions.sweep_reservations,
+                                          promotions.expire_coupons],
+                              max_concurrent_activities=20))
+    if CHANNELS_QUEUE in queues:
+        deliveries = DeliveryActivities(runtime.sessions, service_for(runtime.sessions, runtime.channels,
+                                                                      runtime.settings),
+                                        callback_tolerance=timedelta(seconds=runtime.settings.callback_tolerance_seconds))
+        workers.append(Worker(client, task_queue=CHANNELS_QUEUE, workflows=[DeliverySweeperWorkflow],
+                              activities=[deliveries.send_steps, deliveries.sweep_deliveries],
+                              max_concurrent_activities=10,  # the sweeper holds one for minutes at a time
+                              graceful_shutdown_timeout=timedelta(seconds=5)))
     return workers
 
 
@@ -89,6 +132,12 @@ async def ensure_housekeeping(client: Client, queues: Sequence[str] = QUEUES) ->
         await workflows.segments.refresh.ensure_schedules(client)  # changes consumer, time-based refresh (long-lived)
     if EVENTS_QUEUE in queues:
         await workflows.events.ensure_schedules(client)  # daily prune of outbox, dedupe and segment transitions
+    if PROMOTIONS_QUEUE in queues:
+        await workflows.promotions.sweep.ensure_schedules(client)  # coupon expiry, reservation leak sweep
+    if TASKS_QUEUE in queues:
+        await ensure_workflows(client)  # task progress consumer and reward dispatcher (long-lived)
+    if CHANNELS_QUEUE in queues:
+        await ensure_sweeper(client)  # receipt windows, webhook failures, quiet hours (long-lived)
 
 
 async def run_workers(workers: Sequence[Worker]) -> None:

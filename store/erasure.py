@@ -39,13 +39,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict
 from store.campaigns import erasure as campaigns
+from store.channels import erasure as channels
 from store.contacts import erasure as contacts
 from store.events import erasure as events
 from store.ledger import erasure as ledger
+from store.promotions import erasure as promotions
 from store.segments import erasure as segments
+from store.tasks import erasure as tasks
 
 # Every domain's erasure declarations; tests/store/test_cascades.py checks that they cover every contact table.
-STEPS = (ledger, campaigns, segments, events, contacts)
+STEPS = (promotions, ledger, campaigns, channels, segments, tasks, events, contacts)
 
 
 class ErasureMustWait(Conflict):
@@ -71,10 +74,15 @@ async def erase(session: AsyncSession, contact_id: int, *, now: datetime) -> Era
         raise ErasureMustWait(
             f"contact {contact_id} has redemption order(s) in progress ({', '.join(map(repr, orders))}); "
             "erase after they complete or fail (GET /v1/redemptions/{order}), usually within minutes")
+    # Promotions before the ledger: cancelling a pending order voids its points hold through the posting service.
+    promoted = await promotions.erase(session, ids, now=now)
     # The ledger first: its forfeits go through the posting service, which needs the contact row.
     removed, forfeited = await ledger.erase(session, contact_id, now=now)
+    removed |= promoted
     removed |= await campaigns.erase(session, ids)
+    removed |= await channels.erase(session, ids)
     removed |= await segments.erase(session, ids)
+    removed |= await tasks.erase(session, ids, now=now)
     removed["contacts"] = len(ids)
     await events.erase(session, ids)
     await contacts.erase(session, ids)

@@ -14,13 +14,16 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.campaigns import merges as campaigns
+from store.channels import merges as channels
 from store.contacts import merges as contacts
 from store.events import merges as events
 from store.ledger import merges as ledger
+from store.promotions import merges as promotions
 from store.segments import merges as segments
+from store.tasks import merges as tasks
 
 # Every domain's merge declarations; tests/store/test_cascades.py checks that they cover every contact table.
-STEPS = (contacts, events, ledger, segments, campaigns)
+STEPS = (contacts, events, ledger, tasks, promotions, channels, segments, campaigns)
 
 
 async def merge_contacts(session: AsyncSession, pairs: Sequence[tuple[int, int]]) -> None:
@@ -31,4 +34,7 @@ async def merge_contacts(session: AsyncSession, pairs: Sequence[tuple[int, int]]
     await contacts.absorb(session, pairs)
     await events.move(session, pairs)
     await ledger.move_points(session, pairs, now=datetime.now(UTC))  # one indexed probe unless a loser has points
+    await tasks.move(session, pairs)  # progress and streaks follow the person
+    await promotions.move(session, pairs)  # coupons and per-customer usage follow the person
+    await channels.move(session, pairs)  # preferences, cap counts and the inbox follow the person
     await contacts.drop(session, pairs)

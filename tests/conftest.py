@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.segments import EVENTS_CONSUMER
 from api.runtime import Runtime
+from channels.simulators import Simulators
 from core.settings import Settings
 from domain.keys import Scope
 from nudge.embedded import SEARCH_ATTRIBUTES, EmbeddedPostgres, MailSink, free_port, temporal_binary
@@ -96,10 +97,24 @@ def temporal_address(temporal_client: Client) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(workdir: Path, database_url: str, temporal_address: str, mail_sink: MailSink) -> Settings:
+def api_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def simulators(workdir: Path, api_port: int) -> Iterator[Simulators]:
+    """The Twilio, FCM and WeChat simulators on a free port, reporting deliveries to the test API's
+    `/v1/webhooks/{provider}` after 0.05 s (Twilio: to each message's StatusCallback)."""
+    with Simulators(workdir / "simulators", nudge_url=f"http://127.0.0.1:{api_port}", callback_delay=0.05) as sims:
+        yield sims
+
+
+@pytest.fixture(scope="session")
+def settings(workdir: Path, database_url: str, temporal_address: str, mail_sink: MailSink, api_port: int,
+             simulators: Simulators) -> Settings:
     return Settings(
         home=workdir, database_url=database_url, temporal_address=temporal_address, smtp_url=mail_sink.url,
-        api_port=free_port(), campaign_batch_size=50,
+        api_port=api_port, campaign_batch_size=50, webhook_secret="whsec_test", **simulators.settings(),
     )
 
 
