@@ -15,6 +15,7 @@ from api.errors import problem
 from api.schemas.channels import WebhookOut
 from channels.base import CallbackVerifier, WebhookRefused
 from channels.registry import build_verifiers, twilio_callback_url
+from channels.wechat import WechatCallbacks
 from domain.channels.deliveries import DeliveryState
 from domain.channels.tokens import InvalidToken, verify
 from store.channels import receipts
@@ -63,6 +64,22 @@ async def provider_callback(
         return Response("success", media_type="text/plain")  # what WeChat's server expects back
     return Response(WebhookOut(reports=applied.reports, matched=applied.matched,
                                unknown=applied.unknown).model_dump_json(), media_type="application/json")
+
+
+@router.get("/v1/webhooks/wechat", response_class=Response, openapi_extra={"security": []},
+            summary="WeChat's server-URL check: `echostr` back when the signature (token, timestamp, nonce) holds",
+            responses={200: {"content": {"text/plain": {}}, "description": "The `echostr` WeChat sent"},
+                       401: {"description": "Signature missing or wrong, or the timestamp is stale"},
+                       404: {"description": "WeChat is not configured for callbacks"}})
+async def wechat_url_check(request: Request) -> Response:
+    verifier = _verifiers(request).get("wechat")
+    if not isinstance(verifier, WechatCallbacks):
+        return problem(404, "Not found", "no provider 'wechat' is configured for callbacks")
+    try:
+        echostr = verifier.echo(str(request.url), datetime.now(UTC))
+    except WebhookRefused as exc:
+        return problem(401, "Check refused", str(exc))
+    return Response(echostr, media_type="text/plain")
 
 
 @router.get("/v1/t/o/{token}", include_in_schema=True, openapi_extra={"security": []},

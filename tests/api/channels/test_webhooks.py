@@ -155,3 +155,18 @@ async def test_garbage_callbacks_are_refused_not_errors(anon_api: httpx.AsyncCli
                 response = await anon_api.post(f"/v1/webhooks/{provider}?signature=x&timestamp=1&nonce=2",
                                                 content=body, headers=headers)
                 assert response.status_code in (400, 401, 413, 422), (provider, body, headers, response.text)
+
+
+async def test_wechat_server_url_check_echoes_only_a_signed_request(anon_api: httpx.AsyncClient,
+                                                                   simulators: Simulators) -> None:
+    ts, nonce = str(int(time.time())), uuid.uuid4().hex[:10]
+    signed = {"signature": wechat_signature(simulators.wechat.token, ts, nonce), "timestamp": ts, "nonce": nonce,
+              "echostr": "4719207093"}
+    ok = await anon_api.get(f"/v1/webhooks/wechat?{urlencode(signed)}")
+    assert ok.status_code == 200 and ok.text == "4719207093" and ok.headers["content-type"].startswith("text/plain")
+    forged = await anon_api.get(f"/v1/webhooks/wechat?{urlencode(signed | {'signature': 'f' * 40})}")
+    assert forged.status_code == 401 and "4719207093" not in forged.text
+    stale_ts = str(int(time.time()) - 3600)
+    stale = {"signature": wechat_signature(simulators.wechat.token, stale_ts, nonce), "timestamp": stale_ts,
+             "nonce": nonce, "echostr": "4719207093"}
+    assert (await anon_api.get(f"/v1/webhooks/wechat?{urlencode(stale)}")).status_code == 401
