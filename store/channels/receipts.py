@@ -33,7 +33,7 @@ class Report:
 class Applied:
     reports: int
     matched: int
-    unknown: int  # reports about messages Nudge has no record of (another system's, or erased)
+    unknown: int  # reports about messages Nudge has no record of yet: kept a day in case their send is being recorded
     due: int      # plans made due now (a failure to fall back from)
 
 
@@ -48,14 +48,22 @@ async def apply_callback(session: AsyncSession, provider: str, reports: Sequence
                            f"{sorted(set(ids) - fresh)[0]!r}); nothing changed")
     found = await records.lookup(session, [(r.channel, r.provider_message_id) for r in reports
                                            if r.provider_message_id])
-    changes = []
+    changes, early = [], []
     for r in reports:
         where = found.get((r.channel, r.provider_message_id or ""))
         state = RECEIPT_STATES.get(r.status)
-        if where is None or state is None:
+        if state is None:
+            continue
+        if where is None:
+            if r.provider_message_id:
+                early.append(r)
             continue
         changes.append(records.Change(*where, state=state, at=r.at, error=r.error,
                                       error_class="non_retryable" if state is DeliveryState.FAILED else None))
+    # A fast provider can report before the batch that sent the message has recorded its id: park the report, and
+    # `records.record_results` applies it when the id arrives.
+    await records.park_early(session, [(r.channel, r.provider_message_id or "", r.status, r.at, r.error)
+                                       for r in early])
     due = await records.apply(session, changes, now)
     return Applied(len(reports), len(changes), len(reports) - len(changes), due)
 

@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.channels.deliveries import FAILURE, ORDER, RANK, SUCCESS, DeliveryState, suppresses
+from domain.channels.deliveries import FAILURE, ORDER, RANK, RECEIPT_STATES, SUCCESS, DeliveryState, suppresses
 from domain.channels.fallback import Attempt, Done, Send, Wait, decide, message_key
 from domain.channels.policy import DeliveryPolicy
 from domain.channels.preferences import subscribed
@@ -309,7 +309,46 @@ async def record_results(session: AsyncSession, policy: DeliveryPolicy, outcomes
             ON CONFLICT DO NOTHING
         """), {"ch": [i[0] for i in ids], "p": [i[1] for i in ids], "c": [i[2] for i in ids],
                "k": [i[3] for i in ids], "n": [i[4] for i in ids]})
-    return await apply(session, changes, now)
+    due = await apply(session, changes, now)
+    if ids:
+        # Applied separately: one statement moves each attempt once, and an early report may be about the very
+        # attempt this batch just recorded as sent.
+        due += await apply(session, await _take_early(session, ids), now)
+    return due
+
+
+async def park_early(session: AsyncSession, reports: Sequence[tuple[str, str, str, datetime, str | None]]) -> None:
+    """Keep reports about provider message ids not recorded yet: (channel, provider id, status, at, error)."""
+    if not reports:
+        return
+    await session.execute(text("""
+        INSERT INTO early_receipts (channel, provider_message_id, status, at, error)
+        SELECT * FROM unnest(CAST(:ch AS text[]), CAST(:p AS text[]), CAST(:s AS text[]),
+                             CAST(:at AS timestamptz[]), CAST(:e AS text[]))
+        ON CONFLICT DO NOTHING
+    """), {"ch": [r[0] for r in reports], "p": [r[1] for r in reports], "s": [r[2] for r in reports],
+           "at": [r[3] for r in reports], "e": [r[4] for r in reports]})
+
+
+async def _take_early(session: AsyncSession, ids: Sequence[tuple[str, str, int, str, int]]) -> list[Change]:
+    """The parked reports about the provider ids just recorded, removed from the parking table, as changes."""
+    rows = await session.execute(text("""
+        DELETE FROM early_receipts e
+        USING unnest(CAST(:ch AS text[]), CAST(:p AS text[]), CAST(:c AS bigint[]), CAST(:k AS text[]),
+                     CAST(:n AS smallint[])) AS i(ch, p, c, k, n)
+        WHERE e.channel = i.ch AND e.provider_message_id = i.p
+        RETURNING i.c, i.k, i.n, e.status, e.at, e.error
+    """), {"ch": [i[0] for i in ids], "p": [i[1] for i in ids], "c": [i[2] for i in ids],
+           "k": [i[3] for i in ids], "n": [i[4] for i in ids]})
+    found = [(r[0], r[1], r[2], RECEIPT_STATES[r[3]], r[4], r[5]) for r in rows if r[3] in RECEIPT_STATES]
+    # The furthest report per attempt (states are ordered): one change per attempt.
+    best: dict[tuple[int, str, int], tuple[DeliveryState, datetime, str | None]] = {}
+    for c, k, n, state, at, error in found:
+        if (c, k, n) not in best or RANK[best[(c, k, n)][0]] < RANK[state]:
+            best[(c, k, n)] = (state, at, error)
+    return [Change(c, k, n, state, at, error=error,
+                   error_class="non_retryable" if state is DeliveryState.FAILED else None)
+            for (c, k, n), (state, at, error) in best.items()]
 
 
 async def apply(session: AsyncSession, changes: Sequence[Change], now: datetime) -> int:

@@ -20,11 +20,17 @@ async def first_seen(session: AsyncSession, provider: str, event_ids: Sequence[s
     return set(rows.all())
 
 
+EARLY_RECEIPTS_KEPT = timedelta(days=1)  # a send is recorded within minutes of its provider's answer
+
+
 async def prune(session: AsyncSession, now: datetime, tolerance: timedelta) -> int:
-    """Forget ids older than twice the tolerance: a callback that old is refused as stale by its signature."""
+    """Forget ids older than twice the tolerance (a callback that old is refused as stale by its signature), and
+    early receipts whose send was never recorded (another system's messages, or a send that failed)."""
     result = await session.execute(text("DELETE FROM webhook_receipts WHERE seen_at < :t"),
                                    {"t": now - 2 * tolerance})
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    early = await session.execute(text("DELETE FROM early_receipts WHERE received_at < :t"),
+                                  {"t": now - EARLY_RECEIPTS_KEPT})
+    return int(result.rowcount or 0) + int(early.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def link_secret(session: AsyncSession) -> bytes:

@@ -14,6 +14,8 @@ anti-disturbance state (suppressions, preferences, frequency caps), plus the in-
   insert run under a per-contact advisory lock, so racing senders cannot both take the last slot.
 - `inbox_messages`: the in-app inbox (display hint toast | popup | banner).
 - `webhook_receipts`: provider callback ids already applied, for replay refusal; pruned after the tolerance.
+- `early_receipts`: reports that arrived before the send that they are about was recorded (a fast provider beating
+  the batch's commit), applied when it is; pruned after a day. No contact id: only the provider's message id.
 - `provider_rate_limits`: one token bucket per provider, shared by every worker process.
 - `channel_secrets`: the random HMAC secret of unsubscribe, open and click links, made here once.
 
@@ -141,6 +143,17 @@ def upgrade() -> None:
         );
         CREATE INDEX ix_webhook_receipts_seen ON webhook_receipts (seen_at);
 
+        CREATE TABLE early_receipts (
+            channel             text NOT NULL,
+            provider_message_id text NOT NULL,
+            status              text NOT NULL,
+            at                  timestamptz NOT NULL,
+            error               text,
+            received_at         timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT pk_early_receipts PRIMARY KEY (channel, provider_message_id, status)
+        );
+        CREATE INDEX ix_early_receipts_received ON early_receipts (received_at);
+
         CREATE TABLE provider_rate_limits (
             provider   text PRIMARY KEY,
             tokens     double precision NOT NULL,
@@ -161,5 +174,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE channel_secrets, provider_rate_limits, webhook_receipts, inbox_messages, frequency_log, "
-               "contact_preferences, suppressions, delivery_provider_ids, delivery_attempts, delivery_plans")
+    op.execute("DROP TABLE early_receipts, channel_secrets, provider_rate_limits, webhook_receipts, inbox_messages, "
+               "frequency_log, contact_preferences, suppressions, delivery_provider_ids, delivery_attempts, "
+               "delivery_plans")

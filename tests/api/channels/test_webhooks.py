@@ -170,3 +170,22 @@ async def test_wechat_server_url_check_echoes_only_a_signed_request(anon_api: ht
     stale = {"signature": wechat_signature(simulators.wechat.token, stale_ts, nonce), "timestamp": stale_ts,
              "nonce": nonce, "echostr": "4719207093"}
     assert (await anon_api.get(f"/v1/webhooks/wechat?{urlencode(stale)}")).status_code == 401
+
+
+async def test_a_receipt_that_beats_its_send_record_is_applied_when_the_send_is_recorded(
+        anon_api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], make_service: MakeService,
+        simulators: Simulators) -> None:
+    service = make_service()
+    person = await make_person(sessions, openid_prefix="silent-")  # only our callback reports on this message
+    s = step(person, ["wechat", "sms"])
+    msgid = str(simulators.wechat._next_msgid + 1)  # the id the simulator will give the next template message
+    url, body = wechat_callback(simulators, person.openid, msgid, "failed:user block")
+    early = await anon_api.post(url, content=body, headers={"Content-Type": "text/xml"})
+    assert early.status_code == 200 and early.text == "success"
+    await service.send([s])  # records WeChat's msgid, finds the parked failure, falls back
+    assert (await attempts(sessions, person, s.key))[0] == ("wechat", "failed")
+    await service.sweep()
+    assert len([m for m in simulators.twilio.inbox.read() if m.get("to") == person.phone]) == 1
+    async with sessions() as session:
+        assert await session.scalar(text("SELECT count(*) FROM early_receipts WHERE provider_message_id = :m"),
+                                    {"m": msgid}) == 0
