@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import heartbeating
 from domain.segments.rules import SEGMENT_EVENTS
 from store.db import transaction
 from store.events.outbox import OutboxEvent, advance_cursor, read_new_events
@@ -136,7 +137,7 @@ class SegmentActivities:
         done = FollowResult()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + params.window_seconds
-        async with _heartbeating(lambda: asdict(done)):
+        async with heartbeating(lambda: asdict(done)):
             while True:
                 batch = await self._consume(params.batch_size)
                 done.add(batch)
@@ -218,22 +219,6 @@ class SegmentActivities:
         else:
             await es.mark("pending", cursor)
         return BackfillChunkResult(indexed, cursor, started_from, done=exhausted, resumed=resumed)
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating(details: Callable[[], object], every: float = 5.0) -> AsyncIterator[None]:
-    """Heartbeat every few seconds while the body runs, however long one of its batches takes: a dead worker
-    is noticed within the heartbeat timeout, and a slow batch is not mistaken for one."""
-    async def beat() -> None:
-        while True:
-            activity.heartbeat(details())
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 async def _touched_by(session: AsyncSession, batch: Sequence[OutboxEvent]) -> set[int]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.channels.delivery import DeliveryService, Progress
+from activities.heartbeats import heartbeating
 from store.channels import caps, webhooks
 from store.channels.records import Step
 from store.db import transaction
@@ -83,7 +82,7 @@ class DeliveryActivities:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + params.window_seconds
         await self._prune()
-        async with _heartbeating(lambda: asdict(done)):
+        async with heartbeating(lambda: asdict(done)):
             while True:
                 progress = await self.service.sweep(limit=params.batch_size)
                 if progress.claimed or progress.done or progress.suppressed or progress.deferred:
@@ -100,20 +99,3 @@ class DeliveryActivities:
         async with transaction(self.sessions) as s:
             await webhooks.prune(s, now, self.tolerance)
             await caps.prune(s, self.service.policy.caps, now)
-
-
-@asynccontextmanager
-async def _heartbeating(details: Callable[[], object], every: float = 5.0) -> AsyncIterator[None]:
-    """Heartbeat every few seconds while the body runs, however long one batch takes."""
-    async def beat() -> None:
-        while True:
-            activity.heartbeat(details())
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
