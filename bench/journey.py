@@ -1,0 +1,184 @@
+"""`nudge bench journey`: contacts/s entering a journey and sends/s out of it, on a compressed clock.
+
+`n` contacts (created, not timed) enter a segment: `n` `segment_entered` events in outbox rows of 1000, as a
+segment refresh emits them (not timed). The journey: segment entered → wait 1 day → condition (CEL over the
+contact's traits; 3 in 4 pass) → send through a recording channel (`push`: accepts and counts, no network) →
+exit. Then, with the runtime's own store services and delivery service (what `run_journey`, the JourneyWorkflow's
+activity, runs per pass; the workflow's round trips are per pass, not per contact):
+
+1. entry: the journey consumes the events from its outbox cursor and moves every contact into the 1-day wait —
+   the figure, contacts/s; the limit is reading the same events from the outbox alone (a second cursor);
+2. a day later on the compressed clock: the due contacts are advanced through condition and send, and the sends
+   go through the delivery service (plans, attempts, screening) to the recording channel — sends/s.
+
+Everything the run wrote is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+
+from activities.channels.delivery import DeliveryService, Progress
+from bench.core import BenchContext, BenchResult
+from channels.base import Message, SendResult
+from domain.channels.policy import DeliveryPolicy
+from store.db import make_engine, make_sessionmaker, plain_url, transaction
+from store.events.outbox import advance_cursor, read_new_events
+from store.journeys import definitions, runtime
+
+DATABASE_ONLY = True
+NAME = "journey"
+DESCRIPTION = "Contacts/s entering a journey (segment entered → wait 1 day) and sends/s after the wait, " \
+              "compressed clock"
+PARAMS: dict[str, Any] = {"n": 10_000, "batch": 1000}
+
+
+class RecordingChannel:
+    name = "push"
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send_many(self, messages: Sequence[Message]) -> list[SendResult]:
+        self.sent += len(messages)
+        return [SendResult(m.key, True, f"rec-{m.key}") for m in messages]
+
+
+def _graph(segment: int) -> dict[str, Any]:
+    return {"nodes": [
+        {"id": "start", "type": "trigger", "segment_id": segment, "on": "entered", "next": "day"},
+        {"id": "day", "type": "wait", "seconds": 86400, "next": "active"},
+        {"id": "active", "type": "condition", "when": "contact.traits.n % 4 != 0", "yes": "push", "no": "done"},
+        {"id": "push", "type": "send", "chain": ["push"], "content": {"push": {"text": "We miss you"}},
+         "next": "done"},
+        {"id": "done", "type": "exit"}]}
+
+
+def _seed(url: str, tag: str, n: int, segment: int) -> list[int]:
+    """n contacts with a push token, and a segment_entered event each in outbox rows of 1000."""
+    with psycopg.connect(plain_url(url), autocommit=True) as conn:
+        ids = [r[0] for r in conn.execute("""
+            INSERT INTO contacts (user_id, traits)
+            SELECT 'bench-j-' || %s || '-' || i, jsonb_build_object('n', i, 'push_token', 'tok-' || i)
+            FROM generate_series(1, %s) i RETURNING id
+        """, (tag, n)).fetchall()]
+        conn.execute("""
+            WITH e AS (
+                INSERT INTO events (contact_id, message_id, type, event, properties, context, timestamp)
+                SELECT c, 'bench-j-' || %s || '-' || c, 'track', 'segment_entered',
+                       jsonb_build_object('segment_id', %s::bigint), '{}', now()
+                FROM unnest(%s::bigint[]) c RETURNING contact_id, id
+            )
+            INSERT INTO event_outbox (contact_ids, event_ids)
+            SELECT array_agg(contact_id ORDER BY id), array_agg(id ORDER BY id)
+            FROM (SELECT contact_id, id, (row_number() OVER (ORDER BY id) - 1) / 1000 AS part FROM e) x
+            GROUP BY part ORDER BY part
+        """, (tag, segment, ids))
+    return ids
+
+
+def _cleanup(url: str, tag: str, ids: list[int], journey_id: int | None, consumers: list[str]) -> None:
+    with psycopg.connect(plain_url(url), autocommit=True) as conn:
+        if journey_id is not None:
+            for table in ("journey_states", "journey_history", "journey_counts", "journey_versions"):
+                conn.execute(f"DELETE FROM {table} WHERE journey_id = %s", (journey_id,))
+            conn.execute("DELETE FROM journeys WHERE id = %s", (journey_id,))
+            prefix = f"journey:{journey_id}:%"
+            conn.execute("DELETE FROM delivery_attempts WHERE contact_id = ANY(%s) AND key LIKE %s", (ids, prefix))
+            conn.execute("DELETE FROM delivery_plans WHERE contact_id = ANY(%s) AND key LIKE %s", (ids, prefix))
+        conn.execute("DELETE FROM event_cursors WHERE consumer = ANY(%s)", (consumers,))
+        conn.execute("DELETE FROM event_outbox WHERE contact_ids && %s::bigint[]", (ids,))
+        conn.execute("DELETE FROM events WHERE contact_id = ANY(%s)", (ids,))
+        conn.execute("DELETE FROM contacts WHERE id = ANY(%s)", (ids,))
+
+
+async def run(ctx: BenchContext, n: int, batch: int) -> BenchResult:
+    url = ctx.settings.database_url or ""
+    tag = uuid.uuid4().hex[:8]
+    segment = 2**40 + int(tag, 16) % 2**20  # a segment id no real segment has
+    engine = make_engine(url, pool_size=4)
+    sessions = make_sessionmaker(engine)
+    channel = RecordingChannel()
+    delivery = DeliveryService(sessions, {"push": channel}, DeliveryPolicy())
+    journey_id: int | None = None
+    ids: list[int] = []
+    reader = f"bench-journey-read-{tag}"
+    try:
+        async with transaction(sessions) as s:
+            journey_id = (await definitions.create_journey(s, f"bench {tag}", _graph(segment))).id
+            await definitions.publish(s, journey_id)
+        async with transaction(sessions) as s:  # the reader starts where the journey's cursor does
+            await s.execute(text("""
+                INSERT INTO event_cursors (consumer, xid, outbox_id)
+                SELECT :r, xid, outbox_id FROM event_cursors WHERE consumer = :c
+            """), {"r": reader, "c": definitions.consumer(journey_id)})
+        with ctx.status(f"Creating {n:,} contacts and their segment_entered events (not timed)…"):
+            ids = await asyncio.to_thread(_seed, url, tag, n, segment)
+
+        with ctx.status("Reading the events from the outbox alone (the limit)…"):
+            started = time.perf_counter()
+            read = 0
+            while True:
+                async with transaction(sessions) as s:
+                    events = await read_new_events(s, reader, limit=batch)
+                    if not events:
+                        break
+                    read += len(events)
+                    await advance_cursor(s, reader, events[-1].position)
+            read_rate = read / (time.perf_counter() - started)
+
+        now = datetime.now(UTC)
+        entered = waiting = 0
+        with ctx.status(f"Entering {n:,} contacts into the journey and its 1-day wait…"):
+            started = time.perf_counter()
+            while True:
+                async with transaction(sessions) as s:
+                    consumed = await runtime.consume(s, journey_id, 1, now, limit=batch)
+                    moved = await runtime.advance_due(s, journey_id, now, limit=batch)
+                entered, waiting = entered + consumed.entered, waiting + moved.contacts
+                if not consumed.events and not moved.contacts:
+                    break
+            entry_elapsed = time.perf_counter() - started
+        entry_rate = entered / entry_elapsed if entry_elapsed else 0.0
+
+        later = now + timedelta(days=1, seconds=1)
+        advanced = 0
+        outcome = Progress()
+        with ctx.status("A day later: condition and send through the delivery service…"):
+            started = time.perf_counter()
+            while True:
+                async with transaction(sessions) as s:
+                    moved = await runtime.advance_due(s, journey_id, later, limit=batch)
+                if moved.sends:
+                    done = await delivery.send(moved.sends, now=later)
+                    outcome.claimed, outcome.failed, outcome.suppressed = outcome.claimed + done.claimed, \
+                        outcome.failed + done.failed, outcome.suppressed + done.suppressed
+                advanced += moved.contacts
+                if moved.contacts < batch:
+                    break
+            send_elapsed = time.perf_counter() - started
+        send_rate = channel.sent / send_elapsed if send_elapsed else 0.0
+    finally:
+        await engine.dispose()
+        with ctx.status("Cleaning up…"):
+            await asyncio.to_thread(_cleanup, url, tag, ids, journey_id,
+                                    [reader] + ([definitions.consumer(journey_id)] if journey_id else []))
+    return BenchResult(
+        bench=NAME, value=entry_rate, unit="contacts/s", limit_name="outbox read alone", limit=read_rate,
+        params={"n": n, "batch": batch},
+        rows=[("contacts entered", f"{entered:,}"), ("entry seconds", f"{entry_elapsed:.2f}"),
+              ("sends/s after the wait (target ≥ 3,300)", f"{send_rate:,.0f}"),
+              ("sends", f"{channel.sent:,}"),
+              ("claimed / failed / suppressed",
+               f"{outcome.claimed:,} / {outcome.failed:,} / {outcome.suppressed:,}"),
+              ("advanced after the wait", f"{advanced:,}"),
+              ("send phase seconds", f"{send_elapsed:.2f}"), ("entry target", "≥ 5,000 contacts/s")],
+    )

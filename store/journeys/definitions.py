@@ -1,0 +1,199 @@
+"""Journeys as the marketer edits them: drafts validated on save, immutable published versions, the lifecycle
+(draft → live ⇄ paused → archived), per-node counts and a contact's journey history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.errors import InvalidTransition, NotFound
+from domain.journeys.graph import parse
+
+LIVE_STATUSES = ("ready", "sleeping", "waiting")
+MOVES = {  # status → the statuses an action may take it to
+    "publish": ("draft", "live", "paused"),
+    "pause": ("live",),
+    "resume": ("paused",),
+    "archive": ("draft", "live", "paused"),
+}
+
+
+@dataclass
+class Version:
+    version: int
+    published_at: datetime
+    graph: dict[str, Any]
+
+
+@dataclass
+class Journey:
+    id: int
+    name: str
+    status: str
+    draft: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    versions: list[Version] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # node → outcome → contacts (all versions)
+    waiting: dict[str, int] = field(default_factory=dict)  # node → contacts there now
+
+
+def consumer(journey_id: int) -> str:
+    """The journey's cursor name in `event_cursors`."""
+    return f"journey:{journey_id}"
+
+
+def _journey(row: Any) -> Journey:
+    return Journey(row.id, row.name, row.status, row.draft, row.version, row.created_at, row.updated_at)
+
+
+async def create_journey(session: AsyncSession, name: str, graph: dict[str, Any]) -> Journey:
+    parse(graph)
+    row = (await session.execute(text("""
+        INSERT INTO journeys (name, draft) VALUES (:name, CAST(:g AS jsonb)) RETURNING *
+    """), {"name": name, "g": orjson.dumps(graph).decode()})).one()
+    return _journey(row)
+
+
+async def _locked(session: AsyncSession, journey_id: int) -> Any:
+    row = (await session.execute(text("SELECT * FROM journeys WHERE id = :id FOR UPDATE"), {"id": journey_id})).first()
+    if row is None:
+        raise NotFound(f"journey {journey_id} not found")
+    return row
+
+
+async def update_draft(session: AsyncSession, journey_id: int, name: str, graph: dict[str, Any]) -> Journey:
+    """Replace the draft (validated); published versions and the contacts on them are not touched."""
+    parse(graph)
+    row = await _locked(session, journey_id)
+    if row.status == "archived":
+        raise InvalidTransition(f"journey {journey_id} is archived; create a new journey")
+    row = (await session.execute(text("""
+        UPDATE journeys SET name = :name, draft = CAST(:g AS jsonb), updated_at = now() WHERE id = :id RETURNING *
+    """), {"id": journey_id, "name": name, "g": orjson.dumps(graph).decode()})).one()
+    return _journey(row)
+
+
+async def publish(session: AsyncSession, journey_id: int) -> Journey:
+    """The draft becomes a new immutable version; new entries take it, running contacts stay on theirs. The
+    first publish starts the journey's event cursor at the end of the outbox: history before it enters nobody."""
+    row = await _locked(session, journey_id)
+    _allowed(row, "publish")
+    parse(row.draft)  # drafts are validated on save; a graph rule added since then is checked here
+    version = row.version + 1
+    await session.execute(text("""
+        INSERT INTO journey_versions (journey_id, version, graph) VALUES (:id, :v, CAST(:g AS jsonb))
+    """), {"id": journey_id, "v": version, "g": orjson.dumps(row.draft).decode()})
+    await session.execute(text("""
+        INSERT INTO event_cursors (consumer, xid, outbox_id)
+        SELECT :c, coalesce(max(xid), '0'::xid8), coalesce(max(id), 0) FROM event_outbox
+        WHERE xid = (SELECT max(xid) FROM event_outbox)
+        ON CONFLICT (consumer) DO NOTHING
+    """), {"c": consumer(journey_id)})
+    status = "live" if row.status == "draft" else row.status
+    updated = (await session.execute(text("""
+        UPDATE journeys SET version = :v, status = :s, updated_at = now() WHERE id = :id RETURNING *
+    """), {"id": journey_id, "v": version, "s": status})).one()
+    return _journey(updated)
+
+
+def _allowed(row: Any, action: str) -> None:
+    if row.status not in MOVES[action]:
+        raise InvalidTransition(f"journey {row.id} is {row.status}; cannot {action} it")
+
+
+async def change_status(session: AsyncSession, journey_id: int, action: str) -> Journey:
+    """pause, resume or archive."""
+    row = await _locked(session, journey_id)
+    _allowed(row, action)
+    if action == "resume" and row.version == 0:
+        raise InvalidTransition(f"journey {journey_id} was never published")
+    status = {"pause": "paused", "resume": "live", "archive": "archived"}[action]
+    updated = (await session.execute(text("""
+        UPDATE journeys SET status = :s, updated_at = now() WHERE id = :id RETURNING *
+    """), {"id": journey_id, "s": status})).one()
+    return _journey(updated)
+
+
+async def get_journey(session: AsyncSession, journey_id: int) -> Journey:
+    row = (await session.execute(text("SELECT * FROM journeys WHERE id = :id"), {"id": journey_id})).first()
+    if row is None:
+        raise NotFound(f"journey {journey_id} not found")
+    journey = _journey(row)
+    journey.versions = [Version(r.version, r.published_at, r.graph) for r in await session.execute(text("""
+        SELECT version, published_at, graph FROM journey_versions WHERE journey_id = :id ORDER BY version
+    """), {"id": journey_id})]
+    for r in await session.execute(text("""
+        SELECT node, outcome, sum(n)::bigint AS n FROM journey_counts WHERE journey_id = :id GROUP BY node, outcome
+    """), {"id": journey_id}):
+        journey.counts.setdefault(r.node, {})[r.outcome] = int(r.n)
+    journey.waiting = {r.node: int(r.n) for r in await session.execute(text("""
+        SELECT node, count(*) AS n FROM journey_states
+        WHERE journey_id = :id AND status IN ('sleeping', 'waiting') GROUP BY node
+    """), {"id": journey_id})}
+    return journey
+
+
+async def list_journeys(session: AsyncSession, *, after: int, limit: int) -> list[Journey]:
+    return [_journey(r) for r in await session.execute(text("""
+        SELECT * FROM journeys WHERE id > :after ORDER BY id LIMIT :n
+    """), {"after": after, "n": limit})]
+
+
+async def newest_journeys(session: AsyncSession, *, limit: int) -> list[Journey]:
+    """The most recently created journeys, archived last."""
+    return [_journey(r) for r in await session.execute(text("""
+        SELECT * FROM journeys ORDER BY status = 'archived', id DESC LIMIT :n
+    """), {"n": limit})]
+
+
+async def active_journeys(session: AsyncSession) -> list[Journey]:
+    return [_journey(r) for r in await session.execute(text(
+        "SELECT * FROM journeys WHERE status IN ('live', 'paused') ORDER BY id"))]
+
+
+@dataclass(frozen=True)
+class Step:
+    journey_id: int
+    version: int
+    entry: int
+    node: str
+    outcome: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ContactJourney:
+    journey_id: int
+    name: str
+    entry: int
+    version: int
+    node: str
+    status: str
+    entered_at: datetime
+    wake_at: datetime | None
+    steps: list[Step]
+
+
+async def contact_history(session: AsyncSession, contact_id: int, *, limit: int = 50) -> list[ContactJourney]:
+    """The contact's journey entries, newest first, each with its node transitions in order."""
+    entries = list(await session.execute(text("""
+        SELECT s.journey_id, j.name, s.entry, s.version, s.node, s.status, s.entered_at, s.wake_at
+        FROM journey_states s JOIN journeys j ON j.id = s.journey_id
+        WHERE s.contact_id = :c ORDER BY s.entered_at DESC, s.journey_id, s.entry DESC LIMIT :n
+    """), {"c": contact_id, "n": limit}))
+    steps: dict[tuple[int, int], list[Step]] = {}
+    for r in await session.execute(text("""
+        SELECT journey_id, version, entry, node, outcome, at FROM journey_history
+        WHERE contact_id = :c AND journey_id = ANY(:j) ORDER BY id
+    """), {"c": contact_id, "j": sorted({e.journey_id for e in entries})}):
+        steps.setdefault((r.journey_id, r.entry), []).append(Step(r.journey_id, r.version, r.entry, r.node,
+                                                                   r.outcome, r.at))
+    return [ContactJourney(e.journey_id, e.name, e.entry, e.version, e.node, e.status, e.entered_at, e.wake_at,
+                           steps.get((e.journey_id, e.entry), [])) for e in entries]
