@@ -9,7 +9,8 @@ Asia/Shanghai), identifies
 1. ingest: `events` track events through the store's ingest path (`store.ingest.ingest`, what the API's batch
    endpoint calls, without HTTP) in batches of `batch`, one transaction each — the limit;
 2. progress: the engine (`store.tasks.progress.process_batch`, what the `tasks-progress` workflow's activity runs)
-   consumes those events from the outbox under its own cursor, batch by batch, to the end — the figure.
+   consumes those events from the outbox under its own cursor, `engine_batch` events per transaction (the
+   consumer's default), to the end — the figure.
 
 Everything the run wrote is removed (tasks, progress, grants, events, contacts, its cursor); the program stays.
 Run it on an otherwise idle stack: a running `tasks-progress` consumer would also work on the bench's tasks.
@@ -39,7 +40,8 @@ from store.tasks.progress import Compiled, process_batch
 DATABASE_ONLY = True
 NAME = "tasks"
 DESCRIPTION = "Events/s through the task progress engine with 50 active tasks vs the ingest rate of the same events"
-PARAMS: dict[str, Any] = {"events": 100_000, "users": 5_000, "tasks": 50, "batch": 1000, "seconds": 60}
+PARAMS: dict[str, Any] = {"events": 100_000, "users": 5_000, "tasks": 50, "batch": 1000, "engine_batch": 5000,
+                          "seconds": 60}
 ACTIONS = 25  # 50 tasks over 25 event names: every event advances two tasks
 
 
@@ -144,7 +146,7 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
             started = time.perf_counter()
             while True:
                 async with transaction(sessions) as s:
-                    result = await process_batch(s, compiled, now=datetime.now(UTC), limit=p["batch"],
+                    result = await process_batch(s, compiled, now=datetime.now(UTC), limit=p["engine_batch"],
                                                  consumer=consumer)
                 if not result.events:
                     break

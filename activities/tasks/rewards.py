@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.tasks.notify import RewardNotifier
 from domain.errors import DomainError
 from store.db import transaction
-from store.tasks import grants
+from store.tasks import grants, notices
 
 
 @dataclass
@@ -36,8 +37,9 @@ class Issued:
 
 
 class RewardActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], notifier: RewardNotifier | None = None) -> None:
         self.sessions = sessions
+        self.notifier = notifier or RewardNotifier(sessions)
 
     @asynccontextmanager
     async def _tx(self, step: IssuanceStep) -> AsyncIterator[AsyncSession]:
@@ -70,11 +72,15 @@ class RewardActivities:
             return
 
     @activity.defn
-    async def notify_rewarded(self, step: IssuanceStep) -> None:
-        """Tell the contacts about their rewards. The in-app inbox and channel sends land with the Channels issue;
-        until then the task centre (GET /v1/contacts/{id}/tasks) is where a contact sees them."""
-        async with self._tx(step):
-            return
+    async def notify_rewarded(self, step: IssuanceStep) -> int:
+        """Tell the contacts about their credited rewards: a toast each in the in-app inbox, or the task's channel
+        chain (activities/tasks/notify.py), keyed `notify:{reference}` so a retry tells nobody twice."""
+        async with self._tx(step) as session:
+            ids, told = await notices.credited_in_batch(session, step.batch)
+        sent = await self.notifier.send(told)
+        async with transaction(self.sessions) as session:
+            await notices.mark_told(session, ids, now=datetime.now(UTC))
+        return sent
 
     @activity.defn
     async def finish_issuance(self, step: IssuanceStep) -> int:

@@ -8,6 +8,7 @@ per process (`domain.rules.compile_expression` caches) and evaluated per batch, 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 
 from domain.errors import DomainError
 from domain.rules import InvalidExpression, compile_expression, value_of
+from domain.tasks.notices import DEFAULT_CHAIN, check_chain
 from domain.tasks.periods import Period, PeriodKind
 from domain.tasks.progress import Rule, TaskKind, assign_variant
 
@@ -71,6 +73,7 @@ class TaskDefinition:
     streak_rewards: tuple[int, ...] = ()
     ladder: tuple[tuple[int, int], ...] = ()
     steps: tuple[str, ...] = ()
+    notify: tuple[str, ...] = DEFAULT_CHAIN  # channels that tell the contact (domain/tasks/notices.py); () none
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TaskDefinition:
@@ -106,6 +109,10 @@ class TaskDefinition:
             raise InvalidTask("steps: a composite task names at least two actions, in order")
         if self.kind is not TaskKind.COMPOSITE and self.steps:
             raise InvalidTask("steps: only a composite task has steps")
+        try:
+            check_chain(self.notify)
+        except ValueError as exc:
+            raise InvalidTask(f"notify: {exc}") from exc
         if self.variants:
             if sum(v.weight for v in self.variants) <= 0 or any(v.weight < 0 for v in self.variants):
                 raise InvalidTask("variants: weights must be non-negative and not all zero")
@@ -154,6 +161,31 @@ def increments(definition: TaskDefinition, variables: Sequence[dict[str, Any]]) 
     return out
 
 
+_REFERENCE = re.compile(r"\b(event|contact)\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?")
+
+
+def referenced(expressions: Sequence[str | None]) -> dict[str, frozenset[str] | None]:
+    """Which fields of `event` and `contact` the expressions can read: {"event": {"properties"}, …}; None for all
+    of a variable's fields (it is used whole, e.g. `event["properties"]` or `size(event)`). Building only these
+    per event is what keeps CEL cheap; over-including (a name inside a string literal) is harmless."""
+    found: dict[str, set[str] | None] = {}
+    for expression in expressions:
+        for m in _REFERENCE.finditer(expression or ""):
+            name, field_ = m[1], m[3]
+            if field_ is None:
+                found[name] = None
+            elif name not in found:
+                found[name] = {field_}
+            elif (known := found[name]) is not None:
+                known.add(field_)
+    return {k: None if v is None else frozenset(v) for k, v in found.items()}
+
+
+def as_increment(value: Any) -> int:
+    """A compute expression's value as an increment: positive integers (floats truncated), anything else 0."""
+    return _as_increment(value)
+
+
 def _as_increment(value: Any) -> int:
     if isinstance(value, bool):
         return int(value)
@@ -173,6 +205,8 @@ def _when(value: Any) -> datetime | None:
 def from_mapping(data: dict[str, Any]) -> TaskDefinition:
     """A definition from its JSON form (the API body, the stored row); validated."""
     p = data.get("period") or {}
+    if isinstance(data.get("notify"), str):
+        raise InvalidTask('notify: a list of channels, e.g. ["push", "inbox"]')
     try:
         period = Period(PeriodKind(p.get("kind", "daily")), p.get("zone") or "UTC", p.get("days"),
                         _when(p.get("window_start")), _when(p.get("window_end")))
@@ -190,7 +224,9 @@ def from_mapping(data: dict[str, Any]) -> TaskDefinition:
                            for v in data.get("variants") or ()),
             streak_rewards=tuple(int(x) for x in data.get("streak_rewards") or ()),
             ladder=tuple((int(t["num"]), int(t["reward"])) for t in data.get("ladder") or ()),
-            steps=tuple(data.get("steps") or ()), extra=dict(data.get("extra") or {}))
+            steps=tuple(data.get("steps") or ()),
+            notify=tuple(DEFAULT_CHAIN if data.get("notify") is None else data["notify"]),
+            extra=dict(data.get("extra") or {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidTask(f"definition: {exc}") from exc
     if definition.kind is not TaskKind.COMPOSITE and not definition.user_action:
@@ -215,5 +251,5 @@ def to_mapping(d: TaskDefinition) -> dict[str, Any]:
         "variants": [{"name": v.name, "weight": v.weight, "num": v.num, "reward_count": v.reward_count}
                      for v in d.variants],
         "streak_rewards": list(d.streak_rewards), "ladder": [{"num": n, "reward": r} for n, r in d.ladder],
-        "steps": list(d.steps), "extra": d.extra,
+        "steps": list(d.steps), "notify": list(d.notify), "extra": d.extra,
     }

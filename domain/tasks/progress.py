@@ -121,10 +121,19 @@ def advance(rule: Rule, slot: Slot, participant: Participant, key: str, previous
 
 
 def completions_at(rule: Rule, progress: int) -> int:
-    """Completions a simple task's period has at `progress` (what the store's counting upsert computes in SQL)."""
-    wanted = progress // rule.num if rule.num > 0 else 0
+    """Completions a simple task's or a ladder's period has at `progress` (what the store's counting upsert
+    computes in SQL, `task_completions` in migration 0016): both are a function of the period's progress alone."""
+    if rule.kind is TaskKind.LADDER:
+        wanted = sum(1 for need, _ in rule.ladder if progress >= need)
+    else:
+        wanted = progress // rule.num if rule.num > 0 else 0
     cap = per_period_max(rule)
     return max(0, wanted if cap is None else min(wanted, cap))
+
+
+def completion_reward(rule: Rule, n: int) -> int:
+    """What the n-th completion of a period earns, for the kinds whose completions depend on progress alone."""
+    return rule.ladder[n - 1][1] if rule.kind is TaskKind.LADDER else rule.reward_count
 
 
 def streak_reward(rule: Rule, streak: int) -> int:

@@ -283,29 +283,91 @@ async def list_grants(session: AsyncSession, *, task_id: int | None = None, cont
 
 class TaskGrants:
     """The ledger reconciliation's `GrantSource`: issued grants whose posting is missing (reconciliation credits
-    them under the grant's reference) and `reward:` credits no grant explains (filed for review)."""
+    them under the grant's reference) and `reward:` credits no grant explains (filed for review).
+
+    Keyset-paged and bounded: each call reads at most `limit` grants (by id) and `limit` postings (by id) after
+    its checkpoint (`task_grant_checks`, one row per program filter, moved in the caller's transaction), and wraps
+    around at the end, so repeated runs sweep both tables however large they grow, and a table smaller than a page
+    is checked whole on every run."""
 
     async def missing_credits(self, session: AsyncSession, programs: Sequence[int] | None,
                               limit: int) -> list[MissingCredit]:
-        rows = await session.execute(text("""
-            SELECT g.program_id, g.contact_id, g.reference, g.amount FROM task_grants g
-            WHERE g.status = 'issued' AND g.failure IS NULL
-              AND (CAST(:p AS bigint[]) IS NULL OR g.program_id = ANY(CAST(:p AS bigint[])))
-              AND NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.program_id = g.program_id
-                              AND p.reference = g.reference)
-            ORDER BY g.id LIMIT :n
-        """), {"p": list(programs) if programs is not None else None, "n": limit})
-        return [MissingCredit(r.program_id, r.contact_id, r.reference, int(r.amount)) for r in rows]
+        found: list[MissingCredit] = []
+
+        async def page(after: int, upto: int | None, n: int) -> tuple[int, int | None]:
+            rows = (await session.execute(text(GRANT_PAGE), {"after": after, "upto": upto, "n": n,
+                                                             "p": _programs(programs)})).all()
+            found.extend(MissingCredit(r.program_id, r.contact_id, r.reference, int(r.amount))
+                         for r in rows if r.missing)
+            return len(rows), rows[-1].id if rows else None
+
+        await _sweep(session, "grants", programs, limit, page)
+        return found
 
     async def unexplained_postings(self, session: AsyncSession, programs: Sequence[int] | None,
                                    limit: int) -> list[tuple[int, int, str]]:
-        rows = await session.execute(text("""
-            SELECT p.program_id, p.contact_id, p.reference FROM ledger_postings p
-            WHERE p.kind = 'credit' AND p.reference LIKE 'reward:%'
-              AND (CAST(:p AS bigint[]) IS NULL OR p.program_id = ANY(CAST(:p AS bigint[])))
-              AND NOT EXISTS (SELECT 1 FROM task_grants g WHERE g.reference = p.reference)
-              AND NOT EXISTS (SELECT 1 FROM ledger_findings f WHERE f.class = 'posting_without_grant'
-                              AND f.program_id = p.program_id AND f.subject = 'posting:' || p.reference)
-            ORDER BY p.id LIMIT :n
-        """), {"p": list(programs) if programs is not None else None, "n": limit})
-        return [(r.program_id, r.contact_id, r.reference) for r in rows]
+        found: list[tuple[int, int, str]] = []
+
+        async def page(after: int, upto: int | None, n: int) -> tuple[int, int | None]:
+            rows = (await session.execute(text(POSTING_PAGE), {"after": after, "upto": upto, "n": n,
+                                                               "p": _programs(programs)})).all()
+            found.extend((r.program_id, r.contact_id, r.reference) for r in rows if r.unexplained)
+            return len(rows), rows[-1].id if rows else None
+
+        await _sweep(session, "postings", programs, limit, page)
+        return found
+
+
+def _programs(programs: Sequence[int] | None) -> list[int] | None:
+    return sorted(programs) if programs is not None else None
+
+
+# One page of grants by id (any status: the page bound is what is read), each flagged when it is issued and its
+# posting is missing; one page of postings by id, each flagged when it is a `reward:` credit no grant explains and
+# no open finding files yet.
+GRANT_PAGE = """
+    SELECT g.id, g.program_id, g.contact_id, g.reference, g.amount,
+           (g.status = 'issued' AND g.failure IS NULL
+            AND NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.program_id = g.program_id
+                            AND p.reference = g.reference)) AS missing
+    FROM task_grants g
+    WHERE g.id > :after AND (CAST(:upto AS bigint) IS NULL OR g.id <= :upto)
+      AND (CAST(:p AS bigint[]) IS NULL OR g.program_id = ANY(CAST(:p AS bigint[])))
+    ORDER BY g.id LIMIT :n
+"""
+POSTING_PAGE = """
+    SELECT p.id, p.program_id, p.contact_id, p.reference,
+           (p.kind = 'credit' AND p.reference LIKE 'reward:%'
+            -- A grant and its posting name the same contact (postings are immutable; a merge moves balances by
+            -- new postings and leaves grants where they were): the contact's few grants, by index.
+            AND NOT EXISTS (SELECT 1 FROM task_grants g WHERE g.contact_id = p.contact_id
+                            AND g.reference = p.reference)
+            AND NOT EXISTS (SELECT 1 FROM ledger_findings f WHERE f.class = 'posting_without_grant'
+                            AND f.program_id = p.program_id AND f.subject = 'posting:' || p.reference)) AS unexplained
+    FROM ledger_postings p
+    WHERE p.id > :after AND (CAST(:upto AS bigint) IS NULL OR p.id <= :upto)
+      AND (CAST(:p AS bigint[]) IS NULL OR p.program_id = ANY(CAST(:p AS bigint[])))
+    ORDER BY p.id LIMIT :n
+"""
+
+
+async def _sweep(session: AsyncSession, table: str, programs: Sequence[int] | None, limit: int,
+                 page: Any) -> None:
+    """Read up to `limit` rows after the checkpoint, wrapping around to the start at the end of the table, and
+    move the checkpoint (locked: two runs of the same scope take turns)."""
+    scope = "all" if programs is None else "programs:" + ",".join(map(str, sorted(set(programs))))
+    column = f"{table}_after"
+    await session.execute(text("INSERT INTO task_grant_checks (scope) VALUES (:s) ON CONFLICT (scope) DO NOTHING"),
+                          {"s": scope})
+    after = int((await session.execute(text(f"SELECT {column} FROM task_grant_checks WHERE scope = :s FOR UPDATE"),
+                                       {"s": scope})).scalar_one())
+    read, last = await page(after, None, limit)
+    if read == limit:
+        checkpoint = last
+    elif after == 0:
+        checkpoint = 0  # the whole table fitted in the page
+    else:  # the end: go round to the start, up to where this call began
+        again, last = await page(0, after, limit - read)
+        checkpoint = last if again == limit - read and last is not None and last < after else 0
+    await session.execute(text(f"UPDATE task_grant_checks SET {column} = :c, updated_at = now() WHERE scope = :s"),
+                          {"c": checkpoint or 0, "s": scope})

@@ -3,11 +3,13 @@ one transaction with the consumer's cursor (so a batch replayed after a crash be
 
 Per batch, a fixed number of statements whatever its size: read the outbox; the active tasks listening to its
 event names (compiled definitions cached per task version); the contacts' traits and first-seen times; segment
-membership for audience tasks; then lock-or-create every touched progress and participant row in one ordered
-`INSERT … ON CONFLICT DO UPDATE … RETURNING` each, advance them in Python (domain/tasks/progress.py: thresholds,
-lifetime caps, streaks, ladders, composites), lock the budgeted tasks and reserve what the new rewards cost, and
-write everything back with one `UPDATE … FROM unnest(…)` per table and one grants insert. Filters and computes
-are CEL evaluated per task over the batch, never per SQL row.
+membership for audience tasks; then one counting upsert for simple tasks, ladders and streaks (completions in
+the row's own arithmetic; a streak's completed periods then lock and write their participant rows), and for the
+other tasks (composites, lifetime caps, variants) lock-or-create every touched progress and participant row in
+one ordered `INSERT … ON CONFLICT DO UPDATE … RETURNING` each, advance them in Python (domain/tasks/progress.py)
+and write them back with one upsert per table; lock the budgeted tasks and reserve what the new rewards cost; one
+grants insert. Filters and computes are CEL evaluated per task over the batch (only the fields they read, once
+per expression and event), never per SQL row.
 
 Concurrency: consumers of the same cursor serialise on a transaction advisory lock (a second consumer reads
 after the first committed); any other writer meets the row locks, so caps and budgets hold under races.
@@ -15,7 +17,6 @@ after the first committed); any other writer meets the row locks, so caps and bu
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -25,9 +26,9 @@ import orjson
 from psycopg.types.json import set_json_loads
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.tasks.definitions import ClaimMode, TaskDefinition, from_mapping, increments
+from domain.tasks.definitions import ClaimMode, TaskDefinition, from_mapping
 from domain.tasks.lifecycle import GrantStatus
-from domain.tasks.periods import Period, PeriodKind
+from domain.tasks.periods import Period
 from domain.tasks.progress import (
     Participant,
     Reward,
@@ -35,23 +36,21 @@ from domain.tasks.progress import (
     Slot,
     TaskKind,
     advance,
+    completion_reward,
     completions_at,
     fit_budget,
+    per_period_max,
     reward_reference,
 )
 from store.db import driver
-from store.events.outbox import OutboxEvent, advance_cursor, read_new_events
+from store.events.outbox import advance_cursor, read_new_events
+from store.tasks.scoring import Sums, counts_only, score
 
 CONSUMER = "tasks"
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('event_cursor:' || %(c)s))"
 
 ACTIVE = """
     SELECT id, version, definition FROM tasks WHERE status = 'active' AND actions && %(a)s::text[]
-"""
-CONTACTS = "SELECT id, traits, created_at FROM contacts WHERE id = ANY(%(c)s::bigint[])"
-MEMBERS = """
-    SELECT segment_id, contact_id FROM segment_members
-    WHERE segment_id = ANY(%(s)s::bigint[]) AND contact_id = ANY(%(c)s::bigint[]) AND exited_at IS NULL
 """
 LOCK_PROGRESS = """
     INSERT INTO task_progress AS t (contact_id, task_id, period_key)
@@ -65,26 +64,27 @@ LOCK_PARTICIPANTS = """
     ON CONFLICT (contact_id, task_id) DO UPDATE SET lifetime = t.lifetime
     RETURNING contact_id, task_id, variant, lifetime, streak, last_key
 """
-# The fast path for plain counting tasks (simple kind, no state across periods): one upsert adds the increments
-# and recomputes completions under the threshold in the row's own arithmetic; the rewards are the difference.
-# `num` and the threshold come from the task row (active definitions never change), so a concurrent writer of the
-# same row can never push completions past the threshold.
+# The fast path for counting tasks (simple tasks, ladders, streaks; `counts_only`): one upsert adds the
+# increments and recomputes completions under the threshold in the row's own arithmetic (`task_completions`,
+# migration 0016, over the task row's definition: active definitions never change, so a concurrent writer of the
+# same row can never push completions past the threshold); the rewards are the difference.
 COUNT = """
     INSERT INTO task_progress AS t (contact_id, task_id, period_key, progress, completions, status, updated_at)
-    SELECT k.c, k.t, k.k, k.inc, least(k.inc / k.num, k.cap),
-           CASE WHEN k.inc / k.num >= k.cap THEN 2 ELSE 1 END, %(now)s
-    FROM unnest(%(c)s::bigint[], %(t)s::bigint[], %(k)s::text[], %(inc)s::bigint[], %(num)s::bigint[],
-                %(cap)s::bigint[]) AS k(c, t, k, inc, num, cap)
+    SELECT k.c, k.t, k.k, k.inc, k.done, CASE WHEN k.done >= k.cap THEN 2 ELSE 1 END, %(now)s
+    FROM unnest(%(c)s::bigint[], %(t)s::bigint[], %(k)s::text[], %(inc)s::bigint[], %(done)s::int[],
+                %(cap)s::int[]) AS k(c, t, k, inc, done, cap)
     ORDER BY 1, 2, 3
     ON CONFLICT (contact_id, task_id, period_key) DO UPDATE SET
         progress = t.progress + excluded.progress,
-        completions = greatest(t.completions, least((t.progress + excluded.progress) / {num}, {cap})),
+        completions = greatest(t.completions, (SELECT task_completions(d.definition, t.progress + excluded.progress)
+                                               FROM tasks d WHERE d.id = t.task_id)),
         status = CASE WHEN t.status >= 3 THEN t.status
-                      WHEN least((t.progress + excluded.progress) / {num}, {cap}) >= {cap} THEN 2 ELSE 1 END,
+                      WHEN (SELECT task_completions(d.definition, t.progress + excluded.progress)
+                                   >= task_period_max(d.definition) FROM tasks d WHERE d.id = t.task_id)
+                      THEN 2 ELSE 1 END,
         updated_at = excluded.updated_at
     RETURNING t.contact_id, t.task_id, t.period_key, t.progress, t.completions
-""".format(num="(SELECT (d.definition->>'num')::bigint FROM tasks d WHERE d.id = t.task_id)",
-           cap="(SELECT (d.definition->>'threshold')::bigint FROM tasks d WHERE d.id = t.task_id)")
+"""
 # Writes go back as upserts of rows locked earlier in the transaction: index probes per row, where an
 # UPDATE … FROM unnest over a partitioned table gets a join plan that does not scale with the batch.
 WRITE_PROGRESS = """
@@ -118,7 +118,7 @@ INSERT_GRANTS = """
                              claim_deadline, failure)
     SELECT * FROM unnest(%(t)s::bigint[], %(c)s::bigint[], %(k)s::text[], %(n)s::int[], %(r)s::text[],
                          %(p)s::bigint[], %(a)s::bigint[], %(s)s::text[], %(d)s::timestamptz[], %(f)s::text[])
-    ON CONFLICT (reference) DO NOTHING
+    ON CONFLICT (contact_id, task_id, period_key, n) DO NOTHING
 """
 
 
@@ -130,6 +130,8 @@ def previous_key(period: Period, key: str) -> str | None:
 def ints(values: list[Any]) -> str:
     """A Postgres array literal of integers (NULL for None): psycopg's per-element list adaptation costs more than
     the statement itself for arrays of thousands."""
+    if None not in values and all(type(v) is int for v in values):
+        return "{" + ",".join(map(str, values)) + "}"
     return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
 
 
@@ -171,12 +173,6 @@ class _Grant:
     window: int | None
 
 
-def _variables(e: OutboxEvent, contact: tuple[dict[str, Any], datetime] | None) -> dict[str, Any]:
-    return {"event": {"name": e.event or "", "type": e.type, "properties": e.properties, "context": e.context,
-                      "timestamp": e.timestamp.isoformat()},
-            "contact": {"id": e.contact_id, "traits": contact[0] if contact else {}}}
-
-
 async def process_batch(session: AsyncSession, compiled: Compiled, *, now: datetime, limit: int = 1000,
                         consumer: str = CONSUMER) -> BatchResult:
     """Consume one batch of the outbox (nothing if none is waiting) in the caller's transaction. `consumer` names
@@ -191,98 +187,58 @@ async def process_batch(session: AsyncSession, compiled: Compiled, *, now: datet
     actions = sorted({e.event for e in events if e.event})
     rows = await (await pg.execute(ACTIVE, {"a": actions})).fetchall() if actions else []
     tasks = {r[0]: compiled.get(r[0], r[1], r[2]) for r in rows}
-    steps = await _score(pg, tasks, events, result)
+    sums, steps, result.matched = await score(pg, tasks, events)
+    grants = await _count(pg, tasks, sums, now) if sums else []
     if steps:
-        grants = await _advance(pg, tasks, steps, now)
-        await _record(pg, tasks, grants, now, result)
+        grants += await _advance_rows(pg, tasks, steps, now)
+    await _record(pg, tasks, grants, now, result)
     await advance_cursor(session, consumer, events[-1].position)
     return result
 
 
-async def _score(pg: Any, tasks: dict[int, TaskDefinition], events: list[OutboxEvent],
-                 result: BatchResult) -> dict[tuple[int, int, str], list[tuple[str, int]]]:
-    """(task, contact, period key) → the matched events' (action, increment), in event-time order."""
-    by_action: dict[str, list[int]] = defaultdict(list)
-    for task_id, d in tasks.items():
-        for action in d.actions:
-            by_action[action].append(task_id)
-    candidates: dict[int, list[OutboxEvent]] = defaultdict(list)
-    bounded = {t for t, d in tasks.items() if d.starts_at or d.ends_at}
-    # Composite steps count in event-time order; the other kinds add up, so outbox order will do.
-    ordered = sorted(events, key=lambda e: (e.timestamp, e.id)) \
-        if any(d.kind is TaskKind.COMPOSITE for d in tasks.values()) else events
-    for e in ordered:
-        if e.type == "track" and e.event:
-            for task_id in by_action.get(e.event, ()):
-                if task_id not in bounded or tasks[task_id].is_live(e.timestamp):
-                    candidates[task_id].append(e)
-    if not candidates:
-        return {}
-    contact_ids = sorted({e.contact_id for es in candidates.values() for e in es})
-    contacts = {r[0]: (r[1], r[2]) for r in await (await pg.execute(CONTACTS, {"c": contact_ids})).fetchall()}
-    segments = sorted({d.segment_id for t, d in tasks.items() if d.segment_id and t in candidates})
-    members: set[tuple[int, int]] = set()
-    if segments:
-        members = {(r[0], r[1]) for r in await (await pg.execute(MEMBERS, {"s": segments, "c": contact_ids}))
-                   .fetchall()}
-    steps: dict[tuple[int, int, str], list[tuple[str, int]]] = defaultdict(list)
-    variables: dict[int, dict[str, Any]] = {}  # per event, built once for every task that evaluates CEL over it
-    period_keys: dict[tuple[Period, datetime], str | None] = {}  # tasks sharing a period share its keys
-    for task_id, es in candidates.items():
-        d = tasks[task_id]
-        es = [e for e in es if e.contact_id in contacts and (not d.segment_id or (d.segment_id, e.contact_id)
-                                                             in members)]
-        if d.filter or d.compute:
-            for e in es:
-                if e.id not in variables:
-                    variables[e.id] = _variables(e, contacts.get(e.contact_id))
-            amounts = increments(d, [variables[e.id] for e in es])
-        else:
-            amounts = [1] * len(es)
-        per_contact = d.period.kind is PeriodKind.NEW_USER
-        for e, amount in zip(es, amounts, strict=True):
-            if amount <= 0:
-                continue
-            if per_contact:
-                key = d.period.key(e.timestamp, contacts[e.contact_id][1])
-            else:
-                at = (d.period, e.timestamp)
-                key = period_keys[at] if at in period_keys else period_keys.setdefault(at, d.period.key(e.timestamp))
-            if key is None:
-                continue
-            steps[(task_id, e.contact_id, key)].append((e.event or "", amount))
-            result.matched += 1
-    return steps
-
-
-def counts_only(d: TaskDefinition) -> bool:
-    """A plain counting task: its completions are a function of its progress (domain/tasks/progress.py)."""
-    return d.kind is TaskKind.SIMPLE and not d.keeps_participants
-
-
-async def _advance(pg: Any, tasks: dict[int, TaskDefinition],
-                   steps: dict[tuple[int, int, str], list[tuple[str, int]]], now: datetime) -> list[_Grant]:
-    simple = {k: v for k, v in steps.items() if counts_only(tasks[k[0]])}
-    grants = await _count(pg, tasks, simple, now) if simple else []
-    rest = {k: v for k, v in steps.items() if k not in simple}
-    return grants + (await _advance_rows(pg, tasks, rest, now) if rest else [])
-
-
-async def _count(pg: Any, tasks: dict[int, TaskDefinition],
-                 steps: dict[tuple[int, int, str], list[tuple[str, int]]], now: datetime) -> list[_Grant]:
-    keys = sorted(steps, key=lambda k: (k[1], k[0], k[2]))
-    inc = {k: sum(max(0, a) for _, a in steps[k]) for k in keys}
+async def _count(pg: Any, tasks: dict[int, TaskDefinition], sums: Sums, now: datetime) -> list[_Grant]:
+    keys = sorted(sums)  # (contact, task, key): the order rows are locked in everywhere
+    rules = {t: d.rule() for t, d in tasks.items() if counts_only(d)}
+    caps = {t: per_period_max(r) for t, r in rules.items()}
     rows = await (await pg.execute(COUNT, {
-        "c": ints([k[1] for k in keys]), "t": ints([k[0] for k in keys]), "k": texts([k[2] for k in keys]),
-        "inc": ints([inc[k] for k in keys]), "num": ints([tasks[k[0]].num for k in keys]),
-        "cap": ints([tasks[k[0]].threshold for k in keys]), "now": now})).fetchall()
+        "c": ints([k[0] for k in keys]), "t": ints([k[1] for k in keys]), "k": texts([k[2] for k in keys]),
+        "inc": ints([sums[k] for k in keys]), "done": ints([completions_at(rules[k[1]], sums[k]) for k in keys]),
+        "cap": ints([caps[k[1]] for k in keys]), "now": now})).fetchall()
     grants: list[_Grant] = []
+    streaks: list[tuple[int, int, str]] = []
     for contact_id, task_id, key, progress, completions in rows:
-        d = tasks[task_id]
-        before = completions_at(d.rule(), progress - inc[(task_id, contact_id, key)])
-        grants += [_Grant(task_id, contact_id, key, Reward(n, d.reward_count), d.program_id,
-                          d.claim_mode is ClaimMode.MANUAL, d.claim_window_seconds)
-                   for n in range(before + 1, completions + 1) if d.reward_count > 0]
+        rule = rules[task_id]
+        before = completions_at(rule, progress - sums[(contact_id, task_id, key)])
+        if completions > before:
+            if rule.kind is TaskKind.STREAK:
+                streaks.append((contact_id, task_id, key))
+                continue
+            d = tasks[task_id]
+            grants += [_Grant(task_id, contact_id, key, Reward(n, amount), d.program_id,
+                              d.claim_mode is ClaimMode.MANUAL, d.claim_window_seconds)
+                       for n in range(before + 1, completions + 1) if (amount := completion_reward(rule, n)) > 0]
+    return grants + (await _streaks(pg, tasks, rules, streaks, now) if streaks else [])
+
+
+async def _streaks(pg: Any, tasks: dict[int, TaskDefinition], rules: dict[int, Rule],
+                   completed: list[tuple[int, int, str]], now: datetime) -> list[_Grant]:
+    """Periods of counted streak tasks that just completed: lock their participants (after the progress rows,
+    like every writer), extend or restart each streak in period order, reward day n of it, write them back."""
+    pairs = sorted({(c, t) for c, t, _ in completed})
+    locked = await pg.execute(LOCK_PARTICIPANTS, {"c": ints([p[0] for p in pairs]), "t": ints([p[1] for p in pairs]),
+                                                  "v": ints([None] * len(pairs))})
+    who = {(r[0], r[1]): Participant(r[3], r[4], r[5]) for r in await locked.fetchall()}
+    grants: list[_Grant] = []
+    for contact_id, task_id, key in sorted(completed):  # daily, weekly and monthly keys sort in time order
+        d, rule = tasks[task_id], rules[task_id]
+        _, who[(contact_id, task_id)], rewards = advance(rule, Slot(), who[(contact_id, task_id)], key,
+                                                         previous_key(d.period, key), [("", rule.num)])
+        grants += [_Grant(task_id, contact_id, key, r, d.program_id, d.claim_mode is ClaimMode.MANUAL,
+                          d.claim_window_seconds) for r in rewards if r.amount > 0]
+    await pg.execute(WRITE_PARTICIPANTS, {
+        "c": ints([p[0] for p in pairs]), "t": ints([p[1] for p in pairs]),
+        "l": ints([who[p].lifetime for p in pairs]), "s": ints([who[p].streak for p in pairs]),
+        "k": texts([who[p].last_key for p in pairs]), "now": now})
     return grants
 
 

@@ -3,7 +3,8 @@ grant ids, never a run id), a saga over the budget, the ledger and external bene
 
 begin (pending → issuing) → post the credits (one call to the ledger's posting service, each under its grant's
 reference `reward:{task}:{contact}:{period}:{n}`) → issue external benefits (none for points; coupons plug in
-here) → notify → issued. The budget was reserved when the rewards were earned (atomically, in the progress
+here) → notify (a toast per credited grant, or the task's channel chain; a failure here is logged, never
+compensated) → issued. The budget was reserved when the rewards were earned (atomically, in the progress
 transaction); a failure or a cancellation runs the compensations registered so far in reverse — reverse the
 postings (`{reference}:reverse`), then release the budget — idempotent and retried until they succeed.
 """
@@ -51,6 +52,7 @@ class RewardIssuanceWorkflow:
         self.params = params
         self.status = "issuing"
         self.failure: str | None = None
+        self.notice_failure: str | None = None
 
     def _step(self, name: str) -> IssuanceStep:
         p = self.params
@@ -72,7 +74,7 @@ class RewardIssuanceWorkflow:
             compensations.append(RewardActivities.reverse_postings)
             await self._run(RewardActivities.post_rewards)
             await self._run(RewardActivities.issue_benefits)
-            await self._run(RewardActivities.notify_rewarded)
+            await self._notify()
             await self._run(RewardActivities.finish_issuance)
         except (ActivityError, asyncio.CancelledError) as exc:
             cancelled = is_cancelled_exception(exc)
@@ -87,6 +89,17 @@ class RewardIssuanceWorkflow:
             return self.status
         self.status = "issued"
         return self.status
+
+    async def _notify(self) -> None:
+        """Telling the contacts is not worth taking the money back: a notice that keeps failing is logged and the
+        batch is issued all the same (the task centre shows the rewards; the inbox keys make a re-run safe)."""
+        try:
+            await self._run(RewardActivities.notify_rewarded)
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            self.notice_failure = str(exc.cause or exc)
+            workflow.logger.warning("reward notices of %s not sent: %s", self.params.batch, self.notice_failure)
 
     @workflow.query
     def current_status(self) -> str:

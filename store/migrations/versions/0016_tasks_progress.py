@@ -7,7 +7,10 @@ across periods, and the reward grants outbox.
   2 completed, 3 claimed, 4 lapsed), the progress, completions granted in the period and an `extra` map.
 - `task_participants`: one row per (contact, task): variant, lifetime completions, streak state.
 - `task_grants`: one row per reward earned, unique by its reference `reward:{task}:{contact}:{period}:{n}` (the
-  ledger posting's reference); the outbox the reward dispatcher reads (pending → issuing → issued).
+  ledger posting's reference); the outbox the reward dispatcher reads (pending → issuing → issued), and
+  `notified_at` once the contact was told (a toast when credited, a popup when claimable: domain/tasks/notices.py).
+- `task_grant_checks`: where reconciliation's grant ↔ posting checks stopped, per program filter (keyset pages
+  that wrap around), so each run reads a bounded page however large grants and postings grow.
 Progress and participants grow with contacts and are hash-partitioned by contact id like `events`.
 
 Revision ID: 0016_tasks_progress
@@ -80,7 +83,7 @@ def upgrade() -> None:
             contact_id    bigint NOT NULL,
             period_key    text NOT NULL,
             n             integer NOT NULL,
-            reference     text NOT NULL CONSTRAINT uq_task_grants_reference UNIQUE,
+            reference     text NOT NULL,
             reward_type   text NOT NULL DEFAULT 'points',
             program_id    bigint NOT NULL,
             amount        bigint NOT NULL,
@@ -88,19 +91,56 @@ def upgrade() -> None:
             claim_deadline timestamptz,
             batch         text,
             failure       text,
+            notified_at   timestamptz,
             created_at    timestamptz NOT NULL DEFAULT now(),
-            updated_at    timestamptz NOT NULL DEFAULT now()
+            updated_at    timestamptz NOT NULL DEFAULT now(),
+            -- The reference's parts: unique as the reference is (it is a function of them), and the index a
+            -- contact's grants are read by (task centre, claims, erasure) — one index where there were two.
+            CONSTRAINT uq_task_grants_completion UNIQUE (contact_id, task_id, period_key, n)
         );
         CREATE INDEX ix_task_grants_open ON task_grants (status, id)
             WHERE status IN ('pending', 'issuing', 'claimable');
-        CREATE INDEX ix_task_grants_contact ON task_grants (contact_id, task_id);
         CREATE INDEX ix_task_grants_task ON task_grants (task_id, status);
+        -- Rewards not told yet: claimable ones (a popup) and issued ones the saga could not tell (a risk hold
+        -- released later, a notice that failed); a grant leaves the index once told.
+        CREATE INDEX ix_task_grants_untold ON task_grants (id)
+            WHERE status IN ('claimable', 'issued') AND notified_at IS NULL;
+
+        CREATE TABLE task_grant_checks (
+            scope           text PRIMARY KEY,
+            grants_after    bigint NOT NULL DEFAULT 0,
+            postings_after  bigint NOT NULL DEFAULT 0,
+            updated_at      timestamptz NOT NULL DEFAULT now()
+        );
+    """)
+    # What the progress engine's counting upsert computes in the row's own arithmetic (domain/tasks/progress.py:
+    # completions_at, property-tested against it): completions of a simple task, a ladder or a streak (one a
+    # period) at `progress`, under the per-period threshold, and the most a period can complete (then the row's
+    # status is 2, completed).
+    op.execute("""
+        CREATE FUNCTION task_completions(d jsonb, progress bigint) RETURNS integer
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT least(CASE WHEN d->>'kind' = 'ladder'
+                              THEN (SELECT count(*) FROM jsonb_array_elements(d->'ladder') x
+                                    WHERE (x->>'num')::bigint <= progress)
+                              ELSE progress / (d->>'num')::bigint END,
+                         CASE WHEN d->>'kind' = 'streak' THEN 1 ELSE (d->>'threshold')::bigint END)::integer
+        $$;
+        CREATE FUNCTION task_period_max(d jsonb) RETURNS integer
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT CASE WHEN d->>'kind' = 'streak' THEN 1
+                        ELSE least(CASE WHEN d->>'kind' = 'ladder' THEN jsonb_array_length(d->'ladder') END,
+                                   (d->>'threshold')::bigint)::integer END
+        $$;
     """)
     for table in PARTITIONED:
         for i in range(PARTITIONS):
+            # Room on every page for updated rows (progress is updated far more than inserted in a long period):
+            # the columns updated are not indexed, so updates stay on the page (HOT) and touch no index.
             op.execute(f"CREATE TABLE {table}_p{i} PARTITION OF {table} "
-                       f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i})")
+                       f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i}) WITH (fillfactor = 80)")
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE task_grants, task_participants, task_progress, tasks")
+    op.execute("DROP TABLE task_grant_checks, task_grants, task_participants, task_progress, tasks")
+    op.execute("DROP FUNCTION task_completions(jsonb, bigint), task_period_max(jsonb)")

@@ -164,3 +164,58 @@ def test_the_stores_counting_arithmetic_agrees_with_advance(chunks: list[int], n
         assert [r.n for r in rewards] == list(range(before + 1, slot.completions + 1))
         seen += len(rewards)
     assert seen == slot.completions
+
+
+@settings(deadline=None)
+@given(chunks=st.lists(st.integers(0, 9), max_size=30),
+       needs=st.lists(st.integers(1, 40), min_size=1, max_size=5, unique=True),
+       threshold=st.none() | st.integers(1, 6))
+def test_the_stores_ladder_arithmetic_agrees_with_advance(chunks: list[int], needs: list[int],
+                                                           threshold: int | None) -> None:
+    """Ladders count in SQL too: the tiers reached are a function of progress; rewards are the tiers' own."""
+    from domain.tasks.progress import completion_reward, completions_at
+    ladder = tuple((n, 10 * i + 1) for i, n in enumerate(sorted(needs)))
+    rule = Rule(TaskKind.LADDER, num=1, reward_count=0, threshold=threshold, ladder=ladder)
+    slot, who = Slot(), Participant()
+    for x in chunks:
+        before = completions_at(rule, slot.progress)
+        slot, who, rewards = advance(rule, slot, who, "k", None, [("a", x)])
+        assert slot.completions == completions_at(rule, slot.progress)
+        assert [(r.n, r.amount) for r in rewards] == [(n, completion_reward(rule, n))
+                                                      for n in range(before + 1, slot.completions + 1)]
+
+
+def test_cel_variables_are_limited_to_the_fields_an_expression_reads() -> None:
+    from domain.tasks.definitions import referenced
+    assert referenced(["event.properties.amount >= 100", None]) == {"event": frozenset({"properties"})}
+    assert referenced(["size(event.properties.text) >= 20 && contact.traits.plan == 'vip'"]) == {
+        "event": frozenset({"properties"}), "contact": frozenset({"traits"})}
+    assert referenced(['event["properties"].amount > 1', "event.name == 'x'"]) == {"event": None}
+    assert referenced(["event . timestamp > '2026'", "event.context.ip == '1'"]) == {
+        "event": frozenset({"timestamp", "context"})}
+    assert referenced([]) == {}
+
+
+@settings(deadline=None)
+@given(days=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 4)), max_size=25), num=st.integers(1, 3))
+def test_a_streak_counted_by_the_upsert_earns_what_advance_earns(days: list[tuple[int, int]], num: int) -> None:
+    """The store counts a streak's periods in SQL (one completion a period) and advances the streak only on a new
+    completion, from a fresh slot: the same rewards as advancing every period's rows."""
+    from domain.tasks.progress import completions_at
+    rule = Rule(TaskKind.STREAK, num=num, reward_count=5, threshold=3, streak_rewards=(5, 10, 15))
+    keys = [f"2026-12-{d:02d}" for d in range(1, 9)]
+    previous = {k: (keys[i - 1] if i else None) for i, k in enumerate(keys)}
+    slots: dict[str, Slot] = {}
+    who, counted_who = Participant(), Participant()
+    progress: dict[str, int] = {}
+    expected, counted = [], []
+    for day, amount in sorted(days):  # periods arrive in time order, as a batch's sorted keys do
+        key = keys[day]
+        slots[key], who, rewards = advance(rule, slots.get(key, Slot()), who, key, previous[key], [("a", amount)])
+        expected += [(key, r.n, r.amount) for r in rewards]
+        before = completions_at(rule, progress.get(key, 0))
+        progress[key] = progress.get(key, 0) + amount
+        if completions_at(rule, progress[key]) > before:
+            _, counted_who, rewards = advance(rule, Slot(), counted_who, key, previous[key], [("", rule.num)])
+            counted += [(key, r.n, r.amount) for r in rewards]
+    assert counted == expected and counted_who == who
