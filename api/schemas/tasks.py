@@ -77,6 +77,10 @@ class TaskIn(BaseModel):
         default_factory=list, max_length=366, description="streak: day n of a streak earns the n-th (then again).")
     ladder: list[TierIn] = Field(default_factory=list, max_length=50)
     steps: list[str] = Field(default_factory=list, max_length=20, description="composite: event names, in order.")
+    notify: list[Literal["inbox", "email", "sms", "push", "wechat", "webhook"]] | None = Field(
+        None, max_length=6, description="Channels that tell the contact a reward was credited (a toast) or is waiting "
+                                        "to be claimed (a popup), as a fallback chain; default `[\"inbox\"]` (the "
+                                        "in-app inbox), `[]` for none.")
 
 
 class TaskOut(BaseModel):

@@ -18,9 +18,11 @@ async def test_a_task_is_created_edited_while_draft_and_moved_through_its_lifecy
     assert r.status_code == 201, r.text
     task = r.json()
     assert task["status"] == "draft" and task["definition"]["threshold"] == 20
+    assert task["definition"]["notify"] == ["inbox"]  # the in-app inbox tells the contact by default
     assert task["workflow_id"] == f"task:{task['id']}"
-    r = await api.put(f"/v1/tasks/{task['id']}", json=body | {"threshold": 10})
+    r = await api.put(f"/v1/tasks/{task['id']}", json=body | {"threshold": 10, "notify": ["push", "inbox"]})
     assert r.status_code == 200 and r.json()["version"] == 2 and r.json()["definition"]["threshold"] == 10
+    assert r.json()["definition"]["notify"] == ["push", "inbox"]
     r = await api.post(f"/v1/tasks/{task['id']}/activate")
     assert r.status_code == 409 and "allowed from draft" in r.json()["detail"]
     assert (await api.post(f"/v1/tasks/{task['id']}/approve")).json()["status"] == "approved"
@@ -49,6 +51,8 @@ async def test_an_invalid_definition_is_a_422_naming_the_field_and_creates_nothi
         ({"kind": "streak", "period": {"kind": "once"}}, "period.kind"),
         ({"num": 0}, "num"),
         ({"starts_at": "2026-12-03T10:00:00"}, "starts_at"),  # no UTC offset
+        ({"notify": ["pigeon"]}, "notify"),
+        ({"notify": "inbox"}, "notify"),
     ]
     for change, field in cases:
         r = await api.post("/v1/tasks", json=base | change)
