@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import heartbeating
 from activities.tasks.notify import RewardNotifier
 from domain.errors import DomainError
 from domain.tasks.lifecycle import TaskStatus
@@ -77,20 +77,6 @@ class StatusChange:
     alert: str | None = None
 
 
-@contextlib.asynccontextmanager
-async def _heartbeating(details: Callable[[], object], every: float = 5.0) -> AsyncIterator[None]:
-    async def beat() -> None:
-        while True:
-            activity.heartbeat(details())
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-
-
 async def _idle(seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(activity.wait_for_worker_shutdown(), seconds)
@@ -126,7 +112,7 @@ class TaskActivities:
         done = FollowResult()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + params.window_seconds
-        async with _heartbeating(lambda: asdict(done)):
+        async with heartbeating(lambda: asdict(done)):
             while True:
                 async with transaction(self.sessions) as session:
                     batch = await process_batch(session, self.compiled, now=datetime.now(UTC),
@@ -149,7 +135,7 @@ class TaskActivities:
         review decided, lapses unclaimed rewards whose window closed and tells contacts of rewards not told yet."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + params.window_seconds
-        async with _heartbeating(lambda: None):
+        async with heartbeating(lambda: None):
             while True:
                 now = datetime.now(UTC)
                 async with transaction(self.sessions) as session:
