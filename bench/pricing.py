@@ -1,16 +1,22 @@
 """`nudge bench pricing`: a 20-line cart against 100 active promotions and 3 offered coupons.
 
 Two figures: the pricing engine in process (p50/p99 per quote, `quotes` quotes: what domain/promotions/pricing.py
-costs), then quotes per second through HTTP (`POST /v1/pricing/quote` on uvicorn in a child process, `clients`
-concurrent keep-alive connections, for `seconds`): rule set from the in-process cache, coupons resolved and usage
-read in one query each. The promotions, templates and coupons it creates are scoped to SKUs of its own and
-archived at the end (so they never price anyone else's cart).
+costs, on the rule set's index as the API's cache holds it), then quotes per second through HTTP (`POST
+/v1/pricing/quote` on uvicorn with `workers` processes, as production runs several API processes; `clients`
+concurrent keep-alive connections, for `seconds`): rule set from each process's cache, the contact, coupons,
+usage and stock read in one statement. The limit it is compared with, measured in the same run on the same
+server: `GET /v1/promotions/{id}` — the API key check plus one indexed read, the fixed cost of any request this
+API serves. The promotions, templates and coupons it creates are scoped to SKUs of its own and archived at the end
+(so they never price anyone else's cart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -20,9 +26,10 @@ import orjson
 from sqlalchemy import text
 
 from bench.core import BenchContext, BenchResult
-from bench.ingest import _start_server, _wait_up
+from bench.ingest import _wait_up
 from domain.keys import Scope
-from domain.promotions.model import Cart, Line, OfferedCoupon, Promotion, promotion_from_json
+from domain.promotions.index import RuleIndex
+from domain.promotions.model import Cart, Line, OfferedCoupon, promotion_from_json
 from domain.promotions.pricing import quote
 from nudge.embedded import free_port
 from store import keys
@@ -33,7 +40,7 @@ DATABASE_ONLY = True
 NAME = "pricing"
 DESCRIPTION = "Quote a 20-line cart against 100 promotions and 3 coupons: p99 in process, quotes/s through HTTP"
 PARAMS: dict[str, Any] = {"promotions": 100, "lines": 20, "coupons": 3, "quotes": 2_000, "clients": 8,
-                          "seconds": 10, "workers": 1}
+                          "seconds": 10, "workers": 2, "checkout": ""}
 CATEGORIES = 10  # the cart holds the first half of them; promotions on the other half are pruned at once
 
 
@@ -79,22 +86,28 @@ def cart_lines(tag: str, n: int) -> list[dict[str, Any]]:
              "quantity": 1 + j % 3} for j in range(n)]
 
 
-def in_process(tag: str, p: dict[str, Any]) -> tuple[float, float, int]:
-    """(p50 ms, p99 ms, promotions applied) for the domain engine alone."""
+def in_process(tag: str, p: dict[str, Any]) -> tuple[float, float, float, float, int]:
+    """(p50 ms, p99 ms, CPU p50 ms, CPU p99 ms, promotions applied) for the domain engine alone. Wall-clock times
+    include whatever else the machine runs; the CPU time of this thread does not (both are reported)."""
     templates = list(range(1, p["coupons"] + 1))
-    rule_set: list[Promotion] = [promotion_from_json(i + 1, d) for i, d in enumerate(definitions(tag, p["promotions"],
-                                                                                                 templates))]
+    rule_set = RuleIndex(promotion_from_json(i + 1, d) for i, d in enumerate(definitions(tag, p["promotions"],
+                                                                                         templates)))
     lines = tuple(Line(x["sku"], x["category"], x["unit_price"], x["quantity"]) for x in cart_lines(tag, p["lines"]))
     offered = [OfferedCoupon(f"CODE{t}", t) for t in templates]
     cart = Cart(lines, shipping=800, channel="app", now=datetime.now(UTC))
     times = []
+    cpu = []
     result = quote(cart, rule_set, coupons=offered)
     for _ in range(p["quotes"]):
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.thread_time()
         result = quote(cart, rule_set, coupons=offered)
         times.append(time.perf_counter() - started)
+        cpu.append(time.thread_time() - used)
     times.sort()
-    return (statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000, len(result.applied))
+    cpu.sort()
+    k = int(len(times) * 0.99) - 1
+    return (statistics.median(times) * 1000, times[k] * 1000, statistics.median(cpu) * 1000, cpu[k] * 1000,
+            len(result.applied))
 
 
 async def _client(port: int, payload: bytes, counts: list[int], deadline: float) -> None:
@@ -119,8 +132,9 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
     p = PARAMS | params
     tag = f"b{uuid.uuid4().hex[:6]}"
     with ctx.status(f"Pricing in process: {p['quotes']:,} quotes…"):
-        p50, p99, applied = in_process(tag, p)
-    ctx.console.print(f"in process: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {applied} promotions applied")
+        p50, p99, cpu50, cpu99, applied = in_process(tag, p)
+    ctx.console.print(f"in process: p50 {p50:.2f} ms, p99 {p99:.2f} ms (CPU {cpu50:.2f} / {cpu99:.2f} ms), "
+                      f"{applied} promotions applied")
 
     engine = make_engine(ctx.settings.database_url or "", pool_size=2)
     sessions = make_sessionmaker(engine)
@@ -138,30 +152,83 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
             codes = [(await coupons.issue_coupon(s, t, contact, f"bench-{tag}")).code for t in templates]
         body = orjson.dumps({"contact_id": contact, "channel": "app", "shipping": 800, "coupons": codes,
                              "lines": cart_lines(tag, p["lines"])})
-        payload = (f"POST /v1/pricing/quote HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        auth = f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        payload = (f"POST /v1/pricing/quote HTTP/1.1\r\n{auth}"
                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-        port = free_port()
-        server = _start_server(ctx, port, p["workers"])
-        try:
-            await _wait_up(port, server)
-            await _client(port, payload, [0], time.perf_counter() + 1)  # warm-up: the cache loads the rule set
-            counts = [0]
-            with ctx.status(f"Quotes through HTTP, {p['clients']} clients, {p['seconds']} s…"):
-                started = time.perf_counter()
-                await asyncio.gather(*(_client(port, payload, counts, started + p["seconds"])
-                                       for _ in range(p["clients"])))
-                elapsed = time.perf_counter() - started
-        finally:
-            server.terminate()
-            server.wait(30)
+        trivial = f"GET /v1/promotions/{created[0]} HTTP/1.1\r\n{auth}\r\n".encode()
+        before = None
+        if p["checkout"]:  # the other copy first, then this one, in the same conditions
+            before = await _http(ctx, p, payload, trivial, p["checkout"])
+        counts, elapsed, limit, load = await _http(ctx, p, payload, trivial, "")
     finally:
         async with transaction(sessions) as s:
             await s.execute(text("UPDATE promotions SET status = 'archived' WHERE id = ANY(:ids)"), {"ids": created})
             await promotions.bump_version(s)
         await engine.dispose()
-    rate = counts[0] / elapsed
-    return BenchResult(bench=NAME, value=rate, unit="quotes/s", params=p | {"p50_ms": round(p50, 3),
-                                                                            "p99_ms": round(p99, 3)},
+    rate = counts / elapsed
+    compared = [] if before is None else [
+        (f"before ({p['checkout']}): quotes/s, limit, ratio",
+         f"{before[0] / before[1]:,.1f} / {before[2]:,.1f} / {before[0] / before[1] / before[2]:.3f}"),
+        ("load average after the quotes, before", before[3])]
+    return BenchResult(bench=NAME, value=rate, unit="quotes/s", limit_name="GET /v1/promotions/{id} (key + one read)",
+                       limit=limit, params=p | {"p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
+                                                "cpu_p50_ms": round(cpu50, 3), "cpu_p99_ms": round(cpu99, 3)},
                        rows=[("in process p50 / p99", f"{p50:.2f} / {p99:.2f} ms"),
+                             ("in process CPU p50 / p99", f"{cpu50:.2f} / {cpu99:.2f} ms"),
                              ("promotions applied to the cart", str(applied)),
-                             ("quotes through HTTP", f"{counts[0]:,} in {elapsed:.1f} s")])
+                             ("quotes through HTTP", f"{counts:,} in {elapsed:.1f} s"),
+                             ("load average (1/5/15 min) after the quotes", load),
+                             ("machine", f"{os.cpu_count()} CPUs; server, clients and Postgres share them"),
+                             *compared])
+
+
+async def _http(ctx: BenchContext, p: dict[str, Any], payload: bytes, trivial: bytes,
+                checkout: str) -> tuple[int, float, float, str]:
+    """(quotes, seconds, the limit's requests/s, load average) through a server of `workers` processes."""
+    port = free_port()
+    server = _start_server(ctx, port, p["workers"], checkout)
+    try:
+        await _wait_up(port, server)
+        # warm-up: every worker's cache loads the rule set, every connection its prepared statements
+        await asyncio.gather(*(_client(port, payload, [0], time.perf_counter() + 1) for _ in range(p["clients"])))
+        counts = [0]
+        with ctx.status(f"Quotes through HTTP{' (' + checkout + ')' if checkout else ''}, {p['clients']} clients, "
+                        f"{p['seconds']} s…"):
+            started = time.perf_counter()
+            await asyncio.gather(*(_client(port, payload, counts, started + p["seconds"])
+                                   for _ in range(p["clients"])))
+            elapsed = time.perf_counter() - started
+        load = _load()
+        reads = [0]
+        with ctx.status(f"The limit: GET /v1/promotions/{{id}}, {p['clients']} clients, {p['seconds']} s…"):
+            began = time.perf_counter()
+            await asyncio.gather(*(_client(port, trivial, reads, began + p["seconds"]) for _ in range(p["clients"])))
+            limit = reads[0] / (time.perf_counter() - began)
+    finally:
+        server.terminate()
+        server.wait(30)
+    return counts[0], elapsed, limit, load
+
+
+def _start_server(ctx: BenchContext, port: int, workers: int, checkout: str = "") -> subprocess.Popen[bytes]:
+    """uvicorn with `workers` processes, as bench/ingest.py starts it, without the per-key rate limit (100/s by
+    default): the bench sends everything with one key, and would otherwise measure the limit. `checkout`: serve
+    the API from another copy of the project (e.g. `git archive HEAD`), to compare before and after in the same
+    conditions."""
+    s = ctx.settings
+    env = os.environ | {"DATABASE_URL": s.database_url or "", "SMTP_URL": s.smtp_url or "smtp://127.0.0.1:1",
+                        "TEMPORAL_ADDRESS": s.temporal_address or "127.0.0.1:1", "NUDGE_LOG_LEVEL": "warning",
+                        "NUDGE_RATE_LIMIT_API_PER_SECOND": "0"}
+    cmd = [sys.executable, "-m", "uvicorn", "nudge.app:create_app", "--factory", "--host", "127.0.0.1",
+           "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    if checkout:
+        env["PYTHONPATH"] = checkout
+    return subprocess.Popen(cmd, env=env, cwd=checkout or None)
+
+
+def _load() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"

@@ -271,3 +271,8 @@ class OrderOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     workflow_id: str
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut] = Field(description="Newest first.")
+    next_before: str | None = Field(None, description="Pass as `before` for older orders; null at the end.")

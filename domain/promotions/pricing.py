@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from domain.promotions.allocation import allocate
+from domain.promotions.index import RuleIndex
 from domain.promotions.model import (
     STAGE_ORDER,
     Cart,
@@ -38,7 +39,7 @@ from domain.promotions.model import (
     Promotion,
     Usage,
 )
-from domain.promotions.search import EXHAUSTIVE_LIMIT, Candidate, best_combination, free_units, step
+from domain.promotions.search import EXHAUSTIVE_LIMIT, Candidate, Memo, best_combination, free_units, memo_step
 from domain.rules import evaluate
 
 ANONYMOUS = Contact()
@@ -131,9 +132,7 @@ class _Outcome:
     zero: list[Candidate] = field(default_factory=list)
     amounts: list[int] = field(default_factory=list)
     points_used: int = 0
-
-    def better_than(self, other: _Outcome | None) -> bool:
-        return other is None or (self.total, -self.benefit, self.key) < (other.total, -other.benefit, other.key)
+    before_points: int = 0
 
 
 def _canonical(lines: Sequence[Line]) -> list[int]:
@@ -190,7 +189,8 @@ def _scoped(promotion: Promotion, lines: Sequence[Line], by_category: dict[str, 
 
 
 def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: tuple[int, ...], list_base: int,
-                 usage: Usage, cel_vars: dict[str, Any], points: Points) -> tuple[Reason, str] | None:
+                 usage: Usage, cel_vars: dict[str, Any], points: Points,
+                 conditions: dict[str, bool]) -> tuple[Reason, str] | None:
     now = cart.now
     if promotion.channels and cart.channel not in promotion.channels:
         return Reason.WRONG_CHANNEL, f"only on channel(s) {', '.join(sorted(promotion.channels))}"
@@ -209,7 +209,11 @@ def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: t
             return Reason.INSUFFICIENT_POINTS, f"{points.requested} points requested, {points.balance} available"
     elif not idx:
         return Reason.NOT_IN_SCOPE, "no cart line is in its scope"
-    if promotion.condition and not evaluate(promotion.condition, cel_vars):
+    if promotion.condition:
+        holds = conditions.get(promotion.condition)
+        if holds is None:
+            holds = conditions[promotion.condition] = evaluate(promotion.condition, cel_vars)
+    if promotion.condition and not holds:
         return Reason.CONDITION_FALSE, "its condition is false for this cart and customer"
     if promotion.kind is Kind.TIERED:
         lowest = promotion.tiers[0].threshold
@@ -226,31 +230,34 @@ def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: t
 
 
 def _evaluate(chosen: Sequence[Candidate], points_candidates: Sequence[Candidate], lines: Sequence[Line],
-              cart: Cart, points: Points) -> _Outcome:
-    """The chosen combination in full: every applied promotion with its per-line discount, then points."""
+              cart: Cart, points: Points, listed: Sequence[int], memo: Memo) -> _Outcome:
+    """The chosen combination in full: every applied promotion with its per-line discount, then points. `lines` are
+    in canonical order; `listed[i]` is where canonical line i sits in the cart as the customer listed it, which is
+    the order of every per-line tuple of the outcome."""
     amounts = [line.amount for line in lines]
     shipping = cart.shipping
     ordered = sorted(chosen, key=lambda c: c.order)
     outcome = _Outcome(0, 0, tuple(c.order for c in ordered))
+    size = len(lines)
     for c in ordered:
         p = c.promotion
-        sparse, ship = step(c, lines, amounts, shipping)
-        per_line = [0] * len(lines)
-        for i, d in zip(c.idx, sparse, strict=True):
-            per_line[i] = d
+        sparse, ship = memo_step(c, lines, amounts, shipping, memo)  # mostly priced by the search already
         gift = Gift(p.gift_sku, p.gift_value) if p.kind is Kind.GIFT else None
         if gift is not None:
             outcome.benefit += p.gift_value
-        total = sum(per_line) + ship
+        total = sum(sparse) + ship
         if total == 0 and gift is None:
             outcome.zero.append(c)
             continue
-        amounts = [a - d for a, d in zip(amounts, per_line, strict=True)]
+        per_line = [0] * size
+        for i, d in zip(c.idx, sparse, strict=True):
+            per_line[listed[i]] = d
+            amounts[i] -= d
         shipping -= ship
         outcome.applied.append(Applied(p.id, p.name, p.kind.value, p.stage.value, total, tuple(per_line), ship, gift,
                                        c.coupon_code))
-    best: tuple[int, Applied] | None = None
-    left = sum(amounts) + shipping
+    best: tuple[int, list[int], Applied] | None = None
+    left = outcome.before_points = sum(amounts) + shipping
     for c in sorted(points_candidates, key=lambda c: c.promotion.rank()):
         p = c.promotion
         cap = left * p.max_percent // 100
@@ -260,11 +267,14 @@ def _evaluate(chosen: Sequence[Candidate], points_candidates: Sequence[Candidate
         cents = blocks * p.rate_cents
         if cents > 0 and (best is None or cents > best[0]):
             spread = allocate(cents, [*amounts, shipping])
-            best = (cents, Applied(p.id, p.name, p.kind.value, p.stage.value, cents, tuple(spread[:-1]), spread[-1],
-                                   points_used=blocks * p.rate_points))
+            per_line = [0] * size
+            for i in range(size):
+                per_line[listed[i]] = spread[i]
+            best = (cents, spread, Applied(p.id, p.name, p.kind.value, p.stage.value, cents, tuple(per_line),
+                                           spread[-1], points_used=blocks * p.rate_points))
     if best is not None:
-        applied = best[1]
-        amounts = [a - d for a, d in zip(amounts, applied.lines, strict=True)]
+        _, spread, applied = best
+        amounts = [a - d for a, d in zip(amounts, spread[:-1], strict=True)]
         shipping -= applied.shipping
         outcome.applied.append(applied)
         outcome.points_used = applied.points_used
@@ -273,11 +283,13 @@ def _evaluate(chosen: Sequence[Candidate], points_candidates: Sequence[Candidate
     return outcome
 
 
-def quote(cart: Cart, promotions: Sequence[Promotion], *, contact: Contact = ANONYMOUS,
+def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: Contact = ANONYMOUS,
           coupons: Sequence[OfferedCoupon] = (), points: Points = NO_POINTS,
           usage: Mapping[int, Usage] | None = None, exhaustive_limit: int = EXHAUSTIVE_LIMIT) -> Quote:
-    """Price a cart: the best valid combination of `promotions` (the active rule set) for the customer."""
+    """Price a cart: the best valid combination of `promotions` (the active rule set, best given as a `RuleIndex`
+    built once per version) for the customer."""
     usage = usage or {}
+    rules = promotions if isinstance(promotions, RuleIndex) else RuleIndex(promotions)
     order = _canonical(cart.lines)
     lines = [cart.lines[i] for i in order]
     not_applied: list[NotApplied] = []
@@ -291,15 +303,19 @@ def quote(cart: Cart, promotions: Sequence[Promotion], *, contact: Contact = ANO
         elif coupon.template_id is not None:
             coupon_for_template[coupon.template_id] = coupon.code
     cel_vars = variables(cart, contact)
+    conditions: dict[str, bool] = {}  # one evaluation per distinct condition and quote
     by_category: dict[str, list[int]] = {}
     by_sku: dict[str, list[int]] = {}
     for i, line in enumerate(lines):
         by_category.setdefault(line.category, []).append(i)
         by_sku.setdefault(line.sku, []).append(i)
+    reach = rules.reaching(by_sku, by_category)
+    amounts = [line.amount for line in lines]
     candidates: list[Candidate] = []
     points_candidates: list[Candidate] = []
     used_templates: set[int] = set()
-    for p in sorted(promotions, key=lambda p: p.id):
+    no_usage = Usage()
+    for position, p in enumerate(rules.promotions):
         code = None
         if p.coupon_template_id is not None:
             code = coupon_for_template.get(p.coupon_template_id)
@@ -308,10 +324,10 @@ def quote(cart: Cart, promotions: Sequence[Promotion], *, contact: Contact = ANO
             used_templates.add(p.coupon_template_id)
         if p.kind is Kind.POINTS and points.requested <= 0:
             continue
-        idx = _scoped(p, lines, by_category, by_sku)
-        list_base = sum(lines[i].amount for i in idx)
-        facts = usage.get(p.id, Usage())
-        problem = _eligibility(p, cart, lines, idx, list_base, facts, cel_vars, points)
+        idx = _scoped(p, lines, by_category, by_sku) if position in reach else ()
+        list_base = sum([amounts[i] for i in idx])
+        facts = usage.get(p.id, no_usage)
+        problem = _eligibility(p, cart, lines, idx, list_base, facts, cel_vars, points, conditions)
         if problem is not None:
             not_applied.append(NotApplied(p.id, problem[0], problem[1], code))
             continue
@@ -326,8 +342,19 @@ def quote(cart: Cart, promotions: Sequence[Promotion], *, contact: Contact = ANO
     for position, c in enumerate(sorted(candidates, key=lambda c: (STAGE_ORDER[c.promotion.stage],
                                                                     c.promotion.rank()))):
         c.order = position
-    chosen, exhaustive = best_combination(candidates, lines, cart, exhaustive_limit)
-    outcome = _evaluate(chosen, points_candidates, lines, cart, points)
+    memo: Memo = {}
+    combined, alone, exhaustive = best_combination(candidates, lines, cart, exhaustive_limit, memo)
+    listed = [0] * len(order)
+    for canonical_index, original in enumerate(order):
+        listed[canonical_index] = original
+    outcome = _evaluate(combined, points_candidates, lines, cart, points, listed, memo)
+    score = (outcome.before_points, -outcome.benefit, -sum(c.weight for c in combined))
+    winner = None
+    for alone_score, c in alone:  # an exclusive promotion alone against the best combination
+        if alone_score < score:
+            score, winner = alone_score, c
+    if winner is not None:
+        outcome = _evaluate([winner], points_candidates, lines, cart, points, listed, memo)
     applied_ids = {a.promotion_id for a in outcome.applied}
     for c in outcome.zero:
         not_applied.append(NotApplied(c.promotion.id, Reason.NO_SAVING, "nothing left for it to discount",
@@ -335,27 +362,35 @@ def quote(cart: Cart, promotions: Sequence[Promotion], *, contact: Contact = ANO
     zero_ids = {c.promotion.id for c in outcome.zero}
     winners = tuple(sorted(applied_ids))
     by_id = {c.promotion.id: c.promotion for c in candidates}
+    rivals = [by_id[a] for a in winners if a in by_id]
+    exclusive_winners = tuple(w.id for w in rivals if w.exclusivity is Exclusivity.EXCLUSIVE)
+    every_winner = tuple(w.id for w in rivals)
+    in_group: dict[str, list[Promotion]] = {}
+    for w in rivals:
+        if w.stacking_group is not None:
+            in_group.setdefault(w.stacking_group, []).append(w)
     for c in [*candidates, *points_candidates]:
-        if c.promotion.id in applied_ids or c.promotion.id in zero_ids:
+        p = c.promotion
+        if p.id in applied_ids or p.id in zero_ids:
             continue
-        if c.promotion.kind is Kind.POINTS:
+        if p.kind is Kind.POINTS:
             detail, by = "another points-as-cash promotion pays more", winners
         else:
-            by = tuple(a for a in winners if _conflicts(c.promotion, by_id.get(a)))
+            if p.exclusivity is Exclusivity.EXCLUSIVE:
+                by = every_winner
+            elif p.stacking_group is None:
+                by = exclusive_winners
+            else:
+                by = tuple(sorted({*exclusive_winners, *(w.id for w in in_group.get(p.stacking_group, ())
+                                                         if _conflicts(p, w))}))
             detail = (f"cannot combine with promotion(s) {', '.join(map(str, by))}, which save more" if by
                       else "a better combination was chosen")
-        not_applied.append(NotApplied(c.promotion.id, Reason.EXCLUDED_BY, detail, c.coupon_code, by))
+        not_applied.append(NotApplied(p.id, Reason.EXCLUDED_BY, detail, c.coupon_code, by))
 
-    restored = [0] * len(order)
+    final = [0] * len(order)
     for canonical_index, original in enumerate(order):
-        restored[original] = canonical_index
-
-    def back(values: Sequence[int]) -> tuple[int, ...]:
-        return tuple(values[restored[i]] for i in range(len(order)))
-
-    final = back(outcome.amounts)
-    applied = tuple(Applied(a.promotion_id, a.name, a.kind, a.stage, a.discount, back(a.lines), a.shipping, a.gift,
-                            a.coupon_code, a.points_used) for a in outcome.applied)
+        final[original] = outcome.amounts[canonical_index]
+    applied = tuple(outcome.applied)
     subtotal = sum(line.amount for line in cart.lines)
     line_quotes = tuple(LineQuote(line.sku, line.quantity, line.amount, line.amount - final[i], final[i])
                         for i, line in enumerate(cart.lines))

@@ -1,11 +1,14 @@
 """The search for the best combination: the candidates that passed every check, one promotion's discount given
 the amounts before it (`step`), and the two searches — exhaustive (a tree walk sharing work between combinations)
 and greedy with a bound — over the only real choices, the mutually exclusive alternatives (`options_of`).
+Before searching, the choices are split into parts that cannot influence each other (`best_combination`): groups
+whose every option saves a fixed amount whatever else is taken are decided alone, and the rest falls into
+components of promotions that share no line (nor the shipping fee), each searched by itself.
 See pricing.py for the rules the search relies on (thresholds at list price make every discount monotone)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from domain.promotions.allocation import allocate
@@ -24,6 +27,7 @@ class Candidate:
     budget_left: int | None = None
     order: int = 0  # position in the order of application (stage, priority, id)
     free_units: tuple[int, ...] = ()  # buy N get M: units free per scoped line
+    weight: int = 0  # tie-break bit: 1 << (candidates - order), so earlier promotions weigh more
 
 
 def free_units(p: Promotion, lines: Sequence[Line], idx: Sequence[int]) -> tuple[int, ...]:
@@ -118,29 +122,37 @@ def step(c: Candidate, lines: Sequence[Line], amounts: list[int], shipping: int)
     return per_line, ship
 
 
-def score_of(chosen: Sequence[Candidate], lines: Sequence[Line], cart: Cart,
-           memo: Memo) -> tuple[int, int, tuple[int, ...]]:
-    """What the search compares: (total before points, -gift value, the combination's application order)."""
+Score = tuple[int, int, int]  # (total before points, -gift value, -sum of the weights of the promotions taken)
+
+
+def score_of(chosen: Sequence[Candidate], lines: Sequence[Line], cart: Cart, memo: Memo) -> Score:
+    """What the search compares: (total before points, -gift value, -weight). The weight breaks ties towards the
+    combination holding the earliest promotion (in the order of application) where two differ; unlike comparing
+    sorted lists of promotions, it adds up over independent parts of the search."""
     amounts = [line.amount for line in lines]
     shipping = cart.shipping
     benefit = 0
-    ordered = sorted(chosen, key=lambda c: c.order)
-    for c in ordered:
+    weight = 0
+    for c in sorted(chosen, key=lambda c: c.order):
         per_line, ship = memo_step(c, lines, amounts, shipping, memo)
         for i, d in zip(c.idx, per_line, strict=True):
             amounts[i] -= d
         shipping -= ship
+        weight += c.weight
         if c.promotion.kind is Kind.GIFT:
             benefit += c.promotion.gift_value
-    return sum(amounts) + shipping, -benefit, tuple(c.order for c in ordered)
-
-
-Score = tuple[int, int, tuple[int, ...]]
+    return sum(amounts) + shipping, -benefit, -weight
 
 
 def footprint(c: Candidate) -> int:
-    """The lines a promotion reads and changes, as bits (bit 0: the shipping fee)."""
-    bits = 1 if c.promotion.kind is Kind.FREE_SHIPPING else 0
+    """What a promotion reads and changes, as bits (bit 0: the shipping fee; bit i + 1: line i). Free shipping
+    only touches the fee and a gift nothing: their thresholds are met at list price."""
+    kind = c.promotion.kind
+    if kind is Kind.FREE_SHIPPING:
+        return 1
+    if kind is Kind.GIFT:
+        return 0
+    bits = 0
     for i in c.idx:
         bits |= 2 << i
     return bits
@@ -169,6 +181,7 @@ def late_choices(ordered: list[Candidate], group_of: dict[int, int]) -> list[Can
 
 
 SUMMED = (Kind.AMOUNT_OFF, Kind.TIERED, Kind.PERCENT_OFF)
+FIXED = (Kind.AMOUNT_OFF, Kind.TIERED)  # what they want does not depend on the amounts before them
 
 
 def last_readers(everyone: Sequence[Candidate], group_of: dict[int, int],
@@ -196,57 +209,61 @@ def saving(c: Candidate, amounts: list[int]) -> int:
 
 
 def exhaustive(always: Sequence[Candidate], contested: Sequence[Sequence[Sequence[Candidate]]],
-                lines: Sequence[Line], cart: Cart, memo: Memo) -> tuple[Score, list[Candidate]] | None:
+               lines: Sequence[Line], cart: Cart, memo: Memo) -> tuple[Score, list[Candidate]]:
     """Every combination of one option per contested group, walked as a tree: the promotions before a choice are
     applied once for all the combinations that share them. The walk may apply promotions out of the order of
     application where that cannot change anything — a promotion only reads its own lines (and free shipping the
     fee), so two with disjoint footprints commute — and it puts the choices as late as it can."""
     group_of = {c.order: g for g, options in enumerate(contested) for option in options for c in option}
     everyone = late_choices(sorted([*always, *(c for options in contested for option in options for c in option)],
-                                    key=lambda c: c.order), group_of)
+                                   key=lambda c: c.order), group_of)
     members = [[frozenset(c.order for c in option) for option in options] for options in contested]
-    best: list[tuple[Score, list[Candidate]]] = []
     last = last_readers(everyone, group_of, members)
+    groups = [group_of.get(c.order) for c in everyone]
+    # per position: the options of its group that hold it
+    holding = [frozenset(o for o, m in enumerate(members[g]) if c.order in m) if g is not None else frozenset()
+               for c, g in zip(everyone, groups, strict=True)]
+    gifts = [c.promotion.gift_value if c.promotion.kind is Kind.GIFT else 0 for c in everyone]
+    size = len(everyone)
+    best: list[Score] = []
 
     def walk(k: int, amounts: list[int], shipping: int, benefit: int, allowed: tuple[frozenset[int], ...],
-             taken: list[Candidate], saved: int = 0) -> None:
-        while k < len(everyone):
+             weight: int, saved: int) -> None:
+        while k < size:
             c = everyone[k]
-            k += 1
-            g = group_of.get(c.order)
+            g = groups[k]
             if g is not None:
-                with_c = frozenset(o for o in allowed[g] if c.order in members[g][o])
+                with_c = allowed[g] & holding[k]
                 if not with_c:
+                    k += 1
                     continue
                 without = allowed[g] - with_c
                 if without:
-                    walk(k, list(amounts), shipping, benefit, allowed[:g] + (without,) + allowed[g + 1:], list(taken),
+                    walk(k + 1, list(amounts), shipping, benefit, allowed[:g] + (without,) + allowed[g + 1:], weight,
                          saved)
                     allowed = allowed[:g] + (with_c,) + allowed[g + 1:]
-            taken.append(c)
-            if last[k - 1]:  # nobody reads its lines after it: only its sum matters
+            weight += c.weight
+            benefit += gifts[k]
+            if last[k]:  # nobody reads its lines after it: only its sum matters
                 saved += saving(c, amounts)
-                continue
-            per_line, ship = memo_step(c, lines, amounts, shipping, memo)
-            for i, d in zip(c.idx, per_line, strict=True):
-                amounts[i] -= d
-            shipping -= ship
-            if c.promotion.kind is Kind.GIFT:
-                benefit += c.promotion.gift_value
-        total = sum(amounts) + shipping - saved
-        if best and (total, -benefit) > best[0][0][:2]:
-            return  # the common case: worse, and no need to build its tie-breaking key
-        score = (total, -benefit, tuple(sorted(c.order for c in taken)))
-        if not best or score < best[0][0]:
-            best[:] = [(score, taken)]
+            else:
+                per_line, ship = memo_step(c, lines, amounts, shipping, memo)
+                for i, d in zip(c.idx, per_line, strict=True):
+                    amounts[i] -= d
+                shipping -= ship
+            k += 1
+        score = (sum(amounts) + shipping - saved, -benefit, -weight)
+        if not best or score < best[0]:
+            best[:] = [score]
 
     walk(0, [line.amount for line in lines], cart.shipping, 0,
-         tuple(frozenset(range(len(options))) for options in contested), [])
-    return best[0] if best else None
+         tuple(frozenset(range(len(options))) for options in contested), 0, 0)
+    weight = -best[0][2]
+    return best[0], [c for c in everyone if c.weight & weight]
 
 
 def greedy(always: list[Candidate], contested: Sequence[Sequence[list[Candidate]]], lines: Sequence[Line],
-            cart: Cart, memo: Memo) -> tuple[Score, list[Candidate]]:
+           cart: Cart, memo: Memo) -> tuple[Score, list[Candidate]]:
     """Too many combinations to try them all: decide the groups one at a time (best-ranked group first), each
     taking the option that is best given the choices before it (the groups not decided yet left out), then
     re-decide each group given all the others, for at most `GREEDY_ROUNDS` rounds or until nothing changes.
@@ -301,20 +318,141 @@ def options_of(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[l
     return always, contested, exclusive
 
 
-def best_combination(candidates: Sequence[Candidate], lines: Sequence[Line], cart: Cart,
-                     exhaustive_limit: int = EXHAUSTIVE_LIMIT) -> tuple[list[Candidate], bool]:
-    """The best valid combination of the candidates (their `order` set), before points, and whether the search
-    was exhaustive. Points pay a share of what is left, so the combination that leaves least is best with them too."""
-    always, contested, exclusive = options_of(candidates)
-    combos = 1
+def ceiling(c: Candidate, lines: Sequence[Line]) -> int:
+    """The most a promotion can take off its lines whatever was applied before it (amounts only ever fall, and
+    every discount only grows with the amounts it sees)."""
+    kind = c.promotion.kind
+    if kind in SUMMED:
+        top = wanted(c, c.list_base)
+    elif kind is Kind.FIXED_PRICE:
+        top = sum(discount(c, lines, [line.amount for line in lines]))
+    elif kind is Kind.BUY_N_GET_M:
+        top = sum(min(lines[i].amount, f * (lines[i].unit_price + 1)) for i, f in zip(c.idx, c.free_units,
+                                                                                      strict=True))
+    else:
+        return 0
+    top = min(top, c.list_base)
+    return top if c.budget_left is None else min(top, c.budget_left)
+
+
+def fixed_savings(pool: Sequence[Candidate], contested: Sequence[Sequence[Sequence[Candidate]]],
+                  lines: Sequence[Line]) -> list[list[int] | None]:
+    """Per contested group, what each option saves if that does not depend on anything else taken, else None.
+    It holds when every member is an amount or tiered off (a fixed amount wanted) that nobody taken with it reads
+    after it, and whose lines keep at least that amount whatever runs before it (their list price minus the most
+    every earlier promotion on them could take)."""
+    prints = {c.order: footprint(c) for c in pool}
+    ceilings: dict[int, int] = {}
+    out: list[list[int] | None] = []
     for options in contested:
-        combos *= len(options)
-    complete = combos + len(exclusive) <= exhaustive_limit
-    memo: Memo = {}
-    best = (exhaustive(always, contested, lines, cart, memo) if complete
-            else greedy(always, contested, lines, cart, memo))
-    for c in exclusive:
-        score = score_of([c], lines, cart, memo)
-        if best is None or score < best[0]:
-            best = (score, [c])
-    return (best[1] if best else []), complete
+        savings: list[int] | None = []
+        rivals = {c.order for option in options for c in option}
+        for option in options:
+            mine = {c.order for c in option}
+            total = 0
+            for c in option:
+                p = c.promotion
+                want = min(wanted(c, c.list_base), c.list_base) if p.kind in FIXED else -1
+                if want >= 0 and c.budget_left is not None:
+                    want = min(want, c.budget_left)
+                lines_of = prints[c.order]
+                before = 0
+                for o in pool:
+                    if want < 0:
+                        break
+                    if o is c or not prints[o.order] & lines_of:
+                        continue
+                    if o.order > c.order:
+                        if o.order in mine or o.order not in rivals:
+                            want = -1  # read after it by a promotion taken with it
+                    else:
+                        if o.order not in ceilings:
+                            ceilings[o.order] = ceiling(o, lines)
+                        before += ceilings[o.order]
+                if want < 0 or c.list_base - before < want:
+                    savings = None
+                    break
+                total += want
+            if savings is None:
+                break
+            savings.append(total)
+        out.append(savings)
+    return out
+
+
+def components(always: Sequence[Candidate], contested: Sequence[Sequence[Sequence[Candidate]]]) -> list[
+        tuple[list[Candidate], list[Sequence[Sequence[Candidate]]]]]:
+    """The promotions split into parts that share no line and no shipping fee (a group's options together are one
+    part): the best combination of each part does not depend on the others. Parts with no choice are left out."""
+    items: list[int] = [footprint(c) for c in always]
+    items += [_union(footprint(c) for option in options for c in option) for options in contested]
+    parent = list(range(len(items)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    owner: dict[int, int] = {}
+    for k, bits in enumerate(items):
+        while bits:
+            low = bits & -bits
+            bits ^= low
+            j = owner.setdefault(low, k)
+            if j != k:
+                parent[root(j)] = root(k)
+    parts: dict[int, tuple[list[Candidate], list[Sequence[Sequence[Candidate]]]]] = {}
+    for g, options in enumerate(contested):
+        parts.setdefault(root(len(always) + g), ([], []))[1].append(options)
+    for k, c in enumerate(always):
+        part = parts.get(root(k))
+        if part is not None:
+            part[0].append(c)
+    return list(parts.values())
+
+
+def _union(prints: Iterable[int]) -> int:
+    bits = 0
+    for p in prints:
+        bits |= p
+    return bits
+
+
+def best_combination(candidates: Sequence[Candidate], lines: Sequence[Line], cart: Cart,
+                     exhaustive_limit: int = EXHAUSTIVE_LIMIT, memo: Memo | None = None,
+                     ) -> tuple[list[Candidate], list[tuple[Score, Candidate]], bool]:
+    """The best valid combination of the candidates (their `order` set) without the exclusive ones, each exclusive
+    one alone with its score (the caller compares them with the combination it prices in full anyway), and
+    whether the search was exhaustive. Before points: points pay a share of what is left, so the combination that
+    leaves least is best with them too. `memo` keeps the steps priced, for the caller to reuse.
+
+    Groups with fixed savings are decided alone (the option saving most; ties to the earliest promotion); the
+    others are searched per component, exhaustively while a component has at most `exhaustive_limit`
+    combinations."""
+    for c in candidates:
+        c.weight = 1 << (len(candidates) - c.order)
+    always, contested, exclusive = options_of(candidates)
+    pool = [*always, *(c for options in contested for option in options for c in option)]
+    chosen: dict[int, Candidate] = {c.order: c for c in always}
+    searched: list[Sequence[Sequence[Candidate]]] = []
+    for options, savings in zip(contested, fixed_savings(pool, contested, lines), strict=True):
+        if savings is None:
+            searched.append(options)
+            continue
+        pick = min(range(len(options)), key=lambda o: (-savings[o], -sum(c.weight for c in options[o])))
+        chosen.update((c.order, c) for c in options[pick])
+    memo = {} if memo is None else memo
+    complete = True
+    for part_always, part_contested in components(always, searched):
+        combos = 1
+        for group in part_contested:
+            combos *= len(group)
+        if combos <= exhaustive_limit:
+            _, taken = exhaustive(part_always, part_contested, lines, cart, memo)
+        else:
+            complete = False
+            _, taken = greedy(part_always, [[list(o) for o in group] for group in part_contested], lines, cart,
+                              memo)
+        chosen.update((c.order, c) for c in taken)
+    return list(chosen.values()), [(score_of([c], lines, cart, memo), c) for c in exclusive], complete

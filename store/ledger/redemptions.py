@@ -1,11 +1,15 @@
 """Rewards catalogue with stock that never oversells, and redemption orders (one row per order id): placing an
 order screens it with the risk controls and records it pending; the redemption saga (workflows/ledger/redemptions.py)
-does the rest."""
+does the rest.
+
+A reward's stock is the shared inventory's subject `reward:{id}` (store/inventory/stock.py, the same rows and rules
+as the promotions' stock), held by `redemption:{order_id}`: the saga reserves it, fulfilling commits it, and a
+compensation releases what is reserved or gives back what was committed — each exactly once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -13,8 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict, DomainError, NotFound
 from domain.ledger.risk import Verdict, refusal
+from store.inventory import stock as inventory
 from store.ledger.programs import get_program
 from store.ledger.risk import screen
+
+# The saga settles its own reservations (a compensation always runs); the expiry only bounds a forgotten one.
+HOLD = timedelta(days=30)
 
 
 class OutOfStock(DomainError):
@@ -31,19 +39,33 @@ class Reward:
     stock: int
 
 
+def reward_subject(reward_id: int) -> str:
+    return f"reward:{reward_id}"
+
+
+def holder(order_id: str) -> str:
+    return f"redemption:{order_id}"
+
+
+# A reward with its stock left (its inventory row; none: nothing to redeem).
+REWARDS = """
+    SELECT r.id, r.program_id, r.name, r.cost, coalesce(s.total - s.reserved - s.used, 0) AS stock
+    FROM ledger_rewards r LEFT JOIN promotion_stock s ON s.subject = 'reward:' || r.id
+"""
+
+
 async def create_reward(session: AsyncSession, *, program_id: int, name: str, cost: int, stock: int) -> Reward:
-    """Add a reward to a program's catalogue (the program must exist)."""
+    """Add a reward to a program's catalogue (the program must exist), with `stock` units in the inventory."""
     await get_program(session, program_id)
-    row = (await session.execute(text("""
-        INSERT INTO ledger_rewards (program_id, name, cost, stock) VALUES (:p, :n, :c, :s)
-        RETURNING id, program_id, name, cost, stock
-    """), {"p": program_id, "n": name, "c": cost, "s": stock})).one()
-    return Reward(*row)
+    reward_id = int(await session.scalar(text("""
+        INSERT INTO ledger_rewards (program_id, name, cost) VALUES (:p, :n, :c) RETURNING id
+    """), {"p": program_id, "n": name, "c": cost}) or 0)
+    await inventory.set_total(session, reward_subject(reward_id), stock)
+    return Reward(reward_id, program_id, name, cost, stock)
 
 
 async def get_reward(session: AsyncSession, reward_id: int) -> Reward:
-    row = (await session.execute(text("SELECT id, program_id, name, cost, stock FROM ledger_rewards WHERE id = :i"),
-                                 {"i": reward_id})).one_or_none()
+    row = (await session.execute(text(REWARDS + " WHERE r.id = :i"), {"i": reward_id})).one_or_none()
     if row is None:
         raise NotFound(f"reward {reward_id} does not exist")
     return Reward(*row)
@@ -52,49 +74,35 @@ async def get_reward(session: AsyncSession, reward_id: int) -> Reward:
 async def list_rewards(session: AsyncSession, *, program_id: int | None, in_stock: bool | None, after: int | None,
                        limit: int) -> list[Reward]:
     """The catalogue in id order, a page after `after`, optionally one program's or only what is (not) in stock."""
-    rows = await session.execute(text("""
-        SELECT id, program_id, name, cost, stock FROM ledger_rewards
-        WHERE (CAST(:p AS bigint) IS NULL OR program_id = :p) AND (CAST(:s AS boolean) IS NULL OR (stock > 0) = :s)
-          AND (CAST(:a AS bigint) IS NULL OR id > :a)
-        ORDER BY id LIMIT :limit
+    rows = await session.execute(text(REWARDS + """
+        WHERE (CAST(:p AS bigint) IS NULL OR r.program_id = :p)
+          AND (CAST(:s AS boolean) IS NULL OR (coalesce(s.total - s.reserved - s.used, 0) > 0) = :s)
+          AND (CAST(:a AS bigint) IS NULL OR r.id > :a)
+        ORDER BY r.id LIMIT :limit
     """), {"p": program_id, "s": in_stock, "a": after, "limit": limit})
     return [Reward(*r) for r in rows]
 
 
 async def reserve(session: AsyncSession, order_id: str, reward_id: int, quantity: int) -> None:
     """Take stock for an order once; a second call for the same order changes nothing."""
-    created = await session.scalar(text("""
-        INSERT INTO ledger_reward_reservations (order_id, reward_id, quantity, status)
-        VALUES (:o, :r, :q, 'reserved') ON CONFLICT DO NOTHING RETURNING 1
-    """), {"o": order_id, "r": reward_id, "q": quantity})
-    if not created:
-        return
-    taken = await session.scalar(text("""
-        UPDATE ledger_rewards SET stock = stock - :q WHERE id = :r AND stock >= :q RETURNING stock
-    """), {"r": reward_id, "q": quantity})
-    if taken is None:
+    try:
+        counted = await inventory.reserve(session, holder(order_id), reward_subject(reward_id), quantity,
+                                      expires_at=datetime.now(UTC) + HOLD)
+    except inventory.OutOfStock:
+        counted = False
+    if not counted:
         reward = await get_reward(session, reward_id)
         short = f" for {quantity}: {reward.stock} left" if reward.stock else ""
-        raise OutOfStock(f"reward {reward_id} ({reward.name}) is out of stock{short}")
+        raise OutOfStock(f"reward {reward_id} ({reward.name}) is out of stock{short}") from None
 
 
 async def release(session: AsyncSession, order_id: str) -> int:
     """Give an order's stock back (reserved, or fulfilled and being compensated), once."""
-    row = (await session.execute(text("""
-        UPDATE ledger_reward_reservations SET status = 'released'
-        WHERE order_id = :o AND status IN ('reserved', 'fulfilled') RETURNING reward_id, quantity
-    """), {"o": order_id})).one_or_none()
-    if row is None:
-        return 0
-    await session.execute(text("UPDATE ledger_rewards SET stock = stock + :q WHERE id = :r"),
-                          {"q": row.quantity, "r": row.reward_id})
-    return int(row.quantity)
+    return await inventory.release(session, holder(order_id)) + await inventory.give_back(session, holder(order_id))
 
 
 async def fulfil(session: AsyncSession, order_id: str) -> None:
-    await session.execute(text("""
-        UPDATE ledger_reward_reservations SET status = 'fulfilled' WHERE order_id = :o AND status = 'reserved'
-    """), {"o": order_id})
+    await inventory.commit(session, holder(order_id))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from domain.promotions.index import RuleIndex
 from domain.promotions.model import Promotion
+from store.promotions.inventory import budget_subject, promotion_subject
 from store.promotions.promotions import active_rule_set, current_version, public_templates
 
 POLL_SECONDS = 0.5
@@ -28,6 +30,19 @@ class RuleSet:
     promotions: tuple[Promotion, ...]
     public_codes: dict[str, tuple[int, datetime | None, datetime | None]] = field(default_factory=dict)
     loaded_at: float = 0.0
+    # Prepared once per version, not per quote: the engine's index, and what the facts query asks about.
+    index: RuleIndex = field(init=False)
+    ids: tuple[int, ...] = field(init=False)
+    subjects: tuple[str, ...] = field(init=False)
+    programs: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        ids = tuple(sorted(p.id for p in self.promotions))
+        object.__setattr__(self, "index", RuleIndex(self.promotions))
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "subjects", tuple(s for i in ids for s in (promotion_subject(i), budget_subject(i))))
+        object.__setattr__(self, "programs", tuple(sorted({p.program_id for p in self.promotions
+                                                           if p.program_id is not None})))
 
 
 class RuleSetCache:

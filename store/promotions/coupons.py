@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -182,25 +183,22 @@ async def expire_due(session: AsyncSession, now: datetime, limit: int = 10_000) 
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def resolve(session: AsyncSession, codes: Sequence[str],
-                  public: dict[str, tuple[int, datetime | None, datetime | None]]) -> list[OfferedCoupon]:
-    """The offered codes as the pricing engine sees them: shared public codes from the cache, the rest in one
-    query; an unknown code resolves to no template (the engine says `coupon_invalid`)."""
-    normal = {code: normalize(code) for code in codes}
-    shared = {code: code.strip().upper() for code in codes}
-    private = [n for code, n in normal.items() if shared[code] not in public]
-    rows = {}
-    if private:
-        found = await session.execute(text("""
-            SELECT code, template_id, state, contact_id, valid_from, valid_until, order_id FROM coupons
-            WHERE code = ANY(:c)
-        """), {"c": private})
-        rows = {r.code: r for r in found}
+def lookup_codes(codes: Sequence[str], public: dict[str, tuple[int, datetime | None, datetime | None]]) -> list[str]:
+    """The offered codes that need a database lookup (normalised): all but the shared public codes."""
+    return [normalize(code) for code in codes if code.strip().upper() not in public]
+
+
+def offered(codes: Sequence[str], public: dict[str, tuple[int, datetime | None, datetime | None]],
+            rows: dict[str, Any]) -> list[OfferedCoupon]:
+    """The offered codes as the pricing engine sees them, from the cache's public codes and the looked-up `rows`
+    (by normalised code: objects with template_id, state, contact_id, valid_from, valid_until, order_id); an
+    unknown code resolves to no template (the engine says `coupon_invalid`)."""
     out = []
-    for code, n in normal.items():
-        if shared[code] in public:
-            template_id, start, end = public[shared[code]]
-            out.append(OfferedCoupon(shared[code], template_id, valid_from=start, valid_until=end))
+    for code in codes:
+        shared, n = code.strip().upper(), normalize(code)
+        if shared in public:
+            template_id, start, end = public[shared]
+            out.append(OfferedCoupon(shared, template_id, valid_from=start, valid_until=end))
         elif n in rows:
             r = rows[n]
             out.append(OfferedCoupon(n, r.template_id, r.state, r.contact_id, r.valid_from, r.valid_until, r.order_id))

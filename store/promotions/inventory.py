@@ -1,31 +1,20 @@
-"""Inventory counted apart from any product catalogue: a row per subject (`promotion:{id}` units, `budget:{id}`
-cents of discount, `template:{id}` coupons) with `total`, `reserved` and `used`.
-
-A reservation is one statement, `UPDATE … SET reserved = reserved + n WHERE total - reserved - used >= n`: the
-row lock serialises concurrent reservations of a subject and the condition is re-checked on the locked row, so
-stock never goes below zero under any concurrency (a CHECK constraint backs it). Each reservation is recorded per
-holder (an order id or an issuance reference) and subject, so reserving twice takes once, and releasing or
-committing moves the units exactly once. Reservations past `expires_at` are released by `release_expired` (the
-order workflow releases its own on timeout; the sweep catches anything a crash left behind), so nothing leaks.
+"""The promotions' subjects on the shared inventory (store/inventory/stock.py): `promotion:{id}` (orders that may
+use a promotion), `budget:{id}` (cents of discount) and `template:{id}` (coupons issued), and the leak sweep for
+them. Reservations past `expires_at` are released by `release_expired` (the order workflow releases its own on
+timeout; the sweep catches anything a crash left behind), so nothing leaks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import DomainError
+from store.inventory.stock import OutOfStock, Stock, commit, levels, release, reserve, set_total
 
-__all__ = ["DomainError", "OutOfStock"]
-
-
-class OutOfStock(DomainError):
-    status = 409
-    title = "Out of stock"
+__all__ = ["OutOfStock", "Stock", "budget_subject", "commit", "levels", "promotion_subject", "release",
+           "release_expired", "reserve", "set_total", "template_subject"]
 
 
 def promotion_subject(promotion_id: int) -> str:
@@ -40,94 +29,13 @@ def template_subject(template_id: int) -> str:
     return f"template:{template_id}"
 
 
-@dataclass(frozen=True)
-class Stock:
-    subject: str
-    total: int
-    reserved: int
-    used: int
-
-    @property
-    def available(self) -> int:
-        return self.total - self.reserved - self.used
-
-
-async def set_total(session: AsyncSession, subject: str, total: int) -> None:
-    """Create a subject's stock or change its total; never below what is reserved or used."""
-    row = await session.scalar(text("""
-        INSERT INTO promotion_stock (subject, total) VALUES (:s, :t)
-        ON CONFLICT (subject) DO UPDATE SET total = excluded.total
-            WHERE promotion_stock.reserved + promotion_stock.used <= excluded.total
-        RETURNING 1
-    """), {"s": subject, "t": total})
-    if row is None:
-        raise DomainError(f"stock: {subject} already has more than {total} reserved or used")
-
-
-async def levels(session: AsyncSession, subjects: Sequence[str]) -> dict[str, Stock]:
-    rows = await session.execute(text(
-        "SELECT subject, total, reserved, used FROM promotion_stock WHERE subject = ANY(:s)"), {"s": list(subjects)})
-    return {r.subject: Stock(r.subject, r.total, r.reserved, r.used) for r in rows}
-
-
-async def reserve(session: AsyncSession, holder: str, subject: str, quantity: int, *, expires_at: datetime) -> bool:
-    """Take `quantity` of a subject for `holder` (idempotent); OutOfStock if there is not enough. A subject without
-    a stock row is not counted: False, nothing reserved."""
-    created = await session.scalar(text("""
-        INSERT INTO promotion_reservations (holder, subject, quantity, expires_at)
-        SELECT :h, :s, :q, :e WHERE EXISTS (SELECT 1 FROM promotion_stock WHERE subject = :s)
-        ON CONFLICT DO NOTHING RETURNING 1
-    """), {"h": holder, "s": subject, "q": quantity, "e": expires_at})
-    if not created:
-        return bool(await session.scalar(text(
-            "SELECT 1 FROM promotion_reservations WHERE holder = :h AND subject = :s"), {"h": holder, "s": subject}))
-    left = await session.scalar(text("""
-        UPDATE promotion_stock SET reserved = reserved + :q WHERE subject = :s AND total - reserved - used >= :q
-        RETURNING total - reserved - used
-    """), {"s": subject, "q": quantity})
-    if left is None:  # forget the claim too, so a caller that carries on after OutOfStock leaves nothing behind
-        await session.execute(text("DELETE FROM promotion_reservations WHERE holder = :h AND subject = :s"),
-                              {"h": holder, "s": subject})
-        stock = (await levels(session, [subject]))[subject]
-        raise OutOfStock(f"{subject} is out of stock: {stock.available} left, {quantity} wanted")
-    return True
-
-
-async def _settle(session: AsyncSession, holder: str, to: str) -> int:
-    """Move every reserved unit of `holder` to used (commit) or back (release), once; the units moved."""
-    rows = (await session.execute(text("""
-        UPDATE promotion_reservations SET status = :to WHERE holder = :h AND status = 'reserved'
-        RETURNING subject, quantity
-    """), {"h": holder, "to": to})).all()
-    if not rows:
-        return 0
-    moved = {"s": [r.subject for r in rows], "q": [r.quantity for r in rows]}
-    if to == "committed":
-        await session.execute(text("""
-            UPDATE promotion_stock s SET reserved = s.reserved - r.q, used = s.used + r.q
-            FROM unnest(CAST(:s AS text[]), CAST(:q AS bigint[])) AS r(subject, q) WHERE s.subject = r.subject
-        """), moved)
-    else:
-        await session.execute(text("""
-            UPDATE promotion_stock s SET reserved = s.reserved - r.q
-            FROM unnest(CAST(:s AS text[]), CAST(:q AS bigint[])) AS r(subject, q) WHERE s.subject = r.subject
-        """), moved)
-    return sum(int(r.quantity) for r in rows)
-
-
-async def commit(session: AsyncSession, holder: str) -> int:
-    return await _settle(session, holder, "committed")
-
-
-async def release(session: AsyncSession, holder: str) -> int:
-    return await _settle(session, holder, "released")
-
-
 async def release_expired(session: AsyncSession, now: datetime, limit: int = 1000) -> int:
-    """Release reservations past their expiry whose holder is not a confirmed order (the leak sweep)."""
+    """Release reservations past their expiry whose holder is not a confirmed order (the leak sweep). The ledger's
+    rewards are left to the redemption saga, which always settles its own."""
     holders = (await session.scalars(text("""
         SELECT DISTINCT r.holder FROM promotion_reservations r
         WHERE r.status = 'reserved' AND r.expires_at <= :now
+          AND r.subject NOT LIKE 'reward:%'
           AND NOT EXISTS (SELECT 1 FROM promotion_orders o WHERE o.order_id = r.holder AND o.status = 'confirmed')
         LIMIT :limit
     """), {"now": now, "limit": limit})).all()

@@ -1,4 +1,4 @@
-"""Quotes and orders: the facts a quote needs (one query each, none for the rule set), and orders that lock a
+"""Quotes and orders: the facts a quote needs (one statement, none for the rule set), and orders that lock a
 quote — seed 004's soft transaction bound to an order id.
 
 Placing an order prices the cart and, in the same transaction, reserves the coupons it uses, one unit of each
@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.errors import Conflict, NotFound
+from domain.errors import Conflict, DomainError, NotFound
 from domain.ledger.postings import HoldNotPending, Kind, Request
-from domain.promotions.model import Cart, Contact, Line, Points, Usage
+from domain.promotions.model import Cart, Contact, Line, OfferedCoupon, Points, Usage
 from domain.promotions.pricing import Quote, quote
 from store.ledger.accounts import post
 from store.promotions import coupons, inventory
@@ -58,71 +58,102 @@ class Order:
     updated_at: datetime
 
 
-async def _contact(session: AsyncSession, contact_id: int | None, now: datetime) -> Contact:
-    if contact_id is None:
-        return Contact()
-    row = (await session.execute(text("""
-        SELECT c.traits, c.created_at,
-               ARRAY(SELECT m.segment_id FROM segment_members m WHERE m.contact_id = c.id AND m.exited_at IS NULL)
-                 AS segments,
-               NOT EXISTS (SELECT 1 FROM promotion_orders o WHERE o.contact_id = c.id AND o.status = 'confirmed')
-                 AS first_order
-        FROM contacts c WHERE c.id = :c
-    """), {"c": contact_id})).one_or_none()
-    if row is None:
-        raise NotFound(f"contact_id: contact {contact_id} does not exist")
-    return Contact(id=contact_id, traits=row.traits, segments=frozenset(row.segments),
-                   is_new=now - row.created_at < timedelta(days=30), first_order=bool(row.first_order))
+# Everything a quote needs to know beyond the cached rule set, in one statement (one round trip, one snapshot):
+# the contact's facts, the offered coupons, stock left and budget spent of the rule set's promotions, the
+# contact's use of them, and the points balance when points are asked for.
+FACTS = text("""
+    SELECT
+      (SELECT json_build_object(
+                'traits', c.traits, 'created_at', c.created_at,
+                'segments', ARRAY(SELECT m.segment_id FROM segment_members m
+                                  WHERE m.contact_id = c.id AND m.exited_at IS NULL),
+                'first_order', NOT EXISTS (SELECT 1 FROM promotion_orders o
+                                           WHERE o.contact_id = c.id AND o.status = 'confirmed'))
+       FROM contacts c WHERE c.id = :c) AS contact,
+      (SELECT json_agg(json_build_object('code', k.code, 'template_id', k.template_id, 'state', k.state,
+                                         'contact_id', k.contact_id, 'valid_from', k.valid_from,
+                                         'valid_until', k.valid_until, 'order_id', k.order_id))
+       FROM coupons k WHERE k.code = ANY(CAST(:codes AS text[]))) AS coupons,
+      (SELECT json_agg(json_build_array(s.subject, s.total - s.reserved - s.used, s.reserved + s.used))
+       FROM promotion_stock s WHERE s.subject = ANY(CAST(:subjects AS text[]))) AS stock,
+      (SELECT json_agg(json_build_array(u.promotion_id, u.n))
+       FROM (SELECT promotion_id, count(*) AS n FROM promotion_usage
+             WHERE contact_id = :c AND promotion_id = ANY(CAST(:ids AS bigint[])) GROUP BY promotion_id) u) AS usage,
+      (SELECT max(a.balance - coalesce((SELECT sum(h.amount) FROM ledger_holds h WHERE h.contact_id = a.contact_id
+                                        AND h.program_id = a.program_id AND h.status = 'pending'), 0))
+       FROM ledger_accounts a WHERE a.contact_id = :c AND a.program_id = ANY(CAST(:programs AS bigint[]))) AS balance
+""")
 
 
-async def _usage(session: AsyncSession, rules: RuleSet, contact_id: int | None) -> dict[int, Usage]:
-    """Per-contact use, stock left and budget spent of the promotions that count them (one query)."""
-    counted = [p.id for p in rules.promotions]
-    if not counted:
-        return {}
-    rows = await session.execute(text("""
-        SELECT split_part(s.subject, ':', 1) AS what, CAST(split_part(s.subject, ':', 2) AS bigint) AS id,
-               s.total - s.reserved - s.used AS left, s.reserved + s.used AS spent, 0 AS used
-        FROM promotion_stock s
-        WHERE s.subject = ANY(ARRAY(SELECT 'promotion:' || i FROM unnest(CAST(:ids AS bigint[])) i)
-                              || ARRAY(SELECT 'budget:' || i FROM unnest(CAST(:ids AS bigint[])) i))
-        UNION ALL
-        SELECT 'user', u.promotion_id, 0, 0, count(*) FROM promotion_usage u
-        WHERE u.contact_id = :c AND u.promotion_id = ANY(:ids) GROUP BY u.promotion_id
-    """), {"ids": counted, "c": contact_id if contact_id is not None else -1})
+@dataclass(frozen=True)
+class _Coupon:
+    template_id: int
+    state: str
+    contact_id: int | None
+    valid_from: datetime | None
+    valid_until: datetime | None
+    order_id: str | None
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+async def _facts(session: AsyncSession, rules: RuleSet, request: QuoteRequest, now: datetime,
+                 codes: Sequence[str]) -> tuple[Contact, list[OfferedCoupon], dict[int, Usage], Points]:
+    """The contact, the offered coupons, per-promotion usage and the points balance (one query)."""
+    programs = rules.programs if request.points > 0 and request.contact_id is not None else ()
+    row = (await session.execute(FACTS, {
+        "c": request.contact_id, "codes": coupons.lookup_codes(codes, rules.public_codes),
+        "subjects": list(rules.subjects), "ids": list(rules.ids), "programs": list(programs)})).one()
+    contact = Contact()
+    if request.contact_id is not None:
+        found = _json(row.contact)
+        if found is None:
+            raise NotFound(f"contact_id: contact {request.contact_id} does not exist")
+        created_at = _when(found["created_at"])
+        contact = Contact(id=request.contact_id, traits=found["traits"] or {}, segments=frozenset(found["segments"]),
+                          is_new=created_at is not None and now - created_at < timedelta(days=30),
+                          first_order=bool(found["first_order"]))
+    rows = {r["code"]: _Coupon(r["template_id"], r["state"], r["contact_id"], _when(r["valid_from"]),
+                               _when(r["valid_until"]), r["order_id"]) for r in _json(row.coupons) or []}
+    offered = coupons.offered(codes, rules.public_codes, rows)
     facts: dict[int, dict[str, int | None]] = {}
-    for r in rows:
-        f = facts.setdefault(r.id, {"used_by_contact": 0, "budget_spent": 0, "stock_left": None})
-        if r.what == "promotion":
-            f["stock_left"] = int(r.left)
-        elif r.what == "budget":
-            f["budget_spent"] = int(r.spent)
+    for subject, left, spent in _json(row.stock) or []:
+        what, _, pid = subject.partition(":")
+        f = facts.setdefault(int(pid), {"used_by_contact": 0, "budget_spent": 0, "stock_left": None})
+        if what == "promotion":
+            f["stock_left"] = int(left)
         else:
-            f["used_by_contact"] = int(r.used)
-    return {pid: Usage(**f) for pid, f in facts.items()}  # type: ignore[arg-type]
-
-
-async def _points(session: AsyncSession, rules: RuleSet, contact_id: int | None, requested: int) -> Points:
-    programs = {p.program_id for p in rules.promotions if p.program_id is not None}
-    if requested <= 0 or contact_id is None or not programs:
-        return Points(requested, 0)
-    balance = await session.scalar(text("""
-        SELECT max(a.balance - coalesce((SELECT sum(h.amount) FROM ledger_holds h WHERE h.contact_id = a.contact_id
-                   AND h.program_id = a.program_id AND h.status = 'pending'), 0))
-        FROM ledger_accounts a WHERE a.contact_id = :c AND a.program_id = ANY(:p)
-    """), {"c": contact_id, "p": sorted(programs)})
-    return Points(requested, max(0, int(balance or 0)))
+            f["budget_spent"] = int(spent)
+    for pid, used in _json(row.usage) or []:
+        facts.setdefault(int(pid), {"used_by_contact": 0, "budget_spent": 0, "stock_left": None})[
+            "used_by_contact"] = int(used)
+    usage = {pid: Usage(**f) for pid, f in facts.items()}  # type: ignore[arg-type]
+    points = Points(request.points, max(0, int(row.balance or 0)) if programs else 0)
+    return contact, offered, usage, points
 
 
 async def price(session: AsyncSession, rules: RuleSet, request: QuoteRequest, *, now: datetime,
                 order_id: str | None = None) -> Quote:
-    """Price a cart against the cached rule set: no side effects."""
-    contact = await _contact(session, request.contact_id, now)
-    offered = await coupons.resolve(session, request.coupons, rules.public_codes) if request.coupons else []
-    usage = await _usage(session, rules, request.contact_id)
-    points = await _points(session, rules, request.contact_id, request.points)
+    """Price a cart against the cached rule set: no side effects, one query."""
+    codes = list(dict.fromkeys(request.coupons))
+    contact, offered, usage, points = await _facts(session, rules, request, now, codes)
     cart = Cart(request.lines, shipping=request.shipping, channel=request.channel, now=now, order_id=order_id)
-    return quote(cart, rules.promotions, contact=contact, coupons=offered, points=points, usage=usage)
+    return quote(cart, rules.index, contact=contact, coupons=offered, points=points, usage=usage)
+
+
+async def quote_now(sessions: async_sessionmaker[AsyncSession], rules: RuleSet, request: QuoteRequest, *,
+                    now: datetime) -> Quote:
+    """A quote outside any transaction: its one statement is its own snapshot, so there is no BEGIN or COMMIT to
+    wait for — a quote costs one round trip to the database."""
+    async with sessions() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return await price(session, rules, request, now=now)
 
 
 def body_hash(order_id: str, request: QuoteRequest) -> str:
@@ -142,6 +173,24 @@ async def get_order(session: AsyncSession, order_id: str) -> Order:
     if row is None:
         raise NotFound(f"order {order_id!r} does not exist")
     return Order(**row._mapping)
+
+
+async def list_orders(session: AsyncSession, *, contact_id: int | None, status: str | None, before: str | None,
+                      limit: int) -> list[Order]:
+    """Orders newest first, a page older than the order `before`, optionally one contact's or one status'."""
+    if before is not None and await session.scalar(
+            text("SELECT 1 FROM promotion_orders WHERE order_id = :b"), {"b": before}) is None:
+        raise DomainError(f"before: order {before!r} does not exist; pass the `next_before` of a page")
+    rows = await session.execute(text("""
+        SELECT order_id, contact_id, status, quote, subtotal, discount, total, points_used, program_id, expires_at,
+               created_at, updated_at
+        FROM promotion_orders o
+        WHERE (CAST(:c AS bigint) IS NULL OR o.contact_id = :c) AND (CAST(:s AS text) IS NULL OR o.status = :s)
+          AND (CAST(:b AS text) IS NULL OR (o.created_at, o.order_id)
+               < (SELECT created_at, order_id FROM promotion_orders WHERE order_id = :b))
+        ORDER BY o.created_at DESC, o.order_id DESC LIMIT :limit
+    """), {"c": contact_id, "s": status, "b": before, "limit": limit})
+    return [Order(**r._mapping) for r in rows]
 
 
 async def _existing(session: AsyncSession, order_id: str, digest: str) -> Order | None:
@@ -189,7 +238,7 @@ async def place_order(session: AsyncSession, rules: RuleSet, order_id: str, requ
         VALUES (:o, :c, :h, CAST(:r AS jsonb), CAST(:q AS jsonb), :sub, :d, :t, :pts, :prog, :e)
         ON CONFLICT (order_id) DO NOTHING RETURNING 1
     """), {"o": order_id, "c": request.contact_id, "h": digest, "r": orjson.dumps(asdict(request)).decode(),
-           "q": orjson.dumps(asdict(result)).decode(), "sub": result.subtotal, "d": result.discount,
+           "q": orjson.dumps(result).decode(), "sub": result.subtotal, "d": result.discount,
            "t": result.total, "pts": result.points_used, "prog": program_id, "e": expires_at})
     if not created:  # a concurrent request with the same id got there first
         again = await _existing(session, order_id, digest)
@@ -252,15 +301,3 @@ async def release(session: AsyncSession, order_id: str, *, now: datetime, why: s
         except HoldNotPending:
             pass  # timed out and voided by the ledger's own sweep already
     return order
-
-
-async def list_orders(session: AsyncSession, *, contact_id: int | None, status: str | None,
-                      limit: int) -> Sequence[Order]:
-    rows = await session.execute(text("""
-        SELECT order_id, contact_id, status, quote, subtotal, discount, total, points_used, program_id, expires_at,
-               created_at, updated_at
-        FROM promotion_orders
-        WHERE (CAST(:c AS bigint) IS NULL OR contact_id = :c) AND (CAST(:s AS text) IS NULL OR status = :s)
-        ORDER BY created_at DESC, order_id DESC LIMIT :limit
-    """), {"c": contact_id, "s": status, "limit": limit})
-    return [Order(**r._mapping) for r in rows]

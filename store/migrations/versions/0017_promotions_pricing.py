@@ -10,8 +10,12 @@
   revoked. The code is unique across all templates, so this table is not partitioned by contact; issuance is
   idempotent by (template, reference).
 - `promotion_stock` / `promotion_reservations`: inventory counted apart from any product catalogue, one row per
-  subject (`promotion:{id}`, `template:{id}`); a reservation takes units only while `total - reserved - used`
-  covers them (a CHECK makes overselling impossible even for a buggy caller), and is released or committed once.
+  subject (`promotion:{id}`, `budget:{id}`, `template:{id}`, and the ledger's rewards `reward:{id}`); a reservation
+  takes units only while `total - reserved - used` covers them (a CHECK makes overselling impossible even for a
+  buggy caller), and is released or committed once. The ledger's reward catalogue moves its stock here:
+  `ledger_rewards.stock` and `ledger_reward_reservations` (0003) are migrated to `reward:{id}` rows and the
+  `redemption:{order_id}` holder's reservations, and are no longer written (`stock` gets a default of 0; the
+  downgrade writes the inventory back into them).
 - `promotion_orders`: an order locks a quote (status pending → confirmed | cancelled | expired), idempotent by
   the caller's order id; `body_hash` tells a replay from a different order under the same id.
 - `promotion_usage`: one row per confirmed order and promotion it used (per-contact limits, usage and discount
@@ -123,8 +127,9 @@ def upgrade() -> None:
             created_at  timestamptz NOT NULL DEFAULT now(),
             updated_at  timestamptz NOT NULL DEFAULT now()
         );
-        CREATE INDEX ix_promotion_orders_contact ON promotion_orders (contact_id, created_at DESC)
+        CREATE INDEX ix_promotion_orders_contact ON promotion_orders (contact_id, created_at DESC, order_id DESC)
             WHERE contact_id IS NOT NULL;
+        CREATE INDEX ix_promotion_orders_created ON promotion_orders (created_at DESC, order_id DESC);
         CREATE INDEX ix_promotion_orders_pending ON promotion_orders (expires_at) WHERE status = 'pending';
 
         CREATE TABLE promotion_usage (
@@ -140,10 +145,36 @@ def upgrade() -> None:
     for i in range(PARTITIONS):
         op.execute(f"CREATE TABLE promotion_usage_p{i} PARTITION OF promotion_usage "
                    f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i})")
+    op.execute("""
+        INSERT INTO promotion_stock (subject, total, reserved, used)
+        SELECT 'reward:' || r.id,
+               r.stock + coalesce(sum(v.quantity) FILTER (WHERE v.status IN ('reserved', 'fulfilled')), 0),
+               coalesce(sum(v.quantity) FILTER (WHERE v.status = 'reserved'), 0),
+               coalesce(sum(v.quantity) FILTER (WHERE v.status = 'fulfilled'), 0)
+        FROM ledger_rewards r LEFT JOIN ledger_reward_reservations v ON v.reward_id = r.id
+        GROUP BY r.id, r.stock;
+        INSERT INTO promotion_reservations (holder, subject, quantity, status, expires_at)
+        SELECT 'redemption:' || order_id, 'reward:' || reward_id, quantity,
+               CASE status WHEN 'reserved' THEN 'reserved' WHEN 'fulfilled' THEN 'committed' ELSE 'released' END,
+               now() + interval '30 days'
+        FROM ledger_reward_reservations;
+        ALTER TABLE ledger_rewards ALTER COLUMN stock SET DEFAULT 0;
+        COMMENT ON COLUMN ledger_rewards.stock IS
+            'Unused since 0017: a reward''s stock is promotion_stock subject reward:{id}';
+    """)
 
 
 def downgrade() -> None:
     op.execute("""
+        UPDATE ledger_rewards r SET stock = s.total - s.reserved - s.used
+        FROM promotion_stock s WHERE s.subject = 'reward:' || r.id;
+        INSERT INTO ledger_reward_reservations (order_id, reward_id, quantity, status)
+        SELECT substr(holder, length('redemption:') + 1), CAST(split_part(subject, ':', 2) AS bigint), quantity,
+               CASE status WHEN 'committed' THEN 'fulfilled' ELSE status END
+        FROM promotion_reservations WHERE subject LIKE 'reward:%'
+        ON CONFLICT (order_id, reward_id) DO UPDATE SET status = excluded.status;
+        ALTER TABLE ledger_rewards ALTER COLUMN stock DROP DEFAULT;
+        COMMENT ON COLUMN ledger_rewards.stock IS NULL;
         DROP TABLE promotion_usage, promotion_orders, promotion_reservations, promotion_stock, coupons, promotions,
             coupon_templates, promotions_version
     """)

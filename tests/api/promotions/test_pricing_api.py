@@ -120,3 +120,24 @@ async def test_bulk_codes_are_streamed(api: httpx.AsyncClient) -> None:
     codes = r.text.split()
     assert len(set(codes)) == 250
     assert (await api.get(f"/v1/coupons/{codes[0]}")).json()["template_id"] == template["id"]
+
+
+async def test_orders_are_listed_newest_first_a_page_at_a_time(api: httpx.AsyncClient, worker: None) -> None:
+    sku = _sku()
+    contact = await _contact(api)
+    placed = []
+    for n in range(3):
+        order_id = f"o-{uuid.uuid4().hex[:8]}-{n}"
+        r = await api.post("/v1/orders", json={"order_id": order_id, "contact_id": contact,
+                                               "lines": [{"sku": sku, "unit_price": 1_000, "quantity": 1}]})
+        assert r.status_code == 201, r.text
+        placed.append(order_id)
+    await api.post(f"/v1/orders/{placed[0]}/cancel")
+    first = (await api.get("/v1/orders", params={"contact_id": contact, "limit": 2})).json()
+    assert [o["order_id"] for o in first["items"]] == placed[:0:-1] and first["next_before"] == placed[1]
+    rest = (await api.get("/v1/orders", params={"contact_id": contact, "before": first["next_before"]})).json()
+    assert [o["order_id"] for o in rest["items"]] == [placed[0]] and rest["next_before"] is None
+    cancelled = (await api.get("/v1/orders", params={"contact_id": contact, "status": "cancelled"})).json()
+    assert [o["order_id"] for o in cancelled["items"]] == [placed[0]]
+    r = await api.get("/v1/orders", params={"before": "no-such-order"})
+    assert r.status_code == 422 and "before" in r.text

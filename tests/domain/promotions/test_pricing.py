@@ -307,3 +307,28 @@ def test_the_chosen_combination_is_the_best_of_every_valid_subset(
     best = quote(cart, list(promotions))
     subsets = [tuple(p for k, p in enumerate(promotions) if mask >> k & 1) for mask in range(1 << len(promotions))]
     assert best.total == min(quote(cart, list(s)).total for s in subsets if _compatible(s))
+
+
+def test_groups_on_lines_no_promotion_shares_are_searched_apart() -> None:
+    # 3^6 = 729 combinations in all, more than the exhaustive limit; but each group only touches its own line, so
+    # six searches of 3 combinations each are exhaustive — and each line gets its group's best percentage.
+    lines = tuple(Line(sku, "x", 10_000, 1) for sku in "abcdef")
+    promotions = [promo(10 * g + i, "percent_off", percent=5 * (i + 1) + g, scope={"skus": [sku]},
+                        stacking_group=sku, exclusivity="group") for g, sku in enumerate("abcdef") for i in range(3)]
+    result = quote(Cart(lines, now=NOW), promotions)
+    assert result.exhaustive
+    assert sorted(a.promotion_id for a in result.applied) == [10 * g + 2 for g in range(6)]
+    assert result.total == sum(10_000 - 100 * (15 + g) for g in range(6))
+
+
+def test_a_group_saving_a_fixed_amount_is_decided_without_a_search() -> None:
+    # Coupons taking a fixed amount off a cart far above it: what each saves does not depend on anything else taken,
+    # so the group is decided alone (exhaustive even with a limit of one combination), ties to the earlier one. (The
+    # percentage applies first: applied after the coupons, it would read their lines and they would not be fixed.)
+    coupons_group = [promo(1, "amount_off", amount=300, stacking_group="c", exclusivity="group"),
+                     promo(2, "amount_off", amount=900, stacking_group="c", exclusivity="group"),
+                     promo(3, "amount_off", amount=900, stacking_group="c", exclusivity="group")]
+    result = quote(CART, [*coupons_group, promo(4, "percent_off", percent=10, priority=5)], exhaustive_limit=1)
+    assert result.exhaustive
+    assert sorted(a.promotion_id for a in result.applied) == [2, 4]
+    assert result.total == 316_000 - 31_600 - 900 + 1_000

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.errors import Conflict
@@ -268,3 +268,33 @@ async def test_a_shared_public_code_applies_for_anyone(sessions: async_sessionma
     assert order.total == 9_000
     async with transaction(sessions) as s:
         assert (await orders.confirm(s, order_id, now=NOW)).status == "confirmed"
+
+
+async def test_a_quote_reads_contact_coupons_and_usage_in_one_statement(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    sku = f"one-trip-{uuid.uuid4().hex[:8]}"
+    template, coupon_promotion = await _coupon_world(sessions)
+    async with transaction(sessions) as s:
+        welcome = await promotions.create_promotion(
+            s, {"name": "welcome", "kind": "amount_off", "amount": 500, "scope": {"skus": [sku]},
+                "condition": 'contact.is_new && contact.first_order && contact.traits.tier == "gold"',
+                "per_user_limit": 1}, stock=5)
+        contact = int(await s.scalar(text("INSERT INTO contacts (user_id, traits) VALUES (:u, '{\"tier\": \"gold\"}')"
+                                          " RETURNING id"), {"u": f"promo-{uuid.uuid4().hex}"}) or 0)
+        code = (await coupons.issue_coupon(s, template, contact, "one-trip", now=NOW)).code
+    rules = await _rules(sessions)
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engine = sessions.kw["bind"].sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        result = await orders.quote_now(sessions, rules, orders.QuoteRequest(
+            (Line(sku, "apparel", 5_000, 2),), contact_id=contact, coupons=(code, "NOPE-NOPE-NOPE-0")), now=NOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 1
+    assert {welcome.id, coupon_promotion} <= {a.promotion_id for a in result.applied}
+    assert [n.reason for n in result.not_applied if n.coupon_code == "NOPE-NOPE-NOPE-0"] == ["coupon_invalid"]
