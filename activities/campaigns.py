@@ -1,5 +1,6 @@
-"""Campaign activities: snapshot the audience, send one batch (rendered in confined worker processes; a message
-whose template fails or passes a bound fails alone), close the run."""
+"""Campaign activities: snapshot the audience, partition it into non-overlapping ranges, send one batch (each
+variant's templates rendered in confined worker processes; a message whose template fails or passes a bound fails
+alone), close the run (completed, or cancelled with the unsent recorded)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities.channels.delivery import DeliveryService
 from channels.base import ErrorClass, Message, SendResult
 from channels.email import EmailChannel
 from core.confinement import Confinement
 from core.metrics import BATCH_SECONDS, MESSAGES
 from domain import templates
+from domain.campaigns import assemble, parts
 from store.campaigns import definitions, runs
 from store.campaigns.models import Campaign
+from store.channels.records import Step
 from store.db import transaction
 
 log = structlog.get_logger("nudge.campaigns")
@@ -25,6 +30,13 @@ log = structlog.get_logger("nudge.campaigns")
 @dataclass
 class RunInput:
     run_id: int
+    cancelled: bool = False  # finish_run: the run was cancelled, its unsent recipients are recorded so
+
+
+@dataclass
+class PartitionInput:
+    run_id: int
+    size: int
 
 
 @dataclass
@@ -32,6 +44,7 @@ class SendBatchInput:
     run_id: int
     after_contact_id: int
     limit: int
+    until_contact_id: int | None = None  # the batch's range is (after, until]: concurrent batches never overlap
 
 
 @dataclass
@@ -47,15 +60,23 @@ class RunTotals:
     total: int
     sent: int
     failed: int
+    suppressed: int = 0
+    holdout: int = 0
+    cancelled: int = 0
 
 
 class CampaignActivities:
+    """`delivery` sends campaigns with a fallback chain (or any channel but email) through the channels' delivery
+    service; an email-only campaign keeps the direct path, which records each message as it goes (docs/campaigns.md
+    says why)."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession], email: EmailChannel, outcomes: AsyncEngine,
-                 rendering: Confinement | None = None) -> None:
+                 rendering: Confinement | None = None, delivery: DeliveryService | None = None) -> None:
         self.sessions = sessions
         self.email = email
         self.outcomes = outcomes
         self.rendering = rendering or definitions.rendering()
+        self.delivery = delivery
 
     @activity.defn
     async def snapshot_audience(self, params: RunInput) -> int:
@@ -63,13 +84,26 @@ class CampaignActivities:
             return await runs.snapshot_audience(session, params.run_id)
 
     @activity.defn
+    async def begin_run(self, params: RunInput) -> bool:
+        async with transaction(self.sessions) as session:
+            return await runs.begin_run(session, params.run_id)
+
+    @activity.defn
+    async def partition(self, params: PartitionInput) -> list[int]:
+        async with self.sessions() as session:
+            return await runs.partition(session, params.run_id, params.size)
+
+    @activity.defn
     async def send_batch(self, params: SendBatchInput) -> SendBatchResult:
         async with self.sessions() as session:
             run = await runs.get_run(session, params.run_id)
             campaign = await definitions.get_campaign(session, run.campaign_id)
-            page = await runs.queued_page(session, params.run_id, params.after_contact_id, params.limit)
+            page = await runs.queued_page(session, params.run_id, params.after_contact_id, params.limit,
+                                          params.until_contact_id)
         if not page:
             return SendBatchResult(params.after_contact_id, 0, 0, done=True)
+        if list(campaign.chain) != ["email"]:
+            return await self._through_chain(campaign, page, params)
 
         messages, refused = await self._render(campaign, page)
         contact_of = {p.key: p.contact_id for p in page}
@@ -98,21 +132,77 @@ class CampaignActivities:
                  failed=len(results) - sent, attempt=activity.info().attempt)
         return SendBatchResult(page[-1].contact_id, sent, len(results) - sent, done=len(page) < params.limit)
 
+    async def _through_chain(self, campaign: Campaign, page: list[runs.PendingDelivery],
+                             params: SendBatchInput) -> SendBatchResult:
+        """Render every channel of the chain for every recipient (confined), hand the batch to the delivery service
+        (which records, screens, sends along the chain and leaves receipt windows to the sweeper), then settle the
+        deliveries from what it recorded, in one statement."""
+        if self.delivery is None:
+            raise ApplicationError("This worker has no delivery service for fallback chains.", non_retryable=True)
+        variants = {str(v["name"]): v for v in campaign.variants}
+        meta = {"id": campaign.id, "name": campaign.name}
+        calls, shapes = [], []
+        for pending in page:
+            v = variants.get(pending.variant or "", {})
+            email = {"subject": v.get("subject") or campaign.subject, "body": v.get("body") or campaign.body,
+                     "html": v.get("html") or campaign.html}
+            context = templates.contact_context(pending.contact, meta | {"variant": pending.variant})
+            shape = [(channel, parts(channel, email, campaign.content)) for channel in campaign.chain]
+            calls += [(source, context, html) for _, ps in shape for _, source, html in ps]
+            shapes.append(shape)
+        outcomes = await self.rendering.map(templates.render, calls)
+        steps, refused, offset = [], [], 0
+        for pending, shape in zip(page, shapes, strict=True):
+            content, problems = {}, []
+            for channel, ps in shape:
+                rendered = outcomes[offset:offset + len(ps)]
+                offset += len(ps)
+                problems += [f"{channel}.{'.'.join(path)}: the template {out}"
+                             for (path, _, _), out in zip(ps, rendered, strict=True) if isinstance(out, BaseException)]
+                content[channel] = assemble(channel, campaign.content, [
+                    (path, str(out)) for (path, _, _), out in zip(ps, rendered, strict=True)])
+            if problems:
+                refused.append(SendResult(pending.key, accepted=False, error="; ".join(problems),
+                                          error_class=ErrorClass.NON_RETRYABLE))
+            else:
+                steps.append(Step(pending.contact_id, pending.key, list(campaign.chain), content))
+        for result in refused:
+            async with self.outcomes.connect() as conn:
+                await runs.record_outcome(conn, next(p.contact_id for p in page if p.key == result.key), result.key,
+                                          status="failed", provider_message_id=None, error=result.error)
+        started = time.perf_counter()
+        progress = await self.delivery.send(steps)
+        BATCH_SECONDS.labels("chain").observe(time.perf_counter() - started)
+        async with transaction(self.sessions) as session:
+            await runs.settle_from_plans(session, [(st.contact_id, st.key) for st in steps])
+        log.info("batch handed to the delivery service", campaign_id=campaign.id, run_id=params.run_id,
+                 sent=progress.sent, failed=progress.failed, suppressed=progress.suppressed,
+                 deferred=progress.deferred, refused=len(refused))
+        return SendBatchResult(page[-1].contact_id, progress.sent, progress.failed + len(refused),
+                               done=len(page) < params.limit)
+
     async def _render(self, campaign: Campaign,
                       page: list[runs.PendingDelivery]) -> tuple[list[Message], list[SendResult]]:
         """Every part of every message rendered in the confined workers. A message whose render fails or passes a
         bound is refused on its own (failed, with the reason); the others are sent."""
-        parts = [("subject", campaign.subject, False), ("body", campaign.body, False),
-                 *([("html", campaign.html, True)] if campaign.html else [])]
+        variants = {str(v["name"]): v for v in campaign.variants}
         meta = {"id": campaign.id, "name": campaign.name}
-        calls = []
+        calls, shapes = [], []
         for pending in page:
-            context = templates.contact_context(pending.contact, meta)
+            v = variants.get(pending.variant or "", {})
+            html_source = v.get("html") or campaign.html
+            parts = [("subject", v.get("subject") or campaign.subject, False),
+                     ("body", v.get("body") or campaign.body, False),
+                     *([("html", html_source, True)] if html_source else [])]
+            context = templates.contact_context(pending.contact, meta | {"variant": pending.variant})
             calls += [(source, context, html) for _, source, html in parts]
+            shapes.append(parts)
         outcomes = await self.rendering.map(templates.render, calls)
         messages, refused = [], []
-        for index, pending in enumerate(page):
-            rendered = outcomes[index * len(parts):(index + 1) * len(parts)]
+        offset = 0
+        for pending, parts in zip(page, shapes, strict=True):
+            rendered = outcomes[offset:offset + len(parts)]
+            offset += len(parts)
             problems = [f"{field}: the template {outcome}"
                         for (field, _, _), outcome in zip(parts, rendered, strict=True)
                         if isinstance(outcome, BaseException)]
@@ -121,11 +211,12 @@ class CampaignActivities:
                                           error_class=ErrorClass.NON_RETRYABLE))
             else:
                 messages.append(Message(key=pending.key, to=pending.email, subject=rendered[0], text=rendered[1],
-                                        html=rendered[2] if campaign.html else None))
+                                        html=rendered[2] if len(parts) > 2 else None))
         return messages, refused
 
     @activity.defn
     async def finish_run(self, params: RunInput) -> RunTotals:
         async with transaction(self.sessions) as session:
-            counts = await runs.finish_run(session, params.run_id)
-        return RunTotals(total=counts.total, sent=counts.sent, failed=counts.failed)
+            counts = await runs.finish_run(session, params.run_id, cancelled=params.cancelled)
+        return RunTotals(total=counts.total, sent=counts.sent, failed=counts.failed, suppressed=counts.suppressed,
+                         holdout=counts.holdout, cancelled=counts.cancelled)

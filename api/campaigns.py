@@ -1,32 +1,87 @@
-"""Campaigns: create, list, get with live progress, launch."""
+"""Campaigns: create, list, get with live progress and per-variant counts; submit, approve, reject, launch, pause,
+resume, cancel; the audit trail of transitions."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasicCredentials
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from api.deps import Admin, Reader, Session, Temporal
+from api.deps import Admin, Reader, Session, Temporal, basic, bearer, require_scope
 from api.hygiene import ID_LIST_BODY, body_limit
 from api.params import Cursor, Id
 from api.runtime import Runtime
-from api.schemas.campaigns import Audience, CampaignIn, CampaignOut, RunOut
-from domain.campaigns import CampaignStatus
-from store.campaigns import definitions, runs
+from api.schemas.campaigns import (
+    Audience,
+    CampaignIn,
+    CampaignOut,
+    ChannelContent,
+    LaunchIn,
+    NoteIn,
+    PreviewIn,
+    PreviewOut,
+    RunOut,
+    TransitionOut,
+    VariantIn,
+    VariantOut,
+)
+from domain.campaigns import BUCKETS, HOLDOUT, ApprovalPolicy, CampaignStatus, lift
+from domain.errors import DomainError
+from domain.keys import Scope, parse_key
+from store.campaigns import definitions, lifecycle, runs
+from store.campaigns.lifecycle import Actor
 from store.campaigns.models import Campaign, CampaignRun
 from workflows.campaigns import CAMPAIGN_ID, TASK_QUEUE, CampaignRunInput, CampaignWorkflow
 from workflows.schedules import kind
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+Approver = Depends(require_scope(Scope.APPROVE))
+
+
+async def _actor(
+    session: Session,
+    token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    basic_auth: Annotated[HTTPBasicCredentials | None, Depends(basic)],
+) -> Actor:
+    """The key making the request (the route's scope dependency has already checked it), for the audit trail."""
+    secret = (token.credentials if token else None) or (basic_auth.username if basic_auth else None) or ""
+    parsed = parse_key(secret)
+    return await lifecycle.actor_for(session, parsed.prefix) if parsed else Actor.system("unknown key")
+
+
+Caller = Annotated[Actor, Depends(_actor)]
+
+
+def _policy(request: Request) -> ApprovalPolicy:
+    return ApprovalPolicy.parse(request.app.state.runtime.settings.campaign_approval)
 
 
 async def _out(session: Session, request: Request, campaign: Campaign) -> CampaignOut:
-    return (await _out_many(session, request, [campaign]))[0]
+    out = (await _out_many(session, request, [campaign]))[0]
+    latest = await runs.latest_run(session, campaign.id)
+    if out.run is not None and latest is not None:
+        results = await runs.variant_results(session, latest.id, campaign.conversion_event)
+        out.run.variants = [
+            VariantOut(variant=name, **vars(r.counts), delivered=r.delivered, opened=r.opened, clicked=r.clicked,
+                       converted=r.converted,
+                       conversion_rate=r.converted / r.counts.total if campaign.conversion_event and r.counts.total
+                       else None)
+            for name, r in results.items()]
+        treated = [r for name, r in results.items() if name != HOLDOUT]
+        held = results.get(HOLDOUT)
+        if campaign.conversion_event and held and held.counts.total and treated:
+            total = sum(r.counts.total for r in treated)
+            out.run.holdout_lift = lift(sum(r.converted for r in treated) / total if total else None,
+                                        held.converted / held.counts.total)
+        out.run.channels = await runs.channel_counts(session, latest.id)
+    return out
 
 
 async def _out_many(session: Session, request: Request, campaigns: Sequence[Campaign]) -> list[CampaignOut]:
@@ -39,7 +94,9 @@ async def _out_many(session: Session, request: Request, campaigns: Sequence[Camp
             run, counts = latest[campaign.id]
             run_out = RunOut(
                 number=run.number, status=run.status, workflow_id=run.workflow_id, total=counts.total,
-                queued=counts.queued, sent=counts.sent, failed=counts.failed, started_at=run.started_at,
+                queued=counts.queued, sent=counts.sent, failed=counts.failed, suppressed=counts.suppressed,
+                holdout=counts.holdout, cancelled=counts.cancelled, deferred=counts.deferred,
+                started_at=run.started_at,
                 finished_at=run.finished_at,
                 temporal_ui=f"{ui}/namespaces/default/workflows/{run.workflow_id}" if ui else None,
             )
@@ -47,16 +104,27 @@ async def _out_many(session: Session, request: Request, campaigns: Sequence[Camp
             id=campaign.id, name=campaign.name, channel=campaign.channel, status=campaign.status,
             subject=campaign.subject, body=campaign.body, html=campaign.html,
             audience=Audience.model_validate(campaign.audience), created_at=campaign.created_at, run=run_out,
+            variants=[VariantIn.model_validate(v) for v in campaign.variants],
+            holdout_percent=campaign.holdout_bp * 100 / BUCKETS, conversion_event=campaign.conversion_event,
+            incentive=campaign.incentive, approval_required=campaign.approval_required,
+            created_by=campaign.created_by, chain=list(campaign.chain),
+            content=ChannelContent.model_validate(campaign.content),
         ))
     return out
 
 
 @router.post("", response_model=CampaignOut, status_code=201, dependencies=[Admin], summary="Create a draft campaign")
 @body_limit(ID_LIST_BODY)
-async def create_campaign(body: CampaignIn, session: Session, request: Request) -> CampaignOut:
+async def create_campaign(body: CampaignIn, session: Session, request: Request, actor: Caller) -> CampaignOut:
     campaign = await definitions.create_campaign(
         session, name=body.name, channel=body.channel, subject=body.subject, body=body.body, html=body.html,
-        contact_ids=body.audience.contact_ids)
+        contact_ids=body.audience.contact_ids, segment_ids=body.audience.segment_ids,
+        exclude_segment_ids=body.audience.exclude_segment_ids,
+        variants=[v.model_dump(exclude_none=True) for v in body.variants],
+        holdout_bp=round(body.holdout_percent * BUCKETS / 100), incentive=body.incentive,
+        approval_required=body.approval_required, conversion_event=body.conversion_event,
+        created_by_key_id=actor.key_id, created_by=actor.name, chain=body.chain,
+        content=body.content.model_dump(exclude_none=True))
     return await _out(session, request, campaign)
 
 
@@ -73,43 +141,114 @@ async def get_campaign(campaign_id: Id, session: Session, request: Request) -> C
 
 
 @router.post("/{campaign_id}/launch", response_model=CampaignOut, status_code=202, dependencies=[Admin],
-             summary="Launch a campaign now: starts one CampaignWorkflow for this run")
-async def launch_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal) -> CampaignOut:
-    run = await runs.start_run(session, campaign_id)
+             summary="Launch a campaign now, or schedule it (`at`): starts one CampaignWorkflow for this run")
+async def launch_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal,
+                          actor: Caller, body: LaunchIn | None = None) -> CampaignOut:
+    at = body.at if body else None
+    if at is not None:
+        now = datetime.now(UTC)
+        if at <= now:
+            at = None  # a time already past means now
+        elif at > now + timedelta(days=366):
+            raise DomainError("at: schedule within a year.")
+    run = await runs.start_run(session, campaign_id, _policy(request), actor, at=at)
     campaign = await definitions.get_campaign(session, campaign_id)
-    await _start_workflow(client, request.app.state.runtime, campaign, run)
+    await _start_workflow(client, request.app.state.runtime, campaign, run, at)
     return await _out(session, request, campaign)
 
 
 @router.post("/{campaign_id}/pause", response_model=CampaignOut, dependencies=[Admin],
              summary="Pause a running campaign: the current batch finishes, no new batch starts")
-async def pause_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal) -> CampaignOut:
-    return await _steer(campaign_id, session, request, client, CampaignStatus.PAUSED, CampaignWorkflow.pause)
+async def pause_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal,
+                         actor: Caller) -> CampaignOut:
+    return await _steer(campaign_id, session, request, client, CampaignStatus.PAUSED, CampaignWorkflow.pause, actor)
 
 
 @router.post("/{campaign_id}/resume", response_model=CampaignOut, dependencies=[Admin],
              summary="Resume a paused campaign")
-async def resume_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal) -> CampaignOut:
-    return await _steer(campaign_id, session, request, client, CampaignStatus.RUNNING, CampaignWorkflow.resume)
+async def resume_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal,
+                          actor: Caller) -> CampaignOut:
+    return await _steer(campaign_id, session, request, client, CampaignStatus.RUNNING, CampaignWorkflow.resume, actor)
 
 
-async def _steer(campaign_id: int, session: Session, request: Request, client: Client, target: CampaignStatus,
-                 signal: object) -> CampaignOut:
-    campaign, run = await runs.steer(session, campaign_id, target)
+@router.post("/{campaign_id}/cancel", response_model=CampaignOut, dependencies=[Admin],
+             summary="Cancel a campaign: a running run stops at its next batch; its unsent recipients are recorded "
+                     "cancelled")
+async def cancel_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal, actor: Caller,
+                          body: NoteIn | None = None) -> CampaignOut:
+    campaign, run = await lifecycle.cancel(session, campaign_id, actor, body.note if body else None)
     if run is not None:
-        await client.get_workflow_handle(run.workflow_id).signal(signal)  # type: ignore[arg-type]
+        await _signal(client, run.workflow_id, CampaignWorkflow.cancel)
     return await _out(session, request, campaign)
 
 
-async def _start_workflow(client: Client, runtime: Runtime, campaign: Campaign, run: CampaignRun) -> None:
+@router.post("/{campaign_id}/submit", response_model=CampaignOut, dependencies=[Admin],
+             summary="Submit a draft for approval")
+async def submit_campaign(campaign_id: Id, session: Session, request: Request, actor: Caller,
+                          body: NoteIn | None = None) -> CampaignOut:
+    campaign = await lifecycle.submit(session, campaign_id, actor, body.note if body else None)
+    return await _out(session, request, campaign)
+
+
+@router.post("/{campaign_id}/approve", response_model=CampaignOut, dependencies=[Approver],
+             summary="Approve a submitted campaign (`approve` scope; not with the key that created it)")
+async def approve_campaign(campaign_id: Id, session: Session, request: Request, actor: Caller,
+                           body: NoteIn | None = None) -> CampaignOut:
+    campaign = await lifecycle.approve(session, campaign_id, actor, body.note if body else None)
+    return await _out(session, request, campaign)
+
+
+@router.post("/{campaign_id}/reject", response_model=CampaignOut, dependencies=[Approver],
+             summary="Send a submitted campaign back to draft (`approve` scope)")
+async def reject_campaign(campaign_id: Id, session: Session, request: Request, actor: Caller,
+                          body: NoteIn | None = None) -> CampaignOut:
+    campaign = await lifecycle.reject(session, campaign_id, actor, body.note if body else None)
+    return await _out(session, request, campaign)
+
+
+@router.post("/{campaign_id}/preview", response_model=PreviewOut, dependencies=[Reader],
+             summary="Render one channel's content for one contact, as the send would")
+async def preview_campaign(campaign_id: Id, body: PreviewIn, session: Session) -> PreviewOut:
+    content = await definitions.preview(session, campaign_id, body.contact_id, body.channel, body.variant)
+    return PreviewOut(channel=body.channel, content=content)
+
+
+@router.get("/{campaign_id}/transitions", response_model=list[TransitionOut], dependencies=[Reader],
+            summary="The campaign's lifecycle moves: from, to, who (key id and name), when")
+async def list_transitions(campaign_id: Id, session: Session, after: Cursor = 0,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[TransitionOut]:
+    rows = await lifecycle.transitions(session, campaign_id, after_id=after, limit=limit)
+    return [TransitionOut(id=t.id, from_status=t.from_status, to_status=t.to_status, key_id=t.key_id,
+                          key_name=t.key_name, note=t.note, at=t.at) for t in rows]
+
+
+async def _signal(client: Client, workflow_id: str, signal: object) -> None:
+    try:
+        await client.get_workflow_handle(workflow_id).signal(signal)  # type: ignore[arg-type]
+    except RPCError as exc:  # the run already ended: its finish step reads the campaign's status
+        if "already completed" not in exc.message and "not found" not in exc.message:
+            raise HTTPException(503, f"Temporal refused the signal: {exc.message}.") from exc
+
+
+async def _steer(campaign_id: int, session: Session, request: Request, client: Client, target: CampaignStatus,
+                 signal: object, actor: Actor) -> CampaignOut:
+    campaign, run = await runs.steer(session, campaign_id, target, actor)
+    if run is not None:
+        await _signal(client, run.workflow_id, signal)
+    return await _out(session, request, campaign)
+
+
+async def _start_workflow(client: Client, runtime: Runtime, campaign: Campaign, run: CampaignRun,
+                          at: datetime | None) -> None:
     # Started inside the request's transaction: if Temporal refuses, the run row is rolled back.
     try:
         await client.start_workflow(
             CampaignWorkflow.run,
-            CampaignRunInput(campaign_id=campaign.id, run_id=run.id, batch_size=runtime.settings.campaign_batch_size),
+            CampaignRunInput(campaign_id=campaign.id, run_id=run.id, batch_size=runtime.settings.campaign_batch_size,
+                             window=runtime.settings.campaign_window, start_at=at.timestamp() if at else None),
             id=run.workflow_id, task_queue=TASK_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=kind("campaign", SearchAttributePair(CAMPAIGN_ID, str(campaign.id))),
-            static_summary=f"Campaign #{campaign.id} run {run.number}: {campaign.channel} broadcast",
+            static_summary=f"Campaign #{campaign.id} {campaign.name[:80]!r}, run {run.number}: {campaign.channel}",
         )
     except WorkflowAlreadyStartedError as exc:
         raise HTTPException(409, f"Run {run.number} of campaign {campaign.id} is already started.") from exc

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-MODULES = ("broadcast", "ledger", "ingest", "segments", "pricing", "inventory", "tasks", "delivery")
+MODULES = ("broadcast", "ledger", "ingest", "segments", "pricing", "inventory", "tasks", "delivery", "journey",
+           "campaign")
 
 
 def registry() -> dict[str, ModuleType]:

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     simulator_port: int = Field(8025, ge=0, le=65535, description="Port of the provider simulators (0: any free).")
     simulator_callback_delay: float = Field(2.0, ge=0, le=3600, description="Seconds before a simulator reports "
                                                                             "a delivery.")
+    journey_poll_seconds: float = Field(2.0, gt=0, le=3600, description="How soon a journey sees new events "
+                                                                       "(trigger, wait-for-event, goal).")
+    journey_window_seconds: float = Field(60.0, ge=0, le=3600, description="Wall-clock seconds one journey "
+                                                                          "activity keeps polling while idle "
+                                                                          "(fewer workflow history events).")
     log_level: str = "info"
     worker_metrics_port: int | None = Field(None, description="Serve the worker's Prometheus metrics on this port.")
 

@@ -6,6 +6,7 @@ it is refused with a 403."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import runtime
 from api.params import ID_MAX
@@ -23,8 +25,9 @@ from domain.errors import NotFound
 from domain.keys import SESSION_FORMAT, Scope, allows, csrf_matches, csrf_token, issue_session
 from domain.ledger.postings import month_label
 from store import keys
-from store.campaigns.dashboard import campaign_summaries
+from store.campaigns.dashboard import campaign_detail, campaign_summaries
 from store.channels.dashboard import deliveries_dashboard
+from store.journeys.dashboard import journeys_dashboard
 from store.ledger.dashboard import points_dashboard
 from store.promotions.dashboard import promotions_dashboard
 from store.tasks.dashboard import tasks_dashboard
@@ -145,6 +148,26 @@ async def campaigns_page(request: Request) -> Response:
                  temporal_ui=request.app.state.temporal_ui)
 
 
+@router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
+async def campaign_page(request: Request, campaign_id: str) -> Response:
+    """One campaign: progress while running, per-variant and per-channel results, holdout lift, the run in the
+    Temporal UI, the audit trail; an unknown id is a 404 page."""
+    if (token := await _signed_in(request)) is None:
+        return _to_sign_in()
+    detail = None
+    if campaign_id.isascii() and campaign_id.isdigit() and 0 < int(campaign_id) <= ID_MAX:
+        try:
+            async with runtime(request).sessions() as s:
+                detail = await campaign_detail(s, int(campaign_id))
+        except NotFound:
+            detail = None
+    if detail is None:
+        return _page(request, "campaign.html", status_code=404, session=token, missing=campaign_id, detail=None,
+                     nav="campaigns")
+    return _page(request, "campaign.html", session=token, detail=detail, temporal_ui=request.app.state.temporal_ui,
+                 nav="campaigns")
+
+
 @router.get("/points", response_class=HTMLResponse)
 async def points_page(request: Request, program: str | None = None) -> Response:
     """Points economy of one program (`?program=ID`, default the first); an unknown id is a 404 page."""
@@ -163,35 +186,39 @@ async def points_page(request: Request, program: str | None = None) -> Response:
     return _page(request, "points.html", session=token, economy=economy, missing=None)
 
 
-@router.get("/promotions", response_class=HTMLResponse)
-async def promotions_page(request: Request) -> Response:
-    """Promotion usage and discount cost, coupon issue → redeem rate, stock left."""
+async def _board(request: Request, template: str, load: Callable[[AsyncSession], Awaitable[object]],
+                 **context: Any) -> Response:
+    """A signed-in page showing one board a store function reads in one session (`board` in the template)."""
     if (token := await _signed_in(request)) is None:
         return _to_sign_in()
     async with runtime(request).sessions() as s:
-        board = await promotions_dashboard(s)
-    return _page(request, "promotions.html", session=token, board=board)
+        board = await load(s)
+    return _page(request, template, session=token, board=board, **context)
+
+
+@router.get("/promotions", response_class=HTMLResponse)
+async def promotions_page(request: Request) -> Response:
+    """Promotion usage and discount cost, coupon issue → redeem rate, stock left."""
+    return await _board(request, "promotions.html", promotions_dashboard)
 
 
 @router.get("/tasks", response_class=HTMLResponse)
 async def tasks_page(request: Request) -> Response:
     """Incentive tasks: participants, completions, claim rate, rewards issued, budget burn and its forecast."""
-    if (token := await _signed_in(request)) is None:
-        return _to_sign_in()
     now = datetime.now(UTC)
-    async with runtime(request).sessions() as s:
-        boards = await tasks_dashboard(s, now=now)
-    return _page(request, "tasks.html", session=token, boards=boards, now=now)
+    return await _board(request, "tasks.html", lambda s: tasks_dashboard(s, now=now), now=now)
+
+
+@router.get("/journeys", response_class=HTMLResponse)
+async def journeys_page(request: Request) -> Response:
+    """Each journey's graph with per-node counts (entered, waiting, each branch, exited, converted) and versions."""
+    return await _board(request, "journeys.html", journeys_dashboard)
 
 
 @router.get("/deliveries", response_class=HTMLResponse)
 async def deliveries_page(request: Request) -> Response:
     """Per channel sent → delivered → opened → clicked, failures by class, fallback share, suppressions."""
-    if (token := await _signed_in(request)) is None:
-        return _to_sign_in()
-    async with runtime(request).sessions() as s:
-        board = await deliveries_dashboard(s)
-    return _page(request, "deliveries.html", session=token, board=board)
+    return await _board(request, "deliveries.html", deliveries_dashboard)
 
 
 @router.get("/inbox", response_class=HTMLResponse)

@@ -18,6 +18,7 @@ class Scope(StrEnum):
     ADMIN = "admin"    # everything
     INGEST = "ingest"  # send events and identify contacts only
     READ = "read"      # read-only access to the API and dashboards
+    APPROVE = "approve"  # approve campaigns others created (docs/campaigns.md); admin implies it
 
 
 def allows(granted: list[Scope], required: Scope) -> bool:

@@ -180,6 +180,50 @@ async def _tasks(api: httpx.AsyncClient, base: str, ingest: str, console: Consol
                   "today (rewards on /dashboards/tasks, a contact's view at GET /v1/contacts/{id}/tasks)")
 
 
+def abandoned_cart(program_id: int) -> dict[str, object]:
+    """`cart_updated` → wait 1 h for `order_paid` → if none, email; wait 24 h → if none, SMS with a points offer."""
+    return {"reentry": {"policy": "per_days", "days": 7}, "goal": {"event": "order_paid"}, "nodes": [
+        {"id": "cart", "type": "trigger", "event": "cart_updated", "when": "event.properties.total > 0",
+         "next": "hour"},
+        {"id": "hour", "type": "wait_for_event", "event": "order_paid", "timeout_seconds": 3600, "next": "paid",
+         "timeout_next": "email"},
+        {"id": "email", "type": "send", "chain": ["email"], "topic": "cart", "content": {"email": {
+            "subject": "You left something in your cart", "text": "Your cart is waiting for you."}}, "next": "day"},
+        {"id": "day", "type": "wait_for_event", "event": "order_paid", "timeout_seconds": 86400, "next": "paid",
+         "timeout_next": "offer"},
+        {"id": "offer", "type": "grant", "program_id": program_id, "amount": 50, "next": "sms"},
+        {"id": "sms", "type": "send", "chain": ["sms"], "topic": "cart", "content": {"sms": {
+            "text": "50 coins are in your account: finish your order today."}}, "next": "gone"},
+        {"id": "paid", "type": "exit"},
+        {"id": "gone", "type": "exit"}]}
+
+
+async def _journey(api: httpx.AsyncClient, base: str, ingest: str, console: Console) -> None:
+    """The abandoned-cart journey, published (its JourneyWorkflow starts), and two carts: one paid, one not."""
+    listed = (await api.get("/v1/ledger/programs")).json()
+    programs = listed["items"] if isinstance(listed, dict) else listed
+    coins = next(p for p in programs if p["name"] == "Coins")
+    existing = [j for j in (await api.get("/v1/journeys", params={"limit": 500})).json()
+                if j["name"] == "Abandoned cart"]
+    if existing:  # a second demo keeps the first one's journey
+        journey = existing[0]
+    else:
+        r = await api.post("/v1/journeys", json={"name": "Abandoned cart", "graph": abandoned_cart(coins["id"])})
+        r.raise_for_status()
+        journey = (await api.post(f"/v1/journeys/{r.json()['id']}/publish")).raise_for_status().json()
+    now = datetime.now(UTC)
+    people = demo_contacts()[10:12]
+    events = [{"type": "track", "userId": str(p["user_id"]), "event": "cart_updated", "properties": {"total": 120},
+               "messageId": f"demo-{p['user_id']}-cart-{now.date()}", "timestamp": now.isoformat()} for p in people]
+    events.append({"type": "track", "userId": str(people[0]["user_id"]), "event": "order_paid",
+                   "messageId": f"demo-{people[0]['user_id']}-cart-paid-{now.date()}", "timestamp": now.isoformat(),
+                   "properties": {"amount": 120}})
+    async with httpx.AsyncClient(base_url=base, auth=(ingest, ""), timeout=30) as segment:
+        (await segment.post("/v1/batch", json={"batch": events})).raise_for_status()
+    console.print(f"[green]✓[/] Journey #{journey['id']} 'Abandoned cart' live: two carts updated, one paid "
+                  "(graph and counts on /dashboards/journeys, a contact's path at GET /v1/contacts/{id}/journeys)")
+
+
 async def load_demo(settings: Settings, console: Console) -> None:
     token = await create_api_key(settings.database_url or "", "demo loader", [Scope.ADMIN])
     ingest = await create_api_key(settings.database_url or "", "demo loader (ingest)", [Scope.INGEST])
@@ -201,6 +245,12 @@ async def load_demo(settings: Settings, console: Console) -> None:
             "html": "<h1>Hi {{ contact.first_name }}</h1>"
                     "<p>Thanks for joining on the <b>{{ contact.plan }}</b> plan.</p>",
             "audience": {"contact_ids": ids},
+            # Email, falling back to SMS when the address bounces or is suppressed (docs/campaigns.md); an A/B test
+            # of the subject, counted against `order_paid`.
+            "chain": ["email", "sms"],
+            "content": {"sms": {"text": "{{ contact.first_name | default('Hi') }}, welcome to Nudge!"}},
+            "variants": [{"name": "a"}, {"name": "b", "subject": "Welcome, {{ contact.first_name }}: your first week"}],
+            "conversion_event": "order_paid",
         })
         r.raise_for_status()
         campaign = r.json()
@@ -216,6 +266,7 @@ async def load_demo(settings: Settings, console: Console) -> None:
                       f"{run.get('failed', 0)} failed ({body['status']})")
         await _coupon_promotion(api, ids, console)
         await _tasks(api, base, ingest, console)
+        await _journey(api, base, ingest, console)
     lines = [
         f"API docs        {base}/docs",
         f"Dashboards      {base}/dashboards  (sign in with the admin key printed above)",

@@ -17,10 +17,12 @@ from activities.campaigns import CampaignActivities
 from activities.channels.delivery import service_for
 from activities.channels.sweeper import DeliveryActivities
 from activities.events import EventsOpsActivities, Retention
+from activities.journeys import JourneyActivities
 from activities.ledger.operations import LedgerOpsActivities
 from activities.ledger.redemptions import RedemptionActivities
 from activities.promotions.orders import OrderActivities
 from activities.segments import SegmentActivities
+from activities.tasks.notify import RewardNotifier
 from activities.tasks.progress import TaskActivities
 from activities.tasks.rewards import RewardActivities
 from api.runtime import Runtime
@@ -31,6 +33,8 @@ from workflows.channels.sweeper import TASK_QUEUE as CHANNELS_QUEUE
 from workflows.channels.sweeper import DeliverySweeperWorkflow, ensure_sweeper
 from workflows.events import TASK_QUEUE as EVENTS_QUEUE
 from workflows.events import EventsPruneWorkflow
+from workflows.journeys.runtime import TASK_QUEUE as JOURNEYS_QUEUE
+from workflows.journeys.runtime import JourneyWorkflow
 from workflows.ledger.operations import ExpiryWorkflow, ReconciliationWorkflow, RetentionWorkflow
 from workflows.ledger.redemptions import TASK_QUEUE as LEDGER_QUEUE
 from workflows.ledger.redemptions import RedemptionWorkflow
@@ -46,7 +50,8 @@ from workflows.tasks.lifecycle import TaskLifecycleWorkflow
 from workflows.tasks.progress import TASK_QUEUE as TASKS_QUEUE
 from workflows.tasks.progress import RewardDispatcherWorkflow, TaskProgressConsumer, ensure_workflows
 
-QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE, PROMOTIONS_QUEUE, CHANNELS_QUEUE)
+QUEUES = (CAMPAIGNS_QUEUE, SEGMENTS_QUEUE, LEDGER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE, PROMOTIONS_QUEUE, CHANNELS_QUEUE,
+          JOURNEYS_QUEUE)
 
 
 def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEUES) -> list[Worker]:
@@ -55,11 +60,16 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         raise ValueError(f"Unknown task queue(s): {', '.join(sorted(unknown))}. Known: {', '.join(QUEUES)}.")
     workers = []
     if CAMPAIGNS_QUEUE in queues:
-        campaigns = CampaignActivities(runtime.sessions, runtime.email, runtime.outcomes)
+        campaigns = CampaignActivities(runtime.sessions, runtime.email, runtime.outcomes,
+                                       delivery=service_for(runtime.sessions, runtime.channels, runtime.settings))
         workers.append(Worker(
             client, task_queue=CAMPAIGNS_QUEUE, workflows=[CampaignWorkflow],
-            activities=[campaigns.snapshot_audience, campaigns.send_batch, campaigns.finish_run],
+            activities=[campaigns.snapshot_audience, campaigns.begin_run, campaigns.partition, campaigns.send_batch,
+                        campaigns.finish_run],
             max_concurrent_activities=20,
+            # A run's batches go through the task queue to whichever worker polls, not eagerly to the process
+            # running the workflow: a second worker process then adds throughput (docs/campaigns.md).
+            disable_eager_activity_execution=True,
         ))
     if SEGMENTS_QUEUE in queues:
         segments = SegmentActivities(runtime.sessions, runtime.settings.elasticsearch_url)
@@ -94,8 +104,9 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         workers.append(Worker(client, task_queue=EVENTS_QUEUE, workflows=[EventsPruneWorkflow],
                               activities=[ops_events.prune_chunk], max_concurrent_activities=2))
     if TASKS_QUEUE in queues:
-        tasks = TaskActivities(runtime.sessions)
-        rewards = RewardActivities(runtime.sessions)
+        notifier = RewardNotifier(runtime.sessions, service_for(runtime.sessions, runtime.channels, runtime.settings))
+        tasks = TaskActivities(runtime.sessions, notifier)
+        rewards = RewardActivities(runtime.sessions, notifier)
         workers.append(Worker(
             client, task_queue=TASKS_QUEUE,
             workflows=[TaskProgressConsumer, RewardDispatcherWorkflow, RewardIssuanceWorkflow, TaskLifecycleWorkflow],
@@ -119,6 +130,14 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         workers.append(Worker(client, task_queue=CHANNELS_QUEUE, workflows=[DeliverySweeperWorkflow],
                               activities=[deliveries.send_steps, deliveries.sweep_deliveries],
                               max_concurrent_activities=10,  # the sweeper holds one for minutes at a time
+                              graceful_shutdown_timeout=timedelta(seconds=5)))
+    if JOURNEYS_QUEUE in queues:
+        journeys = JourneyActivities(runtime.sessions, service_for(runtime.sessions, runtime.channels,
+                                                                   runtime.settings),
+                                     default_zone=runtime.settings.default_timezone)
+        workers.append(Worker(client, task_queue=JOURNEYS_QUEUE, workflows=[JourneyWorkflow],
+                              activities=[journeys.run_journey],
+                              max_concurrent_activities=20,  # one per live journey, each held for a window
                               graceful_shutdown_timeout=timedelta(seconds=5)))
     return workers
 

@@ -42,13 +42,14 @@ from store.campaigns import erasure as campaigns
 from store.channels import erasure as channels
 from store.contacts import erasure as contacts
 from store.events import erasure as events
+from store.journeys import erasure as journeys
 from store.ledger import erasure as ledger
 from store.promotions import erasure as promotions
 from store.segments import erasure as segments
 from store.tasks import erasure as tasks
 
 # Every domain's erasure declarations; tests/store/test_cascades.py checks that they cover every contact table.
-STEPS = (promotions, ledger, campaigns, channels, segments, tasks, events, contacts)
+STEPS = (promotions, ledger, campaigns, channels, segments, tasks, journeys, events, contacts)
 
 
 class ErasureMustWait(Conflict):
@@ -83,6 +84,7 @@ async def erase(session: AsyncSession, contact_id: int, *, now: datetime) -> Era
     removed |= await channels.erase(session, ids)
     removed |= await segments.erase(session, ids)
     removed |= await tasks.erase(session, ids, now=now)
+    removed |= await journeys.erase(session, ids)
     removed["contacts"] = len(ids)
     await events.erase(session, ids)
     await contacts.erase(session, ids)

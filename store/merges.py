@@ -17,13 +17,14 @@ from store.campaigns import merges as campaigns
 from store.channels import merges as channels
 from store.contacts import merges as contacts
 from store.events import merges as events
+from store.journeys import merges as journeys
 from store.ledger import merges as ledger
 from store.promotions import merges as promotions
 from store.segments import merges as segments
 from store.tasks import merges as tasks
 
 # Every domain's merge declarations; tests/store/test_cascades.py checks that they cover every contact table.
-STEPS = (contacts, events, ledger, tasks, promotions, channels, segments, campaigns)
+STEPS = (contacts, events, ledger, tasks, promotions, channels, segments, campaigns, journeys)
 
 
 async def merge_contacts(session: AsyncSession, pairs: Sequence[tuple[int, int]]) -> None:
@@ -37,4 +38,5 @@ async def merge_contacts(session: AsyncSession, pairs: Sequence[tuple[int, int]]
     await tasks.move(session, pairs)  # progress and streaks follow the person
     await promotions.move(session, pairs)  # coupons and per-customer usage follow the person
     await channels.move(session, pairs)  # preferences, cap counts and the inbox follow the person
+    await journeys.move(session, pairs)  # a journey only the merged-away contact was in follows the person
     await contacts.drop(session, pairs)

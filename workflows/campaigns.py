@@ -1,11 +1,15 @@
-"""CampaignWorkflow: one per campaign run, looping over recipients in batches.
+"""CampaignWorkflow: one per campaign run, sending recipients in a bounded sliding window of batches.
 
-Rule 1 of the design: the workflow never handles a recipient itself; each activity sends a batch.
-The history stays small through continue-as-new, carrying the cursor and the running totals.
+Rule 1 of the design: the workflow never handles a recipient itself; each activity sends a batch. The audience is
+snapshotted, then cut into contact-id ranges of at most one batch each, so up to `window` batches run at once on
+any workers without ever overlapping (a second worker adds throughput; exactly-once is the deliveries' unique key
+and their `queued` status, as before). Pause and cancel act at batch boundaries: batches in flight finish, no new
+one starts. The history stays small through continue-as-new, carrying the ranges left and the running totals.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -13,7 +17,14 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from activities.campaigns import CampaignActivities, RunInput, RunTotals, SendBatchInput
+    from activities.campaigns import (
+        CampaignActivities,
+        PartitionInput,
+        RunInput,
+        RunTotals,
+        SendBatchInput,
+        SendBatchResult,
+    )
 
 TASK_QUEUE = "nudge-campaigns"
 CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
@@ -25,11 +36,16 @@ class CampaignRunInput:
     campaign_id: int
     run_id: int
     batch_size: int = 500
-    after_contact_id: int = 0
+    after_contact_id: int = 0  # ranges below this are done
     total: int = -1  # -1 until the audience snapshot is taken
     sent: int = 0
     failed: int = 0
     heartbeat_seconds: int = 30  # how soon a batch on a dead worker is retried elsewhere
+    window: int = 4  # batches in flight at once
+    bounds: list[int] | None = None  # upper contact id of each range still to send; None until partitioned
+    paused: bool = False
+    cancelled: bool = False
+    start_at: float | None = None  # epoch seconds: a scheduled run waits for it (a durable timer) before sending
 
 
 @dataclass
@@ -39,6 +55,12 @@ class CampaignProgress:
     failed: int
     paused: bool
     done: bool
+    cancelled: bool = False
+    in_flight: int = 0
+    batches_left: int = 0
+    suppressed: int = 0
+    holdout: int = 0
+    unsent_cancelled: int = 0
 
 
 SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2,
@@ -50,38 +72,96 @@ class CampaignWorkflow:
     @workflow.init
     def __init__(self, params: CampaignRunInput) -> None:
         self.state = params
-        self.paused = False
+        self.paused = params.paused
+        self.cancelled = params.cancelled
         self.done = False
+        self.in_flight = 0
+        self.totals: RunTotals | None = None
+        self.batches: list[asyncio.Task[None]] = []
 
     @workflow.run
     async def run(self, params: CampaignRunInput) -> CampaignProgress:
         s = self.state
+        if s.start_at is not None and s.total < 0 and not await self._wait_for_start(s.start_at):
+            return await self._finish()
         if s.total < 0:
             s.total = await workflow.execute_activity_method(
                 CampaignActivities.snapshot_audience, RunInput(s.run_id),
                 start_to_close_timeout=timedelta(minutes=10), retry_policy=SEND_RETRY,
             )
-        for _ in range(BATCHES_PER_RUN):
-            await workflow.wait_condition(lambda: not self.paused)
-            batch = await workflow.execute_activity_method(
-                CampaignActivities.send_batch, SendBatchInput(s.run_id, s.after_contact_id, s.batch_size),
-                start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=s.heartbeat_seconds),
-                retry_policy=SEND_RETRY,
+        if s.bounds is None:
+            s.bounds = await workflow.execute_activity_method(
+                CampaignActivities.partition, PartitionInput(s.run_id, s.batch_size),
+                start_to_close_timeout=timedelta(minutes=10), retry_policy=SEND_RETRY,
             )
-            s.after_contact_id, s.sent, s.failed = batch.last_contact_id, s.sent + batch.sent, s.failed + batch.failed
-            if batch.done:
-                break
-        else:
+        try:
+            await self._window()
+        except asyncio.CancelledError:
+            self.cancelled = True  # the workflow was cancelled in Temporal: stop as the cancel signal does
+        await workflow.wait_condition(lambda: self.in_flight == 0)
+        if s.bounds and not self.cancelled:
             await workflow.wait_condition(workflow.all_handlers_finished)
+            s.paused, s.cancelled = self.paused, self.cancelled
             workflow.continue_as_new(s)
+        return await self._finish()
 
-        totals: RunTotals = await workflow.execute_activity_method(
-            CampaignActivities.finish_run, RunInput(s.run_id),
+    async def _wait_for_start(self, start_at: float) -> bool:
+        """Sleep until the scheduled time (or a cancel), then move the campaign to running; False if cancelled."""
+        delay = start_at - workflow.now().timestamp()
+        if delay > 0:
+            try:
+                await workflow.wait_condition(lambda: self.cancelled, timeout=timedelta(seconds=delay))
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                self.cancelled = True
+        if self.cancelled:
+            return False
+        self.state.start_at = None
+        begun = await workflow.execute_activity_method(
+            CampaignActivities.begin_run, RunInput(self.state.run_id),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=SEND_RETRY,
+        )
+        self.cancelled = self.cancelled or not begun
+        return not self.cancelled
+
+    async def _finish(self) -> CampaignProgress:
+        s = self.state
+        self.totals = await workflow.execute_activity_method(
+            CampaignActivities.finish_run, RunInput(s.run_id, cancelled=self.cancelled),
             start_to_close_timeout=timedelta(minutes=1), retry_policy=SEND_RETRY,
         )
         self.done = True
-        s.total, s.sent, s.failed = totals.total, totals.sent, totals.failed
+        s.total, s.sent, s.failed = self.totals.total, self.totals.sent, self.totals.failed
         return self.progress()
+
+    async def _window(self) -> None:
+        """Start batches, range after range, keeping at most `window` in flight, until none is left, the run is
+        cancelled or it is time to continue as new."""
+        s = self.state
+        started = 0
+        while s.bounds and started < BATCHES_PER_RUN:
+            await workflow.wait_condition(
+                lambda: self.cancelled or (not self.paused and self.in_flight < max(s.window, 1)))
+            if self.cancelled:
+                return
+            until = s.bounds.pop(0)
+            self.in_flight += 1  # counted now, not when the task first runs, so the window is never overfilled
+            self.batches.append(asyncio.create_task(self._send(s.after_contact_id, until)))
+            s.after_contact_id = until
+            started += 1
+
+    async def _send(self, after: int, until: int) -> None:
+        s = self.state
+        try:
+            batch: SendBatchResult = await workflow.execute_activity_method(
+                CampaignActivities.send_batch, SendBatchInput(s.run_id, after, s.batch_size, until),
+                start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=s.heartbeat_seconds),
+                retry_policy=SEND_RETRY,
+            )
+            s.sent, s.failed = s.sent + batch.sent, s.failed + batch.failed
+        finally:
+            self.in_flight -= 1
 
     @workflow.signal
     def pause(self) -> None:
@@ -91,7 +171,18 @@ class CampaignWorkflow:
     def resume(self) -> None:
         self.paused = False
 
+    @workflow.signal
+    def cancel(self) -> None:
+        """Stop at the next batch boundary; the run closes as cancelled."""
+        self.cancelled = True
+
     @workflow.query
     def progress(self) -> CampaignProgress:
         s = self.state
-        return CampaignProgress(total=max(s.total, 0), sent=s.sent, failed=s.failed, paused=self.paused, done=self.done)
+        t = self.totals
+        return CampaignProgress(
+            total=max(s.total, 0), sent=s.sent, failed=s.failed, paused=self.paused, done=self.done,
+            cancelled=self.cancelled, in_flight=self.in_flight, batches_left=len(s.bounds or []),
+            suppressed=t.suppressed if t else 0, holdout=t.holdout if t else 0,
+            unsent_cancelled=t.cancelled if t else 0,
+        )

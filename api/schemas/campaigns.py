@@ -3,34 +3,187 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from api.params import Id
+
+EXAMPLE = {
+    "name": "Spring sale",
+    "channel": "email",
+    "subject": "{{ contact.first_name | default('Hi') }}, spring prices are in",
+    "body": "Hello {{ contact.first_name | default('there') }},\n20% off everything until Sunday.",
+    "audience": {"segment_ids": [4], "exclude_segment_ids": [9], "contact_ids": [1, 2, 3]},
+    "variants": [{"name": "a", "weight": 1},
+                 {"name": "b", "weight": 1, "subject": "Last days: 20% off, {{ contact.first_name | default('') }}"}],
+    "holdout_percent": 10,
+    "conversion_event": "order_paid",
+}
+CHAIN_EXAMPLE = {
+    "name": "Parcel shipped", "chain": ["wechat", "sms"], "subject": "unused by this chain", "body": "-",
+    "content": {"wechat": {"template_id": "tpl-shipped", "fields": {"first": "{{ contact.first_name | default('') }}, "
+                                                                   "your parcel is on its way"}},
+                "sms": {"text": "{{ contact.first_name | default('Hi') }}, your parcel is on its way."}},
+    "audience": {"segment_ids": [4]},
+}
 
 
 class Audience(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    contact_ids: list[Id] = Field(min_length=1, max_length=100_000, description="Explicit recipients.")
+    segment_ids: list[Id] = Field(default_factory=list, max_length=20,
+                                  description="Segments whose members at launch are snapshotted into the run.")
+    exclude_segment_ids: list[Id] = Field(default_factory=list, max_length=20,
+                                          description="Members of these segments at launch are left out.")
+    contact_ids: list[Id] = Field(default_factory=list, max_length=100_000, validate_default=True,
+                                  description="Explicit recipients (a manual list).")
+
+    @field_validator("contact_ids")
+    @classmethod
+    def _some_audience(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        if not value and not info.data.get("segment_ids"):
+            raise ValueError("give at least one contact id or one segment id")
+        return value
+
+
+class VariantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$")
+    weight: int = Field(1, ge=1, le=1000, description="Relative share of the treated recipients.")
+    subject: str | None = Field(None, min_length=1, max_length=998, description="Overrides the campaign's subject.")
+    body: str | None = Field(None, min_length=1, description="Overrides the campaign's body.")
+    html: str | None = Field(None, description="Overrides the campaign's HTML part.")
+
+
+ChannelName = Literal["email", "sms", "push", "wechat", "inbox", "webhook"]
+TEMPLATE = "Jinja2 template (sandboxed); `contact` and `campaign` are in scope."
+
+
+class SmsContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=1600, description=TEMPLATE)
+
+
+class PushContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=200, description=TEMPLATE)
+    body: str = Field(min_length=1, max_length=2000, description=TEMPLATE)
+    data: dict[str, str] | None = Field(None, max_length=20, description="Static key/values for the app.")
+
+
+class WechatContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    template_id: str = Field(min_length=1, max_length=100, description="The approved WeChat template's id.")
+    url: str | None = Field(None, max_length=2000)
+    fields: dict[str, str] = Field(min_length=1, max_length=20, description="Template field → Jinja2 template.")
+
+
+class InboxContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=200, description=TEMPLATE)
+    body: str = Field(min_length=1, max_length=4000, description=TEMPLATE)
+    display: Literal["toast", "popup", "banner"] = "banner"
+
+
+class ChannelContent(BaseModel):
+    """Templates for the channels of the chain other than email (email uses subject, body and html)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sms: SmsContent | None = None
+    push: PushContent | None = None
+    wechat: WechatContent | None = None
+    inbox: InboxContent | None = None
+    webhook: SmsContent | None = None
 
 
 class CampaignIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "name": "Spring sale",
-        "channel": "email",
-        "subject": "{{ contact.first_name | default('Hi') }}, spring prices are in",
-        "body": "Hello {{ contact.first_name | default('there') }},\n20% off everything until Sunday.",
-        "audience": {"contact_ids": [1, 2, 3]},
-    }]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE, CHAIN_EXAMPLE]})
 
     name: str = Field(min_length=1, max_length=200)
     channel: Literal["email"] = "email"
+    chain: list[ChannelName] = Field(["email"], min_length=1, max_length=4,
+                                     description="The fallback chain: the next channel is tried only when the one "
+                                                 "before failed, was suppressed or stayed silent past its window.")
+    content: ChannelContent = Field(default_factory=ChannelContent)
     subject: str = Field(min_length=1, max_length=998)
     body: str = Field(min_length=1, description="Jinja2 template (sandboxed); `contact` and `campaign` are in scope.")
     html: str | None = Field(None, description="Optional HTML part, autoescaped.")
     audience: Audience
+    variants: list[VariantIn] = Field(default_factory=list, max_length=10,
+                                      description="A/B/n variants; none means everyone gets the content above.")
+    holdout_percent: float = Field(0, ge=0, le=50, description="Share of the audience recorded but not sent to.")
+    conversion_event: str | None = Field(None, min_length=1, max_length=200,
+                                         description="Event counted as a conversion when it follows the send.")
+    incentive: dict[str, Any] | None = Field(None, description="What the campaign gives (e.g. `{\"points\": 100}`); "
+                                                               "the default approval policy then requires approval.")
+    approval_required: bool = Field(False, description="Ask for approval even when the policy does not.")
+
+    @field_validator("chain")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a channel appears twice in the chain")
+        return value
+
+    @model_validator(mode="after")
+    def _content_for_chain(self) -> CampaignIn:
+        missing = [c for c in self.chain if c != "email" and getattr(self.content, c) is None]
+        if missing:
+            raise ValueError(f"content.{missing[0]}: the chain names {missing[0]} but gives no content for it")
+        return self
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"note": "Copy checked, go."}]})
+
+    note: str | None = Field(None, max_length=1000)
+
+
+class VariantOut(BaseModel):
+    variant: str
+    total: int
+    queued: int
+    sent: int
+    failed: int
+    suppressed: int
+    holdout: int
+    cancelled: int
+    deferred: int = 0
+    delivered: int = 0
+    opened: int = 0
+    clicked: int = 0
+    converted: int = 0
+    conversion_rate: float | None = None
+
+
+class LaunchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"at": "2026-12-24T09:00:00+08:00"}]})
+
+    at: datetime | None = Field(None, description="Start at this time (with a zone offset; within a year) instead of "
+                                                  "now: the campaign is `scheduled` until then.")
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise ValueError("give the time with its zone offset, e.g. 2026-12-24T09:00:00+08:00")
+        return value
+
+
+class PreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"contact_id": 42, "channel": "sms"}]})
+
+    contact_id: Id
+    channel: ChannelName = "email"
+    variant: str | None = Field(None, max_length=40, description="Render this variant's email instead of the "
+                                                                 "campaign's.")
+
+
+class PreviewOut(BaseModel):
+    channel: str
+    content: dict[str, Any] = Field(description="What the delivery service would send on this channel.")
 
 
 class RunOut(BaseModel):
@@ -41,9 +194,18 @@ class RunOut(BaseModel):
     queued: int
     sent: int
     failed: int
+    suppressed: int = 0
+    holdout: int = 0
+    cancelled: int = 0
+    deferred: int = 0
     started_at: datetime
     finished_at: datetime | None
     temporal_ui: str | None = Field(None, description="Where to watch this run in the Temporal UI.")
+    variants: list[VariantOut] | None = Field(None, description="Per variant (on GET of one campaign).")
+    holdout_lift: float | None = Field(None, description="Relative lift of the treated conversion rate over the "
+                                                          "holdout's (needs a conversion event and a holdout).")
+    channels: dict[str, dict[str, int]] | None = Field(
+        None, description="Per channel, messages by state (on GET of one campaign; receipts move them on).")
 
 
 class CampaignOut(BaseModel):
@@ -55,5 +217,23 @@ class CampaignOut(BaseModel):
     body: str
     html: str | None
     audience: Audience
+    chain: list[str] = ["email"]
+    content: ChannelContent = ChannelContent()
+    variants: list[VariantIn] = []
+    holdout_percent: float = 0
+    conversion_event: str | None = None
+    incentive: dict[str, Any] | None = None
+    approval_required: bool = False
+    created_by: str | None = None
     created_at: datetime
     run: RunOut | None = None
+
+
+class TransitionOut(BaseModel):
+    id: int
+    from_status: str
+    to_status: str
+    key_id: int | None
+    key_name: str | None
+    note: str | None
+    at: datetime

@@ -1,4 +1,4 @@
-"""The campaigns dashboard: each campaign with its latest run's funnel."""
+"""The campaigns dashboard: each campaign with its latest run's funnel; one campaign's page."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.campaigns import HOLDOUT, lift
+from store.campaigns.definitions import get_campaign
+from store.campaigns.lifecycle import transitions
+from store.campaigns.runs import channel_counts, latest_run, run_counts, variant_results
 
 
 async def campaign_summaries(session: AsyncSession) -> list[dict[str, Any]]:
@@ -25,3 +30,23 @@ async def campaign_summaries(session: AsyncSession) -> list[dict[str, Any]]:
         ORDER BY c.id DESC LIMIT 200
     """))
     return [dict(r._mapping) for r in rows]
+
+
+async def campaign_detail(session: AsyncSession, campaign_id: int) -> dict[str, Any]:
+    """One campaign for its dashboard page: the latest run's progress, per-variant results with the holdout's,
+    per-channel states and the audit trail. NotFound for an unknown id."""
+    campaign = await get_campaign(session, campaign_id)
+    run = await latest_run(session, campaign_id)
+    detail: dict[str, Any] = {"campaign": campaign, "run": run, "counts": None, "variants": {}, "channels": {},
+                              "lift": None, "transitions": await transitions(session, campaign_id, limit=50)}
+    if run is not None:
+        detail["counts"] = await run_counts(session, run.id)
+        variants = await variant_results(session, run.id, campaign.conversion_event)
+        detail["variants"] = variants
+        detail["channels"] = await channel_counts(session, run.id)
+        held = variants.get(HOLDOUT)
+        treated = [v for name, v in variants.items() if name != HOLDOUT]
+        total = sum(v.counts.total for v in treated)
+        if campaign.conversion_event and held and held.counts.total and total:
+            detail["lift"] = lift(sum(v.converted for v in treated) / total, held.converted / held.counts.total)
+    return detail

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.confinement import Confinement, Exceeded, Limits, shared
 from domain import templates
+from domain.campaigns import Variant, assemble, parts, thresholds
 from domain.errors import DomainError, NotFound, TemplateProblem
 from store.campaigns.models import Campaign
 from store.contacts.profiles import existing_ids
+from store.segments.models import Segment
 
 
 async def get_campaign(session: AsyncSession, campaign_id: int, *, lock: bool = False) -> Campaign:
@@ -28,16 +31,40 @@ async def list_campaigns(session: AsyncSession, *, after_id: int = 0, limit: int
 
 
 async def create_campaign(session: AsyncSession, *, name: str, channel: str, subject: str, body: str,
-                          html: str | None, contact_ids: Sequence[int]) -> Campaign:
-    """A draft whose templates compile in the sandbox and whose audience exists, or a 422 naming what is wrong."""
+                          html: str | None, contact_ids: Sequence[int], segment_ids: Sequence[int] = (),
+                          exclude_segment_ids: Sequence[int] = (), variants: Sequence[dict[str, Any]] = (),
+                          holdout_bp: int = 0, incentive: dict[str, Any] | None = None,
+                          approval_required: bool = False, conversion_event: str | None = None,
+                          created_by_key_id: int | None = None, created_by: str | None = None,
+                          chain: Sequence[str] = ("email",), content: dict[str, Any] | None = None) -> Campaign:
+    """A draft whose templates (and each variant's) compile in the sandbox and whose audience exists, or a 422
+    naming what is wrong."""
     await check_templates(subject, body, html)
+    for i, v in enumerate(variants):
+        await check_templates(v.get("subject") or subject, v.get("body") or body, v.get("html") or html,
+                              prefix=f"variants[{i}].")
+    thresholds([Variant(str(v["name"]), int(v.get("weight", 1))) for v in variants], holdout_bp)
+    content = content or {}
+    for channel in chain:
+        if channel != "email":
+            await check_parts([(f"content.{channel}.{'.'.join(path)}", source, html)
+                               for path, source, html in parts(channel, {}, content)])
     ids = sorted(set(contact_ids))
     missing = sorted(set(ids) - await existing_ids(session, ids))
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise DomainError(f"audience.contact_ids: {len(missing)} contact(s) do not exist: {shown}. Create them first.")
-    campaign = Campaign(name=name, channel=channel, subject=subject, body=body, html=html,
-                        audience={"contact_ids": ids})
+    for field, wanted in (("segment_ids", segment_ids), ("exclude_segment_ids", exclude_segment_ids)):
+        found = set((await session.scalars(select(Segment.id).where(Segment.id.in_(list(wanted))))).all())
+        if unknown := sorted(set(wanted) - found):
+            raise DomainError(f"audience.{field}: segment(s) {', '.join(map(str, unknown))} do not exist.")
+    campaign = Campaign(name=name, channel=chain[0], chain=list(chain), content=content, subject=subject, body=body,
+                        html=html,
+                        audience={"contact_ids": ids, "segment_ids": sorted(set(segment_ids)),
+                                  "exclude_segment_ids": sorted(set(exclude_segment_ids))},
+                        variants=list(variants), holdout_bp=holdout_bp, incentive=incentive,
+                        approval_required=approval_required, conversion_event=conversion_event,
+                        created_by_key_id=created_by_key_id, created_by=created_by)
     session.add(campaign)
     await session.flush()
     return campaign
@@ -49,15 +76,48 @@ def rendering() -> Confinement:
                          wall_seconds=templates.RENDER_WALL_SECONDS))
 
 
-async def check_templates(subject: str, body: str, html: str | None) -> None:
+async def check_templates(subject: str, body: str, html: str | None, *, prefix: str = "") -> None:
     """Each part checked (templates.check: compiled, static bounds, a sample contact rendered) in a worker process,
     off the event loop; TemplateProblem names the part and the bound it passed."""
-    parts = [("subject", subject, False), ("body", body, False), *([("html", html, True)] if html else [])]
-    outcomes = await rendering().map(templates.check, [(source, field, is_html) for field, source, is_html in parts])
-    for (field, _, _), outcome in zip(parts, outcomes, strict=True):
+    await check_parts([(prefix + "subject", subject, False), (prefix + "body", body, False),
+                       *([(prefix + "html", html, True)] if html else [])])
+
+
+async def check_parts(checked: Sequence[tuple[str, str, bool]]) -> None:
+    """(field, template, html) each checked in the confined workers; the first problem raised, naming its field."""
+    outcomes = await rendering().map(templates.check, [(source, field, is_html) for field, source, is_html in checked])
+    for (field, _, _), outcome in zip(checked, outcomes, strict=True):
         if isinstance(outcome, DomainError):
             raise outcome
         if isinstance(outcome, Exceeded):
             raise TemplateProblem(f"{field}: the template {outcome} rendering a sample contact.")
         if isinstance(outcome, BaseException):  # a check that broke is a refusal, never a 500
             raise TemplateProblem(f"{field}: the template could not be checked ({type(outcome).__name__}).")
+
+
+async def preview(session: AsyncSession, campaign_id: int, contact_id: int, channel: str,
+                  variant: str | None) -> dict[str, Any]:
+    """One channel's content rendered for one contact, as the send would render it (same confined workers); a
+    template problem is a 422 naming the part."""
+    campaign = await get_campaign(session, campaign_id)
+    if channel not in campaign.chain:
+        raise DomainError(f"channel: {channel} is not in this campaign's chain ({', '.join(campaign.chain)}).")
+    row = (await session.execute(text(
+        "SELECT id, user_id, email, phone, timezone, traits FROM contacts WHERE id = :id"), {"id": contact_id}
+    )).one_or_none()
+    if row is None:
+        raise NotFound(f"Contact {contact_id} does not exist.")
+    chosen = next((v for v in campaign.variants if v.get("name") == variant), None)
+    if variant is not None and chosen is None:
+        raise DomainError(f"variant: this campaign has no variant {variant!r}.")
+    v = chosen or {}
+    email = {"subject": v.get("subject") or campaign.subject, "body": v.get("body") or campaign.body,
+             "html": v.get("html") or campaign.html}
+    context = templates.contact_context(dict(row._mapping), {"id": campaign.id, "name": campaign.name,
+                                                             "variant": variant})
+    todo = parts(channel, email, campaign.content)
+    outcomes = await rendering().map(templates.render, [(source, context, html) for _, source, html in todo])
+    for (path, _, _), outcome in zip(todo, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            raise TemplateProblem(f"{channel}.{'.'.join(path)}: the template {outcome}")
+    return assemble(channel, campaign.content, [(path, str(o)) for (path, _, _), o in zip(todo, outcomes, strict=True)])

@@ -1,4 +1,4 @@
-"""Campaigns' SQLAlchemy models: campaigns, their runs and deliveries."""
+"""Campaigns' SQLAlchemy models: campaigns, their lifecycle transitions, runs and deliveries."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Identity,
@@ -15,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from domain.campaigns import CampaignStatus
@@ -33,6 +34,15 @@ class Campaign(Base):
     html: Mapped[str | None] = mapped_column(Text)
     audience: Mapped[dict[str, Any]] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(Text, default=CampaignStatus.DRAFT.value)
+    created_by_key_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(Text)
+    approval_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    incentive: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    variants: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    holdout_bp: Mapped[int] = mapped_column(Integer, default=0)
+    conversion_event: Mapped[str | None] = mapped_column(Text)
+    chain: Mapped[list[str]] = mapped_column(ARRAY(Text), default=lambda: ["email"])
+    content: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
                                                  onupdate=func.now())
@@ -50,6 +60,22 @@ class CampaignRun(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = created_at()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Transition(Base):
+    """One lifecycle move of a campaign, with who made it (append-only audit)."""
+
+    __tablename__ = "campaign_transitions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    from_status: Mapped[str] = mapped_column(Text)
+    to_status: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[int | None] = mapped_column(BigInteger)
+    key_name: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Delivery(Base):
@@ -67,5 +93,6 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_message_id: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    variant: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at()
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -12,9 +12,11 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
-from domain.campaigns import CampaignStatus, transition
-from domain.errors import Conflict, NotFound
+from domain.campaigns import BUCKETS, HOLDOUT, ApprovalPolicy, CampaignStatus, Variant, launch_target, thresholds
+from domain.errors import NotFound
+from store.campaigns import lifecycle
 from store.campaigns.definitions import get_campaign
+from store.campaigns.lifecycle import Actor
 from store.campaigns.models import Campaign, CampaignRun, Delivery
 
 STEP = "s1"  # a broadcast has one send step; journeys name theirs
@@ -24,13 +26,16 @@ def workflow_id(campaign_id: int, number: int) -> str:
     return f"campaign:{campaign_id}:run:{number}"
 
 
-async def start_run(session: AsyncSession, campaign_id: int) -> CampaignRun:
-    """Move the campaign to running and record its next run (the caller starts the workflow)."""
+async def start_run(session: AsyncSession, campaign_id: int, policy: ApprovalPolicy | None = None,
+                    actor: Actor | None = None, at: datetime | None = None) -> CampaignRun:
+    """Move the campaign to running (scheduled, when it starts `at` a later time) and record its next run (the
+    caller starts the workflow). Refused with a Conflict when the approval policy requires an approval the campaign
+    does not have."""
     campaign = await get_campaign(session, campaign_id, lock=True)
-    status = CampaignStatus(campaign.status)
-    if status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
-        raise Conflict(f"Campaign {campaign_id} is already {status}; resume or wait for its current run instead.")
-    campaign.status = transition(status, CampaignStatus.RUNNING).value
+    reasons = await lifecycle.reasons_for_approval(session, campaign, policy or ApprovalPolicy(incentive=False))
+    target = launch_target(CampaignStatus(campaign.status), reasons, later=at is not None)
+    await lifecycle.record(session, campaign, target, actor or Actor.system(),
+                           f"scheduled for {at.isoformat()}" if at else "launched")
     number = (await session.scalar(
         select(func.coalesce(func.max(CampaignRun.number), 0)).where(CampaignRun.campaign_id == campaign_id)
     )) + 1
@@ -60,10 +65,14 @@ async def latest_runs(session: AsyncSession, campaign_ids: Sequence[int]) -> dic
             func.count().filter(Delivery.status == "queued").label("queued"),
             func.count().filter(Delivery.status == "sent").label("sent"),
             func.count().filter(Delivery.status == "failed").label("failed"),
+            func.count().filter(Delivery.status == "suppressed").label("suppressed"),
+            func.count().filter(Delivery.status == "holdout").label("holdout"),
+            func.count().filter(Delivery.status == "cancelled").label("cancelled"),
+            func.count().filter(Delivery.status == "deferred").label("deferred"),
         ).where(Delivery.run_id == run.id).lateral()
     )
     rows = await session.execute(select(run, counts).join(counts, true()))
-    return {r[0].campaign_id: (r[0], RunCounts(r.total, r.queued, r.sent, r.failed)) for r in rows}
+    return {r[0].campaign_id: (r[0], _counts(r)) for r in rows}
 
 
 async def get_run(session: AsyncSession, run_id: int) -> CampaignRun:
@@ -74,19 +83,58 @@ async def get_run(session: AsyncSession, run_id: int) -> CampaignRun:
 
 
 async def snapshot_audience(session: AsyncSession, run_id: int) -> int:
-    """Queue one delivery per audience member in one statement; re-running it adds nothing."""
+    """Snapshot the audience into the run's deliveries in one statement: explicit ids and segment members, minus
+    exclusion segments. Each recipient gets its variant (hash of campaign and contact, as domain/campaigns.py
+    computes it); holdout recipients are recorded `holdout`, suppressed addresses and unsubscribed contacts
+    `suppressed`, the rest `queued`. Re-running it adds nothing. The run's total counts every row."""
     run = await get_run(session, run_id)
     campaign = await get_campaign(session, run.campaign_id)
-    contact_ids = [int(c) for c in campaign.audience.get("contact_ids", [])]
+    audience = campaign.audience
+    bounds = thresholds([Variant(str(v["name"]), int(v.get("weight", 1))) for v in campaign.variants],
+                        campaign.holdout_bp)
+    cases = " ".join(f"WHEN b < :t{i} THEN :g{i}" for i in range(len(bounds)))
+    params: dict[str, Any] = {f"t{i}": upper for i, (upper, _) in enumerate(bounds)}
+    params |= {f"g{i}": name for i, (_, name) in enumerate(bounds)}
     await session.execute(
-        text("""
-            INSERT INTO deliveries (contact_id, key, campaign_id, run_id, step, channel, status)
-            SELECT c.id, 'delivery:' || :campaign || ':' || :step || ':' || c.id,
-                   :campaign, :run, :step, :channel, 'queued'
-            FROM contacts c WHERE c.id = ANY(:ids)
+        text(f"""
+            INSERT INTO deliveries (contact_id, key, campaign_id, run_id, step, channel, status, variant, error)
+            SELECT id, 'delivery:' || :campaign || ':' || :step || ':' || id, :campaign, :run, :step, :channel,
+                   CASE WHEN variant = :holdout THEN 'holdout' WHEN blocked IS NOT NULL THEN 'suppressed'
+                        ELSE 'queued' END,
+                   variant, blocked
+            FROM (
+                SELECT a.id, CASE {cases} END AS variant,
+                       CASE WHEN :screen_email AND EXISTS (
+                                SELECT 1 FROM suppressions s WHERE s.channel = 'email' AND s.address_hash =
+                                    encode(sha256(convert_to('email:' || lower(trim(a.email)), 'UTF8')), 'hex'))
+                            THEN 'address suppressed'
+                            WHEN NOT coalesce((
+                                SELECT p.subscribed FROM contact_preferences p
+                                WHERE p.contact_id = a.id AND p.topic = '*' AND p.channel IN (:pref, '*')
+                                ORDER BY p.channel = '*' LIMIT 1), true)
+                            THEN 'unsubscribed' END AS blocked
+                FROM (
+                    SELECT c.id, c.email,
+                           ('x' || substr(encode(sha256(convert_to(:campaign || ':' || c.id, 'UTF8')), 'hex'), 1, 15)
+                           )::bit(60)::bigint % :buckets AS b
+                    FROM contacts c
+                    WHERE (c.id = ANY(:ids) OR c.id IN (
+                              SELECT contact_id FROM segment_members WHERE segment_id = ANY(:segs)
+                                                                        AND exited_at IS NULL))
+                      AND c.id NOT IN (SELECT contact_id FROM segment_members
+                                       WHERE segment_id = ANY(:excl) AND exited_at IS NULL)
+                ) a
+            ) r
             ON CONFLICT (contact_id, key) DO NOTHING
         """),
-        {"campaign": campaign.id, "step": STEP, "run": run_id, "channel": campaign.channel, "ids": contact_ids},
+        # With a fallback chain only opting out of everything is screened here; the delivery service screens each
+        # channel's suppressions and preferences as it reaches it.
+        {"campaign": campaign.id, "step": STEP, "run": run_id, "holdout": HOLDOUT,
+         "channel": campaign.chain[0], "screen_email": campaign.chain == ["email"],
+         "pref": campaign.chain[0] if len(campaign.chain) == 1 else "*",
+         "buckets": BUCKETS, "ids": [int(c) for c in audience.get("contact_ids", [])],
+         "segs": [int(c) for c in audience.get("segment_ids", [])],
+         "excl": [int(c) for c in audience.get("exclude_segment_ids", [])], **params},
     )
     total = await session.scalar(
         text("SELECT count(*) FROM deliveries WHERE campaign_id = :c AND step = :s"), {"c": campaign.id, "s": STEP}
@@ -96,28 +144,55 @@ async def snapshot_audience(session: AsyncSession, run_id: int) -> int:
     return run.total
 
 
+async def begin_run(session: AsyncSession, run_id: int) -> bool:
+    """A scheduled run's time has come: the campaign moves scheduled → running. False when it was cancelled
+    meanwhile (the run then closes as cancelled)."""
+    run = await get_run(session, run_id)
+    campaign = await get_campaign(session, run.campaign_id, lock=True)
+    if campaign.status == CampaignStatus.SCHEDULED:
+        await lifecycle.record(session, campaign, CampaignStatus.RUNNING, Actor.system(f"run {run.number}"),
+                               "scheduled time reached")
+    return campaign.status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED)
+
+
+async def partition(session: AsyncSession, run_id: int, size: int) -> list[int]:
+    """Upper contact ids of consecutive ranges holding at most `size` queued deliveries each, so concurrent batches
+    never overlap (the last bound is the largest queued contact id)."""
+    rows = await session.scalars(text("""
+        SELECT contact_id FROM (
+            SELECT contact_id, row_number() OVER (ORDER BY contact_id) AS n, count(*) OVER () AS total
+            FROM deliveries WHERE run_id = :run AND status = 'queued'
+        ) q WHERE n % :size = 0 OR n = total ORDER BY contact_id
+    """), {"run": run_id, "size": size})
+    return [int(r) for r in rows]
+
+
 @dataclass(frozen=True)
 class PendingDelivery:
     key: str
     contact_id: int
     email: str | None
     contact: dict[str, Any]
+    variant: str | None = None
 
 
-async def queued_page(session: AsyncSession, run_id: int, after_contact_id: int, limit: int) -> list[PendingDelivery]:
-    """The next page of deliveries not yet sent, keyed by contact id (stable across retries)."""
+async def queued_page(session: AsyncSession, run_id: int, after_contact_id: int, limit: int,
+                      until_contact_id: int | None = None) -> list[PendingDelivery]:
+    """The next page of deliveries not yet sent, keyed by contact id (stable across retries), within
+    (after, until] when a range is given."""
     rows = await session.execute(
         text("""
-            SELECT d.key, d.contact_id, c.email, c.user_id, c.phone, c.timezone, c.traits
+            SELECT d.key, d.contact_id, d.variant, c.email, c.user_id, c.phone, c.timezone, c.traits
             FROM deliveries d JOIN contacts c ON c.id = d.contact_id
-            WHERE d.run_id = :run AND d.contact_id > :after AND d.status = 'queued'
+            WHERE d.run_id = :run AND d.contact_id > :after AND d.contact_id <= :until AND d.status = 'queued'
             ORDER BY d.contact_id LIMIT :limit
         """),
-        {"run": run_id, "after": after_contact_id, "limit": limit},
+        {"run": run_id, "after": after_contact_id, "limit": limit,
+         "until": until_contact_id if until_contact_id is not None else 2**63 - 1},
     )
     return [
         PendingDelivery(
-            key=r.key, contact_id=r.contact_id, email=r.email,
+            key=r.key, contact_id=r.contact_id, email=r.email, variant=r.variant,
             contact={"id": r.contact_id, "user_id": r.user_id, "email": r.email, "phone": r.phone,
                      "timezone": r.timezone, "traits": r.traits},
         )
@@ -141,46 +216,146 @@ async def record_outcome(
     )
 
 
+async def settle_from_plans(session: AsyncSession, pairs: Sequence[tuple[int, str]]) -> None:
+    """After the delivery service took a batch: each delivery's status from its plan's attempts, in one statement.
+    `sent` once any channel accepted it, `deferred` while the plan still waits (quiet hours, a receipt window, a
+    retry: the sweeper carries on), else `suppressed` when every channel was screened out, else `failed`."""
+    if not pairs:
+        return
+    await session.execute(text("""
+        UPDATE deliveries d SET status = s.status, channel = coalesce(s.channel, d.channel), attempts = s.n,
+            error = CASE WHEN s.status = 'sent' THEN NULL ELSE s.error END,
+            sent_at = CASE WHEN s.status = 'sent' THEN now() END
+        FROM (
+            SELECT p.contact_id, p.key,
+                   CASE WHEN bool_or(a.status IN ('sent', 'delivered', 'opened', 'clicked', 'complained'))
+                        THEN 'sent'
+                        WHEN p.wake_at IS NOT NULL THEN 'deferred'
+                        WHEN bool_and(a.status = 'suppressed') THEN 'suppressed'
+                        ELSE 'failed' END AS status,
+                   (array_agg(a.channel ORDER BY a.attempt DESC))[1] AS channel,
+                   count(a.attempt) AS n,
+                   (array_agg(a.error ORDER BY a.attempt DESC))[1] AS error
+            FROM delivery_plans p
+            LEFT JOIN delivery_attempts a ON a.contact_id = p.contact_id AND a.key = p.key
+            WHERE (p.contact_id, p.key) IN (SELECT * FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[])))
+            GROUP BY p.contact_id, p.key, p.wake_at
+        ) s
+        WHERE d.contact_id = s.contact_id AND d.key = s.key AND d.status IN ('queued', 'deferred')
+    """), {"c": [p[0] for p in pairs], "k": [p[1] for p in pairs]})
+
+
+async def channel_counts(session: AsyncSession, run_id: int) -> dict[str, dict[str, int]]:
+    """Per channel, the run's attempts by state (live: receipts and the sweeper's fallbacks move them on). A run
+    sent on the direct email path has no attempts; its deliveries are counted under their channel instead."""
+    rows = await session.execute(text("""
+        SELECT a.channel, a.status, count(*) AS n
+        FROM deliveries d JOIN delivery_attempts a ON a.contact_id = d.contact_id AND a.key = d.key
+        WHERE d.run_id = :run GROUP BY 1, 2
+        UNION ALL
+        SELECT d.channel, d.status, count(*) FROM deliveries d
+        WHERE d.run_id = :run AND d.status IN ('sent', 'failed', 'suppressed')
+          AND NOT EXISTS (SELECT 1 FROM delivery_plans p WHERE p.contact_id = d.contact_id AND p.key = d.key)
+        GROUP BY 1, 2
+    """), {"run": run_id})
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        out.setdefault(r.channel, {})[r.status] = out.get(r.channel, {}).get(r.status, 0) + int(r.n)
+    return out
+
+
 @dataclass(frozen=True)
 class RunCounts:
     total: int
     queued: int
     sent: int
     failed: int
+    suppressed: int = 0
+    holdout: int = 0
+    cancelled: int = 0
+    deferred: int = 0
+
+
+_COUNTS = """
+    count(*) AS total, count(*) FILTER (WHERE status = 'queued') AS queued,
+    count(*) FILTER (WHERE status = 'sent') AS sent, count(*) FILTER (WHERE status = 'failed') AS failed,
+    count(*) FILTER (WHERE status = 'suppressed') AS suppressed, count(*) FILTER (WHERE status = 'holdout') AS holdout,
+    count(*) FILTER (WHERE status = 'cancelled') AS cancelled, count(*) FILTER (WHERE status = 'deferred') AS deferred
+"""
+
+
+def _counts(row: Any) -> RunCounts:
+    return RunCounts(total=row.total, queued=row.queued, sent=row.sent, failed=row.failed,
+                     suppressed=row.suppressed, holdout=row.holdout, cancelled=row.cancelled,
+                     deferred=row.deferred)
 
 
 async def run_counts(session: AsyncSession, run_id: int) -> RunCounts:
-    row = (await session.execute(
-        text("""
-            SELECT count(*) AS total,
-                   count(*) FILTER (WHERE status = 'queued') AS queued,
-                   count(*) FILTER (WHERE status = 'sent') AS sent,
-                   count(*) FILTER (WHERE status = 'failed') AS failed
-            FROM deliveries WHERE run_id = :run
-        """),
-        {"run": run_id},
-    )).one()
-    return RunCounts(total=row.total, queued=row.queued, sent=row.sent, failed=row.failed)
+    return _counts((await session.execute(text(f"SELECT {_COUNTS} FROM deliveries WHERE run_id = :run"),
+                                          {"run": run_id})).one())
 
 
-async def finish_run(session: AsyncSession, run_id: int) -> RunCounts:
+@dataclass(frozen=True)
+class VariantResult:
+    counts: RunCounts
+    delivered: int
+    opened: int
+    clicked: int
+    converted: int
+
+
+async def variant_results(session: AsyncSession, run_id: int,
+                          conversion_event: str | None) -> dict[str, VariantResult]:
+    """Per variant (the holdout included): the status counts, engagement from the delivery attempts' receipts
+    (delivered, opened, clicked: a later state counts for the earlier ones), and conversions, contacts with a
+    `conversion_event` at or after their send (for the holdout, after the snapshot)."""
+    rows = await session.execute(text(f"""
+        SELECT coalesce(d.variant, 'a') AS variant, {_COUNTS.replace("status", "d.status")},
+               count(*) FILTER (WHERE e.delivered) AS delivered, count(*) FILTER (WHERE e.opened) AS opened,
+               count(*) FILTER (WHERE e.clicked) AS clicked,
+               count(*) FILTER (WHERE CAST(:event AS text) IS NOT NULL AND EXISTS (
+                   SELECT 1 FROM events ev WHERE ev.contact_id = d.contact_id AND ev.event = :event
+                     AND ev.timestamp >= coalesce(d.sent_at, d.created_at))) AS converted
+        FROM deliveries d
+        LEFT JOIN LATERAL (
+            SELECT bool_or(a.status IN ('delivered', 'opened', 'clicked', 'complained')) AS delivered,
+                   bool_or(a.opened_at IS NOT NULL OR a.clicked_at IS NOT NULL) AS opened,
+                   bool_or(a.clicked_at IS NOT NULL) AS clicked
+            FROM delivery_attempts a WHERE a.contact_id = d.contact_id AND a.key = d.key
+        ) e ON true
+        WHERE d.run_id = :run
+        GROUP BY 1 ORDER BY 1
+    """), {"run": run_id, "event": conversion_event})
+    return {r.variant: VariantResult(_counts(r), r.delivered, r.opened, r.clicked, r.converted) for r in rows}
+
+
+async def finish_run(session: AsyncSession, run_id: int, *, cancelled: bool = False) -> RunCounts:
+    """Close the run: completed, or cancelled with its unsent recipients recorded `cancelled`. Idempotent."""
     run = await get_run(session, run_id)
     campaign = await get_campaign(session, run.campaign_id, lock=True)
-    counts = await run_counts(session, run_id)
     if run.finished_at is None:
-        run.status = "completed"
-        run.finished_at = datetime.now().astimezone()
-        if campaign.status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED):
-            campaign.status = CampaignStatus.COMPLETED.value
-    return counts
+        now = datetime.now().astimezone()
+        cancelled = cancelled or campaign.status == CampaignStatus.CANCELLED
+        if cancelled:
+            await session.execute(text("""
+                UPDATE deliveries SET status = 'cancelled', error = 'campaign cancelled'
+                WHERE run_id = :run AND status = 'queued'
+            """), {"run": run_id})
+            run.cancelled_at = now
+        run.status = "cancelled" if cancelled else "completed"
+        run.finished_at = now
+        if campaign.status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED) or (
+                cancelled and campaign.status == CampaignStatus.SCHEDULED):
+            target = CampaignStatus.CANCELLED if cancelled else CampaignStatus.COMPLETED
+            await lifecycle.record(session, campaign, target, Actor.system(f"run {run.number}"))
+    return await run_counts(session, run_id)
 
 
-
-
-async def steer(session: AsyncSession, campaign_id: int, target: CampaignStatus) -> tuple[Campaign, CampaignRun | None]:
+async def steer(session: AsyncSession, campaign_id: int, target: CampaignStatus,
+                actor: Actor | None = None) -> tuple[Campaign, CampaignRun | None]:
     """Move a campaign to `target` (pause, resume) under its row lock; also the run whose workflow must be told,
     if one is still going."""
     campaign = await get_campaign(session, campaign_id, lock=True)
-    campaign.status = transition(CampaignStatus(campaign.status), target).value
+    await lifecycle.record(session, campaign, target, actor or Actor.system())
     run = await latest_run(session, campaign_id)
     return campaign, run if run is not None and run.finished_at is None else None

@@ -35,6 +35,6 @@ async def reach(session: AsyncSession, contact_ids: Sequence[int]) -> dict[int, 
     found = {}
     for r in rows:
         addresses = {"email": r.email, "sms": r.phone, "push": r.push, "webhook": r.hook, "wechat": r.openid,
-                     "inbox": str(r.id)}
+                     "inbox": str(r.id), "bench": str(r.id)}  # `bench`: nudge bench campaign's recording channel
         found[r.id] = Reach(r.id, r.timezone, {k: v for k, v in addresses.items() if v})
     return found

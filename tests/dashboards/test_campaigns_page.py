@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import httpx
 from playwright.async_api import Browser
+
+from core.settings import Settings
+from nudge.embedded import free_port
 
 
 async def _completed_campaign(api: httpx.AsyncClient) -> dict:
@@ -74,4 +79,52 @@ async def test_campaigns_dashboard_shows_counts_and_draws_the_chart(
     assert chart["sent"][chart["labels"].index(label)] == 3
     assert chart["painted"] > 1000
     assert blocked == [], f"the page fetched from outside Nudge: {blocked}"
+    await page.close()
+
+
+async def test_campaign_page_shows_variants_channels_lift_and_the_run(
+    browser: Browser, api: httpx.AsyncClient, read_key: str, worker: None, settings: Settings,
+    serve_api: Callable[[Settings], AbstractContextManager[str]],
+) -> None:
+    ids = []
+    for i in range(12):
+        r = await api.post("/v1/contacts", json={"user_id": f"page-{i}", "email": f"page-{i}@example.com"})
+        ids.append(r.json()["id"])
+    campaign = (await api.post("/v1/campaigns", json={
+        "name": "Page A/B", "subject": "Hi", "body": "Hello", "holdout_percent": 25, "conversion_event": "order_paid",
+        "variants": [{"name": "a"}, {"name": "b", "subject": "Hey"}], "audience": {"contact_ids": ids}})).json()
+    await api.post(f"/v1/campaigns/{campaign['id']}/launch")
+    for _ in range(300):
+        body = (await api.get(f"/v1/campaigns/{campaign['id']}")).json()
+        if body["status"] == "completed":
+            break
+        await asyncio.sleep(0.1)
+    run = body["run"]
+
+    with serve_api(settings.model_copy(update={"temporal_ui_url": "http://ui.test:8233", "api_port": free_port()})
+                   ) as api_url:
+        await _check_campaign_page(browser, api_url, read_key, campaign, run)
+
+
+async def _check_campaign_page(browser: Browser, api_url: str, read_key: str, campaign: dict, run: dict) -> None:
+    page = await browser.new_page()
+    await page.goto(f"{api_url}/dashboards/login")
+    await page.fill("input[name=key]", read_key)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/dashboards/campaigns")
+    await page.click(f"tr[data-campaign='{campaign['id']}'] a")
+    await page.wait_for_url(f"**/dashboards/campaigns/{campaign['id']}")
+
+    assert await page.locator("#campaign-status").text_content() == "completed"
+    assert await page.locator("#kpi-sent").text_content() == str(run["sent"])
+    for v in run["variants"]:
+        row = page.locator(f"tr[data-variant='{v['variant']}']")
+        assert await row.locator("td.total").text_content() == str(v["total"])
+    link = await page.locator("#temporal-link").get_attribute("href")
+    assert link == f"http://ui.test:8233/namespaces/default/workflows/campaign:{campaign['id']}:run:1"
+    assert await page.locator("tr[data-channel='email']").count() == 1
+    assert "running" in (await page.locator("#transitions").text_content() or "")
+
+    missing = await page.goto(f"{api_url}/dashboards/campaigns/987654321")
+    assert missing is not None and missing.status == 404
     await page.close()
