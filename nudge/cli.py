@@ -81,7 +81,7 @@ async def _serve(settings: Settings, *, api: bool = True, worker: bool = True, q
     if worker:
         client = await connect_temporal(settings)
         workers = build_workers(client, runtime, queues or QUEUES)
-        await ensure_housekeeping(client, queues or QUEUES)
+        await ensure_housekeeping(client, queues or QUEUES, runtime)
         tasks += [asyncio.create_task(w.run()) for w in workers]
         console.print(f"[green]✓[/] Worker polling {', '.join(queues or QUEUES)}")
         if not api and settings.worker_metrics_port:
@@ -292,7 +292,7 @@ def segments_reindex(
 
 @keys_app.command("create")
 def keys_create(
-    scope: Annotated[list[Scope], typer.Option("--scope", "-s", help="admin, ingest or read (repeatable).")],
+    scope: Annotated[list[Scope], typer.Option("--scope", "-s", help="admin, ingest, read or approve (repeatable).")],
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "cli",
 ) -> None:
     """Create an API key and print it once."""
