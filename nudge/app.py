@@ -40,7 +40,8 @@ DESCRIPTION = """
 Nudge is an open-source marketing automation platform on Temporal and Postgres.
 
 Authenticate with an API key: `Authorization: Bearer nk_...`. Keys have scopes: `admin` (everything),
-`read` (read-only), `ingest` (events only) and `approve` (approving other keys' campaigns; `admin` implies it). Create one with `nudge keys create --scope admin`.
+`read` (read-only), `ingest` (events only) and `approve` (approving other keys' campaigns; `admin` implies it).
+Create one with `nudge keys create --scope admin`.
 Errors are `application/problem+json` with a `detail` that says what to fix. Each key's requests are rate-limited
 (by default 100 a second in bursts of 200, and 2,000 a second in bursts of 4,000 on the tracking calls): beyond, a
 429 with `Retry-After`.
