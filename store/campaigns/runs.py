@@ -200,6 +200,15 @@ async def queued_page(session: AsyncSession, run_id: int, after_contact_id: int,
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    contact_id: int
+    key: str
+    status: str  # sent | failed
+    provider_message_id: str | None
+    error: str | None
+
+
 async def record_outcome(
     conn: AsyncConnection, contact_id: int, key: str, *, status: str, provider_message_id: str | None,
     error: str | None,
@@ -214,6 +223,22 @@ async def record_outcome(
         .values(status=status, provider_message_id=provider_message_id, error=error,
                 attempts=Delivery.attempts + 1, sent_at=func.now() if status == "sent" else None)
     )
+
+
+async def record_outcomes(conn: AsyncConnection, outcomes: Sequence[Outcome]) -> None:
+    """Mark several deliveries sent or failed in one statement, on an autocommit connection (what
+    `activities.campaigns.OutcomeRecorder` flushes while the SMTP lanes keep sending)."""
+    if not outcomes:
+        return
+    await conn.execute(text("""
+        UPDATE deliveries d SET status = o.status, provider_message_id = o.pid, error = o.error,
+            attempts = d.attempts + 1, sent_at = CASE WHEN o.status = 'sent' THEN now() END
+        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:s AS text[]), CAST(:p AS text[]),
+                    CAST(:e AS text[])) AS o(contact_id, key, status, pid, error)
+        WHERE d.contact_id = o.contact_id AND d.key = o.key AND d.status = 'queued'
+    """), {"c": [o.contact_id for o in outcomes], "k": [o.key for o in outcomes],
+           "s": [o.status for o in outcomes], "p": [o.provider_message_id for o in outcomes],
+           "e": [o.error for o in outcomes]})
 
 
 async def settle_from_plans(session: AsyncSession, pairs: Sequence[tuple[int, str]]) -> None:
