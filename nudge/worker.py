@@ -25,6 +25,7 @@ from activities.segments import SegmentActivities
 from activities.tasks.notify import RewardNotifier
 from activities.tasks.progress import TaskActivities
 from activities.tasks.rewards import RewardActivities
+from api.journeys.starts import ensure_live_journeys
 from api.runtime import Runtime
 from store.tasks.grants import TaskGrants
 from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
@@ -142,9 +143,9 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
     return workers
 
 
-async def ensure_housekeeping(client: Client, queues: Sequence[str] = QUEUES) -> None:
+async def ensure_housekeeping(client: Client, queues: Sequence[str] = QUEUES, runtime: Runtime | None = None) -> None:
     """Create the Schedules and start the long-lived workflows of the domains this process works for
-    (idempotent; every process may call it)."""
+    (idempotent; every process may call it). With `runtime` (database access), live journeys' workflows too."""
     if LEDGER_QUEUE in queues:
         await workflows.ledger.operations.ensure_schedules(client)  # reconciliation, expiry, retention
     if SEGMENTS_QUEUE in queues:
@@ -157,6 +158,8 @@ async def ensure_housekeeping(client: Client, queues: Sequence[str] = QUEUES) ->
         await ensure_workflows(client)  # task progress consumer and reward dispatcher (long-lived)
     if CHANNELS_QUEUE in queues:
         await ensure_sweeper(client)  # receipt windows, webhook failures, quiet hours (long-lived)
+    if JOURNEYS_QUEUE in queues and runtime is not None:
+        await ensure_live_journeys(client, runtime.sessions, runtime.settings)  # journey:{id} of each live journey
 
 
 async def run_workers(workers: Sequence[Worker]) -> None:

@@ -9,12 +9,17 @@ import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.channels.delivery import DeliveryService
+from core.confinement import Confinement
+from store.channels.records import Step
 from store.db import transaction
-from store.journeys import runtime
+from store.journeys import definitions, runtime
+
+log = structlog.get_logger("nudge.journeys")
 
 
 @dataclass
@@ -25,6 +30,7 @@ class StepInput:
     max_batches: int = 50        # per phase and pass, so a pass heartbeats and returns
     window_seconds: float = 0.0  # wall-clock seconds to keep polling while idle (0: one pass)
     poll_seconds: float = 1.0
+    send_batch: int = 5000       # steps handed to the delivery service at once (several move batches' worth)
 
 
 @dataclass
@@ -43,10 +49,11 @@ class StepResult:
 
 class JourneyActivities:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], delivery: DeliveryService, *,
-                 default_zone: str = "UTC") -> None:
+                 default_zone: str = "UTC", rendering: Confinement | None = None) -> None:
         self.sessions = sessions
         self.delivery = delivery
         self.default_zone = default_zone
+        self.rendering = rendering or definitions.rendering()  # send templates render in confined workers
 
     @activity.defn
     async def run_journey(self, params: StepInput) -> StepResult:
@@ -75,7 +82,8 @@ class JourneyActivities:
         for n in range(params.max_batches):
             async with transaction(self.sessions) as s:
                 consumed = await runtime.consume(s, jid, state[1], now, limit=params.batch_size,
-                                                 default_zone=self.default_zone)
+                                                 default_zone=self.default_zone, rendering=self.rendering)
+            _log_failures(jid, consumed.moved)
             if consumed.moved.sends:  # recorded with the move; sent now (a crash here leaves them to the sweeper)
                 done.sent += (await self.delivery.send(consumed.moved.sends, now=now)).sent
             done.events += consumed.events
@@ -88,21 +96,31 @@ class JourneyActivities:
             done.more = n == params.max_batches - 1
         async with transaction(self.sessions) as s:
             done.entered += await runtime.enter_by_date(s, jid, state[1], now, default_zone=self.default_zone)
+        due: list[Step] = []  # registered with their moves; sent several batches at a time (fewer round trips)
         for n in range(params.max_batches):
             async with transaction(self.sessions) as s:
                 moved = await runtime.advance_due(s, jid, now, limit=params.batch_size,
-                                                  default_zone=self.default_zone)
-            if moved.sends:  # recorded with the move; sending now (a crash here leaves them to the sweeper)
-                progress = await self.delivery.send(moved.sends, now=now)  # at the journey's clock
-                done.sent += progress.sent
+                                                  default_zone=self.default_zone, rendering=self.rendering)
+            _log_failures(jid, moved)
+            due += moved.sends
+            if len(due) >= params.send_batch:  # a crash before this leaves them to the sweeper, sent once
+                done.sent += (await self.delivery.send(due, now=now)).sent  # at the journey's clock
+                due = []
             done.advanced += moved.contacts
             done.grants += moved.grants
             _beat(done)
             if moved.contacts < params.batch_size:
                 break
             done.more = done.more or n == params.max_batches - 1
+        if due:
+            done.sent += (await self.delivery.send(due, now=now)).sent
         async with self.sessions() as s:
             done.next_wake = await runtime.next_wake(s, jid)
+
+
+def _log_failures(journey_id: int, moved: runtime.Advanced) -> None:
+    for contact_id, node, why in moved.render_failures:  # in the history as `render_failed`; the reason is here
+        log.warning("journey send not rendered", journey_id=journey_id, contact_id=contact_id, node=node, error=why)
 
 
 def _beat(done: StepResult) -> None:

@@ -6,23 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Admin, Reader, Session, Temporal, runtime
+from api.journeys.starts import start_journey
 from api.params import Cursor, Id
 from api.schemas.journeys import ContactJourneyOut, JourneyIn, JourneyOut, JourneyStepOut, VersionOut
 from store.journeys import definitions
 from store.journeys.definitions import Journey
-from workflows.journeys.runtime import (
-    TASK_QUEUE,
-    JourneyInput,
-    JourneyWorkflow,
-    journey_attribute,
-    summary,
-    workflow_id,
-)
-from workflows.schedules import kind
+from workflows.journeys.runtime import workflow_id
 
 router = APIRouter(tags=["journeys"])
 
@@ -74,16 +66,8 @@ async def publish_journey(journey_id: Id, session: Session, client: Temporal, re
     await definitions.publish(session, journey_id)
     journey = await definitions.get_journey(session, journey_id)
     await session.commit()  # the workflow reads the new version
-    settings = runtime(request).settings
     try:
-        await client.start_workflow(
-            JourneyWorkflow.run, JourneyInput(journey.id, poll_seconds=settings.journey_poll_seconds,
-                                              window_seconds=settings.journey_window_seconds, wall_clock=True),
-            id=workflow_id(journey.id), task_queue=TASK_QUEUE,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=kind("journey", journey_attribute(journey.id)),
-            static_summary=summary(journey.id, journey.name))
+        await start_journey(client, journey.id, journey.name, runtime(request).settings)
     except RPCError as exc:
         raise HTTPException(503, f"Temporal refused to start the journey: {exc.message}") from exc
     await _signal(client, journey.id, "poke")

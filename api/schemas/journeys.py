@@ -17,7 +17,8 @@ CART_GRAPH: dict[str, Any] = {
         {"id": "paid1", "type": "wait_for_event", "event": "order_paid", "timeout_seconds": 3600,
          "next": "done", "timeout_next": "email"},
         {"id": "email", "type": "send", "chain": ["email", "sms"], "topic": "cart",
-         "content": {"email": {"subject": "You left something behind", "text": "Your cart is waiting."},
+         "content": {"email": {"subject": "{{ contact.first_name | default('Hi') }}, you left something behind",
+                               "text": "Your cart ({{ event.properties.total }}) is waiting."},
                      "sms": {"text": "Your cart is waiting."}}, "next": "paid2"},
         {"id": "paid2", "type": "wait_for_event", "event": "order_paid", "timeout_seconds": 86400,
          "next": "done", "timeout_next": "offer"},
@@ -32,7 +33,8 @@ GRAPH_DOC = (
     "The journey graph: `nodes` (one `trigger`: `event` + optional CEL `when`, or `segment_id` + `on` entered/"
     "exited, or `date_trait`; `wait`: `seconds` or `until` 'HH:MM' in the contact's zone; `wait_for_event`: `event`, "
     "`when`, `timeout_seconds`, `next`, `timeout_next`; `condition`: CEL `when` over `contact` and `event`, `yes`, "
-    "`no`; `split`: `branches` [{percent, next}] with the rest held out; `send`: `chain`, `content` per channel, "
+    "`no`; `split`: `branches` [{percent, next}] with the rest held out; `send`: `chain`, `content` per channel (its "
+    "subject/text/html/title/body and `fields` are sandboxed Jinja2 templates over `contact` and `event`), "
     "`topic`; `update_contact`: `traits`; `grant`: `program_id`, `amount`; `exit`), `reentry` (`once`, "
     "`per_days` with `days`, `every_time`) and `goal` (`event`, `when`).")
 

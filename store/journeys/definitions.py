@@ -11,8 +11,12 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import InvalidTransition, NotFound
-from domain.journeys.graph import parse
+from core.confinement import Confinement, Exceeded, Limits, shared
+from domain import templates
+from domain.errors import DomainError, InvalidTransition, NotFound, TemplateProblem
+from domain.journeys import content
+from domain.journeys.graph import Send, parse
+from store.journeys import templating
 
 LIVE_STATUSES = ("ready", "sleeping", "waiting")
 MOVES = {  # status → the statuses an action may take it to
@@ -49,12 +53,37 @@ def consumer(journey_id: int) -> str:
     return f"journey:{journey_id}"
 
 
+def rendering() -> Confinement:
+    """The worker processes send templates are checked and rendered in, with the bounds domain/templates.py states
+    (the same shared pool campaigns use)."""
+    return shared(Limits(cpu_seconds=templates.RENDER_CPU_SECONDS, memory_bytes=templates.RENDER_MEMORY_BYTES,
+                         wall_seconds=templates.RENDER_WALL_SECONDS))
+
+
+async def validate(graph: dict[str, Any]) -> None:
+    """The graph's rules (domain.journeys.graph.parse), then every send template checked in the confined workers
+    (syntax, nothing private, bounds; domain.journeys.content.check): a 422 naming the node and the field."""
+    parsed = parse(graph)
+    checked = [(content.field_name(node.id, part), part) for node in parsed.nodes.values() if isinstance(node, Send)
+               for part in content.parts(node.content)]
+    if not checked:
+        return
+    outcomes = await rendering().map(templating.check, [(p[2], name, p[3]) for name, p in checked])
+    for (name, _), outcome in zip(checked, outcomes, strict=True):
+        if isinstance(outcome, DomainError):
+            raise outcome
+        if isinstance(outcome, Exceeded):
+            raise TemplateProblem(f"{name}: the template {outcome} rendering a sample contact.")
+        if isinstance(outcome, BaseException):  # a check that broke is a refusal, never a 500
+            raise TemplateProblem(f"{name}: the template could not be checked ({type(outcome).__name__}).")
+
+
 def _journey(row: Any) -> Journey:
     return Journey(row.id, row.name, row.status, row.draft, row.version, row.created_at, row.updated_at)
 
 
 async def create_journey(session: AsyncSession, name: str, graph: dict[str, Any]) -> Journey:
-    parse(graph)
+    await validate(graph)
     row = (await session.execute(text("""
         INSERT INTO journeys (name, draft) VALUES (:name, CAST(:g AS jsonb)) RETURNING *
     """), {"name": name, "g": orjson.dumps(graph).decode()})).one()
@@ -70,7 +99,7 @@ async def _locked(session: AsyncSession, journey_id: int) -> Any:
 
 async def update_draft(session: AsyncSession, journey_id: int, name: str, graph: dict[str, Any]) -> Journey:
     """Replace the draft (validated); published versions and the contacts on them are not touched."""
-    parse(graph)
+    await validate(graph)
     row = await _locked(session, journey_id)
     if row.status == "archived":
         raise InvalidTransition(f"journey {journey_id} is archived; create a new journey")
@@ -85,7 +114,7 @@ async def publish(session: AsyncSession, journey_id: int) -> Journey:
     first publish starts the journey's event cursor at the end of the outbox: history before it enters nobody."""
     row = await _locked(session, journey_id)
     _allowed(row, "publish")
-    parse(row.draft)  # drafts are validated on save; a graph rule added since then is checked here
+    await validate(row.draft)  # drafts are validated on save; a rule added since then is checked here
     version = row.version + 1
     await session.execute(text("""
         INSERT INTO journey_versions (journey_id, version, graph) VALUES (:id, :v, CAST(:g AS jsonb))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.confinement import Confinement
+from domain.journeys import content
 from domain.journeys.graph import Graph, parse
 from domain.journeys.interpreter import (
     ContactView,
@@ -41,6 +43,7 @@ from domain.ledger.postings import Kind, Request
 from store.channels import records
 from store.channels.records import Step
 from store.events.outbox import advance_cursor, read_new_events
+from store.journeys import templating
 from store.journeys.definitions import consumer
 from store.ledger.postings import apply
 from store.ledger.receipts import Receipt, Submission
@@ -70,6 +73,7 @@ class Advanced:
     updates: int = 0
     grants: int = 0
     refused: int = 0
+    render_failures: list[tuple[int, str, str]] = field(default_factory=list)  # (contact, node, why)
 
 
 @dataclass
@@ -106,7 +110,7 @@ def _state(r: Any) -> State:
 
 
 async def consume(session: AsyncSession, journey_id: int, version: int, now: datetime, *,
-                  limit: int = 1000, default_zone: str = "UTC") -> Consumed:
+                  limit: int = 1000, default_zone: str = "UTC", rendering: Confinement | None = None) -> Consumed:
     """Handle the journey's next batch of outbox events (see the module docstring); `version` is the one new
     entries take. Returns what happened; `events` is 0 when the journey is caught up."""
     # One consumer of a journey's cursor at a time: a retried activity whose first attempt still runs (a missed
@@ -182,7 +186,7 @@ async def consume(session: AsyncSession, journey_id: int, version: int, now: dat
                 pending.step(journey_id, s, latest, view, now, default_zone)
                 done.entered += 1
     done.moved.contacts = done.entered + done.resumed
-    await _perform(session, journey_id, pending, now, done.moved)
+    await _perform(session, journey_id, pending, now, done.moved, rendering)
     await save_states(session, journey_id, [s for ss in live.values() for s in ss if s.changed], now)
     await record_visits(session, journey_id, pending.visits, now)
     await advance_cursor(session, consumer(journey_id), events[-1].position)
@@ -283,7 +287,7 @@ async def record_visits(session: AsyncSession, journey_id: int, visits: Sequence
 
 
 async def advance_due(session: AsyncSession, journey_id: int, now: datetime, *, limit: int = 1000,
-                      default_zone: str = "UTC") -> Advanced:
+                      default_zone: str = "UTC", rendering: Confinement | None = None) -> Advanced:
     """Move up to `limit` due contacts on (see the module docstring). `contacts` is 0 when none is due."""
     rows = [_state(r) for r in await session.execute(text("""
         SELECT * FROM journey_states
@@ -299,7 +303,7 @@ async def advance_due(session: AsyncSession, journey_id: int, now: datetime, *, 
     for s in rows:
         pending.step(journey_id, s, by_version[s.version], views.get(s.contact_id) or ContactView(s.contact_id, {}),
                      now, default_zone)
-    await _perform(session, journey_id, pending, now, done)
+    await _perform(session, journey_id, pending, now, done, rendering)
     await save_states(session, journey_id, rows, now)
     await record_visits(session, journey_id, pending.visits, now)
     return done
@@ -311,6 +315,7 @@ class _Pending:
 
     visits: list[tuple[int, int, int, str, str]] = field(default_factory=list)
     sends: list[Step] = field(default_factory=list)
+    origins: list[tuple[State, str]] = field(default_factory=list)  # per send: the state and the send node
     traits: dict[int, dict[str, Any]] = field(default_factory=dict)
     grants: list[tuple[State, str, Submission]] = field(default_factory=list)
 
@@ -331,6 +336,7 @@ class _Pending:
             p = effect.payload
             if effect.kind == "send":
                 self.sends.append(Step(s.contact_id, k, list(p["chain"]), dict(p["content"]), p["topic"]))
+                self.origins.append((s, effect.node))
             elif effect.kind == "update":
                 self.traits.setdefault(s.contact_id, {}).update(p["traits"])
             elif effect.kind == "grant":
@@ -338,9 +344,52 @@ class _Pending:
                     k, Kind.CREDIT, s.contact_id, p["amount"], memo=f"journey {journey_id} node {effect.node}"))))
 
 
-async def _perform(session: AsyncSession, journey_id: int, pending: _Pending, now: datetime, done: Advanced) -> None:
+async def _personalise(session: AsyncSession, journey_id: int, pending: _Pending, rendering: Confinement,
+                       done: Advanced) -> None:
+    """Render the batch's send templates (domain.journeys.content) in the confined workers, off the event loop, in
+    one `map`. A part without `{` is no template and is sent as written (no round trip). A send whose render fails
+    or passes a bound is dropped alone: its contact's history gets `render_failed` at the send node (counted like
+    any outcome), the reason goes to `done.render_failures`, and the contact moves on as the graph says."""
+    wanted = [(i, part) for i, step in enumerate(pending.sends) for part in content.parts(step.content)
+              if "{" in part[2]]
+    if not wanted:
+        return
+    ids = sorted({pending.sends[i].contact_id for i, _ in wanted})
+    contacts = {r.id: dict(r._mapping) for r in await session.execute(text("""
+        SELECT id, user_id, email, phone, timezone, traits FROM contacts WHERE id = ANY(:ids)
+    """), {"ids": ids})}
+    variables: dict[int, dict[str, Any]] = {}
+    for i, _ in wanted:
+        if i not in variables:
+            step, (s, _node) = pending.sends[i], pending.origins[i]
+            variables[i] = templating.context(contacts.get(step.contact_id) or {"id": step.contact_id}, s.event,
+                                           journey_id)
+    outcomes = await rendering.map(templating.render, [(part[2], variables[i], part[3]) for i, part in wanted])
+    rendered: dict[int, list[tuple[content.Part, str]]] = {}
+    problems: dict[int, list[str]] = {}
+    for (i, part), outcome in zip(wanted, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            problems.setdefault(i, []).append(f"content.{part[0]}.{'.'.join(part[1])}: the template {outcome}")
+        else:
+            rendered.setdefault(i, []).append((part, outcome))
+    kept, origins = [], []
+    for i, (step, (s, node)) in enumerate(zip(pending.sends, pending.origins, strict=True)):
+        if i in problems:  # recorded right after the contact entered the send node
+            arrived = (s.contact_id, s.version, s.entry, node, "entered")
+            at = max((n for n, v in enumerate(pending.visits) if v == arrived), default=len(pending.visits) - 1)
+            pending.visits.insert(at + 1, (s.contact_id, s.version, s.entry, node, "render_failed"))
+            done.render_failures.append((s.contact_id, node, "; ".join(problems[i])))
+            continue
+        kept.append(replace(step, content=content.fill(step.content, rendered[i])) if i in rendered else step)
+        origins.append((s, node))
+    pending.sends, pending.origins = kept, origins
+
+
+async def _perform(session: AsyncSession, journey_id: int, pending: _Pending, now: datetime, done: Advanced,
+                   rendering: Confinement | None = None) -> None:
     """The effects, in the caller's transaction: trait updates (one statement), ledger credits (one posting batch,
-    each under its key), delivery plans registered (sent by the caller after the commit)."""
+    each under its key), send templates rendered (with `rendering`; without it content is sent as written), delivery
+    plans registered (sent by the caller after the commit)."""
     if pending.traits:
         ids = sorted(pending.traits)
         await session.execute(text("""
@@ -356,6 +405,8 @@ async def _perform(session: AsyncSession, journey_id: int, pending: _Pending, no
             else:
                 done.refused += 1
                 pending.visit(s, node, "grant_refused")
+    if rendering is not None and pending.sends:
+        await _personalise(session, journey_id, pending, rendering, done)
     done.sends = pending.sends
     if done.sends:
         await records.register(session, done.sends, now)
