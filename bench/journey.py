@@ -163,7 +163,7 @@ async def run(ctx: BenchContext, n: int, batch: int, send_batch: int) -> BenchRe
                 due += moved.sends
                 last = moved.contacts < batch
                 if due and (len(due) >= send_batch or last):
-                    done = await delivery.send(due, now=later)
+                    done = await delivery.send_registered(due, now=later)
                     due = []
                     outcome.claimed, outcome.failed, outcome.suppressed = outcome.claimed + done.claimed, \
                         outcome.failed + done.failed, outcome.suppressed + done.suppressed

@@ -75,6 +75,11 @@ class DeliveryService:
         only = [(st.contact_id, st.key) for st in steps]
         return await self._rounds(only, len(steps), now)
 
+    async def send_registered(self, steps: Sequence[Step], *, now: datetime | None = None) -> Progress:
+        """`send` for steps whose plans the caller registered in its own transaction (a journey's move registers
+        them with the state change): the same sending, without registering them again."""
+        return await self._rounds([(st.contact_id, st.key) for st in steps], len(steps), now or datetime.now(UTC))
+
     async def sweep(self, *, limit: int = 500, now: datetime | None = None) -> Progress:
         """One batch of due plans: ended receipt windows, failures reported by webhook, ended quiet hours,
         retries and sends whose worker died."""

@@ -85,7 +85,7 @@ class JourneyActivities:
                                                  default_zone=self.default_zone, rendering=self.rendering)
             _log_failures(jid, consumed.moved)
             if consumed.moved.sends:  # recorded with the move; sent now (a crash here leaves them to the sweeper)
-                done.sent += (await self.delivery.send(consumed.moved.sends, now=now)).sent
+                done.sent += (await self.delivery.send_registered(consumed.moved.sends, now=now)).sent
             done.events += consumed.events
             done.entered += consumed.entered
             done.resumed += consumed.resumed
@@ -104,7 +104,7 @@ class JourneyActivities:
             _log_failures(jid, moved)
             due += moved.sends
             if len(due) >= params.send_batch:  # a crash before this leaves them to the sweeper, sent once
-                done.sent += (await self.delivery.send(due, now=now)).sent  # at the journey's clock
+                done.sent += (await self.delivery.send_registered(due, now=now)).sent  # at the journey's clock
                 due = []
             done.advanced += moved.contacts
             done.grants += moved.grants
@@ -113,7 +113,7 @@ class JourneyActivities:
                 break
             done.more = done.more or n == params.max_batches - 1
         if due:
-            done.sent += (await self.delivery.send(due, now=now)).sent
+            done.sent += (await self.delivery.send_registered(due, now=now)).sent
         async with self.sessions() as s:
             done.next_wake = await runtime.next_wake(s, jid)
 
