@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 
 class InvalidQuietHours(ValueError):
@@ -35,17 +35,6 @@ class QuietHours:
         if self.start < self.end:
             return self.start <= local < self.end
         return local >= self.start or local < self.end
-
-
-def zone(name: str | None, default: str = "UTC") -> ZoneInfo:
-    """The contact's zone; the default for a missing or unknown name."""
-    for candidate in (name, default):
-        if candidate:
-            try:
-                return ZoneInfo(candidate)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return ZoneInfo("UTC")
 
 
 def next_allowed(now: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> datetime:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from domain.journeys.graph import (
     Condition,
@@ -29,6 +29,7 @@ from domain.journeys.graph import (
     WaitForEvent,
 )
 from domain.rules import evaluate
+from domain.zones import zone
 
 
 class Status(StrEnum):
@@ -89,16 +90,6 @@ def pick_branch(split: Split, bucket: int) -> int | None:
         if bucket < edge:
             return i
     return None
-
-
-def zone(name: str | None, default: str = "UTC") -> ZoneInfo:
-    for candidate in (name, default):
-        if candidate:
-            try:
-                return ZoneInfo(candidate)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return ZoneInfo("UTC")
 
 
 def next_time_of_day(now: datetime, hhmm: str, tz: ZoneInfo) -> datetime:

@@ -24,7 +24,8 @@ from domain.channels.deliveries import FAILURE, ORDER, RANK, RECEIPT_STATES, SUC
 from domain.channels.fallback import Attempt, Done, Send, Wait, decide, message_key
 from domain.channels.policy import DeliveryPolicy
 from domain.channels.preferences import subscribed
-from domain.channels.quiet import next_allowed, zone
+from domain.channels.quiet import next_allowed
+from domain.zones import zone
 from store.channels import caps, preferences, suppressions
 from store.channels.addresses import address_hash, reach
 

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from domain.channels.caps import Cap, InvalidCaps, parse_caps, reached
 from domain.channels.preferences import subscribed
-from domain.channels.quiet import QuietHours, local_instant, next_allowed, zone
+from domain.channels.quiet import QuietHours, local_instant, next_allowed
 from domain.channels.tokens import InvalidToken, LinkToken, sign, verify
+from domain.zones import zone
 
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
 DAY_WEEK = parse_caps("*:2/1d, *:5/7d")

@@ -14,7 +14,8 @@ from temporalio.worker import Replayer
 from activities.channels.delivery import service_for
 from activities.journeys import JourneyActivities, StepInput
 from api.runtime import Runtime
-from domain.journeys.interpreter import next_time_of_day, zone
+from domain.journeys.interpreter import next_time_of_day
+from domain.zones import zone
 from store.db import transaction
 from store.journeys import runtime as journey_runtime
 from tests.workflows.journeys.conftest import Journeys, tag
