@@ -65,11 +65,12 @@ class RewardActivities:
         return Issued(posted=done["posted"], held=done["held"], failed=done["failed"])
 
     @activity.defn
-    async def issue_benefits(self, step: IssuanceStep) -> None:
-        """External benefits of the batch's rewards. Points need none (the posting is the benefit); a coupon
-        reward type issues its coupons here, keyed by the grant's reference."""
-        async with self._tx(step):
-            return
+    async def issue_benefits(self, step: IssuanceStep) -> Issued:
+        """External benefits of the batch's rewards. Points need none (the posting is the benefit); coupon grants
+        get their coupons here, each under `{grant reference}#{i}` (a retry returns the same coupons)."""
+        async with self._tx(step) as session:
+            done = await grants.issue_coupons(session, step.batch, now=datetime.now(UTC))
+        return Issued(posted=done["issued"], failed=done["failed"])
 
     @activity.defn
     async def notify_rewarded(self, step: IssuanceStep) -> int:
@@ -89,9 +90,12 @@ class RewardActivities:
 
     @activity.defn
     async def reverse_postings(self, step: IssuanceStep) -> int:
-        """Compensation: take back what the batch credited (references `{reference}:reverse`)."""
+        """Compensation: take back what the batch gave — reverse its credits (references `{reference}:reverse`)
+        and revoke its coupons (a redeemed one cannot be taken back: store/tasks/grants.py:revoke_coupons)."""
         async with transaction(self.sessions) as session:
-            return await grants.reverse_postings(session, step.batch, now=datetime.now(UTC))
+            now = datetime.now(UTC)
+            return (await grants.reverse_postings(session, step.batch, now=now)
+                    + await grants.revoke_coupons(session, step.batch, now=now))
 
     @activity.defn
     async def release_budget(self, step: IssuanceStep) -> int:

@@ -49,6 +49,8 @@ class TaskIn(BaseModel):
          "streak_rewards": [5, 5, 10, 10, 15, 15, 30], "program_id": 1,
          "period": {"kind": "daily", "zone": "Asia/Shanghai"}, "claim_mode": "manual",
          "claim_window_seconds": 86400},
+        {"name": "First review", "user_action": "review", "num": 1, "reward_type": "coupon",
+         "coupon_template_id": 3, "reward_count": 1, "period": {"kind": "once"}, "budget": 1000},
     ]})
 
     name: str = Field(min_length=1, max_length=200)
@@ -60,9 +62,13 @@ class TaskIn(BaseModel):
                                 description=f"How much an event counts (default 1): {CEL}, e.g. "
                                             "`event.properties.amount / 100`.")
     num: StrictInt = Field(1, ge=1, le=INT_MAX, description="Units per completion.")
-    reward_count: StrictInt = Field(0, ge=0, le=INT_MAX, description="Reward per completion.")
-    reward_type: Literal["points"] = "points"
-    program_id: StrictId = Field(description="The points program the reward is credited in.")
+    reward_count: StrictInt = Field(0, ge=0, le=INT_MAX,
+                                    description="Reward per completion: points, or coupons (at most 100).")
+    reward_type: Literal["points", "coupon"] = Field("points", description="A points credit, or coupons.")
+    program_id: StrictId | None = Field(None, description="points: the program the reward is credited in.")
+    coupon_template_id: StrictId | None = Field(
+        None, description="coupon: the coupon template issued (`reward_count` coupons per completion); it must "
+                          "exist and be active.")
     period: PeriodIn = Field(default_factory=PeriodIn)
     threshold: StrictInt | None = Field(None, ge=1, le=INT_MAX, description="Completions per period.")
     lifetime_cap: StrictInt | None = Field(None, ge=1, le=INT_MAX, description="Completions per contact, ever.")
@@ -113,8 +119,12 @@ class GrantOut(BaseModel):
     period_key: str
     n: int
     reference: str
-    program_id: int
-    amount: int
+    reward_type: str = Field(description="points or coupon")
+    program_id: int | None
+    coupon_template_id: int | None
+    amount: int = Field(description="Points, or coupons")
+    coupon_codes: list[str] = Field(description="coupon: the codes issued (once issued), as shown to the contact",
+                                    examples=[["7K3M-Q9XA-2B4F-H"]])
     status: str
     claim_deadline: datetime | None
     failure: str | None

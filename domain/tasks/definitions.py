@@ -34,10 +34,15 @@ class ClaimMode(StrEnum):
 
 
 class RewardType(StrEnum):
-    """What a completion grants. `points`: a credit in the points program `program_id`. A coupon template plugs
-    in as another member, issued by the saga's external-benefit step."""
+    """What a completion grants. `points`: a credit in the points program `program_id`; `coupon`: coupons of the
+    template `coupon_template_id` (`reward_count` of them per completion), issued by the saga's external-benefit
+    step (no ledger posting)."""
 
     POINTS = "points"
+    COUPON = "coupon"
+
+
+MAX_COUPONS = 100  # coupons one completion may grant
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,14 @@ class TaskDefinition:
     user_action: str
     num: int
     reward_count: int
-    program_id: int
+    program_id: int | None
     period: Period
     kind: TaskKind = TaskKind.SIMPLE
     description: str = ""
     filter: str | None = None
     compute: str | None = None
     reward_type: RewardType = RewardType.POINTS
+    coupon_template_id: int | None = None
     threshold: int | None = None
     lifetime_cap: int | None = None
     budget: int | None = None
@@ -88,6 +94,20 @@ class TaskDefinition:
             raise InvalidTask("num: must be between 1 and 2147483647")
         if not 0 <= self.reward_count <= MAX_AMOUNT:
             raise InvalidTask("reward_count: must be between 0 and 2147483647")
+        if self.reward_type is RewardType.POINTS:
+            if self.program_id is None:
+                raise InvalidTask("program_id: a points reward needs the program it is credited in")
+            if self.coupon_template_id is not None:
+                raise InvalidTask("coupon_template_id: only a coupon reward names a coupon template")
+        else:
+            if self.coupon_template_id is None:
+                raise InvalidTask("coupon_template_id: a coupon reward needs the coupon template it issues")
+            if self.program_id is not None:
+                raise InvalidTask("program_id: a coupon reward is not credited in a points program")
+            most = max([self.reward_count, *self.streak_rewards, *(r for _, r in self.ladder),
+                        *(v.reward_count or 0 for v in self.variants)])
+            if most > MAX_COUPONS:
+                raise InvalidTask(f"reward_count: at most {MAX_COUPONS} coupons per completion")
         if self.threshold is not None and self.threshold < 1:
             raise InvalidTask("threshold: must be at least 1 (or null for no limit)")
         if self.lifetime_cap is not None and self.lifetime_cap < 1:
@@ -202,6 +222,10 @@ def _when(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
+def _id(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def from_mapping(data: dict[str, Any]) -> TaskDefinition:
     """A definition from its JSON form (the API body, the stored row); validated."""
     p = data.get("period") or {}
@@ -212,10 +236,11 @@ def from_mapping(data: dict[str, Any]) -> TaskDefinition:
                         _when(p.get("window_start")), _when(p.get("window_end")))
         definition = TaskDefinition(
             name=data["name"], user_action=data.get("user_action") or "", num=int(data.get("num", 1)),
-            reward_count=int(data.get("reward_count", 0)), program_id=int(data["program_id"]), period=period,
+            reward_count=int(data.get("reward_count", 0)), program_id=_id(data.get("program_id")), period=period,
             kind=TaskKind(data.get("kind", "simple")), description=data.get("description") or "",
             filter=data.get("filter"), compute=data.get("compute"),
-            reward_type=RewardType(data.get("reward_type", "points")), threshold=data.get("threshold"),
+            reward_type=RewardType(data.get("reward_type", "points")),
+            coupon_template_id=_id(data.get("coupon_template_id")), threshold=data.get("threshold"),
             lifetime_cap=data.get("lifetime_cap"), budget=data.get("budget"),
             claim_mode=ClaimMode(data.get("claim_mode", "auto")),
             claim_window_seconds=data.get("claim_window_seconds"), segment_id=data.get("segment_id"),
@@ -243,6 +268,7 @@ def to_mapping(d: TaskDefinition) -> dict[str, Any]:
         "name": d.name, "description": d.description, "kind": d.kind.value, "user_action": d.user_action,
         "filter": d.filter, "compute": d.compute, "num": d.num, "reward_count": d.reward_count,
         "reward_type": d.reward_type.value, "program_id": d.program_id,
+        "coupon_template_id": d.coupon_template_id,
         "period": {"kind": d.period.kind.value, "zone": d.period.zone, "days": d.period.days,
                    "window_start": iso(d.period.window_start), "window_end": iso(d.period.window_end)},
         "threshold": d.threshold, "lifetime_cap": d.lifetime_cap, "budget": d.budget,

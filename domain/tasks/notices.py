@@ -50,8 +50,22 @@ def notice_key(reference: str) -> str:
 
 
 def reward_notice(*, reference: str, contact_id: int, task_id: int, task_name: str, amount: int, unit: str,
-                  claimable: bool, claim_deadline: datetime | None, chain: Sequence[str]) -> Notice:
+                  claimable: bool, claim_deadline: datetime | None, chain: Sequence[str],
+                  coupon: str | None = None, codes: Sequence[str] = ()) -> Notice:
+    """A toast (credited) or a popup (claimable). A coupon reward names the coupon (`coupon`: the template's
+    name) and, once issued, its codes (`codes`, as displayed)."""
     data: dict[str, Any] = {"kind": "task_reward", "task_id": task_id, "reference": reference, "amount": amount}
+    if coupon is not None:
+        what = f"a coupon: {coupon}" if amount == 1 else f"{amount} coupons: {coupon}"
+        data |= {"reward_type": "coupon", "coupon": coupon, "codes": list(codes)}
+        if claimable:
+            until = f" before {claim_deadline:%Y-%m-%d %H:%M} UTC" if claim_deadline else ""
+            return Notice(notice_key(reference), contact_id, tuple(chain), f"Claim {what}",
+                          f"{task_name}: claim your reward{until}.", "popup", data | {"claimable": True},
+                          claim_deadline)
+        body = f"{task_name}: your code{'s' if len(codes) > 1 else ''} {', '.join(codes)}." if codes else \
+            f"{task_name}: in your coupons."
+        return Notice(notice_key(reference), contact_id, tuple(chain), f"You got {what}", body, "toast", data)
     if claimable:
         until = f" before {claim_deadline:%Y-%m-%d %H:%M} UTC" if claim_deadline else ""
         return Notice(notice_key(reference), contact_id, tuple(chain), f"{amount} {unit} to claim",

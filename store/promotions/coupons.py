@@ -174,6 +174,25 @@ async def revoke(session: AsyncSession, code: str) -> Coupon:
     return await get_coupon(session, code)
 
 
+async def revoke_by_reference(session: AsyncSession, template_id: int, references: Sequence[str]) -> dict[str, str]:
+    """Revoke the coupons issued under these references (a compensation: a task reward taken back), set-based and
+    idempotent. Issued or reserved coupons become revoked; the others keep their state (a redeemed coupon was
+    used and cannot be taken back; expired or already revoked ones need nothing). Returns reference → state
+    after, for the references that have a coupon."""
+    rows = (await session.execute(text("""
+        WITH r AS (
+            UPDATE coupons SET state = 'revoked', updated_at = now()
+            WHERE template_id = :t AND reference = ANY(:r) AND state IN ('issued', 'reserved')
+            RETURNING reference, state
+        )
+        SELECT reference, state FROM r
+        UNION ALL
+        SELECT reference, state FROM coupons
+        WHERE template_id = :t AND reference = ANY(:r) AND state NOT IN ('issued', 'reserved')
+    """), {"t": template_id, "r": list(references)})).all()
+    return {r.reference: r.state for r in rows}
+
+
 async def expire_due(session: AsyncSession, now: datetime, limit: int = 10_000) -> int:
     """Issued coupons past their validity become expired (reserved ones expire when their order lets go)."""
     result = await session.execute(text("""

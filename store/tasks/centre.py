@@ -1,5 +1,6 @@
 """The contact-facing task centre (seed 000's 任务中心): the active tasks a contact can take part in, with progress in
-the current period, rewards waiting to be claimed or being issued, and time left. Four statements per request."""
+the current period, rewards waiting to be claimed or being issued (and the coupons granted this period, with their
+codes), and time left. Four statements per request."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from store.tasks.definitions import COLUMNS, Task, task_of
 from store.tasks.grants import Grant, grant_of
 
 MAX_TASKS = 200
+MAX_REWARDS = 1000
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,14 @@ async def task_centre(session: AsyncSession, contact_id: int, *, now: datetime) 
     """), {"c": contact_id, "t": [t.id for t in tasks]})
     progress = {(r.task_id, r.period_key): r for r in rows}
     waiting: dict[int, list[Grant]] = {}
+    # Rewards waiting, and the coupons granted in the current period (their codes, for the app to show).
     for r in await session.execute(text("""
-        SELECT * FROM task_grants WHERE contact_id = :c AND status IN ('claimable', 'pending', 'issuing', 'held')
-        ORDER BY id
-    """), {"c": contact_id}):
-        waiting.setdefault(r.task_id, []).append(grant_of(r))
+        SELECT * FROM task_grants WHERE contact_id = :c AND task_id = ANY(:t)
+          AND (status IN ('claimable', 'pending', 'issuing', 'held') OR (status = 'issued' AND reward_type = 'coupon'))
+        ORDER BY id DESC LIMIT :n
+    """), {"c": contact_id, "t": [t.id for t in tasks], "n": MAX_REWARDS}):
+        if r.status != "issued" or r.period_key == keys.get(r.task_id):
+            waiting.setdefault(r.task_id, []).insert(0, grant_of(r))
     items = []
     for t in tasks:
         key = keys[t.id]

@@ -15,9 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict, NotFound
-from domain.tasks.definitions import TaskDefinition, from_mapping, to_mapping
+from domain.tasks.definitions import InvalidTask, RewardType, TaskDefinition, from_mapping, to_mapping
 from domain.tasks.lifecycle import EDITABLE, TaskStatus, transition
 from store.ledger.programs import get_program
+from store.promotions.promotions import get_template
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,25 @@ def task_of(row: Any) -> Task:
                 ended_at=m["ended_at"])
 
 
+async def _check_reward(session: AsyncSession, definition: TaskDefinition) -> None:
+    """The reward exists: the points program, or the coupon template — which must also be active (404 / 422
+    naming the field)."""
+    if definition.reward_type is RewardType.POINTS:
+        assert definition.program_id is not None  # validated
+        await get_program(session, definition.program_id)
+        return
+    assert definition.coupon_template_id is not None  # validated
+    try:
+        template = await get_template(session, definition.coupon_template_id)
+    except NotFound as exc:
+        raise NotFound(f"coupon_template_id: {exc}") from exc
+    if template.status != "active":
+        raise InvalidTask(f"coupon_template_id: coupon template {template.id} is {template.status}, not active")
+
+
 async def create_task(session: AsyncSession, data: dict[str, Any]) -> Task:
     definition = from_mapping(data)
-    await get_program(session, definition.program_id)
+    await _check_reward(session, definition)
     row = (await session.execute(text(f"""
         INSERT INTO tasks (name, definition, actions, program_id, budget)
         VALUES (:name, CAST(:d AS jsonb), :actions, :program, :budget) RETURNING {COLUMNS}
@@ -83,7 +100,7 @@ async def update_task(session: AsyncSession, task_id: int, data: dict[str, Any])
     if task.status not in EDITABLE:
         raise Conflict(f"task {task_id} is {task.status}; only a draft task can be edited")
     definition = from_mapping(data)
-    await get_program(session, definition.program_id)
+    await _check_reward(session, definition)
     row = (await session.execute(text(f"""
         UPDATE tasks SET name = :name, definition = CAST(:d AS jsonb), actions = :actions, program_id = :program,
             budget = :budget, version = version + 1, updated_at = now()

@@ -20,11 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.errors import DomainError
 from domain.ledger.operations import MissingCredit
 from domain.ledger.postings import Kind, Request
+from domain.promotions.coupons import display
 from domain.tasks.lifecycle import GrantStatus, check_claim
 from domain.tasks.progress import ProgressStatus
 from store.ledger.postings import apply, existing
 from store.ledger.receipts import Receipt, Submission
 from store.ledger.screening import screen_credit
+from store.promotions.coupons import issue_coupon, revoke_by_reference
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,18 @@ class Grant:
     batch: str | None
     failure: str | None
     created_at: datetime
+    reward_type: str = "points"
+    coupon_template_id: int | None = None
+    coupon_codes: tuple[str, ...] = ()  # as shown to the contact (XXXX-XXXX-XXXX-C)
+
+    @property
+    def coupon_references(self) -> list[str]:
+        """The references its coupons are issued under: `{reference}#{i}`, one per coupon."""
+        return [coupon_reference(self.reference, i) for i in range(self.amount)]
+
+
+def coupon_reference(reference: str, i: int) -> str:
+    return f"{reference}#{i}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,8 @@ def grant_of(row: Any) -> Grant:
     m = row._mapping
     return Grant(m["id"], m["task_id"], m["contact_id"], m["period_key"], m["n"], m["reference"], m["program_id"],
                  m["amount"], GrantStatus(m["status"]), m["claim_deadline"], m["batch"], m["failure"],
-                 m["created_at"])
+                 m["created_at"], m["reward_type"], m["coupon_template_id"],
+                 tuple(display(c) for c in m["coupon_codes"] or ()))
 
 
 def batch_id(first: int, last: int) -> str:
@@ -119,8 +134,9 @@ def _credit(g: Grant) -> Request:
 async def post_rewards(session: AsyncSession, batch: str, *, now: datetime) -> dict[str, int]:
     """Saga step 2: credit the batch's rewards through the ledger's posting service, in one call, each under its
     reference (a replay answers with the original receipt). The ledger's risk controls screen each credit first:
-    a held one stays `held` until its review is decided; a refused one fails (its budget released)."""
-    grants = await issuing(session, batch)
+    a held one stays `held` until its review is decided; a refused one fails (its budget released). Coupon grants
+    post nothing (their coupons are issued by `issue_coupons`)."""
+    grants = [g for g in await issuing(session, batch) if g.reward_type == "points"]
     to_post: list[Grant] = []
     held: list[int] = []
     failed: dict[int, str] = {}
@@ -169,6 +185,59 @@ async def finish(session: AsyncSession, batch: str, now: datetime) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def issue_coupons(session: AsyncSession, batch: str, *, now: datetime) -> dict[str, int]:
+    """Saga step 3 (external benefits): issue the coupons of the batch's coupon grants, `amount` each, under
+    `{reference}#{i}` (Promotions' `issue_coupon` returns the coupon of a reference it has seen, so a retried or
+    re-run step issues nothing twice), and keep their codes on the grant. A grant Promotions refuses (template
+    paused, out of stock, the contact's limit) fails alone — its coupons issued so far revoked, its budget
+    released — inside a savepoint, so the rest of the batch is issued."""
+    grants = [g for g in await issuing(session, batch) if g.reward_type == "coupon"]
+    failed: dict[int, str] = {}
+    codes: dict[int, list[str]] = {}
+    for g in grants:
+        assert g.coupon_template_id is not None
+        try:
+            async with session.begin_nested():
+                codes[g.id] = [(await issue_coupon(session, g.coupon_template_id, g.contact_id, ref, now=now)).code
+                               for ref in g.coupon_references]
+        except DomainError as exc:
+            failed[g.id] = f"coupon not issued: {exc}"
+            await revoke_by_reference(session, g.coupon_template_id, g.coupon_references)
+    if codes:
+        await session.execute(text("""
+            UPDATE task_grants g SET coupon_codes = string_to_array(k.codes, ','), updated_at = :now
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[])) AS k(id, codes) WHERE g.id = k.id
+        """), {"ids": list(codes), "codes": [",".join(c) for c in codes.values()], "now": now})
+    await _fail(session, failed, now)
+    return {"issued": sum(len(c) for c in codes.values()), "failed": len(failed)}
+
+
+async def revoke_coupons(session: AsyncSession, batch: str, *, now: datetime) -> int:
+    """Compensation: revoke the coupons the batch's coupon grants issued (idempotent: by reference, set-based per
+    template). A coupon already redeemed cannot be taken back: its grant stays issued with the failure text
+    `coupon redeemed before the compensation` (like a reversal the ledger refuses), for a person to look at; an
+    expired or already revoked coupon needs nothing. Returns the coupons revoked or already revoked."""
+    grants = [g for g in await issuing(session, batch) if g.reward_type == "coupon"]
+    by_template: dict[int, list[Grant]] = {}
+    for g in grants:
+        assert g.coupon_template_id is not None
+        by_template.setdefault(g.coupon_template_id, []).append(g)
+    kept: dict[int, str] = {}
+    taken = 0
+    for template_id, gs in by_template.items():
+        states = await revoke_by_reference(session, template_id, [r for g in gs for r in g.coupon_references])
+        taken += sum(1 for s in states.values() if s == "revoked")
+        for g in gs:
+            if any(states.get(r) == "redeemed" for r in g.coupon_references):
+                kept[g.id] = "coupon redeemed before the compensation: not taken back"
+    if kept:
+        await session.execute(text("""
+            UPDATE task_grants g SET status = 'issued', failure = k.why, updated_at = :now
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:why AS text[])) AS k(id, why) WHERE g.id = k.id
+        """), {"ids": list(kept), "why": list(kept.values()), "now": now})
+    return taken
+
+
 def reversal_reference(reference: str) -> str:
     return f"{reference}:reverse"
 
@@ -176,7 +245,7 @@ def reversal_reference(reference: str) -> str:
 async def reverse_postings(session: AsyncSession, batch: str, *, now: datetime) -> int:
     """Compensation: take back what the batch credited, each with its own reference `{reference}:reverse` (an
     adjustment; a replay answers with the original). A grant never posted has nothing to take back."""
-    grants = await issuing(session, batch)
+    grants = [g for g in await issuing(session, batch) if g.reward_type == "points"]
     posted = await existing(session, [(g.program_id, g.reference) for g in grants])
     todo = [g for g in grants if (g.program_id, g.reference) in posted]
     outcomes = await apply(session, [Submission(g.program_id, Request(
@@ -327,7 +396,7 @@ def _programs(programs: Sequence[int] | None) -> list[int] | None:
 # no open finding files yet.
 GRANT_PAGE = """
     SELECT g.id, g.program_id, g.contact_id, g.reference, g.amount,
-           (g.status = 'issued' AND g.failure IS NULL
+           (g.status = 'issued' AND g.failure IS NULL AND g.reward_type = 'points'
             AND NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.program_id = g.program_id
                             AND p.reference = g.reference)) AS missing
     FROM task_grants g

@@ -11,12 +11,15 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.promotions.coupons import display
 from domain.tasks.notices import DEFAULT_CHAIN, Notice, reward_notice
 
 _FIELDS = """
     SELECT g.id, g.reference, g.contact_id, g.task_id, g.amount, g.status, g.claim_deadline, t.name AS task_name,
-           t.definition->'notify' AS chain, coalesce(p.unit, 'points') AS unit
+           t.definition->'notify' AS chain, coalesce(p.unit, 'points') AS unit, g.reward_type, g.coupon_codes,
+           c.name AS coupon_name
     FROM task_grants g JOIN tasks t ON t.id = g.task_id LEFT JOIN ledger_programs p ON p.id = g.program_id
+    LEFT JOIN coupon_templates c ON c.id = g.coupon_template_id
 """
 
 
@@ -25,7 +28,9 @@ def _notice(row: Any) -> Notice:
     chain = DEFAULT_CHAIN if m["chain"] is None else tuple(m["chain"])
     return reward_notice(reference=m["reference"], contact_id=m["contact_id"], task_id=m["task_id"],
                          task_name=m["task_name"], amount=int(m["amount"]), unit=m["unit"],
-                         claimable=m["status"] == "claimable", claim_deadline=m["claim_deadline"], chain=chain)
+                         claimable=m["status"] == "claimable", claim_deadline=m["claim_deadline"], chain=chain,
+                         coupon=(m["coupon_name"] or "coupon") if m["reward_type"] == "coupon" else None,
+                         codes=[display(c) for c in m["coupon_codes"] or ()])
 
 
 async def credited_in_batch(session: AsyncSession, batch: str) -> tuple[list[int], list[Notice]]:

@@ -115,9 +115,10 @@ RESERVE = """
 """
 INSERT_GRANTS = """
     INSERT INTO task_grants (task_id, contact_id, period_key, n, reference, program_id, amount, status,
-                             claim_deadline, failure)
+                             claim_deadline, failure, reward_type, coupon_template_id)
     SELECT * FROM unnest(%(t)s::bigint[], %(c)s::bigint[], %(k)s::text[], %(n)s::int[], %(r)s::text[],
-                         %(p)s::bigint[], %(a)s::bigint[], %(s)s::text[], %(d)s::timestamptz[], %(f)s::text[])
+                         %(p)s::bigint[], %(a)s::bigint[], %(s)s::text[], %(d)s::timestamptz[], %(f)s::text[],
+                         %(rt)s::text[], %(ct)s::bigint[])
     ON CONFLICT (contact_id, task_id, period_key, n) DO NOTHING
 """
 
@@ -168,7 +169,7 @@ class _Grant:
     contact_id: int
     key: str
     reward: Reward
-    program_id: int
+    program_id: int | None
     manual: bool
     window: int | None
 
@@ -318,5 +319,6 @@ async def _record(pg: Any, tasks: dict[int, TaskDefinition], grants: list[_Grant
         "s": texts([s.value for s in status]),
         "d": [now + timedelta(seconds=g.window or 0) if s is GrantStatus.CLAIMABLE else None
               for g, s in zip(grants, status, strict=True)],
-        "f": texts(failure)})
+        "f": texts(failure), "rt": texts([tasks[g.task_id].reward_type.value for g in grants]),
+        "ct": ints([tasks[g.task_id].coupon_template_id for g in grants])})
     result.rewards += sum(1 for f in failure if f is None)

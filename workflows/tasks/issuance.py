@@ -1,12 +1,13 @@
 """RewardIssuanceWorkflow: one per batch of reward grants (id `reward-issuance:{first}-{last}`, from the batch's
 grant ids, never a run id), a saga over the budget, the ledger and external benefits.
 
-begin (pending → issuing) → post the credits (one call to the ledger's posting service, each under its grant's
-reference `reward:{task}:{contact}:{period}:{n}`) → issue external benefits (none for points; coupons plug in
-here) → notify (a toast per credited grant, or the task's channel chain; a failure here is logged, never
-compensated) → issued. The budget was reserved when the rewards were earned (atomically, in the progress
-transaction); a failure or a cancellation runs the compensations registered so far in reverse — reverse the
-postings (`{reference}:reverse`), then release the budget — idempotent and retried until they succeed.
+begin (pending → issuing) → post the credits of points grants (one call to the ledger's posting service, each
+under its grant's reference `reward:{task}:{contact}:{period}:{n}`) → issue external benefits (coupon grants:
+their coupons, under `{reference}#{i}`) → notify (a toast per credited grant, or the task's channel chain; a
+failure here is logged, never compensated) → issued. The budget was reserved when the rewards were earned
+(atomically, in the progress transaction); a failure or a cancellation runs the compensations registered so far
+in reverse — reverse the postings (`{reference}:reverse`) and revoke the coupons, then release the budget —
+idempotent and retried until they succeed.
 """
 
 from __future__ import annotations

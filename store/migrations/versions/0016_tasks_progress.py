@@ -7,7 +7,8 @@ across periods, and the reward grants outbox.
   2 completed, 3 claimed, 4 lapsed), the progress, completions granted in the period and an `extra` map.
 - `task_participants`: one row per (contact, task): variant, lifetime completions, streak state.
 - `task_grants`: one row per reward earned, unique by its reference `reward:{task}:{contact}:{period}:{n}` (the
-  ledger posting's reference); the outbox the reward dispatcher reads (pending → issuing → issued), and
+  ledger posting's reference; a coupon grant's coupons are issued under `{reference}#{i}`, their codes kept);
+  the outbox the reward dispatcher reads (pending → issuing → issued), and
   `notified_at` once the contact was told (a toast when credited, a popup when claimable: domain/tasks/notices.py).
 - `task_grant_checks`: where reconciliation's grant ↔ posting checks stopped, per program filter (keyset pages
   that wrap around), so each run reads a bounded page however large grants and postings grow.
@@ -37,7 +38,7 @@ def upgrade() -> None:
             version       integer NOT NULL DEFAULT 1,
             definition    jsonb NOT NULL,
             actions       text[] NOT NULL,
-            program_id    bigint NOT NULL,
+            program_id    bigint,          -- null for a coupon task (the template is in the definition)
             budget        bigint,
             reserved      bigint NOT NULL DEFAULT 0,
             alert         text,
@@ -85,7 +86,9 @@ def upgrade() -> None:
             n             integer NOT NULL,
             reference     text NOT NULL,
             reward_type   text NOT NULL DEFAULT 'points',
-            program_id    bigint NOT NULL,
+            program_id    bigint,          -- points grants: the program credited
+            coupon_template_id bigint,     -- coupon grants: the template issued (`amount` coupons)
+            coupon_codes  text[],          -- coupon grants: the codes issued, once issued
             amount        bigint NOT NULL,
             status        text NOT NULL,
             claim_deadline timestamptz,

@@ -96,6 +96,10 @@ async def _has_grants(sessions: async_sessionmaker[AsyncSession], task_id: int) 
     return bool(await grants_of(sessions, task_id))
 
 
+async def _grants_at_least(sessions: async_sessionmaker[AsyncSession], task_id: int, n: int) -> bool:
+    return len(await grants_of(sessions, task_id)) >= n
+
+
 async def test_two_consumers_racing_with_concurrent_ingestion_never_pass_the_cap(
         api: httpx.AsyncClient, ingest: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
     like = f"like_{tag()}"
@@ -141,9 +145,9 @@ async def test_a_streak_rises_daily_and_a_missed_day_resets_it(
                              program_id=await program(api), period={"kind": "daily", "zone": "Asia/Shanghai"})
     user = f"u-{tag()}"
     days = [datetime(2026, 12, d, 23, 59, 59, tzinfo=SHANGHAI) for d in (1, 2, 3, 5, 6)]
-    for day in days:  # one day at a time, as they happen
+    for n, day in enumerate(days, 1):  # one day at a time, as they happen
         await track(ingest, user, [(check_in, {}, day), (check_in, {}, day)])
-        await drain(sessions)
+        await drain(sessions, until=lambda n=n: _grants_at_least(sessions, task["id"], n))
     assert [g.amount for g in await grants_of(sessions, task["id"])] == [5, 10, 15, 5, 10]
 
 
@@ -153,7 +157,7 @@ async def test_erasure_removes_task_progress_and_cancels_unissued_rewards(
     task = await active_task(api, user_action=act, reward_count=3, budget=100, program_id=await program(api))
     user = f"u-{tag()}"
     await track(ingest, user, [(act, {}, datetime(2026, 12, 3, 10, tzinfo=SHANGHAI))])
-    await drain(sessions)
+    await drain(sessions, until=lambda: _has_grants(sessions, task["id"]))
     c = await contact_id(api, user)
     assert (await api.delete(f"/v1/contacts/{c}")).status_code == 204
     assert await progress_of(sessions, task["id"]) == {}
