@@ -38,7 +38,7 @@ from domain.keys import Scope, parse_key
 from store.campaigns import definitions, lifecycle, runs
 from store.campaigns.lifecycle import Actor
 from store.campaigns.models import Campaign, CampaignRun
-from workflows.campaigns import CAMPAIGN_ID, TASK_QUEUE, CampaignRunInput, CampaignWorkflow
+from workflows.campaigns import CAMPAIGN_ID, TASK_QUEUE, CampaignRunInput, CampaignWorkflow, paced_batch_size
 from workflows.schedules import kind
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
@@ -107,7 +107,7 @@ async def _out_many(session: Session, request: Request, campaigns: Sequence[Camp
             variants=[VariantIn.model_validate(v) for v in campaign.variants],
             holdout_percent=campaign.holdout_bp * 100 / BUCKETS, conversion_event=campaign.conversion_event,
             incentive=campaign.incentive, approval_required=campaign.approval_required,
-            created_by=campaign.created_by, chain=list(campaign.chain),
+            created_by=campaign.created_by, chain=list(campaign.chain), max_per_second=campaign.max_per_second,
             content=ChannelContent.model_validate(campaign.content),
         ))
     return out
@@ -124,7 +124,7 @@ async def create_campaign(body: CampaignIn, session: Session, request: Request, 
         holdout_bp=round(body.holdout_percent * BUCKETS / 100), incentive=body.incentive,
         approval_required=body.approval_required, conversion_event=body.conversion_event,
         created_by_key_id=actor.key_id, created_by=actor.name, chain=body.chain,
-        content=body.content.model_dump(exclude_none=True))
+        content=body.content.model_dump(exclude_none=True), max_per_second=body.max_per_second)
     return await _out(session, request, campaign)
 
 
@@ -141,7 +141,10 @@ async def get_campaign(campaign_id: Id, session: Session, request: Request) -> C
 
 
 @router.post("/{campaign_id}/launch", response_model=CampaignOut, status_code=202, dependencies=[Admin],
-             summary="Launch a campaign now, or schedule it (`at`): starts one CampaignWorkflow for this run")
+             summary="Launch a campaign now, or schedule it (`at`): starts one CampaignWorkflow for this run",
+             description="Refused (422) when a template uses a variable, without `| default(...)`, that some of the "
+                         "audience's recipients lack (the first 200 by contact id are probed); the problem names the "
+                         "variable, the channel and field, and how many of them lack it.")
 async def launch_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal,
                           actor: Caller, body: LaunchIn | None = None) -> CampaignOut:
     at = body.at if body else None
@@ -152,6 +155,7 @@ async def launch_campaign(campaign_id: Id, session: Session, request: Request, c
         elif at > now + timedelta(days=366):
             raise DomainError("at: schedule within a year.")
     run = await runs.start_run(session, campaign_id, _policy(request), actor, at=at)
+    await definitions.check_variables(session, campaign_id)  # a 422 rolls the run back with the request
     campaign = await definitions.get_campaign(session, campaign_id)
     await _start_workflow(client, request.app.state.runtime, campaign, run, at)
     return await _out(session, request, campaign)
@@ -244,8 +248,10 @@ async def _start_workflow(client: Client, runtime: Runtime, campaign: Campaign, 
     try:
         await client.start_workflow(
             CampaignWorkflow.run,
-            CampaignRunInput(campaign_id=campaign.id, run_id=run.id, batch_size=runtime.settings.campaign_batch_size,
-                             window=runtime.settings.campaign_window, start_at=at.timestamp() if at else None),
+            CampaignRunInput(campaign_id=campaign.id, run_id=run.id,
+                             batch_size=paced_batch_size(runtime.settings.campaign_batch_size, campaign.max_per_second),
+                             window=runtime.settings.campaign_window, start_at=at.timestamp() if at else None,
+                             max_per_second=campaign.max_per_second),
             id=run.workflow_id, task_queue=TASK_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=kind("campaign", SearchAttributePair(CAMPAIGN_ID, str(campaign.id))),
             static_summary=f"Campaign #{campaign.id} {campaign.name[:80]!r}, run {run.number}: {campaign.channel}",

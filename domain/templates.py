@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, Undefined, nodes
+from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
@@ -358,3 +358,76 @@ SAMPLE_CONTEXT: dict[str, Any] = {
 def contact_context(contact: dict[str, Any], campaign: dict[str, Any]) -> dict[str, Any]:
     traits = contact.get("traits") or {}
     return {"contact": {**contact, **{k: v for k, v in traits.items() if k not in contact}}, "campaign": campaign}
+
+
+# Missing variables: which of the values a template reads are undefined for a given contact. The probe renders with
+# an Undefined that records its name when the template *uses* it (prints, concatenates or loops over it, or reaches
+# through it); `| default(...)`, `is defined` and `{% if %}` only test it, so they record nothing and a template
+# that guards its variables passes. The recorded names are mapped back to the dotted paths the template reads
+# (`contact.first_name`) from its syntax tree (meta.find_undeclared_variables for the roots).
+
+_misses: ContextVar[list[str] | None] = ContextVar("template_misses", default=None)
+
+
+class _Recording(Undefined):
+    __slots__ = ()
+
+    def _record(self) -> None:
+        misses = _misses.get()
+        if misses is not None:
+            misses.append(str(self._undefined_name or "?"))
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
+        self._record()
+        return super()._fail_with_undefined_error(*args, **kwargs)
+
+    def __str__(self) -> str:
+        self._record()
+        return ""
+
+    def __iter__(self) -> Iterator[Any]:
+        self._record()
+        return iter(())
+
+
+_probe_env = BoundedEnvironment(autoescape=False, undefined=_Recording, keep_trailing_newline=True)
+_probe_html_env = BoundedEnvironment(autoescape=True, undefined=_Recording, keep_trailing_newline=True)
+
+
+@lru_cache(maxsize=256)
+def _probe(source: str, html: bool) -> tuple[Any, tuple[str, ...]]:
+    """The template compiled for probing, and the dotted paths it reads (`contact.first_name`, `campaign`)."""
+    env = _probe_html_env if html else _probe_env
+    parsed = env.parse(source)
+    paths = [f"{node.node.name}.{node.attr}" for node in parsed.find_all(nodes.Getattr)
+             if isinstance(node.node, nodes.Name)]
+    paths += [f"{node.node.name}.{node.arg.value}" for node in parsed.find_all(nodes.Getitem)
+              if isinstance(node.node, nodes.Name) and isinstance(node.arg, nodes.Const)]
+    paths += sorted(meta.find_undeclared_variables(parsed))
+    tree = _Metered().visit(parsed)
+    tree.set_environment(env)
+    return env.from_string(tree), tuple(paths)
+
+
+def missing_variables(source: str, context: dict[str, Any], html: bool = False) -> list[str]:
+    """The dotted paths this template uses without a default that are undefined in `context`, sorted; empty when
+    it reads nothing missing. A render that fails for another reason reports what it found before failing (the
+    send refuses that message on its own). Meant to run in the confined workers, like `render`."""
+    compiled, paths = _probe(source, html)
+    misses: list[str] = []
+    token, budget = _misses.set(misses), _budget.set(_Budget())
+    try:
+        size = 0
+        for chunk in compiled.generate(context):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                break
+    except Exception:  # noqa: BLE001, S110 - other problems are the render's business, reported at send
+        pass
+    finally:
+        _misses.reset(token)
+        _budget.reset(budget)
+    found = set()
+    for name in misses:
+        found.add(next((p for p in paths if p == name or p.endswith("." + name)), name))
+    return sorted(found)

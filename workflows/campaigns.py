@@ -5,6 +5,11 @@ snapshotted, then cut into contact-id ranges of at most one batch each, so up to
 any workers without ever overlapping (a second worker adds throughput; exactly-once is the deliveries' unique key
 and their `queued` status, as before). Pause and cancel act at batch boundaries: batches in flight finish, no new
 one starts. The history stays small through continue-as-new, carrying the ranges left and the running totals.
+
+A send-rate cap (`max_per_second`) paces batch starts deterministically: each batch start reserves
+`batch_size / max_per_second` seconds, and the next batch waits for a durable timer until that reservation has
+passed; the launch also caps the batch size at one second's worth (`paced_batch_size`), so a run never sends faster
+than the cap over any stretch longer than one batch (docs/campaigns.md).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class CampaignRunInput:
     paused: bool = False
     cancelled: bool = False
     start_at: float | None = None  # epoch seconds: a scheduled run waits for it (a durable timer) before sending
+    max_per_second: int | None = None  # send-rate cap: batch starts are spaced batch_size / max_per_second apart
+    next_start: float | None = None  # epoch seconds: with a cap, no batch starts before this (carried over)
 
 
 @dataclass
@@ -61,6 +68,13 @@ class CampaignProgress:
     suppressed: int = 0
     holdout: int = 0
     unsent_cancelled: int = 0
+    max_per_second: int | None = None
+    paced: bool = False  # waiting for the rate cap before the next batch
+
+
+def paced_batch_size(batch_size: int, max_per_second: int | None) -> int:
+    """With a cap, a batch holds at most one second's worth of messages, so pacing batch starts paces the sends."""
+    return max(1, min(batch_size, max_per_second)) if max_per_second else batch_size
 
 
 SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2,
@@ -76,6 +90,7 @@ class CampaignWorkflow:
         self.cancelled = params.cancelled
         self.done = False
         self.in_flight = 0
+        self.paced = False
         self.totals: RunTotals | None = None
         self.batches: list[asyncio.Task[None]] = []
 
@@ -145,11 +160,33 @@ class CampaignWorkflow:
                 lambda: self.cancelled or (not self.paused and self.in_flight < max(s.window, 1)))
             if self.cancelled:
                 return
+            if await self._pace():
+                continue  # the cap's timer fired: look at pause, cancel and the window again before starting
             until = s.bounds.pop(0)
+            if s.max_per_second:
+                s.next_start = workflow.now().timestamp() + s.batch_size / s.max_per_second
             self.in_flight += 1  # counted now, not when the task first runs, so the window is never overfilled
             self.batches.append(asyncio.create_task(self._send(s.after_contact_id, until)))
             s.after_contact_id = until
             started += 1
+
+    async def _pace(self) -> bool:
+        """With a rate cap, wait (a durable timer, cut short by a cancel) until the next batch may start; True if it
+        waited."""
+        s = self.state
+        if not s.max_per_second or s.next_start is None:
+            return False
+        delay = s.next_start - workflow.now().timestamp()
+        if delay < 0.001:  # a timer's microsecond rounding never costs another turn
+            return False
+        self.paced = True
+        try:
+            await workflow.wait_condition(lambda: self.cancelled, timeout=timedelta(seconds=delay))
+        except TimeoutError:
+            pass
+        finally:
+            self.paced = False
+        return True
 
     async def _send(self, after: int, until: int) -> None:
         s = self.state
@@ -184,5 +221,5 @@ class CampaignWorkflow:
             total=max(s.total, 0), sent=s.sent, failed=s.failed, paused=self.paused, done=self.done,
             cancelled=self.cancelled, in_flight=self.in_flight, batches_left=len(s.bounds or []),
             suppressed=t.suppressed if t else 0, holdout=t.holdout if t else 0,
-            unsent_cancelled=t.cancelled if t else 0,
+            unsent_cancelled=t.cancelled if t else 0, max_per_second=s.max_per_second, paced=self.paced,
         )

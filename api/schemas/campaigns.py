@@ -19,6 +19,7 @@ EXAMPLE = {
                  {"name": "b", "weight": 1, "subject": "Last days: 20% off, {{ contact.first_name | default('') }}"}],
     "holdout_percent": 10,
     "conversion_event": "order_paid",
+    "max_per_second": 200,
 }
 CHAIN_EXAMPLE = {
     "name": "Parcel shipped", "chain": ["wechat", "sms"], "subject": "unused by this chain", "body": "-",
@@ -119,6 +120,10 @@ class CampaignIn(BaseModel):
     incentive: dict[str, Any] | None = Field(None, description="What the campaign gives (e.g. `{\"points\": 100}`); "
                                                                "the default approval policy then requires approval.")
     approval_required: bool = Field(False, description="Ask for approval even when the policy does not.")
+    max_per_second: int | None = Field(None, ge=1, le=100_000, examples=[200],
+                                       description="Send-rate cap for this campaign's runs, in messages a second: "
+                                                   "batches hold at most this many recipients and start no faster "
+                                                   "than the cap allows. None: as fast as the workers go.")
 
     @field_validator("chain")
     @classmethod
@@ -225,6 +230,7 @@ class CampaignOut(BaseModel):
     incentive: dict[str, Any] | None = None
     approval_required: bool = False
     created_by: str | None = None
+    max_per_second: int | None = Field(None, description="The send-rate cap, messages a second (None: no cap).")
     created_at: datetime
     run: RunOut | None = None
 

@@ -36,7 +36,8 @@ async def create_campaign(session: AsyncSession, *, name: str, channel: str, sub
                           holdout_bp: int = 0, incentive: dict[str, Any] | None = None,
                           approval_required: bool = False, conversion_event: str | None = None,
                           created_by_key_id: int | None = None, created_by: str | None = None,
-                          chain: Sequence[str] = ("email",), content: dict[str, Any] | None = None) -> Campaign:
+                          chain: Sequence[str] = ("email",), content: dict[str, Any] | None = None,
+                          max_per_second: int | None = None) -> Campaign:
     """A draft whose templates (and each variant's) compile in the sandbox and whose audience exists, or a 422
     naming what is wrong."""
     await check_templates(subject, body, html)
@@ -64,7 +65,7 @@ async def create_campaign(session: AsyncSession, *, name: str, channel: str, sub
                                   "exclude_segment_ids": sorted(set(exclude_segment_ids))},
                         variants=list(variants), holdout_bp=holdout_bp, incentive=incentive,
                         approval_required=approval_required, conversion_event=conversion_event,
-                        created_by_key_id=created_by_key_id, created_by=created_by)
+                        created_by_key_id=created_by_key_id, created_by=created_by, max_per_second=max_per_second)
     session.add(campaign)
     await session.flush()
     return campaign
@@ -116,8 +117,63 @@ async def preview(session: AsyncSession, campaign_id: int, contact_id: int, chan
     context = templates.contact_context(dict(row._mapping), {"id": campaign.id, "name": campaign.name,
                                                              "variant": variant})
     todo = parts(channel, email, campaign.content)
+    missing = await rendering().map(templates.missing_variables, [(source, context, html) for _, source, html in todo])
+    for (path, _, _), outcome in zip(todo, missing, strict=True):
+        if isinstance(outcome, list) and outcome:
+            raise TemplateProblem(f"{channel}.{'.'.join(path)} uses {', '.join(outcome)}, which contact {contact_id} "
+                                  f"does not have. Give it a default ({{{{ {outcome[0]} | default('...') }}}}).")
     outcomes = await rendering().map(templates.render, [(source, context, html) for _, source, html in todo])
     for (path, _, _), outcome in zip(todo, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             raise TemplateProblem(f"{channel}.{'.'.join(path)}: the template {outcome}")
     return assemble(channel, campaign.content, [(path, str(o)) for (path, _, _), o in zip(todo, outcomes, strict=True)])
+
+
+SAMPLE_RECIPIENTS = 200  # recipients whose contexts each template is probed with before a launch
+
+
+async def check_variables(session: AsyncSession, campaign_id: int, sample: int = SAMPLE_RECIPIENTS) -> None:
+    """Refuse a launch (422) whose templates use, without a `| default(...)`, a variable undefined for some
+    recipients: each part of each variant and channel is probed (templates.missing_variables, in the confined
+    workers) against the first `sample` recipients of the audience by contact id; the error names the variable, the
+    channel and field, and how many of the sampled recipients lack it. A sample, not SQL over the traits: only a
+    render knows what a template reads for a given contact (branches, loops, variants, computed fields), and a
+    bounded sample bounds the launch's latency."""
+    campaign = await get_campaign(session, campaign_id)
+    audience = campaign.audience
+    rows = (await session.execute(text("""
+        SELECT c.id, c.user_id, c.email, c.phone, c.timezone, c.traits FROM contacts c
+        WHERE (c.id = ANY(:ids) OR c.id IN (SELECT contact_id FROM segment_members
+                                             WHERE segment_id = ANY(:segs) AND exited_at IS NULL))
+          AND c.id NOT IN (SELECT contact_id FROM segment_members WHERE segment_id = ANY(:excl) AND exited_at IS NULL)
+        ORDER BY c.id LIMIT :n
+    """), {"ids": [int(c) for c in audience.get("contact_ids", [])],
+           "segs": [int(c) for c in audience.get("segment_ids", [])],
+           "excl": [int(c) for c in audience.get("exclude_segment_ids", [])], "n": sample})).all()
+    if not rows:
+        return
+    fields: dict[str, tuple[str, bool]] = {}
+    for v in [{}, *campaign.variants]:
+        prefix = f"variants[{v['name']}]." if v else ""
+        email = {"subject": v.get("subject") or campaign.subject, "body": v.get("body") or campaign.body,
+                 "html": v.get("html") or campaign.html}
+        for channel in campaign.chain:
+            for path, source, is_html in parts(channel, email, campaign.content):
+                name = f"{channel}.{'.'.join(path)}"
+                if not v or source != fields.get(name, ("", False))[0]:
+                    fields.setdefault(prefix + name, (source, is_html))
+    meta = {"id": campaign.id, "name": campaign.name, "variant": None}
+    contexts = [templates.contact_context(dict(r._mapping), meta) for r in rows]
+    todo = [(field, source, is_html) for field, (source, is_html) in fields.items()]
+    outcomes = await rendering().map(templates.missing_variables,
+                                     [(source, ctx, is_html) for _, source, is_html in todo for ctx in contexts])
+    for i, (field, _, _) in enumerate(todo):
+        lacking: dict[str, int] = {}
+        for outcome in outcomes[i * len(contexts):(i + 1) * len(contexts)]:
+            for variable in outcome if isinstance(outcome, list) else []:
+                lacking[variable] = lacking.get(variable, 0) + 1
+        if lacking:
+            variable, count = max(lacking.items(), key=lambda kv: kv[1])
+            raise TemplateProblem(
+                f"{field} uses {variable}, which {count} of the first {len(contexts)} recipients do not have. "
+                f"Give it a default ({{{{ {variable} | default('...') }}}}) or fill it in for them.")

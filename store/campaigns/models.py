@@ -43,6 +43,7 @@ class Campaign(Base):
     conversion_event: Mapped[str | None] = mapped_column(Text)
     chain: Mapped[list[str]] = mapped_column(ARRAY(Text), default=lambda: ["email"])
     content: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    max_per_second: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
                                                  onupdate=func.now())

@@ -14,6 +14,8 @@
   statuses `holdout`, `suppressed`, `deferred` (handed to the delivery service, waiting for quiet hours or a
   receipt) and `cancelled` join queued/sent/failed.
 - `campaign_runs` gains `cancelled_at`.
+- `campaigns.max_per_second`: the optional per-campaign send-rate cap (1-100,000 messages a second; NULL = none),
+  which the run's workflow paces its batch starts by.
 
 Revision ID: 0018_campaigns_approval
 Revises: 0017_promotions_pricing
@@ -38,7 +40,8 @@ def upgrade() -> None:
             ADD COLUMN holdout_bp        integer NOT NULL DEFAULT 0,
             ADD COLUMN conversion_event  text,
             ADD COLUMN chain             text[] NOT NULL DEFAULT '{email}',
-            ADD COLUMN content           jsonb NOT NULL DEFAULT '{}';
+            ADD COLUMN content           jsonb NOT NULL DEFAULT '{}',
+            ADD COLUMN max_per_second    integer CHECK (max_per_second BETWEEN 1 AND 100000);
 
         CREATE TABLE campaign_transitions (
             id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -64,5 +67,5 @@ def downgrade() -> None:
         DROP TABLE campaign_transitions;
         ALTER TABLE campaigns DROP COLUMN created_by_key_id, DROP COLUMN created_by, DROP COLUMN approval_required,
             DROP COLUMN incentive, DROP COLUMN variants, DROP COLUMN holdout_bp, DROP COLUMN conversion_event,
-            DROP COLUMN chain, DROP COLUMN content;
+            DROP COLUMN chain, DROP COLUMN content, DROP COLUMN max_per_second;
     """)
