@@ -83,7 +83,8 @@ async def _move(session: Session, client: Client, journey_id: int, action: str) 
 
 
 @router.post("/v1/journeys/{journey_id}/pause", response_model=JourneyOut, dependencies=[Admin],
-             summary="Pause a live journey: nobody enters or moves on until it resumes (events are kept)")
+             summary="Pause a live journey: contacts stay where they are; nobody enters or moves on until it resumes "
+                     "(events are kept)")
 async def pause_journey(journey_id: Id, session: Session, client: Temporal) -> JourneyOut:
     return await _move(session, client, journey_id, "pause")
 
@@ -95,7 +96,7 @@ async def resume_journey(journey_id: Id, session: Session, client: Temporal) -> 
 
 
 @router.post("/v1/journeys/{journey_id}/archive", response_model=JourneyOut, dependencies=[Admin],
-             summary="Archive a journey: its workflow ends; contacts stay where they were")
+             summary="Archive a journey: every contact still in it exits (reason `archived`); its workflow ends")
 async def archive_journey(journey_id: Id, session: Session, client: Temporal) -> JourneyOut:
     return await _move(session, client, journey_id, "archive")
 
@@ -105,7 +106,8 @@ async def archive_journey(journey_id: Id, session: Session, client: Temporal) ->
 async def contact_journeys(contact_id: Id, session: Session,
                            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[ContactJourneyOut]:
     return [ContactJourneyOut(journey_id=e.journey_id, name=e.name, entry=e.entry, version=e.version, node=e.node,
-                              status=e.status, entered_at=e.entered_at, wake_at=e.wake_at,
-                              steps=[JourneyStepOut(version=s.version, node=s.node, outcome=s.outcome, at=s.at)
+                              status=e.status, entered_at=e.entered_at, wake_at=e.wake_at, exit_reason=e.exit_reason,
+                              steps=[JourneyStepOut(version=s.version, node=s.node, outcome=s.outcome, at=s.at,
+                                                    reason=s.reason)
                                      for s in e.steps])
             for e in await definitions.contact_history(session, contact_id, limit=limit)]

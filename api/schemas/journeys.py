@@ -80,6 +80,7 @@ class JourneyStepOut(BaseModel):
     node: str
     outcome: str
     at: datetime
+    reason: str | None = Field(default=None, description="Why an `exited` was forced: archived, merged")
 
 
 class ContactJourneyOut(BaseModel):
@@ -96,4 +97,6 @@ class ContactJourneyOut(BaseModel):
     status: str
     entered_at: datetime
     wake_at: datetime | None
+    exit_reason: str | None = Field(default=None, description="A forced end: archived (the journey was archived), "
+                                                              "merged (the contact was merged into another)")
     steps: list[JourneyStepOut]

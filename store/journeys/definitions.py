@@ -138,7 +138,8 @@ def _allowed(row: Any, action: str) -> None:
 
 
 async def change_status(session: AsyncSession, journey_id: int, action: str) -> Journey:
-    """pause, resume or archive."""
+    """pause, resume or archive. Pausing leaves every contact where it is (the runtime moves nobody until resume);
+    archiving also ends every contact still in the journey (`end_all`), in the same transaction."""
     row = await _locked(session, journey_id)
     _allowed(row, action)
     if action == "resume" and row.version == 0:
@@ -147,7 +148,33 @@ async def change_status(session: AsyncSession, journey_id: int, action: str) -> 
     updated = (await session.execute(text("""
         UPDATE journeys SET status = :s, updated_at = now() WHERE id = :id RETURNING *
     """), {"id": journey_id, "s": status})).one()
+    if action == "archive":
+        await end_all(session, journey_id, "archived")
     return _journey(updated)
+
+
+async def end_all(session: AsyncSession, journey_id: int, reason: str) -> int:
+    """Every contact still in the journey (ready, sleeping, waiting) exits where it stands, in one statement: its
+    state row `exited` with `exit_reason`, a history row (`exited`, `reason`) at its node, and the node's `exited`
+    count. A run in progress cannot slip past it: the consumer reads the journey's status under a share lock (this
+    transaction holds the row for update), and rows a move has locked are waited for and then ended where the move
+    left them. Returns how many contacts it ended."""
+    return int(await session.scalar(text("""
+        WITH ended AS (
+            UPDATE journey_states SET status = 'exited', exit_reason = :why, wake_at = NULL, waiting_event = NULL,
+                                      updated_at = now()
+            WHERE journey_id = :j AND status IN ('ready', 'sleeping', 'waiting')
+            RETURNING contact_id, version, entry, node
+        ), history AS (
+            INSERT INTO journey_history (contact_id, journey_id, version, entry, node, outcome, reason, at)
+            SELECT contact_id, :j, version, entry, node, 'exited', :why, now() FROM ended
+        ), counted AS (
+            INSERT INTO journey_counts AS k (journey_id, version, node, outcome, n)
+            SELECT :j, version, node, 'exited', count(*) FROM ended GROUP BY version, node ORDER BY version, node
+            ON CONFLICT (journey_id, version, node, outcome) DO UPDATE SET n = k.n + excluded.n
+        )
+        SELECT count(*) FROM ended
+    """), {"j": journey_id, "why": reason}) or 0)
 
 
 async def get_journey(session: AsyncSession, journey_id: int) -> Journey:
@@ -195,6 +222,7 @@ class Step:
     node: str
     outcome: str
     at: datetime
+    reason: str | None = None  # a forced exit: archived, merged
 
 
 @dataclass(frozen=True)
@@ -208,21 +236,22 @@ class ContactJourney:
     entered_at: datetime
     wake_at: datetime | None
     steps: list[Step]
+    exit_reason: str | None = None
 
 
 async def contact_history(session: AsyncSession, contact_id: int, *, limit: int = 50) -> list[ContactJourney]:
     """The contact's journey entries, newest first, each with its node transitions in order."""
     entries = list(await session.execute(text("""
-        SELECT s.journey_id, j.name, s.entry, s.version, s.node, s.status, s.entered_at, s.wake_at
+        SELECT s.journey_id, j.name, s.entry, s.version, s.node, s.status, s.entered_at, s.wake_at, s.exit_reason
         FROM journey_states s JOIN journeys j ON j.id = s.journey_id
         WHERE s.contact_id = :c ORDER BY s.entered_at DESC, s.journey_id, s.entry DESC LIMIT :n
     """), {"c": contact_id, "n": limit}))
     steps: dict[tuple[int, int], list[Step]] = {}
     for r in await session.execute(text("""
-        SELECT journey_id, version, entry, node, outcome, at FROM journey_history
+        SELECT journey_id, version, entry, node, outcome, at, reason FROM journey_history
         WHERE contact_id = :c AND journey_id = ANY(:j) ORDER BY id
     """), {"c": contact_id, "j": sorted({e.journey_id for e in entries})}):
         steps.setdefault((r.journey_id, r.entry), []).append(Step(r.journey_id, r.version, r.entry, r.node,
-                                                                   r.outcome, r.at))
+                                                                   r.outcome, r.at, r.reason))
     return [ContactJourney(e.journey_id, e.name, e.entry, e.version, e.node, e.status, e.entered_at, e.wake_at,
-                           steps.get((e.journey_id, e.entry), [])) for e in entries]
+                           steps.get((e.journey_id, e.entry), []), e.exit_reason) for e in entries]

@@ -1,6 +1,7 @@
 """What a contact merge (`store.merges`) does to journeys: a journey only the merged-away contact was in follows the
 person to the survivor (state and history); where both were in the same journey, the survivor's run goes on and
-the merged-away one's live run ends (`exited`), so the person is never messaged twice by one journey."""
+the merged-away one's live run ends (`exited`, reason `merged`, with its history row and count), so the person is
+never messaged twice by one journey."""
 
 from __future__ import annotations
 
@@ -24,9 +25,20 @@ async def move(session: AsyncSession, pairs: Sequence[tuple[int, int]]) -> None:
         return
     p = {"f": [a for a, _ in pairs], "t": [b for _, b in pairs]}
     await session.execute(text(f"""
-        UPDATE journey_states s SET status = 'exited', wake_at = NULL, waiting_event = NULL, updated_at = now()
-        FROM {PAIRS} WHERE s.contact_id = m.f AND s.status IN ('ready', 'sleeping', 'waiting')
-          AND {SURVIVOR_IN.format(alias='s')}
+        WITH ended AS (
+            UPDATE journey_states s SET status = 'exited', exit_reason = 'merged', wake_at = NULL,
+                                        waiting_event = NULL, updated_at = now()
+            FROM {PAIRS} WHERE s.contact_id = m.f AND s.status IN ('ready', 'sleeping', 'waiting')
+              AND {SURVIVOR_IN.format(alias='s')}
+            RETURNING s.contact_id, s.journey_id, s.version, s.entry, s.node
+        ), history AS (
+            INSERT INTO journey_history (contact_id, journey_id, version, entry, node, outcome, reason, at)
+            SELECT contact_id, journey_id, version, entry, node, 'exited', 'merged', now() FROM ended
+        )
+        INSERT INTO journey_counts AS k (journey_id, version, node, outcome, n)
+        SELECT journey_id, version, node, 'exited', count(*) FROM ended
+        GROUP BY journey_id, version, node ORDER BY journey_id, version, node
+        ON CONFLICT (journey_id, version, node, outcome) DO UPDATE SET n = k.n + excluded.n
     """), p)
     await session.execute(text(f"""
         UPDATE journey_history h SET contact_id = m.t FROM {PAIRS}

@@ -116,6 +116,10 @@ async def consume(session: AsyncSession, journey_id: int, version: int, now: dat
     # One consumer of a journey's cursor at a time: a retried activity whose first attempt still runs (a missed
     # heartbeat) waits here instead of handling the same batch twice.
     await session.execute(text(LOCK), {"j": journey_id})
+    # Paused or archived since the pass began: enter and move nobody. The share lock waits for an archive in
+    # progress (which ends every contact) to commit, so no contact enters after it.
+    if await session.scalar(text("SELECT status FROM journeys WHERE id = :j FOR SHARE"), {"j": journey_id}) != "live":
+        return Consumed()
     events = await read_new_events(session, consumer(journey_id), limit=limit)
     done = Consumed(events=len(events))
     if not events:
@@ -208,7 +212,7 @@ async def enter_by_date(session: AsyncSession, journey_id: int, version: int, no
         return 0
     scanned = (await session.execute(text("""
         UPDATE journeys SET dates_scanned_at = :now
-        WHERE id = :j AND (dates_scanned_at IS NULL OR dates_scanned_at <= :due) RETURNING id
+        WHERE id = :j AND status = 'live' AND (dates_scanned_at IS NULL OR dates_scanned_at <= :due) RETURNING id
     """), {"j": journey_id, "now": now, "due": now - DATE_SCAN_EVERY})).first()
     if scanned is None:
         return 0
@@ -292,6 +296,7 @@ async def advance_due(session: AsyncSession, journey_id: int, now: datetime, *, 
     rows = [_state(r) for r in await session.execute(text("""
         SELECT * FROM journey_states
         WHERE journey_id = :j AND status IN ('ready', 'sleeping', 'waiting') AND wake_at <= :now
+          AND EXISTS (SELECT 1 FROM journeys WHERE id = :j AND status = 'live')  -- a pause holds everyone
         ORDER BY wake_at LIMIT :n FOR UPDATE SKIP LOCKED
     """), {"j": journey_id, "now": now, "n": limit})]
     done = Advanced(contacts=len(rows))

@@ -5,12 +5,13 @@
 - `journey_versions`: the graph of each published version, never changed; contacts stay on the version they
   entered with.
 - `journey_states`: one row per (contact, journey, entry): the node, the status (ready, sleeping, waiting, or the
-  end: exited, holdout, converted, failed), `wake_at` (when a due contact is advanced: a wait's end, a
-  wait-for-event's timeout) and `waiting_event` (the event name an incoming event is joined on). Partitioned by
+  end: exited, holdout, converted, failed), why an exit was forced (`exit_reason`: archived, merged), `wake_at`
+  (when a due contact is advanced: a wait's end, a wait-for-event's timeout) and `waiting_event` (the event name an
+  incoming event is joined on). Partitioned by
   hash of contact id like `events`; partial indexes serve the two hot queries: due contacts of a journey, and
   contacts of a journey waiting for an event name.
 - `journey_history`: append-only node transitions (entered, yes/no, timeout, branch, exited, converted) for a
-  contact's journey history; partitioned by contact.
+  contact's journey history, with the `reason` of a forced exit (archived, merged); partitioned by contact.
 - `journey_counts`: per journey, version, node and outcome, a counter maintained set-based with each batch.
 
 Revision ID: 0019_journeys_graphs
@@ -55,6 +56,7 @@ def upgrade() -> None:
             version       integer NOT NULL,
             node          text NOT NULL,
             status        text NOT NULL,
+            exit_reason   text,                         -- a forced end: archived (the journey), merged (the contact)
             wake_at       timestamptz,
             waiting_event text,
             event         jsonb NOT NULL DEFAULT '{}',  -- the triggering event: name and properties
@@ -75,6 +77,7 @@ def upgrade() -> None:
             entry      integer NOT NULL,
             node       text NOT NULL,
             outcome    text NOT NULL,
+            reason     text,                            -- why an `exited` was forced: archived, merged
             at         timestamptz NOT NULL,
             CONSTRAINT pk_journey_history PRIMARY KEY (contact_id, id)
         ) PARTITION BY HASH (contact_id);

@@ -102,3 +102,28 @@ async def test_a_journey_is_published_run_by_its_workflow_paused_and_archived(
 async def test_unknown_journeys_are_404(api: httpx.AsyncClient) -> None:
     assert (await api.get("/v1/journeys/999999999")).status_code == 404
     assert (await api.post("/v1/journeys/999999999/publish")).status_code == 404
+
+
+async def test_archiving_through_the_api_ends_waiting_contacts_and_the_deployments_workflow(
+        api: httpx.AsyncClient, ingest: httpx.AsyncClient, worker: None, temporal_client: Client) -> None:
+    event = f"browse_{uuid.uuid4().hex[:10]}"
+    r = await api.post("/v1/journeys", json={"name": "Browsers", "graph": {"nodes": [
+        {"id": "start", "type": "trigger", "event": event, "next": "week"},
+        {"id": "week", "type": "wait", "seconds": 7 * 86400, "next": "done"},
+        {"id": "done", "type": "exit"}]}})
+    jid = r.json()["id"]
+    assert (await api.post(f"/v1/journeys/{jid}/publish")).status_code == 200
+    for i in range(3):
+        await ingest.post("/v1/track", json={"userId": f"{event}-{i}", "event": event})
+    for _ in range(150):
+        journey = (await api.get(f"/v1/journeys/{jid}")).json()
+        if journey["waiting"].get("week") == 3:
+            break
+        await asyncio.sleep(0.2)
+    assert journey["waiting"] == {"week": 3}
+    archived = (await api.post(f"/v1/journeys/{jid}/archive")).json()
+    assert (archived["status"], archived["waiting"], archived["counts"]["week"]) == (
+        "archived", {}, {"entered": 3, "exited": 3})
+    handle = temporal_client.get_workflow_handle_for(JourneyWorkflow.run, f"journey:{jid}")
+    assert (await asyncio.wait_for(handle.result(), 30)).status == "archived"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED

@@ -49,4 +49,9 @@ async def test_a_merge_moves_unshared_journeys_and_ends_the_duplicate_run(
         await merges.move(s, [(gone, survivor)])
         assert await _rows(s, "journey_states", [gone, survivor]) == sorted([
             (gone, shared, "exited"), (survivor, only, "waiting"), (survivor, shared, "sleeping")])
-        assert await _rows(s, "journey_history", [gone, survivor]) == [(survivor, only, "entered")]
+        # The ended duplicate run says why, in its state and in a history row that stays with the merged-away id.
+        assert await _rows(s, "journey_history", [gone, survivor]) == sorted([
+            (gone, shared, "exited"), (survivor, only, "entered")])
+        assert await s.scalar(text("SELECT exit_reason FROM journey_states WHERE contact_id = :c"),
+                              {"c": gone}) == "merged"
+        assert await s.scalar(text("SELECT reason FROM journey_history WHERE contact_id = :c"), {"c": gone}) == "merged"
