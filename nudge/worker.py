@@ -65,8 +65,8 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
                                        delivery=service_for(runtime.sessions, runtime.channels, runtime.settings))
         workers.append(Worker(
             client, task_queue=CAMPAIGNS_QUEUE, workflows=[CampaignWorkflow],
-            activities=[campaigns.snapshot_audience, campaigns.begin_run, campaigns.partition, campaigns.send_batch,
-                        campaigns.finish_run],
+            activities=[campaigns.open_occurrence, campaigns.snapshot_audience, campaigns.plan_local_sends,
+                        campaigns.begin_run, campaigns.partition, campaigns.send_batch, campaigns.finish_run],
             max_concurrent_activities=20,
             # A run's batches go through the task queue to whichever worker polls, not eagerly to the process
             # running the workflow: a second worker process then adds throughput (docs/campaigns.md).
@@ -91,8 +91,9 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         workers.append(Worker(
             client, task_queue=LEDGER_QUEUE,
             workflows=[RedemptionWorkflow, ReconciliationWorkflow, ExpiryWorkflow, RetentionWorkflow],
-            activities=[ledger.hold_points, ledger.reserve_stock, ledger.fulfil, ledger.commit_hold, ledger.void_hold,
-                        ledger.release_stock, ledger.record_status, ops.void_timed_out_holds, ops.reconcile_accounts,
+            activities=[ledger.hold_points, ledger.reserve_stock, ledger.issue_coupons, ledger.fulfil,
+                        ledger.commit_hold, ledger.void_hold, ledger.release_stock, ledger.revoke_coupons,
+                        ledger.record_status, ops.void_timed_out_holds, ops.reconcile_accounts,
                         ops.reconcile_postings, ops.reconcile_programs, ops.reconcile_grants, ops.expiry_programs,
                         ops.expire_batch, ops.retention_plan, ops.archive_month],
             max_concurrent_activities=20,

@@ -1,4 +1,5 @@
-"""Redemption activities: post to the ledger, reserve and release reward stock, record order status.
+"""Redemption activities: post to the ledger, reserve and release reward stock, issue and take back a coupon
+reward's coupons (store/promotions/purchases.py), record order status.
 
 Every activity is idempotent by its business key (posting references, the order id), so Temporal may retry
 any of them freely. Refusals (DomainError) become non-retryable ApplicationErrors in one place.
@@ -20,6 +21,7 @@ from domain.ledger.postings import HoldNotPending, Kind, Request
 from store.db import transaction
 from store.ledger import redemptions
 from store.ledger.accounts import post
+from store.promotions import purchases
 
 
 @dataclass
@@ -75,6 +77,13 @@ class RedemptionActivities:
             await redemptions.reserve(session, step.order_id, step.reward_id, step.quantity)
 
     @activity.defn
+    async def issue_coupons(self, step: OrderStep) -> None:
+        """A coupon reward's coupons, once per unit by `redeem:{order_id}#{i}`, kept on the order; a refusal (no
+        coupons left, the template paused, the contact's limit) issues none."""
+        async with self._tx(step) as session:
+            await purchases.issue_for_order(session, step.order_id, now=datetime.now(UTC))
+
+    @activity.defn
     async def fulfil(self, step: OrderStep) -> None:
         async with self._tx(step) as session:
             await redemptions.fulfil(session, step.order_id)
@@ -100,6 +109,12 @@ class RedemptionActivities:
         """Compensation: give reserved stock back, once."""
         async with transaction(self.sessions) as session:
             await redemptions.release(session, step.order_id)
+
+    @activity.defn
+    async def revoke_coupons(self, step: OrderStep) -> None:
+        """Compensation: revoke the coupons issued and give them back to the template's stock, once."""
+        async with transaction(self.sessions) as session:
+            await purchases.take_back_for_order(session, step.order_id)
 
     @activity.defn
     async def record_status(self, status: OrderStatus) -> None:

@@ -1,5 +1,5 @@
-"""Redemptions: the rewards catalogue, and spending points on a reward through one RedemptionWorkflow per order;
-both listed a page at a time."""
+"""Redemptions: the rewards catalogue (items, or coupons of a coupon template bought with points), and spending
+points on a reward through one RedemptionWorkflow per order; both listed a page at a time."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from api.deps import Admin, Reader, Session, Temporal
 from api.params import Cursor, Id
 from api.schemas.ledger import RedemptionIn, RedemptionOut, RedemptionPage, RewardIn, RewardOut, RewardPage
 from store.ledger import redemptions
+from store.promotions import purchases
 from workflows.ledger.redemptions import TASK_QUEUE, RedemptionInput, RedemptionWorkflow, workflow_id
 from workflows.schedules import kind
 
@@ -23,10 +24,10 @@ router = APIRouter(tags=["ledger"])
 
 
 @router.post("/v1/ledger/rewards", response_model=RewardOut, status_code=201, dependencies=[Admin],
-             summary="Add a reward to the catalogue")
+             summary="Add a reward to the catalogue: an item, or a coupon of a coupon template")
 async def create_reward(body: RewardIn, session: Session) -> RewardOut:
-    reward = await redemptions.create_reward(session, program_id=body.program_id, name=body.name, cost=body.cost,
-                                             stock=body.stock)
+    reward = await purchases.create_reward(session, program_id=body.program_id, name=body.name, cost=body.cost,
+                                           stock=body.stock, kind=body.kind, coupon_template_id=body.coupon_template_id)
     return RewardOut(**asdict(reward))
 
 
@@ -52,7 +53,8 @@ async def get_reward(reward_id: Id, session: Session) -> RewardOut:
 
 
 def _out(order: redemptions.Redemption) -> RedemptionOut:
-    return RedemptionOut(**asdict(order), workflow_id=workflow_id(order.order_id))
+    return RedemptionOut(**asdict(order) | {"coupon_codes": order.coupon_codes or []},
+                         workflow_id=workflow_id(order.order_id))
 
 
 @router.post("/v1/redemptions", response_model=RedemptionOut, status_code=202, dependencies=[Admin],
@@ -71,7 +73,8 @@ async def create_redemption(body: RedemptionIn, session: Session, client: Tempor
         await client.start_workflow(
             RedemptionWorkflow.run,
             RedemptionInput(order_id=order.order_id, program_id=order.program_id, contact_id=order.contact_id,
-                            reward_id=order.reward_id, quantity=order.quantity, points=order.points),
+                            reward_id=order.reward_id, quantity=order.quantity, points=order.points,
+                            coupon_template_id=order.coupon_template_id),
             id=workflow_id(body.order_id), task_queue=TASK_QUEUE,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=kind("redemption"),
@@ -100,6 +103,6 @@ async def list_redemptions(
 
 
 @router.get("/v1/redemptions/{order_id}", response_model=RedemptionOut, dependencies=[Reader],
-            summary="An order's status: pending, completed, failed (compensated) or cancelled")
+            summary="An order's status: pending, completed, failed (compensated) or cancelled; a coupon reward's codes")
 async def get_redemption(order_id: str, session: Session) -> RedemptionOut:
     return _out(await redemptions.get_redemption(session, order_id))

@@ -135,12 +135,18 @@ class StatementOut(BaseModel):
 
 class RewardIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"program_id": 1, "name": "Coffee voucher", "cost": 300, "stock": 500}]})
+        {"program_id": 1, "name": "Coffee voucher", "cost": 300, "stock": 500},
+        {"program_id": 1, "name": "¥20 off coupon", "cost": 2000, "stock": 1000, "kind": "coupon",
+         "coupon_template_id": 3}]})
 
     program_id: StrictId
     name: str = Field(min_length=1, max_length=200)
     cost: StrictInt = Field(gt=0, le=10**12, description="Points per unit.")
     stock: StrictInt = Field(ge=0, le=10**9)
+    kind: Literal["item", "coupon"] = Field(
+        "item", description="item: the stock is the reward; coupon: each unit redeemed issues a coupon of "
+                            "`coupon_template_id` to the contact.")
+    coupon_template_id: StrictId | None = Field(None, description="coupon: the active coupon template issued.")
 
 
 class RewardOut(BaseModel):
@@ -149,6 +155,8 @@ class RewardOut(BaseModel):
     name: str
     cost: int
     stock: int
+    kind: Literal["item", "coupon"]
+    coupon_template_id: int | None
 
 
 class RewardPage(BaseModel):
@@ -178,6 +186,9 @@ class RedemptionOut(BaseModel):
     points: int
     status: Literal["pending", "completed", "failed", "cancelled"]
     failure: str | None
+    coupon_codes: list[str] = Field(
+        description="A coupon reward: the codes issued, one per unit (revoked again if the order failed); "
+                    "empty otherwise or until issued.")
     workflow_id: str
     created_at: datetime
     updated_at: datetime

@@ -177,6 +177,14 @@ class CouponOut(BaseModel):
     valid_from: datetime | None
     valid_until: datetime | None
     issued_at: datetime
+    source: Literal["points", "task", "bulk", "issued"] = Field(
+        description="Where it came from: points (bought with points, reference `redeem:{order_id}#{i}`), task (a task "
+                    "reward), bulk (generated unassigned), issued (through POST /v1/coupons).")
+
+
+class CouponPage(BaseModel):
+    items: list[CouponOut]
+    next_after: int | None = Field(None, description="Pass as `after` to get the next page; null at the end.")
 
 
 class LineIn(BaseModel):

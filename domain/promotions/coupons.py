@@ -55,6 +55,31 @@ def validity(*, issued_at: datetime, valid_from: datetime | None, valid_until: d
     return start, end
 
 
+class Source(StrEnum):
+    """Where a coupon came from, read off the reference it was issued under."""
+
+    POINTS = "points"  # bought with points through the ledger's redemption saga: `redeem:{order_id}#{i}`
+    TASK = "task"  # a task's reward: `reward:{task}:{contact}:{period}:{n}#{i}`
+    BULK = "bulk"  # generated unassigned in a batch: `bulk:{batch}:{n}`
+    ISSUED = "issued"  # issued by a caller of the API (a claim, a campaign) under its own reference
+
+
+PREFIXES = (("redeem:", Source.POINTS), ("reward:", Source.TASK), ("bulk:", Source.BULK))
+
+
+def purchase_reference(order_id: str, i: int) -> str:
+    """The reference of the `i`-th coupon a redemption order buys: one per unit, derived from the order id alone,
+    so a retried or replayed step issues the same coupons."""
+    return f"redeem:{order_id}#{i}"
+
+
+def source(reference: str | None) -> Source:
+    for prefix, kind in PREFIXES:
+        if reference is not None and reference.startswith(prefix):
+            return kind
+    return Source.ISSUED
+
+
 def _check_char(body: str) -> str:
     total = 0
     for i, char in enumerate(reversed(body)):

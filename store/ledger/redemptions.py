@@ -4,7 +4,10 @@ does the rest.
 
 A reward's stock is the shared inventory's subject `reward:{id}` (store/inventory/stock.py, the same rows and rules
 as the promotions' stock), held by `redemption:{order_id}`: the saga reserves it, fulfilling commits it, and a
-compensation releases what is reserved or gives back what was committed — each exactly once."""
+compensation releases what is reserved or gives back what was committed — each exactly once.
+
+A reward is an `item` (the stock is all there is to fulfil) or a `coupon` of a coupon template: the saga then issues
+the coupons too (store/promotions/purchases.py, a layer above, keeps them on the order with `set_coupon_codes`)."""
 
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ class Reward:
     name: str
     cost: int
     stock: int
+    kind: str = "item"  # item | coupon
+    coupon_template_id: int | None = None
 
 
 def reward_subject(reward_id: int) -> str:
@@ -49,19 +54,24 @@ def holder(order_id: str) -> str:
 
 # A reward with its stock left (its inventory row; none: nothing to redeem).
 REWARDS = """
-    SELECT r.id, r.program_id, r.name, r.cost, coalesce(s.total - s.reserved - s.used, 0) AS stock
+    SELECT r.id, r.program_id, r.name, r.cost, coalesce(s.total - s.reserved - s.used, 0) AS stock, r.kind,
+           r.coupon_template_id
     FROM ledger_rewards r LEFT JOIN promotion_stock s ON s.subject = 'reward:' || r.id
 """
 
 
-async def create_reward(session: AsyncSession, *, program_id: int, name: str, cost: int, stock: int) -> Reward:
-    """Add a reward to a program's catalogue (the program must exist), with `stock` units in the inventory."""
+async def create_reward(session: AsyncSession, *, program_id: int, name: str, cost: int, stock: int,
+                        coupon_template_id: int | None = None) -> Reward:
+    """Add a reward to a program's catalogue (the program must exist), with `stock` units in the inventory; with a
+    coupon template, a `coupon` reward (the caller checked the template: store/promotions/purchases.py)."""
     await get_program(session, program_id)
+    kind = "item" if coupon_template_id is None else "coupon"
     reward_id = int(await session.scalar(text("""
-        INSERT INTO ledger_rewards (program_id, name, cost) VALUES (:p, :n, :c) RETURNING id
-    """), {"p": program_id, "n": name, "c": cost}) or 0)
+        INSERT INTO ledger_rewards (program_id, name, cost, kind, coupon_template_id) VALUES (:p, :n, :c, :k, :t)
+        RETURNING id
+    """), {"p": program_id, "n": name, "c": cost, "k": kind, "t": coupon_template_id}) or 0)
     await inventory.set_total(session, reward_subject(reward_id), stock)
-    return Reward(reward_id, program_id, name, cost, stock)
+    return Reward(reward_id, program_id, name, cost, stock, kind, coupon_template_id)
 
 
 async def get_reward(session: AsyncSession, reward_id: int) -> Reward:
@@ -117,6 +127,8 @@ class Redemption:
     failure: str | None
     created_at: datetime
     updated_at: datetime
+    coupon_codes: list[str] | None = None  # a coupon reward's codes once issued (as shown to the contact)
+    coupon_template_id: int | None = None  # the reward's: a coupon reward
 
 
 async def open_redemption(session: AsyncSession, values: dict[str, Any]) -> tuple[Redemption, bool]:
@@ -149,13 +161,18 @@ async def place_order(session: AsyncSession, *, order_id: str, reward_id: int, c
     return await open_redemption(session, values)
 
 
+# An order with its reward's coupon template (none: an item reward).
+ORDERS = """
+    SELECT r.*, w.coupon_template_id FROM ledger_redemptions r JOIN ledger_rewards w ON w.id = r.reward_id
+"""
+
+
 async def order_exists(session: AsyncSession, order_id: str) -> bool:
     return bool(await session.scalar(text("SELECT 1 FROM ledger_redemptions WHERE order_id = :o"), {"o": order_id}))
 
 
 async def get_redemption(session: AsyncSession, order_id: str) -> Redemption:
-    row = (await session.execute(text("SELECT * FROM ledger_redemptions WHERE order_id = :o"),
-                                 {"o": order_id})).one_or_none()
+    row = (await session.execute(text(ORDERS + " WHERE r.order_id = :o"), {"o": order_id})).one_or_none()
     if row is None:
         raise NotFound(f"order {order_id!r} does not exist")
     return Redemption(**row._mapping)
@@ -166,8 +183,7 @@ async def list_redemptions(session: AsyncSession, *, program_id: int | None, sta
     """Orders newest first, a page older than the order `before`, optionally filtered (indexes of migration 0013)."""
     if before is not None and not await order_exists(session, before):
         raise DomainError(f"`before` names order {before!r}, which does not exist; pass the `next_before` of a page")
-    rows = await session.execute(text("""
-        SELECT * FROM ledger_redemptions r
+    rows = await session.execute(text(ORDERS + """
         WHERE (CAST(:p AS bigint) IS NULL OR r.program_id = :p) AND (CAST(:s AS text) IS NULL OR r.status = :s)
           AND (CAST(:c AS bigint) IS NULL OR r.contact_id = :c)
           AND (CAST(:b AS text) IS NULL OR (r.created_at, r.order_id)
@@ -181,3 +197,10 @@ async def set_status(session: AsyncSession, order_id: str, status: str, failure:
     await session.execute(text("""
         UPDATE ledger_redemptions SET status = :s, failure = :f, updated_at = now() WHERE order_id = :o
     """), {"o": order_id, "s": status, "f": failure})
+
+
+async def set_coupon_codes(session: AsyncSession, order_id: str, codes: list[str]) -> None:
+    """Keep the codes of the coupons a coupon reward's order was given (issued in the same transaction)."""
+    await session.execute(text("""
+        UPDATE ledger_redemptions SET coupon_codes = :c, updated_at = now() WHERE order_id = :o
+    """), {"o": order_id, "c": codes})

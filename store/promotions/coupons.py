@@ -75,7 +75,7 @@ async def issue_coupon(session: AsyncSession, template_id: int, contact_id: int,
                           valid_days=template.valid_days)
     if end is not None and end <= now:
         raise Conflict(f"coupon template {template_id} is no longer valid")
-    holder = f"issue:{template_id}:{reference}"
+    holder = _issue_holder(template_id, reference)
     try:
         await inventory.reserve(session, holder, inventory.template_subject(template_id), 1, expires_at=now)
     except inventory.OutOfStock as exc:
@@ -191,6 +191,21 @@ async def revoke_by_reference(session: AsyncSession, template_id: int, reference
         WHERE template_id = :t AND reference = ANY(:r) AND state NOT IN ('issued', 'reserved')
     """), {"t": template_id, "r": list(references)})).all()
     return {r.reference: r.state for r in rows}
+
+
+async def take_back(session: AsyncSession, template_id: int, references: Sequence[str]) -> dict[str, str]:
+    """Revoke the coupons issued under these references and return their units to the template's stock (a
+    compensation: a purchase that did not complete). Idempotent: a revoked coupon's unit comes back once. A redeemed
+    coupon was used and stays, its unit with it. Returns reference → state after, like `revoke_by_reference`."""
+    states = await revoke_by_reference(session, template_id, references)
+    for reference, state in states.items():
+        if state == "revoked":
+            await inventory.give_back(session, _issue_holder(template_id, reference))
+    return states
+
+
+def _issue_holder(template_id: int, reference: str) -> str:
+    return f"issue:{template_id}:{reference}"
 
 
 async def expire_due(session: AsyncSession, now: datetime, limit: int = 10_000) -> int:

@@ -11,9 +11,9 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.inventory.stock import OutOfStock, Stock, commit, levels, release, reserve, set_total
+from store.inventory.stock import OutOfStock, Stock, commit, give_back, levels, release, reserve, set_total
 
-__all__ = ["OutOfStock", "Stock", "budget_subject", "commit", "levels", "promotion_subject", "release",
+__all__ = ["OutOfStock", "Stock", "budget_subject", "commit", "give_back", "levels", "promotion_subject", "release",
            "release_expired", "reserve", "set_total", "template_subject"]
 
 

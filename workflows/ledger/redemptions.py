@@ -1,8 +1,8 @@
 """RedemptionWorkflow: one per order (`redeem:{order_id}`), a saga over the ledger and the rewards stock.
 
-hold points → reserve stock → fulfil → commit the hold. Any failure, or a cancellation, runs the
-compensations registered so far in reverse (release stock, void the hold); they are idempotent and retried
-until they succeed.
+hold points → reserve stock → (a coupon reward: issue its coupons) → fulfil → commit the hold. Any failure, or a
+cancellation, runs the compensations registered so far in reverse (revoke the coupons, release stock, void the
+hold); they are idempotent and retried until they succeed.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class RedemptionInput:
     quantity: int
     points: int
     hold_seconds: int = 900
+    coupon_template_id: int | None = None  # a coupon reward: the template its coupons are issued from
     # Fault injection for drills and tests: "fulfil" fails that step for good, "fulfil:retry" keeps it failing.
     fail_at: list[str] = field(default_factory=list)
 
@@ -77,6 +78,9 @@ class RedemptionWorkflow:
             await self._run(RedemptionActivities.hold_points)
             compensations.append(RedemptionActivities.release_stock)
             await self._run(RedemptionActivities.reserve_stock)
+            if params.coupon_template_id is not None:
+                compensations.append(RedemptionActivities.revoke_coupons)
+                await self._run(RedemptionActivities.issue_coupons)
             await self._run(RedemptionActivities.fulfil)
             await self._run(RedemptionActivities.commit_hold)
         except (ActivityError, asyncio.CancelledError) as exc:

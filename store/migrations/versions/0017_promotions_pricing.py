@@ -15,7 +15,8 @@
   buggy caller), and is released or committed once. The ledger's reward catalogue moves its stock here:
   `ledger_rewards.stock` and `ledger_reward_reservations` (0003) are migrated to `reward:{id}` rows and the
   `redemption:{order_id}` holder's reservations, and are no longer written (`stock` gets a default of 0; the
-  downgrade writes the inventory back into them).
+  downgrade writes the inventory back into them). A reward is of `kind` item or coupon (then it names the
+  `coupon_template_id` its redemption issues, and the redemption keeps the issued `coupon_codes`).
 - `promotion_orders`: an order locks a quote (status pending → confirmed | cancelled | expired), idempotent by
   the caller's order id; `body_hash` tells a replay from a different order under the same id.
 - `promotion_usage`: one row per confirmed order and promotion it used (per-contact limits, usage and discount
@@ -161,6 +162,12 @@ def upgrade() -> None:
         ALTER TABLE ledger_rewards ALTER COLUMN stock SET DEFAULT 0;
         COMMENT ON COLUMN ledger_rewards.stock IS
             'Unused since 0017: a reward''s stock is promotion_stock subject reward:{id}';
+        ALTER TABLE ledger_rewards
+            ADD COLUMN kind text NOT NULL DEFAULT 'item'
+                CONSTRAINT ck_ledger_rewards_kind CHECK (kind IN ('item', 'coupon')),
+            ADD COLUMN coupon_template_id bigint REFERENCES coupon_templates (id),
+            ADD CONSTRAINT ck_ledger_rewards_coupon CHECK ((kind = 'coupon') = (coupon_template_id IS NOT NULL));
+        ALTER TABLE ledger_redemptions ADD COLUMN coupon_codes text[];
     """)
 
 
@@ -173,6 +180,8 @@ def downgrade() -> None:
                CASE status WHEN 'committed' THEN 'fulfilled' ELSE status END
         FROM promotion_reservations WHERE subject LIKE 'reward:%'
         ON CONFLICT (order_id, reward_id) DO UPDATE SET status = excluded.status;
+        ALTER TABLE ledger_redemptions DROP COLUMN coupon_codes;
+        ALTER TABLE ledger_rewards DROP COLUMN coupon_template_id, DROP COLUMN kind;
         ALTER TABLE ledger_rewards ALTER COLUMN stock DROP DEFAULT;
         COMMENT ON COLUMN ledger_rewards.stock IS NULL;
         DROP TABLE promotion_usage, promotion_orders, promotion_reservations, promotion_stock, coupons, promotions,

@@ -12,7 +12,19 @@ from hypothesis import strategies as st
 
 from domain.errors import InvalidTransition
 from domain.promotions.allocation import allocate
-from domain.promotions.coupons import ALPHABET, State, display, make_code, normalize, transition, validity, well_formed
+from domain.promotions.coupons import (
+    ALPHABET,
+    Source,
+    State,
+    display,
+    make_code,
+    normalize,
+    purchase_reference,
+    source,
+    transition,
+    validity,
+    well_formed,
+)
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -69,3 +81,11 @@ def test_allocation_sums_exactly_and_never_exceeds_a_line(weights: list[int], da
     shares = allocate(amount, weights)
     assert sum(shares) == amount
     assert all(0 <= s <= w for s, w in zip(shares, weights, strict=True))
+
+
+def test_a_coupon_says_where_it_came_from() -> None:
+    assert source(purchase_reference("ord-1", 0)) == Source.POINTS == "points"
+    assert purchase_reference("ord-1", 2) == "redeem:ord-1#2"
+    assert source("reward:3:42:2026-12-01:0#1") == Source.TASK
+    assert source("bulk:flyer:17") == Source.BULK
+    assert source("claim:campaign-7:42") == source(None) == Source.ISSUED
