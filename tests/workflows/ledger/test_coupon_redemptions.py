@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
+from temporalio.worker import Replayer
 
 from store.db import transaction
 from store.ledger.redemptions import open_redemption
@@ -94,7 +95,8 @@ async def _debits(sessions: async_sessionmaker[AsyncSession], program: int, orde
 
 
 async def test_a_coupon_reward_debits_once_issues_once_and_the_coupon_is_usable(
-        api: httpx.AsyncClient, worker: None, sessions: async_sessionmaker[AsyncSession]) -> None:
+        api: httpx.AsyncClient, worker: None, temporal_client: Client, sessions: async_sessionmaker[AsyncSession]
+) -> None:
     shop = await _shop(api, stock=3, template_stock=10)
     contact = await _contact(api, shop.program, 500)
     order = f"o-{_tag()}"
@@ -121,6 +123,8 @@ async def test_a_coupon_reward_debits_once_issues_once_and_the_coupon_is_usable(
     r = await api.post("/v1/orders", json=cart | {"order_id": f"buy-{_tag()}"})
     assert r.status_code == 201 and r.json()["total"] == 1_500, r.text
     assert (await api.get(f"/v1/coupons/{code}")).json()["state"] == "reserved"
+    history = await temporal_client.get_workflow_handle(workflow_id(order)).fetch_history()
+    await Replayer(workflows=[RedemptionWorkflow]).replay_workflow(history)
 
 
 @pytest.mark.parametrize("step", ["fulfil", "commit_hold"])
