@@ -1,4 +1,5 @@
-"""Campaign activities: snapshot the audience, partition it into non-overlapping ranges, send one batch (each
+"""Campaign activities: open a recurring campaign's occurrence as a numbered run, snapshot the audience, plan a
+local-time run's per-zone instants, partition the recipients into non-overlapping ranges, send one batch (each
 variant's templates rendered in confined worker processes; a message whose template fails or passes a bound fails
 alone), close the run (completed, or cancelled with the unsent recorded)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -20,7 +22,8 @@ from core.confinement import Confinement
 from core.metrics import BATCH_SECONDS, MESSAGES
 from domain import templates
 from domain.campaigns import assemble, parts
-from store.campaigns import definitions, runs
+from domain.campaigns_timing import local_slots, parse_local_time
+from store.campaigns import definitions, occurrences, runs
 from store.campaigns.models import Campaign
 from store.channels.records import Step
 from store.db import transaction
@@ -38,6 +41,35 @@ class RunInput:
 class PartitionInput:
     run_id: int
     size: int
+    zones: list[str] | None = None  # a local-time slot's zone names: only their recipients
+
+
+@dataclass
+class OccurrenceInput:
+    campaign_id: int
+    workflow_id: str  # the occurrence's own (the schedule appends its time): the run is found again on a retry
+    scheduled_at: float | None = None  # epoch seconds of the occurrence
+
+
+@dataclass
+class Occurrence:
+    run_id: int  # 0: the campaign was not waiting for an occurrence (paused, cancelled, completed): skipped
+    number: int = 0
+
+
+@dataclass
+class LocalPlanInput:
+    run_id: int
+    local_time: str  # HH:MM
+    default_zone: str  # for recipients without a (known) zone
+    start: float  # epoch seconds, the workflow's clock: each zone sends at its first local_time at or after it
+
+
+@dataclass
+class LocalSlot:
+    zones: list[str]  # the recipients' zone names sending at this instant ("" for none: the default zone)
+    due_at: float  # epoch seconds
+    started_at: float | None = None  # workflow time when its first batch started
 
 
 @dataclass
@@ -46,6 +78,7 @@ class SendBatchInput:
     after_contact_id: int
     limit: int
     until_contact_id: int | None = None  # the batch's range is (after, until]: concurrent batches never overlap
+    zones: list[str] | None = None  # a local-time slot's zone names: only their recipients
 
 
 @dataclass
@@ -139,6 +172,23 @@ class CampaignActivities:
             return await runs.snapshot_audience(session, params.run_id)
 
     @activity.defn
+    async def open_occurrence(self, params: OccurrenceInput) -> Occurrence:
+        at = datetime.fromtimestamp(params.scheduled_at, UTC) if params.scheduled_at is not None else None
+        async with transaction(self.sessions) as session:
+            run = await occurrences.open_occurrence(session, params.campaign_id, params.workflow_id, at)
+        return Occurrence(run.id, run.number) if run is not None else Occurrence(0)
+
+    @activity.defn
+    async def plan_local_sends(self, params: LocalPlanInput) -> list[LocalSlot]:
+        """The run's recipients grouped by the instant `local_time` next comes in their zone (domain rule; zone
+        data read here so the workflow never touches a time zone)."""
+        async with self.sessions() as session:
+            names = await runs.queued_zones(session, params.run_id)
+        slots = local_slots(names, parse_local_time(params.local_time), params.default_zone,
+                            datetime.fromtimestamp(params.start, UTC))
+        return [LocalSlot(list(s.zones), s.due.timestamp()) for s in slots]
+
+    @activity.defn
     async def begin_run(self, params: RunInput) -> bool:
         async with transaction(self.sessions) as session:
             return await runs.begin_run(session, params.run_id)
@@ -146,7 +196,7 @@ class CampaignActivities:
     @activity.defn
     async def partition(self, params: PartitionInput) -> list[int]:
         async with self.sessions() as session:
-            return await runs.partition(session, params.run_id, params.size)
+            return await runs.partition(session, params.run_id, params.size, params.zones)
 
     @activity.defn
     async def send_batch(self, params: SendBatchInput) -> SendBatchResult:
@@ -154,7 +204,7 @@ class CampaignActivities:
             run = await runs.get_run(session, params.run_id)
             campaign = await definitions.get_campaign(session, run.campaign_id)
             page = await runs.queued_page(session, params.run_id, params.after_contact_id, params.limit,
-                                          params.until_contact_id)
+                                          params.until_contact_id, params.zones)
         if not page:
             return SendBatchResult(params.after_contact_id, 0, 0, done=True)
         if list(campaign.chain) != ["email"]:

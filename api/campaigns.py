@@ -3,16 +3,26 @@ resume, cancel; the audit trail of transitions."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasicCredentials
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+)
 from temporalio.common import SearchAttributePair, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import Admin, Reader, Session, Temporal, basic, bearer, require_scope
 from api.hygiene import ID_LIST_BODY, body_limit
@@ -27,15 +37,19 @@ from api.schemas.campaigns import (
     NoteIn,
     PreviewIn,
     PreviewOut,
+    RecurrenceIn,
+    RecurrenceOut,
     RunOut,
+    RunSummary,
     TransitionOut,
     VariantIn,
     VariantOut,
 )
 from domain.campaigns import BUCKETS, HOLDOUT, ApprovalPolicy, CampaignStatus, lift
+from domain.campaigns_timing import Recurrence
 from domain.errors import DomainError
 from domain.keys import Scope, parse_key
-from store.campaigns import definitions, lifecycle, runs
+from store.campaigns import definitions, lifecycle, occurrences, runs
 from store.campaigns.lifecycle import Actor
 from store.campaigns.models import Campaign, CampaignRun
 from workflows.campaigns import CAMPAIGN_ID, TASK_QUEUE, CampaignRunInput, CampaignWorkflow, paced_batch_size
@@ -81,6 +95,9 @@ async def _out(session: Session, request: Request, campaign: Campaign) -> Campai
             out.run.holdout_lift = lift(sum(r.converted for r in treated) / total if total else None,
                                         held.converted / held.counts.total)
         out.run.channels = await runs.channel_counts(session, latest.id)
+        out.runs = [RunSummary(number=r.number, status=r.status, workflow_id=r.workflow_id, scheduled_at=r.scheduled_at,
+                               started_at=r.started_at, finished_at=r.finished_at, **vars(c))
+                    for r, c in await occurrences.run_history(session, campaign.id)]
     return out
 
 
@@ -96,7 +113,7 @@ async def _out_many(session: Session, request: Request, campaigns: Sequence[Camp
                 number=run.number, status=run.status, workflow_id=run.workflow_id, total=counts.total,
                 queued=counts.queued, sent=counts.sent, failed=counts.failed, suppressed=counts.suppressed,
                 holdout=counts.holdout, cancelled=counts.cancelled, deferred=counts.deferred,
-                started_at=run.started_at,
+                scheduled_at=run.scheduled_at, started_at=run.started_at,
                 finished_at=run.finished_at,
                 temporal_ui=f"{ui}/namespaces/default/workflows/{run.workflow_id}" if ui else None,
             )
@@ -109,8 +126,25 @@ async def _out_many(session: Session, request: Request, campaigns: Sequence[Camp
             incentive=campaign.incentive, approval_required=campaign.approval_required,
             created_by=campaign.created_by, chain=list(campaign.chain), max_per_second=campaign.max_per_second,
             content=ChannelContent.model_validate(campaign.content),
+            recurrence=_recurrence_out(campaign), local_time=campaign.local_time, timezone=campaign.timezone,
         ))
     return out
+
+
+def _recurrence_out(campaign: Campaign) -> RecurrenceOut | None:
+    if campaign.recurrence is None:
+        return None
+    r = Recurrence.from_json(campaign.recurrence)
+    return RecurrenceOut(cron=r.cron, every_seconds=r.every_seconds, timezone=r.timezone, start=r.start,
+                         until=r.until, schedule_id=occurrences.schedule_id(campaign.id))
+
+
+def _recurrence(body: RecurrenceIn | None, start: datetime | None = None) -> Recurrence | None:
+    if body is None:
+        return None
+    return Recurrence(timezone=body.timezone, cron=body.cron,
+                      every_seconds=int(body.every.total_seconds()) if body.every else None,
+                      start=start or body.start, until=body.until)
 
 
 @router.post("", response_model=CampaignOut, status_code=201, dependencies=[Admin], summary="Create a draft campaign")
@@ -124,7 +158,8 @@ async def create_campaign(body: CampaignIn, session: Session, request: Request, 
         holdout_bp=round(body.holdout_percent * BUCKETS / 100), incentive=body.incentive,
         approval_required=body.approval_required, conversion_event=body.conversion_event,
         created_by_key_id=actor.key_id, created_by=actor.name, chain=body.chain,
-        content=body.content.model_dump(exclude_none=True), max_per_second=body.max_per_second)
+        content=body.content.model_dump(exclude_none=True), max_per_second=body.max_per_second,
+        recurrence=_recurrence(body.recurrence), local_time=body.local_time, timezone=body.timezone)
     return await _out(session, request, campaign)
 
 
@@ -141,19 +176,38 @@ async def get_campaign(campaign_id: Id, session: Session, request: Request) -> C
 
 
 @router.post("/{campaign_id}/launch", response_model=CampaignOut, status_code=202, dependencies=[Admin],
-             summary="Launch a campaign now, or schedule it (`at`): starts one CampaignWorkflow for this run",
-             description="Refused (422) when a template uses a variable, without `| default(...)`, that some of the "
-                         "audience's recipients lack (the first 200 by contact id are probed); the problem names the "
-                         "variable, the channel and field, and how many of them lack it.")
+             summary="Launch a campaign now, schedule it (`at`), or hand it to a recurring schedule (`recurrence`)",
+             description="Now or `at`: starts one CampaignWorkflow for this run. With a `recurrence` (given here or "
+                         "at create): creates the Temporal Schedule `campaign-schedule:{id}` that starts one "
+                         "numbered run per occurrence; the campaign is `scheduled` between them. `local_time` sends "
+                         "each recipient the message at that time on their own clock. Refused (422) when a template "
+                         "uses a variable, without `| default(...)`, that some of the audience's recipients lack (the "
+                         "first 200 by contact id are probed); the problem names the variable, the channel and field, "
+                         "and how many of them lack it.")
 async def launch_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal,
                           actor: Caller, body: LaunchIn | None = None) -> CampaignOut:
-    at = body.at if body else None
+    body = body or LaunchIn()
+    at = body.at
     if at is not None:
         now = datetime.now(UTC)
         if at <= now:
             at = None  # a time already past means now
         elif at > now + timedelta(days=366):
             raise DomainError("at: schedule within a year.")
+    campaign = await definitions.get_campaign(session, campaign_id, lock=True)
+    await definitions.set_timing(session, campaign, local_time=body.local_time, timezone=body.timezone)
+    recurrence = _recurrence(body.recurrence, at) or (
+        Recurrence.from_json(campaign.recurrence) if campaign.recurrence else None)
+    if recurrence is not None:
+        recurrence = definitions.check_timing(recurrence, campaign.local_time, campaign.timezone)
+        assert recurrence is not None
+        if at is not None:
+            recurrence = Recurrence(recurrence.timezone, recurrence.cron, recurrence.every_seconds, at,
+                                    recurrence.until)
+        campaign = await occurrences.start_recurring(session, campaign_id, recurrence, _policy(request), actor)
+        await definitions.check_variables(session, campaign_id)
+        await _create_schedule(client, request.app.state.runtime, campaign, recurrence)
+        return await _out(session, request, campaign)
     run = await runs.start_run(session, campaign_id, _policy(request), actor, at=at)
     await definitions.check_variables(session, campaign_id)  # a 422 rolls the run back with the request
     campaign = await definitions.get_campaign(session, campaign_id)
@@ -181,6 +235,8 @@ async def resume_campaign(campaign_id: Id, session: Session, request: Request, c
 async def cancel_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal, actor: Caller,
                           body: NoteIn | None = None) -> CampaignOut:
     campaign, run = await lifecycle.cancel(session, campaign_id, actor, body.note if body else None)
+    if campaign.recurrence is not None:
+        await _schedule_call("delete", client.get_schedule_handle(occurrences.schedule_id(campaign.id)).delete())
     if run is not None:
         await _signal(client, run.workflow_id, CampaignWorkflow.cancel)
     return await _out(session, request, campaign)
@@ -237,6 +293,11 @@ async def _signal(client: Client, workflow_id: str, signal: object) -> None:
 async def _steer(campaign_id: int, session: Session, request: Request, client: Client, target: CampaignStatus,
                  signal: object, actor: Actor) -> CampaignOut:
     campaign, run = await runs.steer(session, campaign_id, target, actor)
+    if campaign.recurrence is not None:
+        handle = client.get_schedule_handle(occurrences.schedule_id(campaign.id))
+        paused = target is CampaignStatus.PAUSED
+        await _schedule_call("pause" if paused else "unpause", handle.pause(note="campaign paused") if paused
+                             else handle.unpause(note="campaign resumed"))
     if run is not None:
         await _signal(client, run.workflow_id, signal)
     return await _out(session, request, campaign)
@@ -248,10 +309,7 @@ async def _start_workflow(client: Client, runtime: Runtime, campaign: Campaign, 
     try:
         await client.start_workflow(
             CampaignWorkflow.run,
-            CampaignRunInput(campaign_id=campaign.id, run_id=run.id,
-                             batch_size=paced_batch_size(runtime.settings.campaign_batch_size, campaign.max_per_second),
-                             window=runtime.settings.campaign_window, start_at=at.timestamp() if at else None,
-                             max_per_second=campaign.max_per_second),
+            _run_input(runtime, campaign, run_id=run.id, number=run.number, start_at=at.timestamp() if at else None),
             id=run.workflow_id, task_queue=TASK_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=kind("campaign", SearchAttributePair(CAMPAIGN_ID, str(campaign.id))),
             static_summary=f"Campaign #{campaign.id} {campaign.name[:80]!r}, run {run.number}: {campaign.channel}",
@@ -261,3 +319,48 @@ async def _start_workflow(client: Client, runtime: Runtime, campaign: Campaign, 
     except RPCError as exc:
         raise HTTPException(503, f"Temporal refused to start the campaign run: {exc.message}. "
                                  "Check the worker and server.") from exc
+
+
+def _run_input(runtime: Runtime, campaign: Campaign, *, run_id: int, number: int = 0, start_at: float | None = None,
+               recurring: bool = False) -> CampaignRunInput:
+    return CampaignRunInput(
+        campaign_id=campaign.id, run_id=run_id, number=number, recurring=recurring, start_at=start_at,
+        batch_size=paced_batch_size(runtime.settings.campaign_batch_size, campaign.max_per_second),
+        window=runtime.settings.campaign_window, max_per_second=campaign.max_per_second,
+        local_time=campaign.local_time, default_zone=campaign.timezone)
+
+
+async def _create_schedule(client: Client, runtime: Runtime, campaign: Campaign, recurrence: Recurrence) -> None:
+    """The campaign's Temporal Schedule: one CampaignWorkflow per occurrence (it opens its own numbered run); an
+    occurrence due while the previous one still runs is skipped. Created inside the request's transaction: if
+    Temporal refuses, the campaign stays as it was."""
+    label = kind("campaign", SearchAttributePair(CAMPAIGN_ID, str(campaign.id)))
+    spec = ScheduleSpec(
+        cron_expressions=[recurrence.cron] if recurrence.cron else [],
+        intervals=[ScheduleIntervalSpec(every=timedelta(seconds=recurrence.every_seconds))]
+        if recurrence.every_seconds else [],
+        time_zone_name=recurrence.timezone, start_at=recurrence.start, end_at=recurrence.until)
+    action = ScheduleActionStartWorkflow(
+        CampaignWorkflow.run, _run_input(runtime, campaign, run_id=0, recurring=True),
+        id=occurrences.occurrence_workflow_id(campaign.id), task_queue=TASK_QUEUE, typed_search_attributes=label,
+        static_summary=f"Campaign #{campaign.id} {campaign.name[:80]!r}, an occurrence: {campaign.channel}")
+    try:
+        await client.create_schedule(
+            occurrences.schedule_id(campaign.id),
+            Schedule(action=action, spec=spec, policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+                     state=ScheduleState(note=f"Campaign #{campaign.id} {campaign.name[:80]!r}: "
+                                              f"{recurrence.describe()}")),
+            search_attributes=label)
+    except ScheduleAlreadyRunningError as exc:
+        raise HTTPException(409, f"Campaign {campaign.id} already has a schedule.") from exc
+    except RPCError as exc:
+        raise HTTPException(503, f"Temporal refused to create the campaign's schedule: {exc.message}.") from exc
+
+
+async def _schedule_call(what: str, call: Awaitable[None]) -> None:
+    """Delete, pause or unpause the campaign's schedule (one already gone is fine: nothing more will start)."""
+    try:
+        await call
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise HTTPException(503, f"Temporal refused to {what} the campaign's schedule: {exc.message}.") from exc

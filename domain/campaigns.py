@@ -24,14 +24,16 @@ class CampaignStatus(StrEnum):
 
 S = CampaignStatus
 # draft → pending_approval → approved → scheduled → running ⇄ paused → completed | cancelled. A draft may go straight
-# to running only when the policy needs no approval (`launch_target`); a rejected submission returns to draft.
+# to running only when the policy needs no approval (`launch_target`); a rejected submission returns to draft. A
+# recurring campaign goes back to scheduled after each occurrence's run and may be paused while it waits
+# (`steer_target`, `after_run`).
 _ALLOWED: dict[CampaignStatus, frozenset[CampaignStatus]] = {
     S.DRAFT: frozenset({S.PENDING_APPROVAL, S.APPROVED, S.SCHEDULED, S.RUNNING, S.CANCELLED}),
     S.PENDING_APPROVAL: frozenset({S.APPROVED, S.DRAFT, S.CANCELLED}),
     S.APPROVED: frozenset({S.SCHEDULED, S.RUNNING, S.CANCELLED}),
-    S.SCHEDULED: frozenset({S.RUNNING, S.CANCELLED}),
-    S.RUNNING: frozenset({S.PAUSED, S.COMPLETED, S.CANCELLED}),
-    S.PAUSED: frozenset({S.RUNNING, S.CANCELLED}),
+    S.SCHEDULED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.PAUSED, S.SCHEDULED, S.COMPLETED, S.CANCELLED}),
+    S.PAUSED: frozenset({S.RUNNING, S.SCHEDULED, S.COMPLETED, S.CANCELLED}),  # completed: its last batch was in flight
     S.COMPLETED: frozenset(),
     S.CANCELLED: frozenset(),
 }
@@ -108,6 +110,33 @@ def launch_target(current: CampaignStatus, reasons: Sequence[str], *, later: boo
     if later:
         return transition(current, S.SCHEDULED)
     return transition(current, S.RUNNING)
+
+
+def steer_target(current: CampaignStatus, wanted: CampaignStatus, *, recurring: bool,
+                 run_going: bool) -> CampaignStatus:
+    """Where pause (`wanted` paused) or resume (`wanted` running) moves the campaign. A recurring campaign pauses
+    between occurrences too (its schedule pauses) and resumes to scheduled when no run is going; a campaign
+    scheduled for one time is not paused (cancel it instead), and scheduled is never resumed into running."""
+    if wanted is S.PAUSED:
+        if current is S.SCHEDULED and not recurring:
+            raise Conflict("A campaign scheduled for one time cannot be paused; cancel it, or launch it again later.")
+        return transition(current, S.PAUSED)
+    if current is not S.PAUSED:
+        raise InvalidTransition(f"Only a paused campaign can be resumed; this one is {current}.")
+    return transition(current, S.RUNNING if run_going or not recurring else S.SCHEDULED)
+
+
+def after_run(current: CampaignStatus, *, cancelled: bool, recurring: bool,
+              more: bool) -> CampaignStatus | None:
+    """Where the campaign goes when a run closes (None: it stays). A one-off campaign completes (or is cancelled);
+    a recurring one waits for its next occurrence (scheduled, or still paused) and completes after its last."""
+    if cancelled:
+        return S.CANCELLED if current in (S.RUNNING, S.PAUSED, S.SCHEDULED) else None
+    if current not in (S.RUNNING, S.PAUSED):
+        return None
+    if recurring and more:
+        return S.SCHEDULED if current is S.RUNNING else None
+    return S.COMPLETED
 
 
 def check_approver(creator_key_id: int | None, approver_key_id: int) -> None:

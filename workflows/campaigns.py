@@ -10,6 +10,11 @@ A send-rate cap (`max_per_second`) paces batch starts deterministically: each ba
 `batch_size / max_per_second` seconds, and the next batch waits for a durable timer until that reservation has
 passed; the launch also caps the batch size at one second's worth (`paced_batch_size`), so a run never sends faster
 than the cap over any stretch longer than one batch (docs/campaigns.md).
+
+A recurring campaign's Temporal Schedule starts this workflow once per occurrence without a run: its first activity
+opens the occurrence's numbered run (found again by workflow id on a retry) or skips it. A local-time run sends its
+recipients zone slot by zone slot: an activity computes each slot's instant (the workflow never reads a zone), and a
+durable timer waits for it before that slot's ranges are cut and sent.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 with workflow.unsafe.imports_passed_through():
     from activities.campaigns import (
         CampaignActivities,
+        LocalPlanInput,
+        LocalSlot,
+        OccurrenceInput,
         PartitionInput,
         RunInput,
         RunTotals,
@@ -33,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
 
 TASK_QUEUE = "nudge-campaigns"
 CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
+SCHEDULED_AT = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")  # set by a schedule on each occurrence
 BATCHES_PER_RUN = 200  # continue-as-new well before the history grows large
 
 
@@ -53,6 +62,12 @@ class CampaignRunInput:
     start_at: float | None = None  # epoch seconds: a scheduled run waits for it (a durable timer) before sending
     max_per_second: int | None = None  # send-rate cap: batch starts are spaced batch_size / max_per_second apart
     next_start: float | None = None  # epoch seconds: with a cap, no batch starts before this (carried over)
+    recurring: bool = False  # started by the campaign's schedule: run_id is 0 until the occurrence opens its run
+    number: int = 0  # the run's number (shown in progress)
+    local_time: str | None = None  # HH:MM: each recipient gets it at this time on their own clock
+    default_zone: str = "UTC"  # the zone of recipients without a (known) one
+    slots: list[LocalSlot] | None = None  # a local-time run's slots, earliest first; None until planned
+    slot: int = 0  # the slot being sent
 
 
 @dataclass
@@ -70,6 +85,9 @@ class CampaignProgress:
     unsent_cancelled: int = 0
     max_per_second: int | None = None
     paced: bool = False  # waiting for the rate cap before the next batch
+    number: int = 0
+    skipped: bool = False  # an occurrence the campaign was not waiting for (paused, cancelled, completed)
+    slots: list[LocalSlot] | None = None  # local time: each slot's zones, instant and when it started
 
 
 def paced_batch_size(batch_size: int, max_per_second: int | None) -> int:
@@ -91,12 +109,16 @@ class CampaignWorkflow:
         self.done = False
         self.in_flight = 0
         self.paced = False
+        self.skipped = False
+        self.started = 0  # batches started by this execution (continue-as-new after BATCHES_PER_RUN)
         self.totals: RunTotals | None = None
         self.batches: list[asyncio.Task[None]] = []
 
     @workflow.run
     async def run(self, params: CampaignRunInput) -> CampaignProgress:
         s = self.state
+        if s.recurring and s.run_id == 0 and not await self._open_occurrence():
+            return self.progress()
         if s.start_at is not None and s.total < 0 and not await self._wait_for_start(s.start_at):
             return await self._finish()
         if s.total < 0:
@@ -104,25 +126,65 @@ class CampaignWorkflow:
                 CampaignActivities.snapshot_audience, RunInput(s.run_id),
                 start_to_close_timeout=timedelta(minutes=10), retry_policy=SEND_RETRY,
             )
-        if s.bounds is None:
-            s.bounds = await workflow.execute_activity_method(
-                CampaignActivities.partition, PartitionInput(s.run_id, s.batch_size),
-                start_to_close_timeout=timedelta(minutes=10), retry_policy=SEND_RETRY,
+        if s.local_time is not None and s.slots is None:
+            s.slots = await workflow.execute_activity_method(
+                CampaignActivities.plan_local_sends,
+                LocalPlanInput(s.run_id, s.local_time, s.default_zone, workflow.now().timestamp()),
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=SEND_RETRY,
             )
-        try:
-            await self._window()
-        except asyncio.CancelledError:
-            self.cancelled = True  # the workflow was cancelled in Temporal: stop as the cancel signal does
-        await workflow.wait_condition(lambda: self.in_flight == 0)
-        if s.bounds and not self.cancelled:
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            s.paused, s.cancelled = self.paused, self.cancelled
-            workflow.continue_as_new(s)
+        while not self.cancelled:
+            if s.bounds is None:
+                if s.slots is not None:
+                    if s.slot >= len(s.slots):
+                        break
+                    slot = s.slots[s.slot]
+                    if not await self._sleep_until(slot.due_at):
+                        break
+                    slot.started_at = workflow.now().timestamp()
+                s.after_contact_id = 0  # each slot's ranges start over
+                s.bounds = await workflow.execute_activity_method(
+                    CampaignActivities.partition, PartitionInput(s.run_id, s.batch_size, self._zones()),
+                    start_to_close_timeout=timedelta(minutes=10), retry_policy=SEND_RETRY,
+                )
+            try:
+                await self._window()
+            except asyncio.CancelledError:
+                self.cancelled = True  # the workflow was cancelled in Temporal: stop as the cancel signal does
+            await workflow.wait_condition(lambda: self.in_flight == 0)
+            if self.cancelled:
+                break
+            if s.bounds:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                s.paused, s.cancelled = self.paused, self.cancelled
+                workflow.continue_as_new(s)
+            if s.slots is None:
+                break
+            s.slot, s.bounds = s.slot + 1, None
         return await self._finish()
 
-    async def _wait_for_start(self, start_at: float) -> bool:
-        """Sleep until the scheduled time (or a cancel), then move the campaign to running; False if cancelled."""
-        delay = start_at - workflow.now().timestamp()
+    def _zones(self) -> list[str] | None:
+        s = self.state
+        return s.slots[s.slot].zones if s.slots is not None else None
+
+    async def _open_occurrence(self) -> bool:
+        """The schedule started this occurrence: open its numbered run, or skip it (False) when the campaign is not
+        waiting for one."""
+        info = workflow.info()
+        at = info.typed_search_attributes.get(SCHEDULED_AT)
+        occurrence = await workflow.execute_activity_method(
+            CampaignActivities.open_occurrence,
+            OccurrenceInput(self.state.campaign_id, info.workflow_id, at.timestamp() if at else None),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=SEND_RETRY,
+        )
+        if occurrence.run_id == 0:
+            self.skipped = self.done = True
+            return False
+        self.state.run_id, self.state.number = occurrence.run_id, occurrence.number
+        return True
+
+    async def _sleep_until(self, at: float) -> bool:
+        """A durable timer until `at` (epoch seconds), cut short by a cancel; False if cancelled."""
+        delay = at - workflow.now().timestamp()
         if delay > 0:
             try:
                 await workflow.wait_condition(lambda: self.cancelled, timeout=timedelta(seconds=delay))
@@ -130,7 +192,11 @@ class CampaignWorkflow:
                 pass
             except asyncio.CancelledError:
                 self.cancelled = True
-        if self.cancelled:
+        return not self.cancelled
+
+    async def _wait_for_start(self, start_at: float) -> bool:
+        """Sleep until the scheduled time (or a cancel), then move the campaign to running; False if cancelled."""
+        if not await self._sleep_until(start_at):
             return False
         self.state.start_at = None
         begun = await workflow.execute_activity_method(
@@ -154,8 +220,7 @@ class CampaignWorkflow:
         """Start batches, range after range, keeping at most `window` in flight, until none is left, the run is
         cancelled or it is time to continue as new."""
         s = self.state
-        started = 0
-        while s.bounds and started < BATCHES_PER_RUN:
+        while s.bounds and self.started < BATCHES_PER_RUN:
             await workflow.wait_condition(
                 lambda: self.cancelled or (not self.paused and self.in_flight < max(s.window, 1)))
             if self.cancelled:
@@ -168,7 +233,7 @@ class CampaignWorkflow:
             self.in_flight += 1  # counted now, not when the task first runs, so the window is never overfilled
             self.batches.append(asyncio.create_task(self._send(s.after_contact_id, until)))
             s.after_contact_id = until
-            started += 1
+            self.started += 1
 
     async def _pace(self) -> bool:
         """With a rate cap, wait (a durable timer, cut short by a cancel) until the next batch may start; True if it
@@ -192,7 +257,7 @@ class CampaignWorkflow:
         s = self.state
         try:
             batch: SendBatchResult = await workflow.execute_activity_method(
-                CampaignActivities.send_batch, SendBatchInput(s.run_id, after, s.batch_size, until),
+                CampaignActivities.send_batch, SendBatchInput(s.run_id, after, s.batch_size, until, self._zones()),
                 start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=s.heartbeat_seconds),
                 retry_policy=SEND_RETRY,
             )
@@ -222,4 +287,5 @@ class CampaignWorkflow:
             cancelled=self.cancelled, in_flight=self.in_flight, batches_left=len(s.bounds or []),
             suppressed=t.suppressed if t else 0, holdout=t.holdout if t else 0,
             unsent_cancelled=t.cancelled if t else 0, max_per_second=s.max_per_second, paced=self.paced,
+            number=s.number, skipped=self.skipped, slots=s.slots,
         )

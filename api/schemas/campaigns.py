@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from api.params import Id
+from domain.campaigns_timing import MAX_INTERVAL, MIN_INTERVAL, known_zone, parse_cron, parse_local_time
+from domain.errors import DomainError
 
 EXAMPLE = {
     "name": "Spring sale",
@@ -99,7 +101,94 @@ class ChannelContent(BaseModel):
     webhook: SmsContent | None = None
 
 
-class CampaignIn(BaseModel):
+def _zone(value: str) -> str:
+    try:
+        known_zone(value)
+    except DomainError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _aware_time(value: datetime | None) -> datetime | None:
+    if value is not None and value.utcoffset() is None:
+        raise ValueError("give the time with its zone offset, e.g. 2026-12-24T09:00:00+08:00")
+    return value
+
+
+class RecurrenceIn(BaseModel):
+    """A Temporal Schedule starts one run of the campaign per occurrence."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"cron": "0 9 * * MON", "timezone": "Asia/Shanghai", "until": "2027-06-30T00:00:00+08:00"},
+        {"every": "P1D"}]})
+
+    cron: str | None = Field(None, max_length=200, description="Five fields, minute hour day-of-month month "
+                                                              "day-of-week (`0 9 * * MON`), or `@daily` and the like; "
+                                                              "restrict either the day of month or the day of week.")
+    every: timedelta | None = Field(None, description="Or an interval (ISO 8601, `PT6H`, `P1D`; one hour to 366 "
+                                                      "days), counted from the Unix epoch as Temporal counts it.")
+    timezone: str = Field("UTC", max_length=64, description="The IANA zone the cron's times are read in.")
+    start: datetime | None = Field(None, description="No occurrence before this (with a zone offset).")
+    until: datetime | None = Field(None, description="No occurrence after this (with a zone offset); after the "
+                                                     "last one's run the campaign completes.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return parse_cron(value).text
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not MIN_INTERVAL <= value <= MAX_INTERVAL:
+            raise ValueError("between one hour and 366 days")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return _zone(value)
+
+    @field_validator("start", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return _aware_time(value)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> RecurrenceIn:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give either `cron` or `every`")
+        if self.start and self.until and self.until <= self.start:
+            raise ValueError("`until` must be after `start`")
+        return self
+
+
+class LocalTiming(BaseModel):
+    """Local-time sends: shared by create and launch."""
+
+    local_time: str | None = Field(None, examples=["09:00"],
+                                   description="HH:MM: each recipient gets the message at this time on their own "
+                                               "clock (their zone, else `timezone`); a zone where it has passed "
+                                               "already gets it at that time the next day.")
+
+    @field_validator("local_time")
+    @classmethod
+    def _local_time(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            t = parse_local_time(value)
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
+        return t.strftime("%H:%M")
+
+
+class CampaignIn(LocalTiming):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE, CHAIN_EXAMPLE]})
 
     name: str = Field(min_length=1, max_length=200)
@@ -124,6 +213,14 @@ class CampaignIn(BaseModel):
                                        description="Send-rate cap for this campaign's runs, in messages a second: "
                                                    "batches hold at most this many recipients and start no faster "
                                                    "than the cap allows. None: as fast as the workers go.")
+    recurrence: RecurrenceIn | None = Field(None, description="Send it again and again: the launch creates a "
+                                                              "Temporal Schedule, one numbered run per occurrence.")
+    timezone: str = Field("UTC", max_length=64, description="The zone of recipients without one (local-time sends).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return _zone(value)
 
     @field_validator("chain")
     @classmethod
@@ -163,18 +260,26 @@ class VariantOut(BaseModel):
     conversion_rate: float | None = None
 
 
-class LaunchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"at": "2026-12-24T09:00:00+08:00"}]})
+class LaunchIn(LocalTiming):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"at": "2026-12-24T09:00:00+08:00"}, {"local_time": "09:00", "timezone": "Europe/Paris"},
+        {"recurrence": {"cron": "0 9 * * MON", "timezone": "Asia/Shanghai"}}]})
 
     at: datetime | None = Field(None, description="Start at this time (with a zone offset; within a year) instead of "
-                                                  "now: the campaign is `scheduled` until then.")
+                                                  "now: the campaign is `scheduled` until then. With a recurrence: "
+                                                  "its first occurrence is at or after this.")
+    recurrence: RecurrenceIn | None = Field(None, description="Replaces the campaign's recurrence for this launch.")
+    timezone: str | None = Field(None, max_length=64, description="Replaces the campaign's default zone.")
 
     @field_validator("at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.utcoffset() is None:
-            raise ValueError("give the time with its zone offset, e.g. 2026-12-24T09:00:00+08:00")
-        return value
+        return _aware_time(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return _zone(value) if value is not None else None
 
 
 class PreviewIn(BaseModel):
@@ -191,6 +296,32 @@ class PreviewOut(BaseModel):
     content: dict[str, Any] = Field(description="What the delivery service would send on this channel.")
 
 
+class RecurrenceOut(BaseModel):
+    cron: str | None
+    every_seconds: int | None
+    timezone: str
+    start: datetime | None
+    until: datetime | None
+    schedule_id: str = Field(description="The Temporal Schedule starting its runs.")
+
+
+class RunSummary(BaseModel):
+    number: int
+    status: str
+    workflow_id: str
+    scheduled_at: datetime | None = Field(None, description="The occurrence's time (runs a schedule started).")
+    started_at: datetime
+    finished_at: datetime | None
+    total: int
+    sent: int
+    failed: int
+    queued: int
+    suppressed: int = 0
+    holdout: int = 0
+    cancelled: int = 0
+    deferred: int = 0
+
+
 class RunOut(BaseModel):
     number: int
     status: str
@@ -203,6 +334,7 @@ class RunOut(BaseModel):
     holdout: int = 0
     cancelled: int = 0
     deferred: int = 0
+    scheduled_at: datetime | None = None
     started_at: datetime
     finished_at: datetime | None
     temporal_ui: str | None = Field(None, description="Where to watch this run in the Temporal UI.")
@@ -231,8 +363,13 @@ class CampaignOut(BaseModel):
     approval_required: bool = False
     created_by: str | None = None
     max_per_second: int | None = Field(None, description="The send-rate cap, messages a second (None: no cap).")
+    recurrence: RecurrenceOut | None = None
+    local_time: str | None = None
+    timezone: str = "UTC"
     created_at: datetime
     run: RunOut | None = None
+    runs: list[RunSummary] | None = Field(None, description="Every run, latest first, with its counts (on GET of one "
+                                                            "campaign; the latest 50).")
 
 
 class TransitionOut(BaseModel):

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.confinement import Confinement, Exceeded, Limits, shared
 from domain import templates
 from domain.campaigns import Variant, assemble, parts, thresholds
+from domain.campaigns_timing import Recurrence, known_zone, parse_local_time
 from domain.errors import DomainError, NotFound, TemplateProblem
 from store.campaigns.models import Campaign
 from store.contacts.profiles import existing_ids
@@ -37,7 +38,8 @@ async def create_campaign(session: AsyncSession, *, name: str, channel: str, sub
                           approval_required: bool = False, conversion_event: str | None = None,
                           created_by_key_id: int | None = None, created_by: str | None = None,
                           chain: Sequence[str] = ("email",), content: dict[str, Any] | None = None,
-                          max_per_second: int | None = None) -> Campaign:
+                          max_per_second: int | None = None, recurrence: Recurrence | None = None,
+                          local_time: str | None = None, timezone: str = "UTC") -> Campaign:
     """A draft whose templates (and each variant's) compile in the sandbox and whose audience exists, or a 422
     naming what is wrong."""
     await check_templates(subject, body, html)
@@ -45,6 +47,7 @@ async def create_campaign(session: AsyncSession, *, name: str, channel: str, sub
         await check_templates(v.get("subject") or subject, v.get("body") or body, v.get("html") or html,
                               prefix=f"variants[{i}].")
     thresholds([Variant(str(v["name"]), int(v.get("weight", 1))) for v in variants], holdout_bp)
+    timing = check_timing(recurrence, local_time, timezone)
     content = content or {}
     for channel in chain:
         if channel != "email":
@@ -65,10 +68,35 @@ async def create_campaign(session: AsyncSession, *, name: str, channel: str, sub
                                   "exclude_segment_ids": sorted(set(exclude_segment_ids))},
                         variants=list(variants), holdout_bp=holdout_bp, incentive=incentive,
                         approval_required=approval_required, conversion_event=conversion_event,
-                        created_by_key_id=created_by_key_id, created_by=created_by, max_per_second=max_per_second)
+                        created_by_key_id=created_by_key_id, created_by=created_by, max_per_second=max_per_second,
+                        recurrence=timing.to_json() if timing else None, local_time=local_time, timezone=timezone)
     session.add(campaign)
     await session.flush()
     return campaign
+
+
+def check_timing(recurrence: Recurrence | None, local_time: str | None, timezone: str) -> Recurrence | None:
+    """The recurrence normalised, or a 422 naming the field (`recurrence.cron`, `local_time`, `timezone`)."""
+    try:
+        known_zone(timezone)
+    except DomainError as exc:
+        raise DomainError(f"timezone: {exc}") from None
+    if local_time is not None:
+        try:
+            parse_local_time(local_time)
+        except DomainError as exc:
+            raise DomainError(f"local_time: {exc}") from None
+    return recurrence.check() if recurrence is not None else None
+
+
+async def set_timing(session: AsyncSession, campaign: Campaign, *, local_time: str | None,
+                     timezone: str | None) -> None:
+    """A launch's local-time settings, stored on the (locked) campaign before its run reads them."""
+    if local_time is not None or timezone is not None:
+        check_timing(None, local_time, timezone or campaign.timezone)
+        campaign.local_time = local_time if local_time is not None else campaign.local_time
+        campaign.timezone = timezone or campaign.timezone
+        await session.flush()
 
 
 def rendering() -> Confinement:

@@ -44,6 +44,9 @@ class Campaign(Base):
     chain: Mapped[list[str]] = mapped_column(ARRAY(Text), default=lambda: ["email"])
     content: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     max_per_second: Mapped[int | None] = mapped_column(Integer)
+    recurrence: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # domain/campaigns_timing.py:Recurrence
+    local_time: Mapped[str | None] = mapped_column(Text)  # HH:MM on each recipient's clock
+    timezone: Mapped[str] = mapped_column(Text, default="UTC")  # the zone of recipients without one
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
                                                  onupdate=func.now())
@@ -62,6 +65,7 @@ class CampaignRun(Base):
     started_at: Mapped[datetime] = created_at()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # a recurring run's occurrence
 
 
 class Transition(Base):
@@ -95,5 +99,6 @@ class Delivery(Base):
     provider_message_id: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     variant: Mapped[str | None] = mapped_column(Text)
+    zone: Mapped[str | None] = mapped_column(Text)  # the contact's zone, snapshotted for a local-time run
     created_at: Mapped[datetime] = created_at()
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -12,14 +12,23 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
-from domain.campaigns import BUCKETS, HOLDOUT, ApprovalPolicy, CampaignStatus, Variant, launch_target, thresholds
+from domain.campaigns import (
+    BUCKETS,
+    HOLDOUT,
+    ApprovalPolicy,
+    CampaignStatus,
+    Variant,
+    after_run,
+    launch_target,
+    steer_target,
+    thresholds,
+)
+from domain.campaigns_timing import Recurrence, run_step
 from domain.errors import NotFound
 from store.campaigns import lifecycle
 from store.campaigns.definitions import get_campaign
 from store.campaigns.lifecycle import Actor
 from store.campaigns.models import Campaign, CampaignRun, Delivery
-
-STEP = "s1"  # a broadcast has one send step; journeys name theirs
 
 
 def workflow_id(campaign_id: int, number: int) -> str:
@@ -72,7 +81,7 @@ async def latest_runs(session: AsyncSession, campaign_ids: Sequence[int]) -> dic
         ).where(Delivery.run_id == run.id).lateral()
     )
     rows = await session.execute(select(run, counts).join(counts, true()))
-    return {r[0].campaign_id: (r[0], _counts(r)) for r in rows}
+    return {r[0].campaign_id: (r[0], row_counts(r)) for r in rows}
 
 
 async def get_run(session: AsyncSession, run_id: int) -> CampaignRun:
@@ -86,7 +95,9 @@ async def snapshot_audience(session: AsyncSession, run_id: int) -> int:
     """Snapshot the audience into the run's deliveries in one statement: explicit ids and segment members, minus
     exclusion segments. Each recipient gets its variant (hash of campaign and contact, as domain/campaigns.py
     computes it); holdout recipients are recorded `holdout`, suppressed addresses and unsubscribed contacts
-    `suppressed`, the rest `queued`. Re-running it adds nothing. The run's total counts every row."""
+    `suppressed`, the rest `queued`; for a local-time campaign, its zone (the contact's, or its `timezone` trait).
+    The keys carry the run's step (`run_step`), so each occurrence of a recurring campaign has its own. Re-running
+    it adds nothing. The run's total counts every row."""
     run = await get_run(session, run_id)
     campaign = await get_campaign(session, run.campaign_id)
     audience = campaign.audience
@@ -97,13 +108,16 @@ async def snapshot_audience(session: AsyncSession, run_id: int) -> int:
     params |= {f"g{i}": name for i, (_, name) in enumerate(bounds)}
     await session.execute(
         text(f"""
-            INSERT INTO deliveries (contact_id, key, campaign_id, run_id, step, channel, status, variant, error)
+            INSERT INTO deliveries (contact_id, key, campaign_id, run_id, step, channel, status, variant, error,
+                                    zone)
             SELECT id, 'delivery:' || :campaign || ':' || :step || ':' || id, :campaign, :run, :step, :channel,
                    CASE WHEN variant = :holdout THEN 'holdout' WHEN blocked IS NOT NULL THEN 'suppressed'
                         ELSE 'queued' END,
-                   variant, blocked
+                   variant, blocked, zone
             FROM (
                 SELECT a.id, CASE {cases} END AS variant,
+                       CASE WHEN :local THEN coalesce(nullif(a.timezone, ''), nullif(a.traits ->> 'timezone', ''))
+                       END AS zone,
                        CASE WHEN :screen_email AND EXISTS (
                                 SELECT 1 FROM suppressions s WHERE s.channel = 'email' AND s.address_hash =
                                     encode(sha256(convert_to('email:' || lower(trim(a.email)), 'UTF8')), 'hex'))
@@ -114,7 +128,7 @@ async def snapshot_audience(session: AsyncSession, run_id: int) -> int:
                                 ORDER BY p.channel = '*' LIMIT 1), true)
                             THEN 'unsubscribed' END AS blocked
                 FROM (
-                    SELECT c.id, c.email,
+                    SELECT c.id, c.email, c.timezone, c.traits,
                            ('x' || substr(encode(sha256(convert_to(:campaign || ':' || c.id, 'UTF8')), 'hex'), 1, 15)
                            )::bit(60)::bigint % :buckets AS b
                     FROM contacts c
@@ -129,16 +143,15 @@ async def snapshot_audience(session: AsyncSession, run_id: int) -> int:
         """),
         # With a fallback chain only opting out of everything is screened here; the delivery service screens each
         # channel's suppressions and preferences as it reaches it.
-        {"campaign": campaign.id, "step": STEP, "run": run_id, "holdout": HOLDOUT,
+        {"campaign": campaign.id, "step": run_step(run.number), "run": run_id, "holdout": HOLDOUT,
+         "local": campaign.local_time is not None,
          "channel": campaign.chain[0], "screen_email": campaign.chain == ["email"],
          "pref": campaign.chain[0] if len(campaign.chain) == 1 else "*",
          "buckets": BUCKETS, "ids": [int(c) for c in audience.get("contact_ids", [])],
          "segs": [int(c) for c in audience.get("segment_ids", [])],
          "excl": [int(c) for c in audience.get("exclude_segment_ids", [])], **params},
     )
-    total = await session.scalar(
-        text("SELECT count(*) FROM deliveries WHERE campaign_id = :c AND step = :s"), {"c": campaign.id, "s": STEP}
-    )
+    total = await session.scalar(text("SELECT count(*) FROM deliveries WHERE run_id = :run"), {"run": run_id})
     run.total = int(total or 0)
     run.status = "running"
     return run.total
@@ -155,16 +168,27 @@ async def begin_run(session: AsyncSession, run_id: int) -> bool:
     return campaign.status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED)
 
 
-async def partition(session: AsyncSession, run_id: int, size: int) -> list[int]:
-    """Upper contact ids of consecutive ranges holding at most `size` queued deliveries each, so concurrent batches
-    never overlap (the last bound is the largest queued contact id)."""
-    rows = await session.scalars(text("""
+_IN_ZONES = "(CAST(:zones AS text[]) IS NULL OR coalesce(d.zone, '') = ANY(CAST(:zones AS text[])))"
+
+
+async def partition(session: AsyncSession, run_id: int, size: int, zones: Sequence[str] | None = None) -> list[int]:
+    """Upper contact ids of consecutive ranges holding at most `size` queued deliveries each (of the recipients in
+    `zones`, when given: a local-time slot), so concurrent batches never overlap (the last bound is the largest
+    queued contact id)."""
+    rows = await session.scalars(text(f"""
         SELECT contact_id FROM (
             SELECT contact_id, row_number() OVER (ORDER BY contact_id) AS n, count(*) OVER () AS total
-            FROM deliveries WHERE run_id = :run AND status = 'queued'
+            FROM deliveries d WHERE run_id = :run AND status = 'queued' AND {_IN_ZONES}
         ) q WHERE n % :size = 0 OR n = total ORDER BY contact_id
-    """), {"run": run_id, "size": size})
+    """), {"run": run_id, "size": size, "zones": list(zones) if zones is not None else None})
     return [int(r) for r in rows]
+
+
+async def queued_zones(session: AsyncSession, run_id: int) -> list[str | None]:
+    """The zone names of a local-time run's queued recipients, once each (None: the contact has none)."""
+    rows = await session.scalars(text(
+        "SELECT DISTINCT zone FROM deliveries WHERE run_id = :run AND status = 'queued'"), {"run": run_id})
+    return list(rows)
 
 
 @dataclass(frozen=True)
@@ -177,17 +201,18 @@ class PendingDelivery:
 
 
 async def queued_page(session: AsyncSession, run_id: int, after_contact_id: int, limit: int,
-                      until_contact_id: int | None = None) -> list[PendingDelivery]:
+                      until_contact_id: int | None = None, zones: Sequence[str] | None = None) -> list[PendingDelivery]:
     """The next page of deliveries not yet sent, keyed by contact id (stable across retries), within
-    (after, until] when a range is given."""
+    (after, until] when a range is given, of the recipients in `zones` when given."""
     rows = await session.execute(
-        text("""
+        text(f"""
             SELECT d.key, d.contact_id, d.variant, c.email, c.user_id, c.phone, c.timezone, c.traits
             FROM deliveries d JOIN contacts c ON c.id = d.contact_id
             WHERE d.run_id = :run AND d.contact_id > :after AND d.contact_id <= :until AND d.status = 'queued'
+              AND {_IN_ZONES}
             ORDER BY d.contact_id LIMIT :limit
         """),
-        {"run": run_id, "after": after_contact_id, "limit": limit,
+        {"run": run_id, "after": after_contact_id, "limit": limit, "zones": list(zones) if zones is not None else None,
          "until": until_contact_id if until_contact_id is not None else 2**63 - 1},
     )
     return [
@@ -309,14 +334,14 @@ _COUNTS = """
 """
 
 
-def _counts(row: Any) -> RunCounts:
+def row_counts(row: Any) -> RunCounts:
     return RunCounts(total=row.total, queued=row.queued, sent=row.sent, failed=row.failed,
                      suppressed=row.suppressed, holdout=row.holdout, cancelled=row.cancelled,
                      deferred=row.deferred)
 
 
 async def run_counts(session: AsyncSession, run_id: int) -> RunCounts:
-    return _counts((await session.execute(text(f"SELECT {_COUNTS} FROM deliveries WHERE run_id = :run"),
+    return row_counts((await session.execute(text(f"SELECT {_COUNTS} FROM deliveries WHERE run_id = :run"),
                                           {"run": run_id})).one())
 
 
@@ -351,11 +376,12 @@ async def variant_results(session: AsyncSession, run_id: int,
         WHERE d.run_id = :run
         GROUP BY 1 ORDER BY 1
     """), {"run": run_id, "event": conversion_event})
-    return {r.variant: VariantResult(_counts(r), r.delivered, r.opened, r.clicked, r.converted) for r in rows}
+    return {r.variant: VariantResult(row_counts(r), r.delivered, r.opened, r.clicked, r.converted) for r in rows}
 
 
 async def finish_run(session: AsyncSession, run_id: int, *, cancelled: bool = False) -> RunCounts:
-    """Close the run: completed, or cancelled with its unsent recipients recorded `cancelled`. Idempotent."""
+    """Close the run: completed, or cancelled with its unsent recipients recorded `cancelled`; the campaign moves as
+    `after_run` says (a recurring one back to scheduled while occurrences remain). Idempotent."""
     run = await get_run(session, run_id)
     campaign = await get_campaign(session, run.campaign_id, lock=True)
     if run.finished_at is None:
@@ -369,18 +395,24 @@ async def finish_run(session: AsyncSession, run_id: int, *, cancelled: bool = Fa
             run.cancelled_at = now
         run.status = "cancelled" if cancelled else "completed"
         run.finished_at = now
-        if campaign.status in (CampaignStatus.RUNNING, CampaignStatus.PAUSED) or (
-                cancelled and campaign.status == CampaignStatus.SCHEDULED):
-            target = CampaignStatus.CANCELLED if cancelled else CampaignStatus.COMPLETED
-            await lifecycle.record(session, campaign, target, Actor.system(f"run {run.number}"))
+        recurrence = Recurrence.from_json(campaign.recurrence) if campaign.recurrence else None
+        more = recurrence is not None and recurrence.next_after(run.scheduled_at or now) is not None
+        target = after_run(CampaignStatus(campaign.status), cancelled=cancelled, recurring=recurrence is not None,
+                           more=more)
+        if target is not None:
+            note = "waiting for the next occurrence" if target is CampaignStatus.SCHEDULED else None
+            await lifecycle.record(session, campaign, target, Actor.system(f"run {run.number}"), note)
     return await run_counts(session, run_id)
 
 
-async def steer(session: AsyncSession, campaign_id: int, target: CampaignStatus,
+async def steer(session: AsyncSession, campaign_id: int, wanted: CampaignStatus,
                 actor: Actor | None = None) -> tuple[Campaign, CampaignRun | None]:
-    """Move a campaign to `target` (pause, resume) under its row lock; also the run whose workflow must be told,
-    if one is still going."""
+    """Pause (`wanted` paused) or resume a campaign under its row lock (`steer_target`: a recurring campaign also
+    between occurrences); also the run whose workflow must be told, if one is still going."""
     campaign = await get_campaign(session, campaign_id, lock=True)
-    await lifecycle.record(session, campaign, target, actor or Actor.system())
     run = await latest_run(session, campaign_id)
-    return campaign, run if run is not None and run.finished_at is None else None
+    going = run if run is not None and run.finished_at is None else None
+    target = steer_target(CampaignStatus(campaign.status), wanted, recurring=campaign.recurrence is not None,
+                          run_going=going is not None)
+    await lifecycle.record(session, campaign, target, actor or Actor.system())
+    return campaign, going

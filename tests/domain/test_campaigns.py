@@ -15,6 +15,7 @@ from domain.campaigns import (
     ApprovalPolicy,
     CampaignStatus,
     Variant,
+    after_run,
     allowed,
     approval_reasons,
     assign,
@@ -24,6 +25,7 @@ from domain.campaigns import (
     launch_target,
     lift,
     message_id,
+    steer_target,
     thresholds,
     transition,
 )
@@ -45,8 +47,42 @@ def test_final_states_never_move(final: CampaignStatus, target: CampaignStatus) 
 
 
 def test_refusal_lists_allowed_moves() -> None:
-    with pytest.raises(InvalidTransition, match="allowed from scheduled: cancelled, running"):
-        transition(CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
+    with pytest.raises(InvalidTransition, match="allowed from scheduled: cancelled, paused, running"):
+        transition(CampaignStatus.SCHEDULED, CampaignStatus.COMPLETED)
+
+
+def test_only_a_recurring_campaign_pauses_while_scheduled_and_resumes_to_scheduled() -> None:
+    with pytest.raises(Conflict, match="scheduled for one time cannot be paused"):
+        steer_target(CampaignStatus.SCHEDULED, CampaignStatus.PAUSED, recurring=False, run_going=False)
+    assert steer_target(CampaignStatus.SCHEDULED, CampaignStatus.PAUSED, recurring=True,
+                        run_going=False) is CampaignStatus.PAUSED
+    assert steer_target(CampaignStatus.PAUSED, CampaignStatus.RUNNING, recurring=True,
+                        run_going=False) is CampaignStatus.SCHEDULED
+    assert steer_target(CampaignStatus.PAUSED, CampaignStatus.RUNNING, recurring=True,
+                        run_going=True) is CampaignStatus.RUNNING
+    assert steer_target(CampaignStatus.PAUSED, CampaignStatus.RUNNING, recurring=False,
+                        run_going=False) is CampaignStatus.RUNNING
+    with pytest.raises(InvalidTransition, match="Only a paused campaign"):
+        steer_target(CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, recurring=True, run_going=False)
+
+
+@pytest.mark.parametrize(("current", "cancelled", "recurring", "more", "target"), [
+    ("running", False, False, False, "completed"),
+    ("running", False, True, True, "scheduled"),   # waits for the next occurrence
+    ("running", False, True, False, "completed"),  # that was the last one
+    ("paused", False, True, True, None),           # stays paused; resume makes it scheduled
+    ("paused", False, False, False, "completed"),
+    ("running", True, True, True, "cancelled"),
+    ("scheduled", True, False, False, "cancelled"),
+    ("cancelled", True, True, True, None),
+    ("completed", False, False, False, None),
+])
+def test_where_a_campaign_goes_when_a_run_closes(current: str, cancelled: bool, recurring: bool, more: bool,
+                                                 target: str | None) -> None:
+    moved = after_run(CampaignStatus(current), cancelled=cancelled, recurring=recurring, more=more)
+    assert moved == (CampaignStatus(target) if target else None)
+    if moved is not None:
+        transition(CampaignStatus(current), moved)  # every move it names is one the lifecycle allows
 
 
 @given(st.integers(1, 2**62), st.sampled_from(["s1", "email", "wait-2"]), st.integers(1, 2**62))

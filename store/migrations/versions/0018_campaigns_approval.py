@@ -16,6 +16,11 @@
 - `campaign_runs` gains `cancelled_at`.
 - `campaigns.max_per_second`: the optional per-campaign send-rate cap (1-100,000 messages a second; NULL = none),
   which the run's workflow paces its batch starts by.
+- `campaigns.recurrence` (`{"cron" | "every_seconds", "timezone", "start", "until"}`: the Temporal Schedule that
+  starts one run per occurrence), `campaigns.local_time` (`HH:MM`: each recipient gets the message at that time on
+  their own clock) and `campaigns.timezone` (the zone of recipients without one).
+- `campaign_runs.scheduled_at`: the occurrence's time, for a run a schedule started.
+- `deliveries.zone`: the recipient's zone at the snapshot of a local-time run (its contact's, else NULL).
 
 Revision ID: 0018_campaigns_approval
 Revises: 0017_promotions_pricing
@@ -41,7 +46,10 @@ def upgrade() -> None:
             ADD COLUMN conversion_event  text,
             ADD COLUMN chain             text[] NOT NULL DEFAULT '{email}',
             ADD COLUMN content           jsonb NOT NULL DEFAULT '{}',
-            ADD COLUMN max_per_second    integer CHECK (max_per_second BETWEEN 1 AND 100000);
+            ADD COLUMN max_per_second    integer CHECK (max_per_second BETWEEN 1 AND 100000),
+            ADD COLUMN recurrence        jsonb,
+            ADD COLUMN local_time        text CHECK (local_time ~ '^[0-2]?[0-9]:[0-5][0-9]$'),
+            ADD COLUMN timezone          text NOT NULL DEFAULT 'UTC';
 
         CREATE TABLE campaign_transitions (
             id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -55,17 +63,18 @@ def upgrade() -> None:
         );
         CREATE INDEX ix_campaign_transitions_campaign ON campaign_transitions (campaign_id, id);
 
-        ALTER TABLE deliveries ADD COLUMN variant text;
-        ALTER TABLE campaign_runs ADD COLUMN cancelled_at timestamptz;
+        ALTER TABLE deliveries ADD COLUMN variant text, ADD COLUMN zone text;
+        ALTER TABLE campaign_runs ADD COLUMN cancelled_at timestamptz, ADD COLUMN scheduled_at timestamptz;
     """)
 
 
 def downgrade() -> None:
     op.execute("""
-        ALTER TABLE campaign_runs DROP COLUMN cancelled_at;
-        ALTER TABLE deliveries DROP COLUMN variant;
+        ALTER TABLE campaign_runs DROP COLUMN cancelled_at, DROP COLUMN scheduled_at;
+        ALTER TABLE deliveries DROP COLUMN variant, DROP COLUMN zone;
         DROP TABLE campaign_transitions;
         ALTER TABLE campaigns DROP COLUMN created_by_key_id, DROP COLUMN created_by, DROP COLUMN approval_required,
             DROP COLUMN incentive, DROP COLUMN variants, DROP COLUMN holdout_bp, DROP COLUMN conversion_event,
-            DROP COLUMN chain, DROP COLUMN content, DROP COLUMN max_per_second;
+            DROP COLUMN chain, DROP COLUMN content, DROP COLUMN max_per_second,
+            DROP COLUMN recurrence, DROP COLUMN local_time, DROP COLUMN timezone;
     """)
