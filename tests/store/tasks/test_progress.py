@@ -115,7 +115,7 @@ async def test_two_consumers_racing_with_concurrent_ingestion_never_pass_the_cap
     per_day: dict[str, int] = {}
     for g in grants:
         per_day[g.period_key] = per_day.get(g.period_key, 0) + 1
-    assert len(grants) == 7 and max(per_day.values()) == 5  # lifetime cap 7, at most 5 a day
+    assert len(grants) == 7 and max(per_day.values()) <= 5  # lifetime cap 7, at most 5 a day
     assert len({g.reference for g in grants}) == 7
 
 
