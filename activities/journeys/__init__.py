@@ -121,6 +121,8 @@ class JourneyActivities:
 def _log_failures(journey_id: int, moved: runtime.Advanced) -> None:
     for contact_id, node, why in moved.render_failures:  # in the history as `render_failed`; the reason is here
         log.warning("journey send not rendered", journey_id=journey_id, contact_id=contact_id, node=node, error=why)
+    for contact_id, node, why in moved.refusals:  # in the history as `grant_refused`
+        log.warning("journey grant refused", journey_id=journey_id, contact_id=contact_id, node=node, error=why)
 
 
 def _beat(done: StepResult) -> None:

@@ -35,7 +35,8 @@ GRAPH_DOC = (
     "`when`, `timeout_seconds`, `next`, `timeout_next`; `condition`: CEL `when` over `contact` and `event`, `yes`, "
     "`no`; `split`: `branches` [{percent, next}] with the rest held out; `send`: `chain`, `content` per channel (its "
     "subject/text/html/title/body and `fields` are sandboxed Jinja2 templates over `contact` and `event`), "
-    "`topic`; `update_contact`: `traits`; `grant`: `program_id`, `amount`; `exit`), `reentry` (`once`, "
+    "`topic`; `update_contact`: `traits`; `grant`: `program_id` and `amount` (points) or `coupon_template_id` (one "
+    "coupon); `exit`), `reentry` (`once`, "
     "`per_days` with `days`, `every_time`) and `goal` (`event`, `when`).")
 
 

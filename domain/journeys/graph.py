@@ -106,10 +106,13 @@ class UpdateContact:
 
 @dataclass(frozen=True)
 class Grant:
+    """A reward: `amount` points of a program (a ledger credit), or one coupon of a coupon template."""
+
     id: str
     next: str
-    program_id: int
-    amount: int
+    program_id: int | None = None
+    amount: int | None = None
+    coupon_template_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,12 @@ def parse_node(raw: Any) -> Node:
             raise InvalidJourney(f"{where}: `traits` must be a non-empty object")
         return UpdateContact(node_id, _next(raw, "next", where), dict(traits))
     if kind == "grant":
+        if raw.get("coupon_template_id") is not None:
+            if raw.get("program_id") is not None or raw.get("amount") is not None:
+                raise InvalidJourney(f"{where}: a grant gives points (`program_id`, `amount`) or a coupon "
+                                     "(`coupon_template_id`), not both")
+            return Grant(node_id, _next(raw, "next", where),
+                         coupon_template_id=_int(raw, "coupon_template_id", where, 1, 2**63 - 1024))
         return Grant(node_id, _next(raw, "next", where), _int(raw, "program_id", where, 1, 2**63 - 1024),
                      _int(raw, "amount", where, 1, MAX_AMOUNT))
     if kind == "exit":

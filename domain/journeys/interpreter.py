@@ -165,7 +165,8 @@ def advance(graph: Graph, journey_id: int, entry: int, contact: ContactView, eve
             effects.append(Effect("update", node_id, {"traits": node.traits}))
             node_id = goto(node.next)
         elif isinstance(node, Grant):
-            effects.append(Effect("grant", node_id, {"program_id": node.program_id, "amount": node.amount}))
+            effects.append(Effect("grant", node_id, {"program_id": node.program_id, "amount": node.amount,
+                                                     "coupon_template_id": node.coupon_template_id}))
             node_id = goto(node.next)
         elif isinstance(node, Exit):
             visits.append((node_id, "exited"))

@@ -16,7 +16,7 @@ from domain import templates
 from domain.errors import DomainError, InvalidTransition, NotFound, TemplateProblem
 from domain.journeys import content
 from domain.journeys.graph import Send, parse
-from store.journeys import templating
+from store.journeys import rewards, templating
 
 LIVE_STATUSES = ("ready", "sleeping", "waiting")
 MOVES = {  # status → the statuses an action may take it to
@@ -60,10 +60,12 @@ def rendering() -> Confinement:
                          wall_seconds=templates.RENDER_WALL_SECONDS))
 
 
-async def validate(graph: dict[str, Any]) -> None:
-    """The graph's rules (domain.journeys.graph.parse), then every send template checked in the confined workers
-    (syntax, nothing private, bounds; domain.journeys.content.check): a 422 naming the node and the field."""
+async def validate(session: AsyncSession, graph: dict[str, Any]) -> None:
+    """The graph's rules (domain.journeys.graph.parse), the coupon templates its grants name (they exist), then
+    every send template checked in the confined workers (syntax, nothing private, bounds;
+    domain.journeys.content.check): a 422 naming the node (and the field)."""
     parsed = parse(graph)
+    await rewards.check(session, parsed)
     checked = [(content.field_name(node.id, part), part) for node in parsed.nodes.values() if isinstance(node, Send)
                for part in content.parts(node.content)]
     if not checked:
@@ -83,7 +85,7 @@ def _journey(row: Any) -> Journey:
 
 
 async def create_journey(session: AsyncSession, name: str, graph: dict[str, Any]) -> Journey:
-    await validate(graph)
+    await validate(session, graph)
     row = (await session.execute(text("""
         INSERT INTO journeys (name, draft) VALUES (:name, CAST(:g AS jsonb)) RETURNING *
     """), {"name": name, "g": orjson.dumps(graph).decode()})).one()
@@ -99,7 +101,7 @@ async def _locked(session: AsyncSession, journey_id: int) -> Any:
 
 async def update_draft(session: AsyncSession, journey_id: int, name: str, graph: dict[str, Any]) -> Journey:
     """Replace the draft (validated); published versions and the contacts on them are not touched."""
-    await validate(graph)
+    await validate(session, graph)
     row = await _locked(session, journey_id)
     if row.status == "archived":
         raise InvalidTransition(f"journey {journey_id} is archived; create a new journey")
@@ -114,7 +116,7 @@ async def publish(session: AsyncSession, journey_id: int) -> Journey:
     first publish starts the journey's event cursor at the end of the outbox: history before it enters nobody."""
     row = await _locked(session, journey_id)
     _allowed(row, "publish")
-    await validate(row.draft)  # drafts are validated on save; a rule added since then is checked here
+    await validate(session, row.draft)  # drafts are validated on save; a rule added since then is checked here
     version = row.version + 1
     await session.execute(text("""
         INSERT INTO journey_versions (journey_id, version, graph) VALUES (:id, :v, CAST(:g AS jsonb))

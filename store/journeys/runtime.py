@@ -39,14 +39,11 @@ from domain.journeys.interpreter import (
     on_event,
     triggered,
 )
-from domain.ledger.postings import Kind, Request
 from store.channels import records
 from store.channels.records import Step
 from store.events.outbox import advance_cursor, read_new_events
-from store.journeys import templating
+from store.journeys import rewards, templating
 from store.journeys.definitions import consumer
-from store.ledger.postings import apply
-from store.ledger.receipts import Receipt, Submission
 
 LIVE = ("ready", "sleeping", "waiting")
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('nudge.journey'), CAST(CAST(:j AS bigint) % 2147483648 AS integer))"
@@ -74,6 +71,7 @@ class Advanced:
     grants: int = 0
     refused: int = 0
     render_failures: list[tuple[int, str, str]] = field(default_factory=list)  # (contact, node, why)
+    refusals: list[tuple[int, str, str]] = field(default_factory=list)  # grants refused: (contact, node, why)
 
 
 @dataclass
@@ -322,7 +320,7 @@ class _Pending:
     sends: list[Step] = field(default_factory=list)
     origins: list[tuple[State, str]] = field(default_factory=list)  # per send: the state and the send node
     traits: dict[int, dict[str, Any]] = field(default_factory=dict)
-    grants: list[tuple[State, str, Submission]] = field(default_factory=list)
+    grants: list[tuple[State, rewards.Reward]] = field(default_factory=list)
 
     def visit(self, s: State, node: str, outcome: str) -> None:
         self.visits.append((s.contact_id, s.version, s.entry, node, outcome))
@@ -345,8 +343,8 @@ class _Pending:
             elif effect.kind == "update":
                 self.traits.setdefault(s.contact_id, {}).update(p["traits"])
             elif effect.kind == "grant":
-                self.grants.append((s, effect.node, Submission(p["program_id"], Request(
-                    k, Kind.CREDIT, s.contact_id, p["amount"], memo=f"journey {journey_id} node {effect.node}"))))
+                self.grants.append((s, rewards.Reward(s.contact_id, k, effect.node, p["program_id"], p["amount"],
+                                                      p["coupon_template_id"])))
 
 
 async def _personalise(session: AsyncSession, journey_id: int, pending: _Pending, rendering: Confinement,
@@ -392,9 +390,10 @@ async def _personalise(session: AsyncSession, journey_id: int, pending: _Pending
 
 async def _perform(session: AsyncSession, journey_id: int, pending: _Pending, now: datetime, done: Advanced,
                    rendering: Confinement | None = None) -> None:
-    """The effects, in the caller's transaction: trait updates (one statement), ledger credits (one posting batch,
-    each under its key), send templates rendered (with `rendering`; without it content is sent as written), delivery
-    plans registered (sent by the caller after the commit)."""
+    """The effects, in the caller's transaction: trait updates (one statement), rewards (`store.journeys.rewards`:
+    ledger credits in one posting batch, coupons through Promotions, each under its key), send templates rendered
+    (with `rendering`; without it content is sent as written), delivery plans registered (sent by the caller after
+    the commit)."""
     if pending.traits:
         ids = sorted(pending.traits)
         await session.execute(text("""
@@ -403,13 +402,14 @@ async def _perform(session: AsyncSession, journey_id: int, pending: _Pending, no
         """), {"c": ids, "t": [orjson.dumps(pending.traits[i]).decode() for i in ids]})
         done.updates = len(ids)
     if pending.grants:
-        outcomes = await apply(session, [g for _, _, g in pending.grants], now=now)
-        for (s, node, _), outcome in zip(pending.grants, outcomes, strict=True):
-            if isinstance(outcome, Receipt):
+        refused = await rewards.grant(session, journey_id, [r for _, r in pending.grants], now)
+        for (s, reward), why in zip(pending.grants, refused, strict=True):
+            if why is None:
                 done.grants += 1
             else:
                 done.refused += 1
-                pending.visit(s, node, "grant_refused")
+                done.refusals.append((s.contact_id, reward.node, why))
+                pending.visit(s, reward.node, "grant_refused")
     if rendering is not None and pending.sends:
         await _personalise(session, journey_id, pending, rendering, done)
     done.sends = pending.sends

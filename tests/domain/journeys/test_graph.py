@@ -64,6 +64,9 @@ def test_the_abandoned_cart_journey_is_valid() -> None:
     (lambda g: g["nodes"][5].update(next="nowhere"), "node 'sms': leads to 'nowhere'"),
     (lambda g: g["nodes"][5].update(next="offer"), "is on a cycle that passes no wait"),
     (lambda g: g["nodes"][4].update(amount=0), "node 'offer': `amount`"),
+    (lambda g: g["nodes"][4].update(coupon_template_id=3), "node 'offer': a grant gives points"),
+    (lambda g: g["nodes"][4].update(coupon_template_id=0, program_id=None, amount=None),
+     "node 'offer': `coupon_template_id`"),
 ])
 def test_invalid_graphs_are_refused_naming_the_node(change: Any, message: str) -> None:
     graph = cart()
@@ -191,3 +194,14 @@ def test_a_valid_graph_always_stops_at_a_wait_or_an_exit(raw: dict[str, Any], st
             at = advance(graph, 1, 1, who, {"event": "go", "properties": {"n": n}}, at.node, at.status,
                          at.wake_at or NOW)
     assert at.status is not Status.FAILED
+
+
+def test_a_grant_node_gives_points_or_one_coupon() -> None:
+    graph = cart()
+    graph["nodes"][4] = {"id": "offer", "type": "grant", "coupon_template_id": 9, "next": "sms"}
+    moved = advance(parse(graph), 1, 1, ALICE, {}, "paid2", Status.WAITING, NOW)
+    grants = [e for e in moved.effects if e.kind == "grant"]
+    assert [(e.node, e.payload["coupon_template_id"], e.payload["program_id"]) for e in grants] == [("offer", 9, None)]
+    points = advance(parse(cart()), 1, 1, ALICE, {}, "paid2", Status.WAITING, NOW)
+    assert [dict(e.payload) for e in points.effects if e.kind == "grant"] == [
+        {"program_id": 1, "amount": 100, "coupon_template_id": None}]
