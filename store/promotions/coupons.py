@@ -65,6 +65,13 @@ async def issue_coupon(session: AsyncSession, template_id: int, contact_id: int,
     if template.status != "active":
         raise Conflict(f"coupon template {template_id} is {template.status}")
     if template.per_contact_limit is not None:
+        # Count under a lock per template and contact: two issues racing for a contact's last allowance take turns
+        # (the second counts the first's coupon once it commits). The first may have been this very reference.
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('coupon_limit:' || :t || ':' || :c))"),
+                              {"t": template_id, "c": contact_id})
+        existing = await _by_reference(session, template_id, reference)
+        if existing is not None:
+            return existing
         held = await session.scalar(text(
             "SELECT count(*) FROM coupons WHERE contact_id = :c AND template_id = :t AND state <> 'revoked'"),
             {"c": contact_id, "t": template_id})
