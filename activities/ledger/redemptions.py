@@ -79,7 +79,7 @@ class RedemptionActivities:
     @activity.defn
     async def issue_coupons(self, step: OrderStep) -> None:
         """A coupon reward's coupons, once per unit by `redeem:{order_id}#{i}`, kept on the order; a refusal (no
-        coupons left, the template paused, the contact's limit) issues none."""
+        coupons left, the template archived, the contact's limit) issues none."""
         async with self._tx(step) as session:
             await purchases.issue_for_order(session, step.order_id, now=datetime.now(UTC))
 

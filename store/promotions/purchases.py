@@ -40,8 +40,8 @@ def references(order: redemptions.Redemption) -> list[str]:
 
 async def issue_for_order(session: AsyncSession, order_id: str, *, now: datetime) -> list[str]:
     """The order's coupons, one per unit, each issued once under `redeem:{order_id}#{i}` (a retried or replayed step
-    gets the coupons issued the first time), kept on the order. A refusal (template paused or expired, no coupons
-    left, the contact's limit) raises and, in the caller's transaction, leaves none issued."""
+    gets the coupons issued the first time), kept on the order. A refusal (template archived or past its validity,
+    no coupons left, the contact's limit) raises and, in the caller's transaction, leaves none issued."""
     order = await redemptions.get_redemption(session, order_id)
     if order.coupon_template_id is None:
         return []
