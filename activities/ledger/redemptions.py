@@ -111,10 +111,11 @@ class RedemptionActivities:
             await redemptions.release(session, step.order_id)
 
     @activity.defn
-    async def revoke_coupons(self, step: OrderStep) -> None:
-        """Compensation: revoke the coupons issued and give them back to the template's stock, once."""
+    async def revoke_coupons(self, step: OrderStep) -> list[str]:
+        """Compensation: revoke the coupons issued and give them back to the template's stock, once. Returns the
+        codes of coupons already redeemed, which cannot be taken back."""
         async with transaction(self.sessions) as session:
-            await purchases.take_back_for_order(session, step.order_id)
+            return await purchases.take_back_for_order(session, step.order_id)
 
     @activity.defn
     async def record_status(self, status: OrderStatus) -> None:

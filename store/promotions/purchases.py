@@ -51,10 +51,12 @@ async def issue_for_order(session: AsyncSession, order_id: str, *, now: datetime
     return codes
 
 
-async def take_back_for_order(session: AsyncSession, order_id: str) -> dict[str, str]:
+async def take_back_for_order(session: AsyncSession, order_id: str) -> list[str]:
     """Compensation: revoke the order's coupons and return them to the template's stock, idempotently (none issued:
-    nothing to do). A coupon already redeemed stays with the contact. Returns reference → state after."""
+    nothing to do). A coupon already redeemed stays with the contact: returns the codes of those."""
     order = await redemptions.get_redemption(session, order_id)
     if order.coupon_template_id is None:
-        return {}
-    return await take_back(session, order.coupon_template_id, references(order))
+        return []
+    states = await take_back(session, order.coupon_template_id, references(order))
+    codes = order.coupon_codes or []
+    return [code for code, ref in zip(codes, references(order), strict=False) if states.get(ref) == "redeemed"]

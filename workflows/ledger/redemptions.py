@@ -24,7 +24,8 @@ STEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval
                          maximum_attempts=5)
 FOREVER = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
 # A saga step or compensation: an activity method; its name is the activity's name (and what `fail_at` names).
-Step = Callable[[RedemptionActivities, OrderStep], Awaitable[None]]
+# Steps answer None; the coupons' compensation answers the codes it could not take back.
+Step = Callable[[RedemptionActivities, OrderStep], Awaitable[list[str] | None]]
 
 
 def workflow_id(order_id: str) -> str:
@@ -59,9 +60,9 @@ class RedemptionWorkflow:
                          reward_id=p.reward_id, quantity=p.quantity, points=p.points, hold_seconds=p.hold_seconds,
                          fail="fail" if name in p.fail_at else "retry" if f"{name}:retry" in p.fail_at else "")
 
-    async def _run(self, step: Step, retry: RetryPolicy = STEP_RETRY) -> None:
-        await workflow.execute_activity_method(step, self._step(step.__name__),
-                                               start_to_close_timeout=timedelta(seconds=30), retry_policy=retry)
+    async def _run(self, step: Step, retry: RetryPolicy = STEP_RETRY) -> list[str] | None:
+        return await workflow.execute_activity_method(step, self._step(step.__name__),
+                                                      start_to_close_timeout=timedelta(seconds=30), retry_policy=retry)
 
     async def _record(self, status: str) -> None:
         self.status = status
@@ -89,7 +90,9 @@ class RedemptionWorkflow:
             self.failure = "cancelled" if cancelled else (
                 cause.message if isinstance(cause, ApplicationError) else str(exc))
             for compensation in reversed(compensations):
-                await self._run(compensation, FOREVER)
+                kept = await self._run(compensation, FOREVER)
+                if kept:  # used before the compensation: the contact keeps it, the order says so for a person
+                    self.failure += f"; coupon(s) {', '.join(kept)} already redeemed: not taken back"
             await self._record("cancelled" if cancelled else "failed")
             if cancelled:
                 raise

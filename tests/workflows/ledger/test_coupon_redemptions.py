@@ -217,3 +217,37 @@ async def test_racing_orders_never_oversell_the_reward_or_the_template(
         expected = 300 - COST if d["status"] == "completed" else 300
         assert await _balance(api, shop.program, d["contact_id"]) == (expected, 0)
     assert await _stock(api, shop) == (stock - winners, None if template_stock is None else template_stock - winners)
+
+
+async def test_a_coupon_used_before_the_compensation_stays_and_the_order_says_so(
+        api: httpx.AsyncClient, worker: None, temporal_client: Client, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    shop = await _shop(api, stock=3, template_stock=10)
+    contact = await _contact(api, shop.program, 500)
+    order = f"o-{_tag()}"
+    values = {"order_id": order, "program_id": shop.program, "contact_id": contact, "reward_id": shop.reward,
+              "quantity": 1, "points": COST}
+    async with transaction(sessions) as s:
+        await open_redemption(s, values)
+    # Committing the hold keeps failing (retryable), so the order waits there with its coupon issued.
+    handle = await temporal_client.start_workflow(
+        RedemptionWorkflow.run, RedemptionInput(**values, coupon_template_id=shop.template,
+                                                fail_at=["commit_hold:retry"]),
+        id=workflow_id(order), task_queue=TASK_QUEUE)
+    for _ in range(100):
+        codes = (await api.get(f"/v1/redemptions/{order}")).json()["coupon_codes"]
+        if codes:
+            break
+        await asyncio.sleep(0.1)
+    (code,) = codes
+    cart = {"order_id": f"buy-{_tag()}", "contact_id": contact, "coupons": [code],
+            "lines": [{"sku": shop.sku, "unit_price": 2_000, "quantity": 1}]}
+    assert (await api.post("/v1/orders", json=cart)).status_code == 201
+    assert (await api.post(f"/v1/orders/{cart['order_id']}/confirm")).json()["status"] == "confirmed"
+    await handle.cancel()
+    done = await _settled(api, order)
+    assert done["status"] == "cancelled", done
+    assert done["failure"] == f"cancelled; coupon(s) {code} already redeemed: not taken back"
+    assert (await api.get(f"/v1/coupons/{code}")).json()["state"] == "redeemed"
+    assert await _balance(api, shop.program, contact) == (500, 0)
+    assert await _stock(api, shop) == (3, 9)
