@@ -371,18 +371,3 @@ def _cycle_without_wait(nodes: Mapping[str, Node], start: str) -> str | None:
                 return found
     return None
 
-
-def layers(graph: Graph) -> list[list[str]]:
-    """Node ids by their distance from the trigger (breadth first), for drawing the graph left to right."""
-    depth = {graph.trigger.id: 0}
-    todo = [graph.trigger.id]
-    while todo:
-        node_id = todo.pop(0)
-        for target in successors(graph.nodes[node_id]):
-            if target not in depth:
-                depth[target] = depth[node_id] + 1
-                todo.append(target)
-    out: list[list[str]] = [[] for _ in range(max(depth.values()) + 1)]
-    for node_id, d in depth.items():
-        out[d].append(node_id)
-    return out
