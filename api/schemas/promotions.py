@@ -177,9 +177,10 @@ class CouponOut(BaseModel):
     valid_from: datetime | None
     valid_until: datetime | None
     issued_at: datetime
-    source: Literal["points", "task", "bulk", "issued"] = Field(
+    source: Literal["points", "task", "journey", "bulk", "issued"] = Field(
         description="Where it came from: points (bought with points, reference `redeem:{order_id}#{i}`), task (a task "
-                    "reward), bulk (generated unassigned), issued (through POST /v1/coupons).")
+                    "reward), journey (a journey's grant node), bulk (generated unassigned), issued (through "
+                    "POST /v1/coupons).")
 
 
 class CouponPage(BaseModel):

@@ -60,11 +60,12 @@ class Source(StrEnum):
 
     POINTS = "points"  # bought with points through the ledger's redemption saga: `redeem:{order_id}#{i}`
     TASK = "task"  # a task's reward: `reward:{task}:{contact}:{period}:{n}#{i}`
+    JOURNEY = "journey"  # a journey's grant node: `journey:{journey}:{version}:{contact}:{entry}:{node}`
     BULK = "bulk"  # generated unassigned in a batch: `bulk:{batch}:{n}`
     ISSUED = "issued"  # issued by a caller of the API (a claim, a campaign) under its own reference
 
 
-PREFIXES = (("redeem:", Source.POINTS), ("reward:", Source.TASK), ("bulk:", Source.BULK))
+PREFIXES = (("redeem:", Source.POINTS), ("reward:", Source.TASK), ("journey:", Source.JOURNEY), ("bulk:", Source.BULK))
 
 
 def purchase_reference(order_id: str, i: int) -> str:

@@ -88,4 +88,5 @@ def test_a_coupon_says_where_it_came_from() -> None:
     assert purchase_reference("ord-1", 2) == "redeem:ord-1#2"
     assert source("reward:3:42:2026-12-01:0#1") == Source.TASK
     assert source("bulk:flyer:17") == Source.BULK
+    assert source("journey:4:2:42:1:gift") == Source.JOURNEY
     assert source("claim:campaign-7:42") == source(None) == Source.ISSUED
