@@ -8,8 +8,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.campaigns import HOLDOUT, lift
+from domain.campaigns_timing import Recurrence
 from store.campaigns.definitions import get_campaign
 from store.campaigns.lifecycle import transitions
+from store.campaigns.occurrences import run_history, schedule_id
 from store.campaigns.runs import channel_counts, latest_run, run_counts, variant_results
 
 
@@ -34,11 +36,16 @@ async def campaign_summaries(session: AsyncSession) -> list[dict[str, Any]]:
 
 async def campaign_detail(session: AsyncSession, campaign_id: int) -> dict[str, Any]:
     """One campaign for its dashboard page: the latest run's progress, per-variant results with the holdout's,
-    per-channel states and the audit trail. NotFound for an unknown id."""
+    per-channel states, every run with its counts (a recurring campaign's occurrences), its schedule and the audit
+    trail. NotFound for an unknown id."""
     campaign = await get_campaign(session, campaign_id)
     run = await latest_run(session, campaign_id)
+    recurrence = Recurrence.from_json(campaign.recurrence) if campaign.recurrence else None
     detail: dict[str, Any] = {"campaign": campaign, "run": run, "counts": None, "variants": {}, "channels": {},
-                              "lift": None, "transitions": await transitions(session, campaign_id, limit=50)}
+                              "lift": None, "transitions": await transitions(session, campaign_id, limit=50),
+                              "runs": await run_history(session, campaign_id),
+                              "recurrence": recurrence.describe() if recurrence else None,
+                              "schedule_id": schedule_id(campaign_id) if recurrence else None}
     if run is not None:
         detail["counts"] = await run_counts(session, run.id)
         variants = await variant_results(session, run.id, campaign.conversion_event)

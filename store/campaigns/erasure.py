@@ -11,14 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 # What erasure does to each campaigns table holding a contact id (tests/store/test_cascades.py reads this).
 TABLES = {
     "deliveries": "rows stay (a completed campaign's counts are counted from them) without the provider's message "
-                  "id and error text; a delivery still queued becomes `failed` ('contact erased')",
+                  "id, error text and the recipient's zone; a delivery still queued becomes `failed` ('contact "
+                  "erased')",
 }
 
 
 async def erase(session: AsyncSession, contact_ids: Sequence[int]) -> dict[str, int]:
     """Scrub the deliveries of the erased contact and of the contacts merged into it; rows scrubbed."""
     result = await session.execute(text("""
-        UPDATE deliveries SET provider_message_id = NULL,
+        UPDATE deliveries SET provider_message_id = NULL, zone = NULL,
             error = CASE status WHEN 'queued' THEN 'contact erased' END,
             status = CASE status WHEN 'queued' THEN 'failed' ELSE status END
         WHERE contact_id = ANY(:ids)

@@ -6,6 +6,7 @@ and cancel act on the schedule."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from nudge.embedded import MailSink
 from store.campaigns import occurrences, runs
 from store.db import transaction
+from tests.conftest import DashboardSignIn
 from workflows.campaigns import CampaignProgress
 from workflows.schedules import NUDGE_KIND
 
@@ -53,7 +55,7 @@ async def _gone(client: Client, schedule_id: str) -> bool:
 
 async def test_recurring_campaign_fires_at_its_times_as_numbered_runs_without_duplicates(
     api: httpx.AsyncClient, worker: None, temporal_client: Client, sessions: async_sessionmaker[AsyncSession],
-    mail_sink: MailSink,
+    mail_sink: MailSink, api_url: str, admin_key: str, dashboard_sign_in: DashboardSignIn,
 ) -> None:
     ids = await _contacts(api, "recur")
     # A daily time twelve hours away from now in Shanghai: the schedule's own next firing is never during the test.
@@ -118,6 +120,15 @@ async def test_recurring_campaign_fires_at_its_times_as_numbered_runs_without_du
     async with sessions() as s:
         assert await s.scalar(text("SELECT count(*) FROM deliveries WHERE campaign_id = :c"), {"c": cid}) == 9
         assert await s.scalar(text("SELECT count(*) FROM campaign_runs WHERE campaign_id = :c"), {"c": cid}) == 3
+
+    # The campaign page lists the three runs with their counts and names the schedule.
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as browser:
+        assert (await dashboard_sign_in(browser, admin_key)).status_code in (200, 303)
+        page = (await browser.get(f"/dashboards/campaigns/{cid}")).text
+    assert f"campaign-schedule:{cid}" in page and "Recurring: cron" in page
+    for n in (1, 2, 3):
+        row = re.search(rf'<tr data-run="{n}">(.*?)</tr>', page, re.S)
+        assert row is not None and re.search(r'class="num sent">3<', row[1]), page
 
     moves = (await api.get(f"/v1/campaigns/{cid}/transitions")).json()
     assert [(m["from_status"], m["to_status"]) for m in moves] == [("draft", "scheduled")] + [
