@@ -17,11 +17,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities.campaigns import CampaignActivities, SendBatchInput
 from api.runtime import Runtime
-from store.campaigns import runs
+from store.campaigns import lifecycle, runs
+from store.campaigns.lifecycle import Actor
 from store.db import transaction
 from workflows.campaigns import CampaignRunInput, CampaignWorkflow
 
@@ -109,3 +110,32 @@ async def test_each_zone_gets_it_at_nine_on_its_own_clock(
             "SELECT contact_id, zone FROM deliveries WHERE run_id = :r"), {"r": run.id})).all())
     assert rows == {i: "sent" for i in ids.values()}  # each once
     assert zones[ids["tokyo"]] == "Asia/Tokyo" and zones[ids["unset"]] is None
+
+    # The history replays: the slots' timers and batches are deterministic.
+    replayed = await Replayer(workflows=[CampaignWorkflow]).replay_workflow(await handle.fetch_history(),
+                                                                            raise_on_replay_failure=False)
+    assert replayed.replay_failure is None
+
+
+async def test_a_cancel_before_the_zones_time_sends_nothing(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], skipping: WorkflowEnvironment,
+) -> None:
+    async with transaction(sessions) as s:
+        ids = list((await s.scalars(text(
+            "INSERT INTO contacts (user_id, email, timezone) SELECT 'local-cancel-' || i, "
+            "'local-cancel-' || i || '@example.com', 'Asia/Tokyo' FROM generate_series(1, 3) i RETURNING id"))).all())
+    cid = (await api.post("/v1/campaigns", json={"name": "Too early", "subject": "s", "body": "b",
+                                                 "local_time": "09:00", "audience": {"contact_ids": ids}})).json()["id"]
+    async with transaction(sessions) as s:
+        run = await runs.start_run(s, cid)
+    handle = await skipping.client.start_workflow(
+        CampaignWorkflow.run, CampaignRunInput(campaign_id=cid, run_id=run.id, local_time="09:00"),
+        id=run.workflow_id, task_queue=QUEUE)
+    async with transaction(sessions) as s:
+        await lifecycle.cancel(s, cid, Actor.system("test"), "not today")
+    await handle.signal(CampaignWorkflow.cancel)
+    progress = await handle.result()
+    assert progress.cancelled and progress.sent == 0
+    async with sessions() as s:
+        statuses = set((await s.scalars(text("SELECT status FROM deliveries WHERE run_id = :r"), {"r": run.id})).all())
+    assert statuses <= {"cancelled"}

@@ -15,12 +15,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleBackfill, ScheduleOverlapPolicy
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Replayer
 
 from nudge.embedded import MailSink
 from store.campaigns import occurrences, runs
 from store.db import transaction
 from tests.conftest import DashboardSignIn
-from workflows.campaigns import CampaignProgress
+from workflows.campaigns import CampaignProgress, CampaignWorkflow
 from workflows.schedules import NUDGE_KIND
 
 ZONE = "Asia/Shanghai"
@@ -110,6 +111,11 @@ async def test_recurring_campaign_fires_at_its_times_as_numbered_runs_without_du
     assert {k.split(":")[2] for k in keys} == {"s1", "r2.s1", "r3.s1"}
     mine = [m for m in mail_sink.messages() if str(m["To"]).startswith("recur-")]
     assert len(mine) == 9 and len({m["Message-ID"] for m in mine}) == 9
+
+    # An occurrence's history replays (its run opened by an activity, its time read from the search attribute).
+    history = await temporal_client.get_workflow_handle(by_number[1]["workflow_id"]).fetch_history()
+    replayed = await Replayer(workflows=[CampaignWorkflow]).replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None
 
     # A retried first activity of occurrence 2 finds run 2 again; its snapshot again adds nobody.
     second = by_number[1]
