@@ -77,7 +77,8 @@ def _identify(tag: str, user: int, at: datetime) -> Event:
 
 def _outbox_end(url: str) -> Position | None:
     with psycopg.connect(plain_url(url)) as conn:
-        row = conn.execute("SELECT xid::text, id FROM event_outbox ORDER BY xid DESC, id DESC LIMIT 1").fetchone()
+        row = conn.execute("SELECT xid::text, id FROM event_outbox"
+                           " ORDER BY event_outbox.xid DESC, id DESC LIMIT 1").fetchone()
     return Position(int(row[0]), row[1]) if row else None
 
 

@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 TABLES = ("outbox", "dedupe", "transitions")
 
-SLOWEST_CURSOR = "SELECT xid::text AS xid, outbox_id FROM event_cursors ORDER BY xid, outbox_id LIMIT 1"
+# Ordered by the xid8 column, qualified: a bare `xid` would name the text output column and sort "999" after "1000".
+SLOWEST_CURSOR = ("SELECT xid::text AS xid, outbox_id FROM event_cursors"
+                  " ORDER BY event_cursors.xid, outbox_id LIMIT 1")
 OUTBOX = """
 DELETE FROM event_outbox o USING (
     SELECT id FROM event_outbox

@@ -79,6 +79,6 @@ async def read_transitions(session: AsyncSession, *, after: str = "0:0", limit: 
     rows = await session.execute(text("""
         SELECT xid::text AS xid, id, contact_id, segment_id, kind, at FROM segment_transitions
         WHERE (xid, id) > (CAST(:xid AS xid8), :id) AND xid < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY xid, id LIMIT :limit
+        ORDER BY segment_transitions.xid, id LIMIT :limit  -- the xid8 column, not the text output of that name
     """), {"xid": xid, "id": int(tid or 0), "limit": limit})
     return [Transition(f"{r.xid}:{r.id}", r.contact_id, r.segment_id, r.kind, r.at) for r in rows]

@@ -16,6 +16,8 @@ from store.db import transaction
 from store.tasks.progress import Compiled, process_batch
 
 COMPILED = Compiled()
+# The outbox's last position, ordered by the xid8 column (a bare `xid` would sort the text output: "999" > "1000").
+END = "SELECT xid::text, id FROM event_outbox ORDER BY event_outbox.xid DESC, id DESC LIMIT 1"
 
 
 def tag() -> str:
@@ -57,8 +59,7 @@ async def drain(sessions: async_sessionmaker[AsyncSession], *, until: Any = None
     serialise on the cursor), until `until()` holds when given."""
     deadline = asyncio.get_running_loop().time() + timeout
     async with sessions() as s:  # everything committed before the call is consumed before it returns
-        end = (await s.execute(text("SELECT xid::text, id FROM event_outbox ORDER BY xid DESC, id DESC LIMIT 1"))
-               ).first()
+        end = (await s.execute(text(END))).first()
     while True:
         async with transaction(sessions) as s:
             batch = await process_batch(s, COMPILED, now=datetime.now(UTC))
