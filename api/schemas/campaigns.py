@@ -302,7 +302,8 @@ class RecurrenceOut(BaseModel):
     timezone: str
     start: datetime | None
     until: datetime | None
-    schedule_id: str = Field(description="The Temporal Schedule starting its runs.")
+    schedule_id: str = Field(description="The Temporal Schedule that starts its runs (created at launch, deleted on "
+                                         "cancel).")
 
 
 class RunSummary(BaseModel):
