@@ -139,12 +139,12 @@ def _recurrence_out(campaign: Campaign) -> RecurrenceOut | None:
                          until=r.until, schedule_id=occurrences.schedule_id(campaign.id))
 
 
-def _recurrence(body: RecurrenceIn | None, start: datetime | None = None) -> Recurrence | None:
+def _recurrence(body: RecurrenceIn | None) -> Recurrence | None:
     if body is None:
         return None
     return Recurrence(timezone=body.timezone, cron=body.cron,
                       every_seconds=int(body.every.total_seconds()) if body.every else None,
-                      start=start or body.start, until=body.until)
+                      start=body.start, until=body.until)
 
 
 @router.post("", response_model=CampaignOut, status_code=201, dependencies=[Admin], summary="Create a draft campaign")
@@ -194,18 +194,12 @@ async def launch_campaign(campaign_id: Id, session: Session, request: Request, c
             at = None  # a time already past means now
         elif at > now + timedelta(days=366):
             raise DomainError("at: schedule within a year.")
-    campaign = await definitions.get_campaign(session, campaign_id, lock=True)
-    await definitions.set_timing(session, campaign, local_time=body.local_time, timezone=body.timezone)
-    recurrence = _recurrence(body.recurrence, at) or (
-        Recurrence.from_json(campaign.recurrence) if campaign.recurrence else None)
-    if recurrence is not None:
-        recurrence = definitions.check_timing(recurrence, campaign.local_time, campaign.timezone)
-        assert recurrence is not None
-        if at is not None:
-            recurrence = Recurrence(recurrence.timezone, recurrence.cron, recurrence.every_seconds, at,
-                                    recurrence.until)
-        campaign = await occurrences.start_recurring(session, campaign_id, recurrence, _policy(request), actor)
-        await definitions.check_variables(session, campaign_id)
+    await definitions.set_timing(session, campaign_id, local_time=body.local_time, timezone=body.timezone)
+    recurring = await occurrences.start_recurring(session, campaign_id, _recurrence(body.recurrence), at=at,
+                                                  policy=_policy(request), actor=actor)
+    if recurring is not None:
+        campaign, recurrence = recurring
+        await definitions.check_variables(session, campaign_id)  # a 422 rolls the launch back with the request
         await _create_schedule(client, request.app.state.runtime, campaign, recurrence)
         return await _out(session, request, campaign)
     run = await runs.start_run(session, campaign_id, _policy(request), actor, at=at)

@@ -89,14 +89,17 @@ def check_timing(recurrence: Recurrence | None, local_time: str | None, timezone
     return recurrence.check() if recurrence is not None else None
 
 
-async def set_timing(session: AsyncSession, campaign: Campaign, *, local_time: str | None,
-                     timezone: str | None) -> None:
-    """A launch's local-time settings, stored on the (locked) campaign before its run reads them."""
+async def set_timing(session: AsyncSession, campaign_id: int, *, local_time: str | None,
+                     timezone: str | None) -> Campaign:
+    """A launch's local-time settings stored on the campaign (locked) before its run reads them; a 422 names the
+    field."""
+    campaign = await get_campaign(session, campaign_id, lock=True)
     if local_time is not None or timezone is not None:
         check_timing(None, local_time, timezone or campaign.timezone)
         campaign.local_time = local_time if local_time is not None else campaign.local_time
         campaign.timezone = timezone or campaign.timezone
         await session.flush()
+    return campaign
 
 
 def rendering() -> Confinement:

@@ -4,6 +4,7 @@ occurrence opens (numbered once, whatever the retries), and the runs' history wi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import func, select, text
@@ -30,16 +31,22 @@ def occurrence_workflow_id(campaign_id: int) -> str:
     return f"campaign:{campaign_id}:recurring"
 
 
-async def start_recurring(session: AsyncSession, campaign_id: int, recurrence: Recurrence,
-                          policy: ApprovalPolicy | None = None, actor: Actor | None = None) -> Campaign:
-    """Move the campaign to scheduled with its recurrence (the caller creates the schedule), under the same
-    approval check as a launch."""
+async def start_recurring(session: AsyncSession, campaign_id: int, recurrence: Recurrence | None, *,
+                          at: datetime | None = None, policy: ApprovalPolicy | None = None,
+                          actor: Actor | None = None) -> tuple[Campaign, Recurrence] | None:
+    """A launch of a campaign that recurs (`recurrence` given for this launch, else the one stored at create): moved
+    to scheduled under the same approval check as any launch, with its recurrence (starting `at`, when given) stored
+    and returned; the caller creates the schedule. None, with nothing changed, when the campaign does not recur."""
     campaign = await get_campaign(session, campaign_id, lock=True)
+    chosen = recurrence or (Recurrence.from_json(campaign.recurrence) if campaign.recurrence else None)
+    if chosen is None:
+        return None
+    chosen = replace(chosen, start=at or chosen.start).check()
     reasons = await lifecycle.reasons_for_approval(session, campaign, policy or ApprovalPolicy(incentive=False))
     target = launch_target(CampaignStatus(campaign.status), reasons, later=True)
-    campaign.recurrence = recurrence.to_json()
-    await lifecycle.record(session, campaign, target, actor or Actor.system(), f"recurring: {recurrence.describe()}")
-    return campaign
+    campaign.recurrence = chosen.to_json()
+    await lifecycle.record(session, campaign, target, actor or Actor.system(), f"recurring: {chosen.describe()}")
+    return campaign, chosen
 
 
 async def open_occurrence(session: AsyncSession, campaign_id: int, workflow_id: str,

@@ -5,6 +5,7 @@ schedule); good ones are stored and shown, and GET lists the runs."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -101,3 +102,17 @@ async def test_timing_is_stored_and_shown_and_runs_are_listed(api: httpx.AsyncCl
             break
         await asyncio.sleep(0.1)
     assert [(r["number"], r["status"], r["total"], r["sent"]) for r in got["runs"]] == [(1, "completed", 1, 1)]
+
+
+async def test_a_recurrence_launched_at_a_time_starts_then(api: httpx.AsyncClient, temporal_client: Client) -> None:
+    contact = await _contact(api, "timing-at")
+    cid = (await api.post("/v1/campaigns", json={"name": "Later", "subject": "s", "body": "b",
+                                                 "audience": {"contact_ids": [contact]}})).json()["id"]
+    at = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0).astimezone(timezone(timedelta(hours=8)))
+    r = await api.post(f"/v1/campaigns/{cid}/launch", json={"at": at.isoformat(), "recurrence": {"every": "P1D"}})
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "scheduled"
+    assert datetime.fromisoformat(r.json()["recurrence"]["start"]) == at
+    spec = (await temporal_client.get_schedule_handle(f"campaign-schedule:{cid}").describe()).schedule.spec
+    assert spec.start_at == at
+    assert (await api.post(f"/v1/campaigns/{cid}/cancel")).json()["status"] == "cancelled"
