@@ -176,7 +176,11 @@ class CampaignActivities:
         at = datetime.fromtimestamp(params.scheduled_at, UTC) if params.scheduled_at is not None else None
         async with transaction(self.sessions) as session:
             run = await occurrences.open_occurrence(session, params.campaign_id, params.workflow_id, at)
-        return Occurrence(run.id, run.number) if run is not None else Occurrence(0)
+        if run is None:
+            log.info("occurrence skipped: the campaign is not waiting for one", campaign_id=params.campaign_id,
+                     workflow_id=params.workflow_id)
+            return Occurrence(0)
+        return Occurrence(run.id, run.number)
 
     @activity.defn
     async def plan_local_sends(self, params: LocalPlanInput) -> list[LocalSlot]:
