@@ -21,7 +21,7 @@ from temporalio.worker import Replayer, Worker
 
 from activities.campaigns import CampaignActivities, SendBatchInput
 from api.runtime import Runtime
-from store.campaigns import lifecycle, runs
+from store.campaigns import lifecycle, occurrences, runs
 from store.campaigns.lifecycle import Actor
 from store.db import transaction
 from workflows.campaigns import CampaignRunInput, CampaignWorkflow
@@ -39,8 +39,8 @@ async def skipping(runtime: Runtime) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server)
     acts = CampaignActivities(runtime.sessions, runtime.email, runtime.outcomes)
     async with Worker(env.client, task_queue=QUEUE, workflows=[CampaignWorkflow],
-                      activities=[acts.snapshot_audience, acts.plan_local_sends, acts.partition, acts.send_batch,
-                                  acts.finish_run]):
+                      activities=[acts.open_occurrence, acts.snapshot_audience, acts.plan_local_sends, acts.partition,
+                                  acts.send_batch, acts.finish_run]):
         yield env
     await env.shutdown()
 
@@ -139,3 +139,29 @@ async def test_a_cancel_before_the_zones_time_sends_nothing(
     async with sessions() as s:
         statuses = set((await s.scalars(text("SELECT status FROM deliveries WHERE run_id = :r"), {"r": run.id})).all())
     assert statuses <= {"cancelled"}
+
+
+async def test_an_occurrence_of_a_recurring_local_time_campaign_opens_its_run_then_sends_by_zone(
+    api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], skipping: WorkflowEnvironment,
+) -> None:
+    """What the schedule starts (no run yet, `recurring`), on the time-skipping server, which has no schedules."""
+    async with transaction(sessions) as s:
+        ids = list((await s.scalars(text(
+            "INSERT INTO contacts (user_id, email, timezone) SELECT 'local-occ-' || i, 'local-occ-' || i || "
+            "'@example.com', (ARRAY['Asia/Tokyo', 'Europe/London'])[i] FROM generate_series(1, 2) i RETURNING id"
+        ))).all())
+    cid = (await api.post("/v1/campaigns", json={
+        "name": "Daily local", "subject": "s", "body": "b", "local_time": "09:00",
+        "recurrence": {"cron": "0 0 * * *"}, "audience": {"contact_ids": ids}})).json()["id"]
+    async with transaction(sessions) as s:
+        assert await occurrences.start_recurring(s, cid, None) is not None  # what the launch does before the schedule
+    handle = await skipping.client.start_workflow(
+        CampaignWorkflow.run, CampaignRunInput(campaign_id=cid, run_id=0, recurring=True, local_time="09:00"),
+        id=f"{occurrences.occurrence_workflow_id(cid)}-2026-12-03T00:00:00Z", task_queue=QUEUE)
+    progress = await handle.result()
+    assert (progress.number, progress.total, progress.sent) == (1, 2, 2)
+    assert progress.slots is not None and sorted(z for s in progress.slots for z in s.zones) == [
+        "Asia/Tokyo", "Europe/London"]
+    body = (await api.get(f"/v1/campaigns/{cid}")).json()
+    assert body["status"] == "scheduled"  # waiting for the next occurrence
+    assert [(r["number"], r["status"], r["sent"]) for r in body["runs"]] == [(1, "completed", 2)]
