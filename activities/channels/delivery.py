@@ -89,6 +89,7 @@ class DeliveryService:
         progress = Progress()
         for _ in range(8):  # a chain is at most a few channels long; each round moves every plan one channel on
             async with transaction(self.sessions) as s:
+                await records.by_key(s)
                 claimed = await records.claim(s, self.policy, now, only=only, limit=limit)
             progress.add(claimed)
             if not claimed.jobs:
@@ -97,6 +98,7 @@ class DeliveryService:
             progress.sent += sum(o.accepted for o in outcomes)
             progress.failed += sum(not o.accepted for o in outcomes)
             async with transaction(self.sessions) as s:
+                await records.by_key(s)
                 again = await records.record_results(s, self.policy, outcomes, now)
             if not again:
                 break
