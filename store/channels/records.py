@@ -28,8 +28,12 @@ from domain.channels.quiet import next_allowed
 from domain.zones import zone
 from store.channels import caps, preferences, suppressions
 from store.channels.addresses import address_hash, reach
+from store.channels.arrays import bools, ints, texts, times
 
 ORDER_NAMES = [s.value for s in ORDER]
+SENT_OR_LATER = frozenset({DeliveryState.SENT}) | SUCCESS
+OPENED_OR_CLICKED = frozenset({DeliveryState.OPENED, DeliveryState.CLICKED})
+CLICKED = frozenset({DeliveryState.CLICKED})
 
 # Every statement of a round joins a batch (unnest of arrays) to the tables by primary key. Left to itself the planner
 # guesses a filtered join over a freshly grown table small, and loops over a materialised sequential scan: quadratic
@@ -103,10 +107,10 @@ async def register(session: AsyncSession, steps: Sequence[Step], now: datetime) 
         FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:ch AS jsonb[]), CAST(:co AS jsonb[]),
                     CAST(:t AS text[]), CAST(:tr AS boolean[])) AS s(c, k, ch, co, t, tr)
         ON CONFLICT DO NOTHING
-    """), {"now": now, "c": [s.contact_id for s in steps], "k": [s.key for s in steps],
-           "ch": [orjson.dumps(s.chain).decode() for s in steps],
-           "co": [orjson.dumps(s.content).decode() for s in steps], "t": [s.topic for s in steps],
-           "tr": [s.transactional for s in steps]})
+    """), {"now": now, "c": ints(s.contact_id for s in steps), "k": texts(s.key for s in steps),
+           "ch": texts(orjson.dumps(s.chain).decode() for s in steps),
+           "co": texts(orjson.dumps(s.content).decode() for s in steps), "t": texts(s.topic for s in steps),
+           "tr": bools(s.transactional for s in steps)})
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -118,7 +122,7 @@ async def claim(session: AsyncSession, policy: DeliveryPolicy, now: datetime, *,
     where = "wake_at <= :now"
     if only is not None:
         where += " AND (contact_id, key) IN (SELECT * FROM unnest(CAST(:oc AS bigint[]), CAST(:ok AS text[])))"
-        params |= {"oc": [o[0] for o in only], "ok": [o[1] for o in only]}
+        params |= {"oc": ints(o[0] for o in only), "ok": texts(o[1] for o in only)}
     plans = {(r.contact_id, r.key): r for r in await session.execute(text(f"""
         SELECT contact_id, key, chain, content, topic, transactional FROM delivery_plans
         WHERE {where} ORDER BY wake_at LIMIT :n FOR UPDATE SKIP LOCKED
@@ -132,7 +136,7 @@ async def claim(session: AsyncSession, policy: DeliveryPolicy, now: datetime, *,
         SELECT a.contact_id, a.key, a.attempt, a.channel, a.status, a.receipt_due_at, a.retry_at, a.tries
         FROM delivery_attempts a JOIN unnest(CAST(:c AS bigint[]), CAST(:k AS text[])) AS p(c, k)
           ON a.contact_id = p.c AND a.key = p.k
-    """), {"c": [pk[0] for pk in plans], "k": [pk[1] for pk in plans]}):
+    """), {"c": ints(pk[0] for pk in plans), "k": texts(pk[1] for pk in plans)}):
         attempts[(a.contact_id, a.key)][a.attempt] = a
     reached = await reach(session, contacts)
     rules = await preferences.rules(session, contacts)
@@ -248,11 +252,11 @@ async def _write_attempts(session: AsyncSession, writes: dict[tuple[int, str, in
                     CAST(:t AS smallint[]), CAST(:h AS text[])) AS w(c, k, n, ch, s, ec, e, r, t, h)
         ON CONFLICT (contact_id, key, attempt) DO UPDATE SET tries = excluded.tries, retry_at = excluded.retry_at,
             updated_at = excluded.updated_at
-    """), {"now": now, "c": [k[0] for k in keys], "k": [k[1] for k in keys], "n": [k[2] for k in keys],
-           "ch": [r["channel"] for r in rows], "s": [r["status"] for r in rows],
-           "ec": [r["error_class"] for r in rows], "e": [r["error"] for r in rows],
-           "r": [r["retry_at"] for r in rows], "t": [r["tries"] for r in rows],
-           "h": [r["address_hash"] for r in rows]})
+    """), {"now": now, "c": ints(k[0] for k in keys), "k": texts(k[1] for k in keys), "n": ints(k[2] for k in keys),
+           "ch": texts(r["channel"] for r in rows), "s": texts(r["status"] for r in rows),
+           "ec": texts(r["error_class"] for r in rows), "e": texts(r["error"] for r in rows),
+           "r": times(r["retry_at"] for r in rows), "t": ints(r["tries"] for r in rows),
+           "h": texts(r["address_hash"] for r in rows)})
 
 
 async def _settle(session: AsyncSession,
@@ -269,9 +273,9 @@ async def _settle(session: AsyncSession,
         FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:s AS text[]), CAST(:o AS text[]),
                     CAST(:w AS timestamptz[]), CAST(:d AS timestamptz[])) AS u(c, k, s, o, w, d)
         WHERE p.contact_id = u.c AND p.key = u.k
-    """), {"now": now, "c": [k[0] for k in keys], "k": [k[1] for k in keys],
-           "s": [settle[k][0] for k in keys], "o": [settle[k][1] for k in keys],
-           "w": [settle[k][2] for k in keys], "d": [settle[k][3] for k in keys]})
+    """), {"now": now, "c": ints(k[0] for k in keys), "k": texts(k[1] for k in keys),
+           "s": texts(settle[k][0] for k in keys), "o": texts(settle[k][1] for k in keys),
+           "w": times(settle[k][2] for k in keys), "d": times(settle[k][3] for k in keys)})
 
 
 @dataclass(frozen=True)
@@ -320,8 +324,8 @@ async def record_results(session: AsyncSession, policy: DeliveryPolicy, outcomes
             SELECT * FROM unnest(CAST(:ch AS text[]), CAST(:p AS text[]), CAST(:c AS bigint[]), CAST(:k AS text[]),
                                  CAST(:n AS smallint[]))
             ON CONFLICT DO NOTHING
-        """), {"ch": [i[0] for i in ids], "p": [i[1] for i in ids], "c": [i[2] for i in ids],
-               "k": [i[3] for i in ids], "n": [i[4] for i in ids]})
+        """), {"ch": texts(i[0] for i in ids), "p": texts(i[1] for i in ids), "c": ints(i[2] for i in ids),
+               "k": texts(i[3] for i in ids), "n": ints(i[4] for i in ids)})
     due = await apply(session, changes, now)
     if ids:
         # Applied separately: one statement moves each attempt once, and an early report may be about the very
@@ -351,8 +355,8 @@ async def _take_early(session: AsyncSession, ids: Sequence[tuple[str, str, int, 
                      CAST(:n AS smallint[])) AS i(ch, p, c, k, n)
         WHERE e.channel = i.ch AND e.provider_message_id = i.p
         RETURNING i.c, i.k, i.n, e.status, e.at, e.error
-    """), {"ch": [i[0] for i in ids], "p": [i[1] for i in ids], "c": [i[2] for i in ids],
-           "k": [i[3] for i in ids], "n": [i[4] for i in ids]})
+    """), {"ch": texts(i[0] for i in ids), "p": texts(i[1] for i in ids), "c": ints(i[2] for i in ids),
+           "k": texts(i[3] for i in ids), "n": ints(i[4] for i in ids)})
     found = [(r[0], r[1], r[2], RECEIPT_STATES[r[3]], r[4], r[5]) for r in rows if r[3] in RECEIPT_STATES]
     # The furthest report per attempt (states are ordered): one change per attempt.
     best: dict[tuple[int, str, int], tuple[DeliveryState, datetime, str | None]] = {}
@@ -379,17 +383,17 @@ async def apply(session: AsyncSession, changes: Sequence[Change], now: datetime)
         return min((c.at for c in group if c.state in states), default=None)
 
     best = [_best(folded[k]) for k in keys]
-    p = {"c": [k[0] for k in keys], "k": [k[1] for k in keys], "n": [k[2] for k in keys],
-         "s": [b.state.value for b in best], "order": ORDER_NAMES,
-         "pid": [next((c.provider_message_id for c in folded[k] if c.provider_message_id), None) for k in keys],
-         "e": [next((c.error for c in folded[k] if c.error), None) for k in keys],
-         "ec": [next((c.error_class for c in folded[k] if c.error_class), None) for k in keys],
-         "due": [b.receipt_due_at for b in best], "retry": [b.retry_at for b in best],
-         "sent": [first(folded[k], frozenset({DeliveryState.SENT}) | SUCCESS) for k in keys],
-         "deliv": [first(folded[k], SUCCESS) for k in keys],
-         "open": [first(folded[k], frozenset({DeliveryState.OPENED, DeliveryState.CLICKED})) for k in keys],
-         "click": [first(folded[k], frozenset({DeliveryState.CLICKED})) for k in keys],
-         "fail": [first(folded[k], FAILURE) for k in keys], "now": now}
+    p = {"c": ints(k[0] for k in keys), "k": texts(k[1] for k in keys), "n": ints(k[2] for k in keys),
+         "s": texts(b.state.value for b in best), "order": ORDER_NAMES,
+         "pid": texts(next((c.provider_message_id for c in folded[k] if c.provider_message_id), None) for k in keys),
+         "e": texts(next((c.error for c in folded[k] if c.error), None) for k in keys),
+         "ec": texts(next((c.error_class for c in folded[k] if c.error_class), None) for k in keys),
+         "due": times(b.receipt_due_at for b in best), "retry": times(b.retry_at for b in best),
+         "sent": times(first(folded[k], SENT_OR_LATER) for k in keys),
+         "deliv": times(first(folded[k], SUCCESS) for k in keys),
+         "open": times(first(folded[k], OPENED_OR_CLICKED) for k in keys),
+         "click": times(first(folded[k], CLICKED) for k in keys),
+         "fail": times(first(folded[k], FAILURE) for k in keys), "now": now}
     rows = (await session.execute(text("""
         UPDATE delivery_attempts a SET
             status = CASE WHEN array_position(CAST(:order AS text[]), u.s) > array_position(CAST(:order AS text[]),
@@ -451,8 +455,9 @@ async def _follow(session: AsyncSession, rows: Sequence[Any], now: datetime) -> 
         WHERE p.contact_id = u.c AND p.key = u.k AND (p.finished_at IS NULL OR p.outcome = 'sent')
           AND u.n = (SELECT max(a.attempt) FROM delivery_attempts a WHERE a.contact_id = u.c AND a.key = u.k)
         RETURNING p.wake_at
-    """), {"now": now, "c": [s[0] for s in settle], "k": [s[1] for s in settle], "n": [s[2] for s in settle],
-           "s": [s[3] for s in settle], "o": [s[4] for s in settle], "w": [s[5] for s in settle]})
+    """), {"now": now, "c": ints(s[0] for s in settle), "k": texts(s[1] for s in settle),
+           "n": ints(s[2] for s in settle), "s": texts(s[3] for s in settle), "o": texts(s[4] for s in settle),
+           "w": times(s[5] for s in settle)})
     return sum(1 for (w,) in result if w is not None and w <= now)
 
 

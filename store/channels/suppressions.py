@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.channels.addresses import address_hash
+from store.channels.arrays import texts
 
 REASONS = ("bounce", "complaint", "unsubscribe", "manual")
 
@@ -34,7 +35,7 @@ async def suppressed(session: AsyncSession, pairs: Iterable[tuple[str, str]]) ->
         SELECT s.channel, s.address_hash, s.reason FROM suppressions s
         JOIN unnest(CAST(:ch AS text[]), CAST(:h AS text[])) AS k(channel, h)
           ON s.channel = k.channel AND s.address_hash = k.h
-    """), {"ch": [p[0] for p in pairs], "h": [p[1] for p in pairs]})
+    """), {"ch": texts(p[0] for p in pairs), "h": texts(p[1] for p in pairs)})
     return {(r.channel, r.address_hash): r.reason for r in rows}
 
 
