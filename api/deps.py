@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
@@ -43,6 +44,47 @@ Session = Annotated[AsyncSession, Depends(session, scope="function")]  # commit 
 Temporal = Annotated[Client, Depends(temporal)]
 
 
+class KnownKeys:
+    """Valid keys remembered for `ttl` seconds per process: without it every request pays a connection, a
+    BEGIN, a select and a ROLLBACK for its key — more than the cheapest endpoint's own work. Only keys found
+    valid are remembered (an unknown or revoked key is looked up every time, so a flood of bad keys cannot fill
+    it), and a revoked key stops working within `ttl` seconds in every process. Each request, remembered or not,
+    counts against its key's rate limit."""
+
+    def __init__(self, ttl: float = 1.0, max_keys: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_keys = max_keys
+        self.valid: dict[str, tuple[float, list[Scope], str]] = {}  # secret -> (monotonic expiry, scopes, prefix)
+
+    async def scopes(self, request: Request, secret: str, scope: Scope) -> list[Scope]:
+        """The key's scopes if it may call an endpoint that needs `scope`: 401, 403 or 429 otherwise."""
+        now = time.monotonic()
+        cached = self.valid.get(secret)
+        if cached is not None and cached[0] > now:
+            granted, prefix = cached[1], cached[2]
+        else:
+            async with runtime(request).sessions() as s:
+                found = await keys.find_scopes(s, secret)
+            if found is None:
+                self.valid.pop(secret, None)
+                raise HTTPException(401, "This API key is unknown or revoked; create a new one with "
+                                         "`nudge keys create`.", headers={"WWW-Authenticate": "Bearer"})
+            granted, prefix = found, parse_key(secret).prefix  # type: ignore[union-attr]  # found: well-formed
+            if len(self.valid) >= self.max_keys:
+                self.valid.clear()
+            self.valid[secret] = (now + self.ttl, granted, prefix)
+        rate = limits(request).ingest if scope is Scope.INGEST else limits(request).api
+        rate.check(prefix)
+        if not allows(granted, scope):
+            have = ", ".join(granted)
+            raise HTTPException(403, f"This API key has scope(s) [{have}]; this endpoint needs the `{scope}` scope.")
+        return granted
+
+
+KNOWN_KEYS = KnownKeys()
+NO_KEY = ("Send an API key as `Authorization: Bearer <key>` (create one with `nudge keys create`).")
+
+
 def require_scope(scope: Scope) -> Callable[..., Awaitable[list[Scope]]]:
     async def check(
         request: Request,
@@ -52,20 +94,8 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[list[Scope]]]:
         # The Authorization header only: the dashboards' session cookie is no API credential (dashboards/routes.py).
         secret = (token.credentials if token else None) or (basic_auth.username if basic_auth else None)
         if not secret:
-            raise HTTPException(401, "Send an API key as `Authorization: Bearer <key>` "
-                                     "(create one with `nudge keys create`).",
-                                headers={"WWW-Authenticate": "Bearer"})
-        async with runtime(request).sessions() as s:
-            granted = await keys.find_scopes(s, secret)
-        if granted is None:
-            raise HTTPException(401, "This API key is unknown or revoked; create a new one with `nudge keys create`.",
-                                headers={"WWW-Authenticate": "Bearer"})
-        rate = limits(request).ingest if scope is Scope.INGEST else limits(request).api
-        rate.check(parse_key(secret).prefix)  # type: ignore[union-attr]  # a key found is well-formed
-        if not allows(granted, scope):
-            have = ", ".join(granted)
-            raise HTTPException(403, f"This API key has scope(s) [{have}]; this endpoint needs the `{scope}` scope.")
-        return granted
+            raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})
+        return await KNOWN_KEYS.scopes(request, secret, scope)
 
     return check
 

@@ -28,6 +28,7 @@ from api import (
 )
 from api.hygiene import Hygiene
 from api.limits import Limits
+from api.promotions import pricing
 from api.runtime import Runtime, connect_temporal, tune_gc, untune_gc
 from core.settings import Settings, get_settings
 from dashboards import routes as dashboards
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dashboards.mount_static(app)
     docs.install(app)
 
+    app.add_middleware(pricing.QuoteFastPath)  # behind Hygiene: quotes skip FastAPI's routing, not its checks
     app.add_middleware(Hygiene)  # every route's input checked before it is routed or read (api/hygiene.py)
     app.add_middleware(events.FastPath)  # in front: the tracking calls apply the same rules themselves, cheaper
     app.add_middleware(Measure)  # added last: outermost, so it measures the fast path too

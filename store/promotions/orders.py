@@ -109,7 +109,7 @@ async def _facts(session: AsyncSession, rules: RuleSet, request: QuoteRequest, n
     programs = rules.programs if request.points > 0 and request.contact_id is not None else ()
     row = (await session.execute(FACTS, {
         "c": request.contact_id, "codes": coupons.lookup_codes(codes, rules.public_codes),
-        "subjects": list(rules.subjects), "ids": list(rules.ids), "programs": list(programs)})).one()
+        "subjects": rules.subjects_array, "ids": rules.ids_array, "programs": list(programs)})).one()
     contact = Contact()
     if request.contact_id is not None:
         found = _json(row.contact)
