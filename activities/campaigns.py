@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.channels.delivery import DeliveryService
 from channels.base import ErrorClass, Message, SendResult
@@ -21,9 +22,9 @@ from channels.email import EmailChannel
 from core.confinement import Confinement
 from core.metrics import BATCH_SECONDS, MESSAGES
 from domain import templates
-from domain.campaigns import assemble, parts
+from domain.campaigns import FINAL, CampaignStatus, assemble, parts
 from domain.campaigns_timing import local_slots, parse_local_time
-from store.campaigns import definitions, occurrences, runs
+from store.campaigns import definitions, occurrences, runs, variables
 from store.campaigns.models import Campaign
 from store.channels.records import Step
 from store.db import transaction
@@ -49,6 +50,11 @@ class OccurrenceInput:
     campaign_id: int
     workflow_id: str  # the occurrence's own (the schedule appends its time): the run is found again on a retry
     scheduled_at: float | None = None  # epoch seconds of the occurrence
+
+
+@dataclass
+class ScheduleInput:
+    campaign_id: int
 
 
 @dataclass
@@ -181,6 +187,36 @@ class CampaignActivities:
                      workflow_id=params.workflow_id)
             return Occurrence(0)
         return Occurrence(run.id, run.number)
+
+    @activity.defn
+    async def check_variables(self, params: RunInput) -> str | None:
+        """An occurrence's snapshot checked for template variables its recipients lack (counted in SQL, each
+        variant's parts against its recipients): None, or the reason, the run then closed as failed with it."""
+        async with transaction(self.sessions) as session:
+            reason = await variables.check_run(session, params.run_id)
+            if reason is not None:
+                await variables.refuse_run(session, params.run_id, reason)
+        if reason is not None:
+            log.warning("occurrence not sent: recipients lack a template variable", run_id=params.run_id,
+                        reason=reason)
+        return reason
+
+    @activity.defn
+    async def close_schedule(self, params: ScheduleInput) -> bool:
+        """Delete a recurring campaign's Temporal Schedule once the campaign is over (completed after its last
+        occurrence, or cancelled, e.g. by cancelling an occurrence's workflow in the Temporal UI): whatever it
+        started next would be skipped. True when the campaign is over (the schedule is gone)."""
+        async with self.sessions() as session:
+            campaign = await definitions.get_campaign(session, params.campaign_id)
+        if CampaignStatus(campaign.status) not in FINAL:
+            return False
+        try:
+            await activity.client().get_schedule_handle(occurrences.schedule_id(campaign.id)).delete()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        log.info("schedule deleted: the campaign is over", campaign_id=campaign.id, status=campaign.status)
+        return True
 
     @activity.defn
     async def plan_local_sends(self, params: LocalPlanInput) -> list[LocalSlot]:

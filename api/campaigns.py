@@ -49,7 +49,7 @@ from domain.campaigns import BUCKETS, HOLDOUT, ApprovalPolicy, CampaignStatus, l
 from domain.campaigns_timing import Recurrence
 from domain.errors import DomainError
 from domain.keys import Scope, parse_key
-from store.campaigns import definitions, lifecycle, occurrences, runs
+from store.campaigns import definitions, lifecycle, occurrences, runs, variables
 from store.campaigns.lifecycle import Actor
 from store.campaigns.models import Campaign, CampaignRun
 from workflows.campaigns import CAMPAIGN_ID, TASK_QUEUE, CampaignRunInput, CampaignWorkflow, paced_batch_size
@@ -96,7 +96,7 @@ async def _out(session: Session, request: Request, campaign: Campaign) -> Campai
                                         held.converted / held.counts.total)
         out.run.channels = await runs.channel_counts(session, latest.id)
         out.runs = [RunSummary(number=r.number, status=r.status, workflow_id=r.workflow_id, scheduled_at=r.scheduled_at,
-                               started_at=r.started_at, finished_at=r.finished_at, **vars(c))
+                               started_at=r.started_at, finished_at=r.finished_at, error=r.error, **vars(c))
                     for r, c in await occurrences.run_history(session, campaign.id)]
     return out
 
@@ -114,7 +114,7 @@ async def _out_many(session: Session, request: Request, campaigns: Sequence[Camp
                 queued=counts.queued, sent=counts.sent, failed=counts.failed, suppressed=counts.suppressed,
                 holdout=counts.holdout, cancelled=counts.cancelled, deferred=counts.deferred,
                 scheduled_at=run.scheduled_at, started_at=run.started_at,
-                finished_at=run.finished_at,
+                finished_at=run.finished_at, error=run.error,
                 temporal_ui=f"{ui}/namespaces/default/workflows/{run.workflow_id}" if ui else None,
             )
         out.append(CampaignOut(
@@ -181,9 +181,9 @@ async def get_campaign(campaign_id: Id, session: Session, request: Request) -> C
                          "at create): creates the Temporal Schedule `campaign-schedule:{id}` that starts one "
                          "numbered run per occurrence; the campaign is `scheduled` between them. `local_time` sends "
                          "each recipient the message at that time on their own clock. Refused (422) when a template "
-                         "uses a variable, without `| default(...)`, that some of the audience's recipients lack (the "
-                         "first 200 by contact id are probed); the problem names the variable, the channel and field, "
-                         "and how many of them lack it.")
+                         "uses a variable, without `| default(...)` or a guard, that any of the audience's recipients "
+                         "lack (counted over the whole audience); the problem names the variable, the channel and "
+                         "field, how many lack it and a few of their contact ids.")
 async def launch_campaign(campaign_id: Id, session: Session, request: Request, client: Temporal,
                           actor: Caller, body: LaunchIn | None = None) -> CampaignOut:
     body = body or LaunchIn()
@@ -199,11 +199,11 @@ async def launch_campaign(campaign_id: Id, session: Session, request: Request, c
                                                   policy=_policy(request), actor=actor)
     if recurring is not None:
         campaign, recurrence = recurring
-        await definitions.check_variables(session, campaign_id)  # a 422 rolls the launch back with the request
+        await variables.check_launch(session, campaign_id)  # a 422 rolls the launch back with the request
         await _create_schedule(client, request.app.state.runtime, campaign, recurrence)
         return await _out(session, request, campaign)
     run = await runs.start_run(session, campaign_id, _policy(request), actor, at=at)
-    await definitions.check_variables(session, campaign_id)  # a 422 rolls the run back with the request
+    await variables.check_launch(session, campaign_id)  # a 422 rolls the run back with the request
     campaign = await definitions.get_campaign(session, campaign_id)
     await _start_workflow(client, request.app.state.runtime, campaign, run, at)
     return await _out(session, request, campaign)

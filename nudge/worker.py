@@ -66,7 +66,8 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         workers.append(Worker(
             client, task_queue=CAMPAIGNS_QUEUE, workflows=[CampaignWorkflow],
             activities=[campaigns.open_occurrence, campaigns.snapshot_audience, campaigns.plan_local_sends,
-                        campaigns.begin_run, campaigns.partition, campaigns.send_batch, campaigns.finish_run],
+                        campaigns.begin_run, campaigns.partition, campaigns.send_batch, campaigns.finish_run,
+                        campaigns.check_variables, campaigns.close_schedule],
             max_concurrent_activities=20,
             # A run's batches go through the task queue to whichever worker polls, not eagerly to the process
             # running the workflow: a second worker process then adds throughput (docs/campaigns.md).

@@ -14,7 +14,10 @@ than the cap over any stretch longer than one batch (docs/campaigns.md).
 A recurring campaign's Temporal Schedule starts this workflow once per occurrence without a run: its first activity
 opens the occurrence's numbered run (found again by workflow id on a retry) or skips it. A local-time run sends its
 recipients zone slot by zone slot: an activity computes each slot's instant (the workflow never reads a zone), and a
-durable timer waits for it before that slot's ranges are cut and sent.
+durable timer waits for it before that slot's ranges are cut and sent. An occurrence's snapshot is checked for
+template variables its recipients lack before anything is sent (the run then fails with the reason and the campaign
+waits for its next occurrence), and once the campaign is over after an occurrence (its last, or cancelled, also from
+the Temporal UI) the occurrence deletes the schedule.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         PartitionInput,
         RunInput,
         RunTotals,
+        ScheduleInput,
         SendBatchInput,
         SendBatchResult,
     )
@@ -88,6 +92,7 @@ class CampaignProgress:
     number: int = 0
     skipped: bool = False  # an occurrence the campaign was not waiting for (paused, cancelled, completed)
     slots: list[LocalSlot] | None = None  # local time: each slot's zones, instant and when it started
+    refused: str | None = None  # an occurrence not sent: its recipients lack a template variable (the reason)
 
 
 def paced_batch_size(batch_size: int, max_per_second: int | None) -> int:
@@ -113,19 +118,55 @@ class CampaignWorkflow:
         self.started = 0  # batches started by this execution (continue-as-new after BATCHES_PER_RUN)
         self.totals: RunTotals | None = None
         self.batches: list[asyncio.Task[None]] = []
+        self.refused: str | None = None
 
     @workflow.run
     async def run(self, params: CampaignRunInput) -> CampaignProgress:
+        return await self._occurrence() if self.state.recurring else await self._run()
+
+    async def _occurrence(self) -> CampaignProgress:
+        """One occurrence of a recurring campaign: opened (or skipped), run, and, when the campaign is over after it
+        (completed by its `until`, or cancelled: also by cancelling this workflow in the Temporal UI), its schedule
+        deleted, so no occurrence is started only to be skipped."""
         s = self.state
-        if s.recurring and s.run_id == 0 and not await self._open_occurrence():
-            return self.progress()
+        if s.run_id == 0 and not await self._open_occurrence():
+            progress = self.progress()
+        else:
+            progress = await self._run()
+        if workflow.patched("campaign-close-schedule"):
+            await workflow.execute_activity_method(
+                CampaignActivities.close_schedule, ScheduleInput(s.campaign_id),
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=SEND_RETRY,
+            )
+        return progress
+
+    async def _run(self) -> CampaignProgress:
+        s = self.state
         if s.start_at is not None and s.total < 0 and not await self._wait_for_start(s.start_at):
             return await self._finish()
+        try:
+            return await self._send_all()
+        except asyncio.CancelledError:  # cancelled in Temporal outside the window: close as the cancel signal does
+            self.cancelled = True
+            await workflow.wait_condition(lambda: self.in_flight == 0)
+            return await self._finish()
+
+    async def _send_all(self) -> CampaignProgress:
+        s = self.state
         if s.total < 0:
             s.total = await workflow.execute_activity_method(
                 CampaignActivities.snapshot_audience, RunInput(s.run_id),
                 start_to_close_timeout=timedelta(minutes=10), retry_policy=SEND_RETRY,
             )
+            if s.recurring and workflow.patched("campaign-occurrence-variables"):
+                # Members change between occurrences: an occurrence whose recipients lack a template variable
+                # sends nothing (the run fails with the reason; the campaign waits for the next occurrence).
+                self.refused = await workflow.execute_activity_method(
+                    CampaignActivities.check_variables, RunInput(s.run_id),
+                    start_to_close_timeout=timedelta(minutes=5), retry_policy=SEND_RETRY,
+                )
+                if self.refused is not None:
+                    return await self._finish()
         if s.local_time is not None and s.slots is None:
             s.slots = await workflow.execute_activity_method(
                 CampaignActivities.plan_local_sends,
@@ -287,5 +328,5 @@ class CampaignWorkflow:
             cancelled=self.cancelled, in_flight=self.in_flight, batches_left=len(s.bounds or []),
             suppressed=t.suppressed if t else 0, holdout=t.holdout if t else 0,
             unsent_cancelled=t.cancelled if t else 0, max_per_second=s.max_per_second, paced=self.paced,
-            number=s.number, skipped=self.skipped, slots=s.slots,
+            number=s.number, skipped=self.skipped, slots=s.slots, refused=self.refused,
         )

@@ -313,6 +313,8 @@ class RunSummary(BaseModel):
     scheduled_at: datetime | None = Field(None, description="The occurrence's time (runs a schedule started).")
     started_at: datetime
     finished_at: datetime | None
+    error: str | None = Field(None, description="Why the run sent nothing (status `failed`): an occurrence whose "
+                                                "recipients lack a template variable.")
     total: int
     sent: int
     failed: int
@@ -338,6 +340,7 @@ class RunOut(BaseModel):
     scheduled_at: datetime | None = None
     started_at: datetime
     finished_at: datetime | None
+    error: str | None = Field(None, description="Why the run sent nothing (status `failed`).")
     temporal_ui: str | None = Field(None, description="Where to watch this run in the Temporal UI.")
     variants: list[VariantOut] | None = Field(None, description="Per variant (on GET of one campaign).")
     holdout_lift: float | None = Field(None, description="Relative lift of the treated conversion rate over the "

@@ -66,6 +66,7 @@ class CampaignRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # a recurring run's occurrence
+    error: Mapped[str | None] = mapped_column(Text)  # why a run did not send (status failed)
 
 
 class Transition(Base):

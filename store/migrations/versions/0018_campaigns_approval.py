@@ -19,7 +19,8 @@
 - `campaigns.recurrence` (`{"cron" | "every_seconds", "timezone", "start", "until"}`: the Temporal Schedule that
   starts one run per occurrence), `campaigns.local_time` (`HH:MM`: each recipient gets the message at that time on
   their own clock) and `campaigns.timezone` (the zone of recipients without one).
-- `campaign_runs.scheduled_at`: the occurrence's time, for a run a schedule started.
+- `campaign_runs.scheduled_at`: the occurrence's time, for a run a schedule started; `campaign_runs.error`: why a
+  run did not send (an occurrence whose recipients lack a template variable; status `failed`).
 - `deliveries.zone`: the recipient's zone at the snapshot of a local-time run (its contact's, else NULL).
 
 Revision ID: 0018_campaigns_approval
@@ -64,13 +65,14 @@ def upgrade() -> None:
         CREATE INDEX ix_campaign_transitions_campaign ON campaign_transitions (campaign_id, id);
 
         ALTER TABLE deliveries ADD COLUMN variant text, ADD COLUMN zone text;
-        ALTER TABLE campaign_runs ADD COLUMN cancelled_at timestamptz, ADD COLUMN scheduled_at timestamptz;
+        ALTER TABLE campaign_runs ADD COLUMN cancelled_at timestamptz, ADD COLUMN scheduled_at timestamptz,
+            ADD COLUMN error text;
     """)
 
 
 def downgrade() -> None:
     op.execute("""
-        ALTER TABLE campaign_runs DROP COLUMN cancelled_at, DROP COLUMN scheduled_at;
+        ALTER TABLE campaign_runs DROP COLUMN cancelled_at, DROP COLUMN scheduled_at, DROP COLUMN error;
         ALTER TABLE deliveries DROP COLUMN variant, DROP COLUMN zone;
         DROP TABLE campaign_transitions;
         ALTER TABLE campaigns DROP COLUMN created_by_key_id, DROP COLUMN created_by, DROP COLUMN approval_required,

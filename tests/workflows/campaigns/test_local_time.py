@@ -40,7 +40,7 @@ async def skipping(runtime: Runtime) -> AsyncIterator[WorkflowEnvironment]:
     acts = CampaignActivities(runtime.sessions, runtime.email, runtime.outcomes)
     async with Worker(env.client, task_queue=QUEUE, workflows=[CampaignWorkflow],
                       activities=[acts.open_occurrence, acts.snapshot_audience, acts.plan_local_sends, acts.partition,
-                                  acts.send_batch, acts.finish_run]):
+                                  acts.send_batch, acts.finish_run, acts.check_variables, acts.close_schedule]):
         yield env
     await env.shutdown()
 
