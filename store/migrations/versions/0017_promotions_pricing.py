@@ -9,10 +9,12 @@
 - `coupons`: one row per issued or generated code: issued → reserved (by an order) → redeemed | expired |
   revoked. The code is unique across all templates, so this table is not partitioned by contact; issuance is
   idempotent by (template, reference).
-- `promotion_stock` / `promotion_reservations`: inventory counted apart from any product catalogue, one row per
-  subject (`promotion:{id}`, `budget:{id}`, `template:{id}`, and the ledger's rewards `reward:{id}`); a reservation
-  takes units only while `total - reserved - used` covers them (a CHECK makes overselling impossible even for a
-  buggy caller), and is released or committed once. The ledger's reward catalogue moves its stock here:
+- `promotion_stock_slots` / `promotion_reservations`: inventory counted apart from any product catalogue, per
+  subject (`promotion:{id}`, `budget:{id}`, `template:{id}`, and the ledger's rewards `reward:{id}`) split over
+  slot rows, so concurrent reservations take different rows (the `promotion_stock` view sums them: one row per
+  subject for readers); a reservation takes units from a slot only while its `total - reserved - used` covers them
+  (a CHECK per slot makes overselling impossible even for a buggy caller), records the slots it took them from,
+  and is released or committed once, back to them. The ledger's reward catalogue moves its stock here:
   `ledger_rewards.stock` and `ledger_reward_reservations` (0003) are migrated to `reward:{id}` rows and the
   `redemption:{order_id}` holder's reservations, and are no longer written (`stock` gets a default of 0; the
   downgrade writes the inventory back into them). A reward is of `kind` item or coupon (then it names the
@@ -92,18 +94,26 @@ def upgrade() -> None:
         CREATE INDEX ix_coupons_order ON coupons (order_id) WHERE order_id IS NOT NULL;
         CREATE INDEX ix_coupons_expiring ON coupons (valid_until) WHERE state IN ('issued', 'reserved');
 
-        CREATE TABLE promotion_stock (
-            subject  text PRIMARY KEY,
+        CREATE TABLE promotion_stock_slots (
+            subject  text NOT NULL,
+            slot     smallint NOT NULL CHECK (slot >= 0),
             total    bigint NOT NULL CHECK (total >= 0),
             reserved bigint NOT NULL DEFAULT 0 CHECK (reserved >= 0),
             used     bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
+            CONSTRAINT pk_promotion_stock_slots PRIMARY KEY (subject, slot),
             CONSTRAINT ck_promotion_stock_never_oversold CHECK (reserved + used <= total)
         );
+        CREATE VIEW promotion_stock AS
+            SELECT subject, CAST(sum(total) AS bigint) AS total, CAST(sum(reserved) AS bigint) AS reserved,
+                   CAST(sum(used) AS bigint) AS used, CAST(count(*) AS integer) AS slots
+            FROM promotion_stock_slots GROUP BY subject;
 
         CREATE TABLE promotion_reservations (
             holder     text NOT NULL,
-            subject    text NOT NULL REFERENCES promotion_stock (subject),
+            subject    text NOT NULL,
             quantity   bigint NOT NULL CHECK (quantity > 0),
+            slots      smallint[] NOT NULL DEFAULT '{}',
+            parts      bigint[] NOT NULL DEFAULT '{}',
             status     text NOT NULL DEFAULT 'reserved' CHECK (status IN ('reserved', 'committed', 'released')),
             expires_at timestamptz NOT NULL,
             created_at timestamptz NOT NULL DEFAULT now(),
@@ -147,15 +157,15 @@ def upgrade() -> None:
         op.execute(f"CREATE TABLE promotion_usage_p{i} PARTITION OF promotion_usage "
                    f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {i})")
     op.execute("""
-        INSERT INTO promotion_stock (subject, total, reserved, used)
-        SELECT 'reward:' || r.id,
+        INSERT INTO promotion_stock_slots (subject, slot, total, reserved, used)
+        SELECT 'reward:' || r.id, 0,
                r.stock + coalesce(sum(v.quantity) FILTER (WHERE v.status IN ('reserved', 'fulfilled')), 0),
                coalesce(sum(v.quantity) FILTER (WHERE v.status = 'reserved'), 0),
                coalesce(sum(v.quantity) FILTER (WHERE v.status = 'fulfilled'), 0)
         FROM ledger_rewards r LEFT JOIN ledger_reward_reservations v ON v.reward_id = r.id
         GROUP BY r.id, r.stock;
-        INSERT INTO promotion_reservations (holder, subject, quantity, status, expires_at)
-        SELECT 'redemption:' || order_id, 'reward:' || reward_id, quantity,
+        INSERT INTO promotion_reservations (holder, subject, quantity, slots, parts, status, expires_at)
+        SELECT 'redemption:' || order_id, 'reward:' || reward_id, quantity, '{0}', ARRAY[CAST(quantity AS bigint)],
                CASE status WHEN 'reserved' THEN 'reserved' WHEN 'fulfilled' THEN 'committed' ELSE 'released' END,
                now() + interval '30 days'
         FROM ledger_reward_reservations;
@@ -184,6 +194,7 @@ def downgrade() -> None:
         ALTER TABLE ledger_rewards DROP COLUMN coupon_template_id, DROP COLUMN kind;
         ALTER TABLE ledger_rewards ALTER COLUMN stock DROP DEFAULT;
         COMMENT ON COLUMN ledger_rewards.stock IS NULL;
-        DROP TABLE promotion_usage, promotion_orders, promotion_reservations, promotion_stock, coupons, promotions,
-            coupon_templates, promotions_version
+        DROP VIEW promotion_stock;
+        DROP TABLE promotion_usage, promotion_orders, promotion_reservations, promotion_stock_slots, coupons,
+            promotions, coupon_templates, promotions_version
     """)
