@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -107,11 +108,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = Runtime.build(settings)
         app.state.temporal = TemporalHandle(settings)
+        # The promotions' rule-set cache hears of changes made through other API processes (store/promotions/cache.py).
+        listener = asyncio.create_task(pricing.RULES.listen(app.state.runtime.settings.database_url or ""))
         tune_gc()
         try:
             yield
         finally:
             untune_gc()
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
             await app.state.runtime.close()
 
     app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan,

@@ -52,8 +52,11 @@ class Template:
 
 
 async def bump_version(session: AsyncSession) -> int:
-    return int(await session.scalar(text(
-        "UPDATE promotions_version SET version = version + 1 RETURNING version")) or 0)
+    """The next version, NOTIFYing every listening cache (store/promotions/cache.py) when the transaction commits."""
+    return int(await session.scalar(text("""
+        WITH bumped AS (UPDATE promotions_version SET version = version + 1 RETURNING version)
+        SELECT version, pg_notify('promotions_version', CAST(version AS text)) FROM bumped
+    """)) or 0)
 
 
 async def current_version(session: AsyncSession) -> int:
