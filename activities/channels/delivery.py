@@ -70,10 +70,14 @@ class DeliveryService:
         """Record the steps (idempotent: a retried call finds them) and send each through its chain as far as
         it goes now; what waits for a receipt window or quiet hours is left to the sweeper."""
         now = now or datetime.now(UTC)
-        async with transaction(self.sessions) as s:
-            await records.register(s, steps, now)
         only = [(st.contact_id, st.key) for st in steps]
-        return await self._rounds(only, len(steps), now)
+        # Recorded and claimed in one transaction (a commit fewer per batch): a retried call finds its plans
+        # recorded and leased or done, and claims nothing.
+        async with transaction(self.sessions) as s:
+            await records.by_key(s)
+            await records.register(s, steps, now)
+            first = await records.claim(s, self.policy, now, only=only, limit=len(steps))
+        return await self._rounds(only, len(steps), now, first)
 
     async def send_registered(self, steps: Sequence[Step], *, now: datetime | None = None) -> Progress:
         """`send` for steps whose plans the caller registered in its own transaction (a journey's move registers
@@ -85,12 +89,16 @@ class DeliveryService:
         retries and sends whose worker died."""
         return await self._rounds(None, limit, now or datetime.now(UTC))
 
-    async def _rounds(self, only: list[tuple[int, str]] | None, limit: int, now: datetime) -> Progress:
+    async def _rounds(self, only: list[tuple[int, str]] | None, limit: int, now: datetime,
+                      first: Claimed | None = None) -> Progress:
         progress = Progress()
         for _ in range(8):  # a chain is at most a few channels long; each round moves every plan one channel on
-            async with transaction(self.sessions) as s:
-                await records.by_key(s)
-                claimed = await records.claim(s, self.policy, now, only=only, limit=limit)
+            if first is not None:  # claimed by the caller's transaction
+                claimed, first = first, None
+            else:
+                async with transaction(self.sessions) as s:
+                    await records.by_key(s)
+                    claimed = await records.claim(s, self.policy, now, only=only, limit=limit)
             progress.add(claimed)
             if not claimed.jobs:
                 break

@@ -272,26 +272,29 @@ async def settle_from_plans(session: AsyncSession, pairs: Sequence[tuple[int, st
     retry: the sweeper carries on), else `suppressed` when every channel was screened out, else `failed`."""
     if not pairs:
         return
+    # Driven by the batch's keys, each plan's attempts aggregated by a lateral lookup: as a semi-join the planner
+    # hashed full scans of delivery_plans and delivery_attempts for every batch (quadratic over a large run). The
+    # status test is kept off the (campaign, status) index (`|| ''`): right after a snapshot the statistics still
+    # say few deliveries are queued, and the planner hashed all of them for every batch instead of 500 key lookups.
     await session.execute(text("""
         UPDATE deliveries d SET status = s.status, channel = coalesce(s.channel, d.channel), attempts = s.n,
             error = CASE WHEN s.status = 'sent' THEN NULL ELSE s.error END,
             sent_at = CASE WHEN s.status = 'sent' THEN now() END
         FROM (
-            SELECT p.contact_id, p.key,
-                   CASE WHEN bool_or(a.status IN ('sent', 'delivered', 'opened', 'clicked', 'complained'))
-                        THEN 'sent'
-                        WHEN p.wake_at IS NOT NULL THEN 'deferred'
-                        WHEN bool_and(a.status = 'suppressed') THEN 'suppressed'
-                        ELSE 'failed' END AS status,
-                   (array_agg(a.channel ORDER BY a.attempt DESC))[1] AS channel,
-                   count(a.attempt) AS n,
-                   (array_agg(a.error ORDER BY a.attempt DESC))[1] AS error
-            FROM delivery_plans p
-            LEFT JOIN delivery_attempts a ON a.contact_id = p.contact_id AND a.key = p.key
-            WHERE (p.contact_id, p.key) IN (SELECT * FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[])))
-            GROUP BY p.contact_id, p.key, p.wake_at
+            SELECT u.c AS contact_id, u.k AS key,
+                   CASE WHEN x.sent THEN 'sent' WHEN p.wake_at IS NOT NULL THEN 'deferred'
+                        WHEN x.suppressed THEN 'suppressed' ELSE 'failed' END AS status,
+                   x.channel, x.n, x.error
+            FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[])) AS u(c, k)
+            CROSS JOIN LATERAL (SELECT wake_at FROM delivery_plans WHERE contact_id = u.c AND key = u.k) p
+            CROSS JOIN LATERAL (
+                SELECT bool_or(a.status IN ('sent', 'delivered', 'opened', 'clicked', 'complained')) AS sent,
+                       bool_and(a.status = 'suppressed') AS suppressed,
+                       (array_agg(a.channel ORDER BY a.attempt DESC))[1] AS channel, count(a.attempt) AS n,
+                       (array_agg(a.error ORDER BY a.attempt DESC))[1] AS error
+                FROM delivery_attempts a WHERE a.contact_id = u.c AND a.key = u.k) x
         ) s
-        WHERE d.contact_id = s.contact_id AND d.key = s.key AND d.status IN ('queued', 'deferred')
+        WHERE d.contact_id = s.contact_id AND d.key = s.key AND d.status || '' IN ('queued', 'deferred')
     """), {"c": [p[0] for p in pairs], "k": [p[1] for p in pairs]})
 
 
