@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -108,16 +107,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = Runtime.build(settings)
         app.state.temporal = TemporalHandle(settings)
-        # The promotions' rule-set cache hears of changes made through other API processes (store/promotions/cache.py).
-        listener = asyncio.create_task(pricing.RULES.listen(app.state.runtime.settings.database_url or ""))
         tune_gc()
         try:
-            yield
+            async with pricing.serving(app):  # the rule-set cache's listener, the quotes' connections
+                yield
         finally:
             untune_gc()
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
             await app.state.runtime.close()
 
     app = FastAPI(title="Nudge", version=__version__, description=DESCRIPTION, lifespan=lifespan,

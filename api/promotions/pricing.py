@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as Refusal
@@ -50,11 +54,27 @@ def _out(order: orders.Order) -> OrderOut:
 QUOTE_PATH = "/v1/pricing/quote"
 
 
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[None]:
+    """What quotes hold while the app runs: the rule-set cache's listener (changes made through other API
+    processes) and the quotes' own connections (store/promotions/orders.py:quote_pool)."""
+    url = app.state.runtime.settings.database_url or ""
+    listener = asyncio.create_task(RULES.listen(url))
+    app.state.quotes = orders.quote_pool(url)
+    await app.state.quotes.open(wait=False)  # a database still starting is waited for by the first quote
+    try:
+        yield
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await app.state.quotes.close()
+
+
 async def _priced(request: Request, body: QuoteIn) -> bytes:
-    sessions = runtime(request).sessions
-    rules = await RULES.current(sessions)
+    rules = await RULES.current(runtime(request).sessions)
     # No request transaction: a quote changes nothing and reads its facts in one statement (one round trip).
-    result = await orders.quote_now(sessions, rules, _request(body), now=datetime.now(UTC))
+    result = await orders.quote_pooled(request.app.state.quotes, rules, _request(body), now=datetime.now(UTC))
     # Serialised once, straight from the engine's dataclasses by orjson (the shape is QuoteOut's): a large cart's
     # quote is big, and dataclasses.asdict alone cost as much as pricing it.
     return orjson.dumps(result)

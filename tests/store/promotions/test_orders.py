@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from domain.errors import Conflict
+from domain.errors import Conflict, NotFound
 from domain.ledger.postings import Kind, Request
 from domain.promotions.coupons import well_formed
 from domain.promotions.model import Line
@@ -298,3 +298,31 @@ async def test_a_quote_reads_contact_coupons_and_usage_in_one_statement(
     assert len(statements) == 1
     assert {welcome.id, coupon_promotion} <= {a.promotion_id for a in result.applied}
     assert [n.reason for n in result.not_applied if n.coupon_code == "NOPE-NOPE-NOPE-0"] == ["coupon_invalid"]
+
+
+async def test_a_quote_on_the_quotes_pool_is_the_same_quote(sessions: async_sessionmaker[AsyncSession],
+                                                            database_url: str) -> None:
+    """The API prices on its own autocommit pool (psycopg directly, orjson for the JSON): the same statement, the
+    same facts, the same quote as through a session."""
+    sku = f"pooled-{uuid.uuid4().hex[:8]}"
+    template, _ = await _coupon_world(sessions)
+    async with transaction(sessions) as s:
+        await promotions.create_promotion(
+            s, {"name": "pooled", "kind": "percent_off", "percent": 10, "scope": {"skus": [sku]},
+                "condition": 'contact.traits.tier == "gold"', "per_user_limit": 1}, stock=5)
+        contact = int(await s.scalar(text("INSERT INTO contacts (user_id, traits) VALUES (:u, '{\"tier\": \"gold\"}')"
+                                          " RETURNING id"), {"u": f"promo-{uuid.uuid4().hex}"}) or 0)
+        code = (await coupons.issue_coupon(s, template, contact, "pooled", now=NOW)).code
+    rules = await _rules(sessions)
+    request = orders.QuoteRequest((Line(sku, "apparel", 5_000, 2),), contact_id=contact,
+                                  coupons=(code, "NOPE-NOPE-NOPE-0"), shipping=300)
+    pool = orders.quote_pool(database_url, max_size=2)
+    await pool.open()
+    try:
+        pooled = await orders.quote_pooled(pool, rules, request, now=NOW)
+        with pytest.raises(NotFound, match="contact_id"):
+            await orders.quote_pooled(pool, rules, orders.QuoteRequest(request.lines, contact_id=2**62), now=NOW)
+    finally:
+        await pool.close()
+    assert pooled == await orders.quote_now(sessions, rules, request, now=NOW)
+    assert len(pooled.applied) >= 2 and [n.reason for n in pooled.not_applied if n.coupon_code] == ["coupon_invalid"]
