@@ -25,7 +25,7 @@ from activities.channels.delivery import service_for
 from api.runtime import Runtime
 from channels.simulators import Simulators, read_inbox
 from domain.channels.policy import DeliveryPolicy
-from nudge.embedded import SEARCH_ATTRIBUTES, free_port, temporal_binary
+from nudge.embedded import SEARCH_ATTRIBUTES, temporal_binary
 from store.campaigns import runs
 from store.db import transaction
 from workflows.campaigns import TASK_QUEUE, CampaignRunInput, CampaignWorkflow
