@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.promotions.index import RuleIndex
@@ -42,6 +43,7 @@ class RuleSet:
     promotions: tuple[Promotion, ...]
     public_codes: dict[str, tuple[int, datetime | None, datetime | None]] = field(default_factory=dict)
     loaded_at: float = 0.0
+    stocked: frozenset[str] | None = None  # the `promotion:{id}` subjects with stock rows; None: ask for all
     # Prepared once per version, not per quote: the engine's index, and what the facts query asks about.
     index: RuleIndex = field(init=False)
     ids: tuple[int, ...] = field(init=False)
@@ -56,10 +58,15 @@ class RuleSet:
         ids = tuple(sorted(p.id for p in self.promotions))
         object.__setattr__(self, "index", RuleIndex(self.promotions))
         object.__setattr__(self, "ids", ids)
-        subjects = tuple(s for i in ids for s in (promotion_subject(i), budget_subject(i)))
+        # What the facts query asks about: stock of the promotions that have a stock row, budget spent of those
+        # with a budget, and the contact's use of those with a per-customer limit (the engine reads nothing else).
+        subjects = tuple(s for p in sorted(self.promotions, key=lambda p: p.id) for s in (
+            *([promotion_subject(p.id)] if self.stocked is None or promotion_subject(p.id) in self.stocked else []),
+            *([budget_subject(p.id)] if p.budget is not None else [])))
+        limited = [p.id for p in sorted(self.promotions, key=lambda p: p.id) if p.per_user_limit is not None]
         object.__setattr__(self, "subjects", subjects)
         object.__setattr__(self, "subjects_array", "{" + ",".join(subjects) + "}")  # `kind:id`: nothing to quote
-        object.__setattr__(self, "ids_array", "{" + ",".join(map(str, ids)) + "}")
+        object.__setattr__(self, "ids_array", "{" + ",".join(map(str, limited)) + "}")
         object.__setattr__(self, "programs", tuple(sorted({p.program_id for p in self.promotions
                                                            if p.program_id is not None})))
 
@@ -135,8 +142,13 @@ class RuleSetCache:
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         version = await current_version(session)
         promotions = tuple(await active_rule_set(session, datetime.now(UTC)))
+        # A promotion's stock row is created or changed in the transaction that bumps the version: this snapshot
+        # holds every one this version has.
+        stocked = frozenset(await session.scalars(text(
+            "SELECT DISTINCT subject FROM promotion_stock_slots WHERE subject = ANY(CAST(:s AS text[]))"),
+            {"s": [promotion_subject(p.id) for p in promotions]}))
         self.loads += 1
-        return RuleSet(version, promotions, await public_templates(session), time.monotonic())
+        return RuleSet(version, promotions, await public_templates(session), time.monotonic(), stocked)
 
 
 # One per process: the API's quotes and orders share it.
