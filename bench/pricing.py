@@ -5,9 +5,10 @@ costs, on the rule set's index as the API's cache holds it), then quotes per sec
 /v1/pricing/quote` on uvicorn with `workers` processes, as production runs several API processes; `clients`
 concurrent keep-alive connections, for `seconds`): rule set from each process's cache, the contact, coupons,
 usage and stock read in one statement. The limit it is compared with, measured in the same run on the same
-server: `GET /v1/promotions/{id}` — the API key check plus one indexed read, the fixed cost of any request this
-API serves. The promotions, templates and coupons it creates are scoped to SKUs of its own and archived at the end
-(so they never price anyone else's cart).
+server through the same client: `GET /v1/promotions/{id}` — the API key check plus one indexed read, the fixed
+cost of any request this API serves. With each, the CPU time per request of the API's processes and of the
+embedded Postgres (what a request costs whatever else shares the machine). The promotions, templates and coupons it
+creates are scoped to SKUs of its own and archived at the end (so they never price anyone else's cart).
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
         before = None
         if p["checkout"]:  # the other copy first, then this one, in the same conditions
             before = await _http(ctx, p, payload, trivial, p["checkout"])
-        counts, elapsed, limit, load = await _http(ctx, p, payload, trivial, "")
+        counts, elapsed, limit, load, cpu = await _http(ctx, p, payload, trivial, "")
     finally:
         async with transaction(sessions) as s:
             await s.execute(text("UPDATE promotions SET status = 'archived' WHERE id = ANY(:ids)"), {"ids": created})
@@ -169,7 +170,8 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
     compared = [] if before is None else [
         (f"before ({p['checkout']}): quotes/s, limit, ratio",
          f"{before[0] / before[1]:,.1f} / {before[2]:,.1f} / {before[0] / before[1] / before[2]:.3f}"),
-        ("load average after the quotes, before", before[3])]
+        ("load average after the quotes, before", before[3]),
+        ("CPU per request, API + Postgres, before", before[4])]
     return BenchResult(bench=NAME, value=rate, unit="quotes/s", limit_name="GET /v1/promotions/{id} (key + one read)",
                        limit=limit, params=p | {"p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
                                                 "cpu_p50_ms": round(cpu50, 3), "cpu_p99_ms": round(cpu99, 3)},
@@ -178,15 +180,18 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
                              ("promotions applied to the cart", str(applied)),
                              ("quotes through HTTP", f"{counts:,} in {elapsed:.1f} s"),
                              ("load average (1/5/15 min) after the quotes", load),
+                             ("CPU per request, API + Postgres (all their processes)", cpu),
                              ("machine", f"{os.cpu_count()} CPUs; server, clients and Postgres share them"),
                              *compared])
 
 
 async def _http(ctx: BenchContext, p: dict[str, Any], payload: bytes, trivial: bytes,
-                checkout: str) -> tuple[int, float, float, str]:
-    """(quotes, seconds, the limit's requests/s, load average) through a server of `workers` processes."""
+                checkout: str) -> tuple[int, float, float, str, str]:
+    """(quotes, seconds, the limit's requests/s, load average, CPU per request) through a server of `workers`
+    processes."""
     port = free_port()
     server = _start_server(ctx, port, p["workers"], checkout)
+    postmaster = _postmaster(ctx)
     try:
         await _wait_up(port, server)
         # warm-up: every worker's cache loads the rule set, every connection its prepared statements
@@ -194,20 +199,59 @@ async def _http(ctx: BenchContext, p: dict[str, Any], payload: bytes, trivial: b
         counts = [0]
         with ctx.status(f"Quotes through HTTP{' (' + checkout + ')' if checkout else ''}, {p['clients']} clients, "
                         f"{p['seconds']} s…"):
+            before = _cpu(server.pid), _cpu(postmaster)
             started = time.perf_counter()
             await asyncio.gather(*(_client(port, payload, counts, started + p["seconds"])
                                    for _ in range(p["clients"])))
             elapsed = time.perf_counter() - started
+            quoted = _cpu(server.pid) - before[0], _cpu(postmaster) - before[1]
         load = _load()
         reads = [0]
         with ctx.status(f"The limit: GET /v1/promotions/{{id}}, {p['clients']} clients, {p['seconds']} s…"):
+            before = _cpu(server.pid), _cpu(postmaster)
             began = time.perf_counter()
             await asyncio.gather(*(_client(port, trivial, reads, began + p["seconds"]) for _ in range(p["clients"])))
             limit = reads[0] / (time.perf_counter() - began)
+            read = _cpu(server.pid) - before[0], _cpu(postmaster) - before[1]
     finally:
         server.terminate()
         server.wait(30)
-    return counts[0], elapsed, limit, load
+    cpu = (f"quote {quoted[0] * 1000 / max(1, counts[0]):.2f} + {quoted[1] * 1000 / max(1, counts[0]):.2f} ms, "
+           f"read {read[0] * 1000 / max(1, reads[0]):.2f} + {read[1] * 1000 / max(1, reads[0]):.2f} ms")
+    return counts[0], elapsed, limit, load, cpu
+
+
+def _postmaster(ctx: BenchContext) -> int:
+    """The embedded Postgres' postmaster (0 when the database is configured elsewhere: its CPU is not counted)."""
+    try:
+        with open(ctx.settings.home / "pg" / "postmaster.pid") as f:
+            return int(f.readline())
+    except (OSError, ValueError):
+        return 0
+
+
+def _cpu(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and every process below it (Linux /proc)."""
+    if not root:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += used.get(pid, 0.0)
+        todo += children.get(pid, [])
+    return total
 
 
 def _start_server(ctx: BenchContext, port: int, workers: int, checkout: str = "") -> subprocess.Popen[bytes]:
