@@ -28,6 +28,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.campaigns import (
@@ -146,7 +147,11 @@ class CampaignWorkflow:
             return await self._finish()
         try:
             return await self._send_all()
-        except asyncio.CancelledError:  # cancelled in Temporal outside the window: close as the cancel signal does
+        except (asyncio.CancelledError, ActivityError) as err:
+            # Cancelled in Temporal (the UI) outside the window: while waiting (asyncio's error) or during an activity
+            # (the activity's error, caused by the cancel). Close the run as the cancel signal does.
+            if isinstance(err, ActivityError) and not isinstance(err.cause, CancelledError):
+                raise
             self.cancelled = True
             await workflow.wait_condition(lambda: self.in_flight == 0)
             return await self._finish()

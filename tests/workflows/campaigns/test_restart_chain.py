@@ -30,8 +30,8 @@ from store.campaigns import runs
 from store.db import transaction
 from workflows.campaigns import TASK_QUEUE, CampaignRunInput, CampaignWorkflow
 
-RECIPIENTS = 400
-BATCH = 100
+RECIPIENTS = 800
+BATCH = 50  # 16 batches, 4 at a time: the kill lands with most of the run still to go
 PHONE = "+1555771{:04d}"
 
 
