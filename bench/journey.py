@@ -27,6 +27,7 @@ import psycopg
 from sqlalchemy import text
 
 from activities.channels.delivery import DeliveryService, Progress
+from activities.journeys import Sending
 from bench.core import BenchContext, BenchResult
 from channels.base import Message, SendResult
 from domain.channels.policy import DeliveryPolicy
@@ -155,21 +156,21 @@ async def run(ctx: BenchContext, n: int, batch: int, send_batch: int) -> BenchRe
         outcome = Progress()
         with ctx.status("A day later: condition and send through the delivery service…"):
             started = time.perf_counter()
-            due: list[Step] = []  # as run_journey does: several move batches' sends in one delivery call
-            while True:
-                async with transaction(sessions) as s:
-                    moved = await runtime.advance_due(s, journey_id, later, limit=batch,
-                                                      rendering=definitions.rendering())
-                due += moved.sends
-                last = moved.contacts < batch
-                if due and (len(due) >= send_batch or last):
-                    done = await delivery.send_registered(due, now=later)
-                    due = []
-                    outcome.claimed, outcome.failed, outcome.suppressed = outcome.claimed + done.claimed, \
-                        outcome.failed + done.failed, outcome.suppressed + done.suppressed
-                advanced += moved.contacts
-                if last:
-                    break
+            due: list[Step] = []  # as run_journey does: several move batches' sends in one delivery call, sent
+            async with Sending(delivery, later) as sending:  # while the next batches move
+                while True:
+                    async with transaction(sessions) as s:
+                        moved = await runtime.advance_due(s, journey_id, later, limit=batch,
+                                                          rendering=definitions.rendering())
+                    due += moved.sends
+                    last = moved.contacts < batch
+                    if due and (len(due) >= send_batch or last):
+                        await sending.hand(due)
+                        due = []
+                    advanced += moved.contacts
+                    if last:
+                        break
+            outcome = sending.progress
             send_elapsed = time.perf_counter() - started
         send_rate = channel.sent / send_elapsed if send_elapsed else 0.0
     finally:

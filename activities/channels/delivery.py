@@ -48,6 +48,10 @@ class Progress:
     deferred: int = 0
     done: int = 0
 
+    def merge(self, other: Progress) -> None:
+        for name in ("claimed", "sent", "failed", "suppressed", "deferred", "done"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def add(self, claimed: Claimed) -> None:
         self.claimed += len(claimed.jobs)
         self.suppressed += claimed.suppressed

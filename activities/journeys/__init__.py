@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.channels.delivery import DeliveryService
+from activities.channels.delivery import DeliveryService, Progress
 from core.confinement import Confinement
 from store.channels.records import Step
 from store.db import transaction
@@ -97,25 +97,60 @@ class JourneyActivities:
         async with transaction(self.sessions) as s:
             done.entered += await runtime.enter_by_date(s, jid, state[1], now, default_zone=self.default_zone)
         due: list[Step] = []  # registered with their moves; sent several batches at a time (fewer round trips)
-        for n in range(params.max_batches):
-            async with transaction(self.sessions) as s:
-                moved = await runtime.advance_due(s, jid, now, limit=params.batch_size,
-                                                  default_zone=self.default_zone, rendering=self.rendering)
-            _log_failures(jid, moved)
-            due += moved.sends
-            if len(due) >= params.send_batch:  # a crash before this leaves them to the sweeper, sent once
-                done.sent += (await self.delivery.send_registered(due, now=now)).sent  # at the journey's clock
-                due = []
-            done.advanced += moved.contacts
-            done.grants += moved.grants
-            _beat(done)
-            if moved.contacts < params.batch_size:
-                break
-            done.more = done.more or n == params.max_batches - 1
-        if due:
-            done.sent += (await self.delivery.send_registered(due, now=now)).sent
+        async with Sending(self.delivery, now) as sending:  # sends overlap the next moves (Postgres and Python both)
+            for n in range(params.max_batches):
+                async with transaction(self.sessions) as s:
+                    moved = await runtime.advance_due(s, jid, now, limit=params.batch_size,
+                                                      default_zone=self.default_zone, rendering=self.rendering)
+                _log_failures(jid, moved)
+                due += moved.sends
+                if len(due) >= params.send_batch:  # a crash before this leaves them to the sweeper, sent once
+                    await sending.hand(due)
+                    due = []
+                done.advanced += moved.contacts
+                done.grants += moved.grants
+                _beat(done)
+                if moved.contacts < params.batch_size:
+                    break
+                done.more = done.more or n == params.max_batches - 1
+            if due:
+                await sending.hand(due)
+        done.sent += sending.progress.sent
         async with self.sessions() as s:
             done.next_wake = await runtime.next_wake(s, jid)
+
+
+class Sending:
+    """At most one `send_registered` running while the caller moves the next contacts: the moves and the sends
+    each wait on Postgres half the time, so overlapping them uses both cores. The steps were registered (committed)
+    with their moves, so a send that fails leaves them to the sweeper, as a crash would; the block waits for the
+    send in flight before it ends, and raises what it raised."""
+
+    def __init__(self, delivery: DeliveryService, now: datetime) -> None:
+        self.delivery = delivery
+        self.now = now
+        self.progress = Progress()  # every send's, complete when the block ends
+        self._flight: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Sending:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._flight is not None:
+            flight, self._flight = self._flight, None
+            if exc[0] is None:
+                await flight
+            else:  # the caller's own error wins; the send still finishes (its plans are leased, not lost)
+                await asyncio.gather(flight, return_exceptions=True)
+
+    async def hand(self, steps: list[Step]) -> None:
+        """Start sending `steps` once the previous send is done."""
+        if self._flight is not None:
+            await self._flight
+        self._flight = asyncio.create_task(self._send(steps))
+
+    async def _send(self, steps: list[Step]) -> None:
+        self.progress.merge(await self.delivery.send_registered(steps, now=self.now))  # at the journey's clock
 
 
 def _log_failures(journey_id: int, moved: runtime.Advanced) -> None:
