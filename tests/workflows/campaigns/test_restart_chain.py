@@ -2,7 +2,8 @@
 simulator), and restarted: every recipient gets exactly one message, by delivery key and by what the provider
 received. The killed worker may leave leased attempts (recorded `queued` before the provider call, their result not
 yet recorded); the product's answer is the sweeper, which sends *the same attempt* again once its lease has run out,
-under the same idempotency key, so the test sweeps as the sweeper would after the lease (docs/campaigns.md)."""
+under the same idempotency key, so the test sends the run's due plans as the sweeper would after the lease
+(docs/campaigns.md)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from channels.simulators import Simulators, read_inbox
 from domain.channels.policy import DeliveryPolicy
 from nudge.embedded import SEARCH_ATTRIBUTES, temporal_binary
 from store.campaigns import runs
+from store.channels.records import Step
 from store.db import transaction
 from workflows.campaigns import TASK_QUEUE, CampaignRunInput, CampaignWorkflow
 
@@ -105,10 +107,14 @@ async def test_killed_worker_on_the_delivery_service_path_loses_and_duplicates_n
         await env.shutdown()
     assert progress.done and not progress.cancelled
 
-    # What the sweeper does once the killed worker's leases have run out: the same attempts, once more.
+    # What the sweeper does once the killed worker's leases have run out (the same attempts, once more), for this
+    # campaign's plans only (`sweep` would take every test's due plans): the registered plans sent as they are due.
     service = service_for(sessions, runtime.channels, runtime.settings)
     later = datetime.now(UTC) + DeliveryPolicy().lease + timedelta(minutes=1)
-    while (await service.sweep(limit=RECIPIENTS, now=later)).claimed:
+    async with sessions() as s:
+        planned = [Step(r.contact_id, r.key, ["sms"], {}) for r in (await s.execute(text(
+            "SELECT contact_id, key FROM deliveries WHERE run_id = :r"), {"r": run.id})).all()]
+    while (await service.send_registered(planned, now=later)).claimed:
         pass
 
     async with sessions() as s:
