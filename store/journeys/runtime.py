@@ -40,6 +40,7 @@ from domain.journeys.interpreter import (
     triggered,
 )
 from store.channels import records
+from store.channels.arrays import ints, texts, times
 from store.channels.records import Step
 from store.events.outbox import advance_cursor, read_new_events
 from store.journeys import rewards, templating
@@ -98,8 +99,8 @@ async def graphs(session: AsyncSession, journey_id: int, versions: Iterable[int]
 
 async def contact_views(session: AsyncSession, ids: Iterable[int]) -> dict[int, ContactView]:
     return {r.id: ContactView(r.id, r.traits or {}, r.timezone) for r in await session.execute(text("""
-        SELECT id, traits, timezone FROM contacts WHERE id = ANY(:ids)
-    """), {"ids": sorted(set(ids))})}
+        SELECT id, traits, timezone FROM contacts WHERE id = ANY(CAST(:ids AS bigint[]))
+    """), {"ids": ints(sorted(set(ids)))})}
 
 
 def _state(r: Any) -> State:
@@ -137,15 +138,15 @@ async def consume(session: AsyncSession, journey_id: int, version: int, now: dat
          AND s.status IN ('ready', 'sleeping', 'waiting')
          AND (s.waiting_event = b.event OR b.event = ANY(CAST(:goals AS text[])))
         ORDER BY s.contact_id, s.entry FOR UPDATE OF s
-    """), {"c": [e.contact_id for e in tracked], "e": [e.event for e in tracked], "j": journey_id,
+    """), {"c": ints(e.contact_id for e in tracked), "e": texts(e.event for e in tracked), "j": journey_id,
            "goals": await _goal_names(session, journey_id)})}
     rows = list(found.values())
     entering = [e for e in tracked if e.event == latest.trigger.event]
     last: dict[int, tuple[int, datetime]] = {r.contact_id: (r.entry, r.entered_at) for r in await session.execute(
         text("""
         SELECT DISTINCT ON (contact_id) contact_id, entry, entered_at FROM journey_states
-        WHERE journey_id = :j AND contact_id = ANY(:c) ORDER BY contact_id, entry DESC
-    """), {"j": journey_id, "c": sorted({e.contact_id for e in entering})})} if entering else {}
+        WHERE journey_id = :j AND contact_id = ANY(CAST(:c AS bigint[])) ORDER BY contact_id, entry DESC
+    """), {"j": journey_id, "c": ints(sorted({e.contact_id for e in entering}))})} if entering else {}
     by_version = await graphs(session, journey_id, {r.version for r in rows} | {version})
     views = await contact_views(session, {e.contact_id for e in tracked})
     live: dict[int, list[State]] = {}
@@ -259,10 +260,11 @@ async def save_states(session: AsyncSession, journey_id: int, states: Sequence[S
         ON CONFLICT (contact_id, journey_id, entry) DO UPDATE SET
             node = excluded.node, status = excluded.status, wake_at = excluded.wake_at,
             waiting_event = excluded.waiting_event, updated_at = excluded.updated_at
-    """), {"j": journey_id, "now": now, "c": [s.contact_id for s in states], "e": [s.entry for s in states],
-           "v": [s.version for s in states], "n": [s.node for s in states], "st": [s.status for s in states],
-           "w": [s.wake_at for s in states], "we": [s.waiting_event for s in states],
-           "ev": [orjson.dumps(s.event).decode() for s in states], "ea": [s.entered_at for s in states]})
+    """), {"j": journey_id, "now": now, "c": ints(s.contact_id for s in states), "e": ints(s.entry for s in states),
+           "v": ints(s.version for s in states), "n": texts(s.node for s in states),
+           "st": texts(s.status for s in states), "w": times(s.wake_at for s in states),
+           "we": texts(s.waiting_event for s in states),
+           "ev": texts(orjson.dumps(s.event).decode() for s in states), "ea": times(s.entered_at for s in states)})
 
 
 async def record_visits(session: AsyncSession, journey_id: int, visits: Sequence[tuple[int, int, int, str, str]],
@@ -275,8 +277,8 @@ async def record_visits(session: AsyncSession, journey_id: int, visits: Sequence
         SELECT c, :j, v, e, n, o, :now
         FROM unnest(CAST(:c AS bigint[]), CAST(:v AS int[]), CAST(:e AS int[]), CAST(:n AS text[]),
                     CAST(:o AS text[])) WITH ORDINALITY AS u(c, v, e, n, o, i) ORDER BY i
-    """), {"j": journey_id, "now": now, "c": [v[0] for v in visits], "v": [v[1] for v in visits],
-           "e": [v[2] for v in visits], "n": [v[3] for v in visits], "o": [v[4] for v in visits]})
+    """), {"j": journey_id, "now": now, "c": ints(v[0] for v in visits), "v": ints(v[1] for v in visits),
+           "e": ints(v[2] for v in visits), "n": texts(v[3] for v in visits), "o": texts(v[4] for v in visits)})
     counts = Counter((v[1], v[3], v[4]) for v in visits)
     await session.execute(text("""
         INSERT INTO journey_counts AS k (journey_id, version, node, outcome, n)
