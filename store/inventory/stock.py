@@ -5,15 +5,15 @@ reward, store/ledger/redemptions.py) a `total`, `reserved` and `used`, in the `p
 subject's slots into one row for readers.
 
 A subject's stock is split over N slot rows (seed 002's hotspot keys: one row many clients decrement at once
-serialises them on its lock, held until each transaction commits). A reservation takes its units from one slot
-with a single statement — a random slot with enough left among those no other transaction holds (`FOR UPDATE
-SKIP LOCKED`), re-checked on the locked row, `reserved = reserved + n` — so concurrent reservations take different
-rows. When no free slot has enough, it locks every slot of the subject in slot order (waiting for the holders),
-and takes the units from the first slot that has them, or split over several: "out of stock" is only said when
-the slots together, once every concurrent reservation has committed or rolled back, do not have them. A CHECK
-per slot makes overselling impossible even for a buggy caller. Each reservation is recorded per holder (an order
-id or an issuance reference, namespaced by the domain that holds it) and subject with the slots it took from, so
-reserving twice takes once, and committing, releasing or giving back moves the units exactly once, back to the
+serialises them on its lock, held until each transaction commits). A reservation takes its units from one slot and
+records itself with a single statement — a random slot with enough left among those no other transaction holds
+(`FOR UPDATE SKIP LOCKED`), re-checked on the locked row, `reserved = reserved + n` — so concurrent reservations
+take different rows. When no free slot has enough, it locks every slot of the subject in slot order (waiting for
+the holders), and takes the units from the first slot that has them, or split over several: "out of stock" is only
+said when the slots together, once every concurrent reservation has committed or rolled back, do not have them. A
+CHECK per slot makes overselling impossible even for a buggy caller. Each reservation is recorded per holder (an
+order id or an issuance reference, namespaced by the domain that holds it) and subject with the slots it took from,
+so reserving twice takes once, and committing, releasing or giving back moves the units exactly once, back to the
 slots they came from.
 """
 
@@ -93,36 +93,42 @@ async def levels(session: AsyncSession, subjects: Sequence[str]) -> dict[str, St
     return {r.subject: Stock(r.subject, r.total, r.reserved, r.used) for r in rows}
 
 
-# A free slot (not locked by another reservation) with enough left, chosen at random, locked, re-checked, taken;
-# the claim records it. Nothing returned: every slot with enough was busy, or none has enough.
-TAKE_FREE_SLOT = text("""
+# The common case in one statement: no reservation of this holder for this subject yet, and a free slot (not locked
+# by another reservation) with enough left, chosen at random, locked, re-checked, taken, and the reservation
+# recorded with it. Nothing returned: the holder has one already, or every slot with enough was busy, or none has
+# enough. (Two attempts of one holder at once both pass the NOT EXISTS; the second's INSERT then fails on the
+# primary key and its transaction rolls back, units included: a retry finds the first's reservation.)
+CLAIM_AND_TAKE = text("""
     WITH pick AS (
-        SELECT slot FROM promotion_stock_slots WHERE subject = :s AND total - reserved - used >= :q
+        SELECT slot FROM promotion_stock_slots
+        WHERE subject = :s AND total - reserved - used >= :q
+          AND NOT EXISTS (SELECT 1 FROM promotion_reservations WHERE holder = :h AND subject = :s)
         ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED
     ), taken AS (
         UPDATE promotion_stock_slots t SET reserved = t.reserved + :q FROM pick
         WHERE t.subject = :s AND t.slot = pick.slot AND t.total - t.reserved - t.used >= :q
         RETURNING t.slot
     )
-    UPDATE promotion_reservations r SET slots = ARRAY[taken.slot], parts = ARRAY[CAST(:q AS bigint)]
-    FROM taken WHERE r.holder = :h AND r.subject = :s
-    RETURNING taken.slot
+    INSERT INTO promotion_reservations (holder, subject, quantity, slots, parts, expires_at)
+    SELECT :h, :s, :q, ARRAY[slot], ARRAY[CAST(:q AS bigint)], :e FROM taken
+    RETURNING 1
 """)
 
 
 async def reserve(session: AsyncSession, holder: str, subject: str, quantity: int, *, expires_at: datetime) -> bool:
     """Take `quantity` of a subject for `holder` (idempotent); OutOfStock if there is not enough. A subject without
     stock is not counted: False, nothing reserved."""
+    claim = {"h": holder, "s": subject, "q": quantity, "e": expires_at}
+    if await session.scalar(CLAIM_AND_TAKE, claim) is not None:
+        return True
     created = await session.scalar(text("""
         INSERT INTO promotion_reservations (holder, subject, quantity, expires_at)
         SELECT :h, :s, :q, :e WHERE EXISTS (SELECT 1 FROM promotion_stock_slots WHERE subject = :s)
         ON CONFLICT DO NOTHING RETURNING 1
-    """), {"h": holder, "s": subject, "q": quantity, "e": expires_at})
+    """), claim)
     if not created:
         return bool(await session.scalar(text(
             "SELECT 1 FROM promotion_reservations WHERE holder = :h AND subject = :s"), {"h": holder, "s": subject}))
-    if await session.scalar(TAKE_FREE_SLOT, {"h": holder, "s": subject, "q": quantity}) is not None:
-        return True
     # Every slot in order, waiting for the transactions that hold them: what is left once they are done.
     rows = (await session.execute(text("""
         SELECT slot, total - reserved - used AS available FROM promotion_stock_slots WHERE subject = :s
