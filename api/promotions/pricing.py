@@ -72,9 +72,12 @@ async def serving(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _priced(request: Request, body: QuoteIn) -> bytes:
-    rules = await RULES.current(runtime(request).sessions)
+    sessions = runtime(request).sessions
+    rules = await RULES.current(sessions)
     # No request transaction: a quote changes nothing and reads its facts in one statement (one round trip).
-    result = await orders.quote_pooled(request.app.state.quotes, rules, _request(body), now=datetime.now(UTC))
+    pool = getattr(request.app.state, "quotes", None)  # None: an app run without its lifespan
+    result = (await orders.quote_pooled(pool, rules, _request(body), now=datetime.now(UTC)) if pool is not None
+              else await orders.quote_now(sessions, rules, _request(body), now=datetime.now(UTC)))
     # Serialised once, straight from the engine's dataclasses by orjson (the shape is QuoteOut's): a large cart's
     # quote is big, and dataclasses.asdict alone cost as much as pricing it.
     return orjson.dumps(result)
