@@ -121,33 +121,34 @@ class JourneyActivities:
 
 
 class Sending:
-    """At most one `send_registered` running while the caller moves the next contacts: the moves and the sends
-    each wait on Postgres half the time, so overlapping them uses both cores. The steps were registered (committed)
-    with their moves, so a send that fails leaves them to the sweeper, as a crash would; the block waits for the
-    send in flight before it ends, and raises what it raised."""
+    """Up to `depth` `send_registered` calls running while the caller moves the next contacts: a move and a send each
+    wait on Postgres about half the time, so overlapping them keeps both cores busy. Sends in flight take disjoint
+    plans (each its own keys). The steps were registered (committed) with their moves, so a send that fails leaves
+    them to the sweeper, as a crash would; the block waits for every send in flight before it ends, and raises what
+    one raised."""
 
-    def __init__(self, delivery: DeliveryService, now: datetime) -> None:
+    def __init__(self, delivery: DeliveryService, now: datetime, depth: int = 2) -> None:
         self.delivery = delivery
         self.now = now
+        self.depth = depth
         self.progress = Progress()  # every send's, complete when the block ends
-        self._flight: asyncio.Task[None] | None = None
+        self._flights: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Sending:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._flight is not None:
-            flight, self._flight = self._flight, None
-            if exc[0] is None:
-                await flight
-            else:  # the caller's own error wins; the send still finishes (its plans are leased, not lost)
-                await asyncio.gather(flight, return_exceptions=True)
+        flights, self._flights = self._flights, []
+        results = await asyncio.gather(*flights, return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None and exc[0] is None:  # else the caller's own error wins; the sends still finished
+            raise failed
 
     async def hand(self, steps: list[Step]) -> None:
-        """Start sending `steps` once the previous send is done."""
-        if self._flight is not None:
-            await self._flight
-        self._flight = asyncio.create_task(self._send(steps))
+        """Start sending `steps`, after the oldest send if `depth` are in flight."""
+        if len(self._flights) >= self.depth:
+            await self._flights.pop(0)
+        self._flights.append(asyncio.create_task(self._send(steps)))
 
     async def _send(self, steps: list[Step]) -> None:
         self.progress.merge(await self.delivery.send_registered(steps, now=self.now))  # at the journey's clock
