@@ -101,6 +101,13 @@ def paced_batch_size(batch_size: int, max_per_second: int | None) -> int:
     return max(1, min(batch_size, max_per_second)) if max_per_second else batch_size
 
 
+def _cancelled_by(err: BaseException) -> bool:
+    """This workflow was cancelled in Temporal: asyncio's error while it waits, or an activity's error caused by the
+    cancel while one runs."""
+    return isinstance(err, asyncio.CancelledError) or (
+        isinstance(err, ActivityError) and isinstance(err.cause, CancelledError))
+
+
 SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2,
                          maximum_interval=timedelta(seconds=60), non_retryable_error_types=["TemplateProblem"])
 
@@ -130,8 +137,21 @@ class CampaignWorkflow:
         (completed by its `until`, or cancelled: also by cancelling this workflow in the Temporal UI), its schedule
         deleted, so no occurrence is started only to be skipped."""
         s = self.state
-        if s.run_id == 0 and not await self._open_occurrence():
+        opened = True
+        if s.run_id == 0:
+            try:
+                opened = await self._open_occurrence()
+            except (asyncio.CancelledError, ActivityError) as err:
+                if not _cancelled_by(err):
+                    raise
+                # Cancelled while opening: the activity may have opened the run (it commits); opening again finds it
+                # (or opens it), so it closes as cancelled with the campaign rather than staying open.
+                self.cancelled = True
+                opened = await self._open_occurrence()
+        if not opened:
             progress = self.progress()
+        elif self.cancelled and s.total < 0:  # cancelled while opening: nothing snapshotted, nothing to send
+            progress = await self._finish()
         else:
             progress = await self._run()
         if workflow.patched("campaign-close-schedule"):
@@ -148,9 +168,8 @@ class CampaignWorkflow:
         try:
             return await self._send_all()
         except (asyncio.CancelledError, ActivityError) as err:
-            # Cancelled in Temporal (the UI) outside the window: while waiting (asyncio's error) or during an activity
-            # (the activity's error, caused by the cancel). Close the run as the cancel signal does.
-            if isinstance(err, ActivityError) and not isinstance(err.cause, CancelledError):
+            # Cancelled in Temporal (the UI) outside the window: close the run as the cancel signal does.
+            if not _cancelled_by(err):
                 raise
             self.cancelled = True
             await workflow.wait_condition(lambda: self.in_flight == 0)
