@@ -26,6 +26,7 @@ from domain.campaigns import FINAL, CampaignStatus, assemble, parts
 from domain.campaigns_timing import local_slots, parse_local_time
 from store.campaigns import definitions, occurrences, runs, variables
 from store.campaigns.models import Campaign
+from store.channels import records
 from store.channels.records import Step
 from store.db import transaction
 
@@ -315,6 +316,7 @@ class CampaignActivities:
         progress = await self.delivery.send(steps)
         BATCH_SECONDS.labels("chain").observe(time.perf_counter() - started)
         async with transaction(self.sessions) as session:
+            await records.by_key(session)  # 500 key lookups, not a scan of the run's deliveries per batch
             await runs.settle_from_plans(session, [(st.contact_id, st.key) for st in steps])
         log.info("batch handed to the delivery service", campaign_id=campaign.id, run_id=params.run_id,
                  sent=progress.sent, failed=progress.failed, suppressed=progress.suppressed,
