@@ -1,7 +1,7 @@
 """`POST /v1/pricing/quote` is answered from ASGI (api/promotions/pricing.py:QuoteFastPath) when the key is a Bearer
 token and the body valid, and by the FastAPI route otherwise: both give the same answers — the quote, the 401, 403
-and 422 naming the field, the input-hygiene refusals — and a revoked key stops working within the key cache's
-time to live."""
+and 422 naming the field, the input-hygiene refusals — a revoked key stops working within the key cache's time to
+live, and a quote while the database is away is a 503 like any request's."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.deps import KNOWN_KEYS
+from api.runtime import create_api_key
+from core.settings import Settings
 from domain.keys import Scope
 from store import keys
 from store.db import transaction
+from tests.api.test_outages import Throwaway, serve, throwaway  # noqa: F401  (the fixture)
 
 
 def _cart(sku: str) -> dict[str, object]:
@@ -68,3 +71,23 @@ async def test_a_revoked_key_stops_working_within_the_cache_ttl(
         assert time.monotonic() - revoked < KNOWN_KEYS.ttl + 10, "the revoked key kept working"
         await asyncio.sleep(0.05)
     assert (await anon_api.post("/v1/pricing/quote", json=cart, headers=headers)).status_code == 401
+
+
+async def test_a_quote_while_the_database_is_away_is_a_503_and_quotes_resume_after(
+        throwaway: Throwaway, settings: Settings) -> None:  # noqa: F811  (the imported fixture)
+    """The quotes' own connections meet a restart like the sessions do: 503 with Retry-After while the database is
+    away (the dropped connections are discarded), quotes again once it is back."""
+    key = await create_api_key(throwaway.url, "quote outage", [Scope.READ])
+    cart = _cart(f"outage-{uuid.uuid4().hex[:8]}")
+    async with serve(settings.model_copy(update={"database_url": throwaway.url})) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
+        assert (await client.post("/v1/pricing/quote", json=cart)).status_code == 200
+        await throwaway.take_down()
+        away = await client.post("/v1/pricing/quote", json=cart)
+        assert away.status_code == 503 and away.headers["retry-after"] == "1", away.text
+        await throwaway.bring_up()
+        started = time.monotonic()
+        while (back := await client.post("/v1/pricing/quote", json=cart)).status_code == 503:
+            assert time.monotonic() - started < 30, back.text  # a hang guard, not a timing assertion
+            await asyncio.sleep(0.1)
+        assert back.status_code == 200, back.text
