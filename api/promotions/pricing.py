@@ -90,10 +90,11 @@ async def quote(body: QuoteIn, request: Request) -> Response:
 
 
 def _bearer(scope: Scope) -> str | None:
+    """The Bearer key as FastAPI's HTTPBearer reads it (the rest of the header after the first space)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
             kind, _, secret = value.decode("latin-1").partition(" ")
-            return secret.strip() or None if kind.lower() == "bearer" else None
+            return (secret or None) if kind.lower() == "bearer" else None
     return None
 
 
