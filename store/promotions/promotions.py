@@ -51,6 +51,11 @@ class Template:
     created_at: datetime
 
 
+# A budget is reserved in cents, an order's whole discount at once: split, most reservations would be larger than
+# one slot's share and take the path that locks every slot. It stays one row (units of stock are split).
+BUDGET_SLOTS = 1
+
+
 async def bump_version(session: AsyncSession) -> int:
     """The next version, NOTIFYing every listening cache (store/promotions/cache.py) when the transaction commits."""
     return int(await session.scalar(text("""
@@ -87,7 +92,7 @@ async def create_promotion(session: AsyncSession, definition: dict[str, Any], *,
     if stock is not None:
         await inventory.set_total(session, inventory.promotion_subject(row.id), stock)
     if promotion.budget is not None:
-        await inventory.set_total(session, inventory.budget_subject(row.id), promotion.budget)
+        await inventory.set_total(session, inventory.budget_subject(row.id), promotion.budget, slots=BUDGET_SLOTS)
     await bump_version(session)
     return await get_promotion(session, row.id)
 
@@ -110,7 +115,8 @@ async def update_promotion(session: AsyncSession, promotion_id: int, *, definiti
     if stock is not None:
         await inventory.set_total(session, inventory.promotion_subject(promotion_id), stock)
     if promotion.budget is not None:
-        await inventory.set_total(session, inventory.budget_subject(promotion_id), promotion.budget)
+        await inventory.set_total(session, inventory.budget_subject(promotion_id), promotion.budget,
+                                  slots=BUDGET_SLOTS)
     await bump_version(session)
     return await get_promotion(session, promotion_id)
 
