@@ -167,7 +167,9 @@ async def test_a_replayed_order_issues_nothing_new(
                                                     "reward_id": shop.reward})).status_code == 202
     first = await _settled(api, order)
     assert first["status"] == "completed"
-    # Every step again under the same order id, as a worker that lost its history would run them.
+    # Every step again under the same order id, as a worker that lost its history would run them — once the first
+    # run has closed (the order reads completed a moment before its workflow ends).
+    await temporal_client.get_workflow_handle(workflow_id(order)).result()
     replay = RedemptionInput(order_id=order, program_id=shop.program, contact_id=contact, reward_id=shop.reward,
                              quantity=1, points=COST, coupon_template_id=shop.template)
     assert await temporal_client.execute_workflow(RedemptionWorkflow.run, replay, id=workflow_id(order),
