@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.channels.delivery import DeliveryService
+from activities.heartbeats import heartbeating
 from channels.base import ErrorClass, Message, SendResult
 from channels.email import EmailChannel
 from core.confinement import Confinement
@@ -313,7 +314,10 @@ class CampaignActivities:
                 await runs.record_outcome(conn, next(p.contact_id for p in page if p.key == result.key), result.key,
                                           status="failed", provider_message_id=None, error=result.error)
         started = time.perf_counter()
-        progress = await self.delivery.send(steps)
+        timeout = activity.info().heartbeat_timeout
+        # Beats while the chain sends: a slow batch is not mistaken for a dead worker and retried mid-send.
+        async with heartbeating(lambda: None, every=min(5.0, timeout.total_seconds() / 3) if timeout else 5.0):
+            progress = await self.delivery.send(steps)
         BATCH_SECONDS.labels("chain").observe(time.perf_counter() - started)
         async with transaction(self.sessions) as session:
             await records.by_key(session)  # 500 key lookups, not a scan of the run's deliveries per batch
