@@ -29,7 +29,7 @@ import httpx
 import orjson
 import psycopg
 
-from bench.core import BenchContext, BenchResult
+from bench.core import BenchContext, BenchResult, tree_cpu
 from domain.keys import Scope
 from nudge.embedded import free_port
 from store import keys
@@ -114,29 +114,6 @@ async def _send(port: int, bodies: list[tuple[bytes, int]], clients: int, second
     started = time.perf_counter()
     await asyncio.gather(*(_client(port, queue, counts, started + seconds) for _ in range(clients)))
     return counts[0], time.perf_counter() - started
-
-
-def _tree_cpu(root: int) -> float:
-    """CPU seconds used so far by a process and its live descendants (Linux /proc; 0 elsewhere)."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    children: dict[int, list[int]] = {}
-    used: dict[int, float] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += used.get(pid, 0.0)
-        todo += children.get(pid, [])
-    return total
 
 
 def _postmaster(url: str) -> int | None:
@@ -227,14 +204,14 @@ async def run(ctx: BenchContext, **params: Any) -> BenchResult:
             bodies.append((_request("/v1/batch", token, orjson.dumps({"batch": items})), size))
         postmaster = _postmaster(url)
         outbox_before = _outbox_id(url)
-        cpu_before = (_tree_cpu(server.pid), _tree_cpu(postmaster) if postmaster else 0.0, time.process_time())
+        cpu_before = (tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else 0.0, time.process_time())
         with ctx.status(f"Sending up to {p['events']:,} events in batches of {p['batch']} from "
                         f"{p['clients']} clients (≤ {p['seconds']} s)…"):
             sent, elapsed = await _send(port, bodies, p["clients"], p["seconds"])
         rate = sent / elapsed
         statements = max(_outbox_id(url) - outbox_before, 1)  # one outbox row per ingest statement
         cpu = [(after - before) / max(sent, 1) * 1e6 for before, after in zip(
-            cpu_before, (_tree_cpu(server.pid), _tree_cpu(postmaster) if postmaster else 0.0, time.process_time()),
+            cpu_before, (tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else 0.0, time.process_time()),
             strict=True)]
         ctx.console.print(f"HTTP ingest: {sent:,} events in {elapsed:.1f} s = {rate:,.0f} events/s")
     finally:

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import text
 
-from bench.core import BenchContext, BenchResult
+from bench.core import BenchContext, BenchResult, tree_cpu
 from bench.ingest import _wait_up
 from domain.keys import Scope
 from domain.promotions.index import RuleIndex
@@ -199,20 +199,20 @@ async def _http(ctx: BenchContext, p: dict[str, Any], payload: bytes, trivial: b
         counts = [0]
         with ctx.status(f"Quotes through HTTP{' (' + checkout + ')' if checkout else ''}, {p['clients']} clients, "
                         f"{p['seconds']} s…"):
-            before = _cpu(server.pid), _cpu(postmaster)
+            before = tree_cpu(server.pid), tree_cpu(postmaster)
             started = time.perf_counter()
             await asyncio.gather(*(_client(port, payload, counts, started + p["seconds"])
                                    for _ in range(p["clients"])))
             elapsed = time.perf_counter() - started
-            quoted = _cpu(server.pid) - before[0], _cpu(postmaster) - before[1]
+            quoted = tree_cpu(server.pid) - before[0], tree_cpu(postmaster) - before[1]
         load = _load()
         reads = [0]
         with ctx.status(f"The limit: GET /v1/promotions/{{id}}, {p['clients']} clients, {p['seconds']} s…"):
-            before = _cpu(server.pid), _cpu(postmaster)
+            before = tree_cpu(server.pid), tree_cpu(postmaster)
             began = time.perf_counter()
             await asyncio.gather(*(_client(port, trivial, reads, began + p["seconds"]) for _ in range(p["clients"])))
             limit = reads[0] / (time.perf_counter() - began)
-            read = _cpu(server.pid) - before[0], _cpu(postmaster) - before[1]
+            read = tree_cpu(server.pid) - before[0], tree_cpu(postmaster) - before[1]
     finally:
         server.terminate()
         server.wait(30)
@@ -228,30 +228,6 @@ def _postmaster(ctx: BenchContext) -> int:
             return int(f.readline())
     except (OSError, ValueError):
         return 0
-
-
-def _cpu(root: int) -> float:
-    """CPU seconds (user + system) used so far by `root` and every process below it (Linux /proc)."""
-    if not root:
-        return 0.0
-    children: dict[int, list[int]] = {}
-    used: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-            used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += used.get(pid, 0.0)
-        todo += children.get(pid, [])
-    return total
 
 
 def _start_server(ctx: BenchContext, port: int, workers: int, checkout: str = "") -> subprocess.Popen[bytes]:
