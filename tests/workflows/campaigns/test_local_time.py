@@ -4,11 +4,8 @@ read from workflow time (timers, the batches' scheduled events and the slots' st
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -24,6 +21,7 @@ from api.runtime import Runtime
 from store.campaigns import lifecycle, occurrences, runs
 from store.campaigns.lifecycle import Actor
 from store.db import transaction
+from tests.skipping import time_skipping
 from workflows.campaigns import CampaignRunInput, CampaignWorkflow
 
 QUEUE = "campaigns-local-time-test"
@@ -34,15 +32,11 @@ PEOPLE = {"tokyo": "Asia/Tokyo", "london": "Europe/London", "newyork": "America/
 
 @pytest.fixture
 async def skipping(runtime: Runtime) -> AsyncIterator[WorkflowEnvironment]:
-    found = Path(sys.executable).with_name("temporal-test-server")
-    server = str(found) if found.exists() else shutil.which("temporal-test-server") or "temporal-test-server"
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server)
     acts = CampaignActivities(runtime.sessions, runtime.email, runtime.outcomes)
-    async with Worker(env.client, task_queue=QUEUE, workflows=[CampaignWorkflow],
+    async with time_skipping() as env, Worker(env.client, task_queue=QUEUE, workflows=[CampaignWorkflow],
                       activities=[acts.open_occurrence, acts.snapshot_audience, acts.plan_local_sends, acts.partition,
                                   acts.send_batch, acts.finish_run, acts.check_variables, acts.close_schedule]):
         yield env
-    await env.shutdown()
 
 
 def _nine_local(zone: str, start: datetime) -> datetime:

@@ -4,10 +4,7 @@ at least recipients / cap, and no batch starts before the previous one's share o
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +19,7 @@ from activities.campaigns import CampaignActivities
 from api.runtime import Runtime
 from store.campaigns import runs
 from store.db import transaction
+from tests.skipping import time_skipping
 from workflows.campaigns import CampaignProgress, CampaignRunInput, CampaignWorkflow, paced_batch_size
 
 QUEUE = "campaigns-rate-cap-test"
@@ -29,15 +27,11 @@ QUEUE = "campaigns-rate-cap-test"
 
 @pytest.fixture
 async def skipping(runtime: Runtime) -> AsyncIterator[WorkflowEnvironment]:
-    found = Path(sys.executable).with_name("temporal-test-server")
-    server = str(found) if found.exists() else shutil.which("temporal-test-server") or "temporal-test-server"
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server)
     acts = CampaignActivities(runtime.sessions, runtime.email, runtime.outcomes)
-    async with Worker(env.client, task_queue=QUEUE, workflows=[CampaignWorkflow],
+    async with time_skipping() as env, Worker(env.client, task_queue=QUEUE, workflows=[CampaignWorkflow],
                       activities=[acts.snapshot_audience, acts.begin_run, acts.partition, acts.send_batch,
                                   acts.finish_run]):
         yield env
-    await env.shutdown()
 
 
 async def _launched(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], tag: str, recipients: int,

@@ -3,11 +3,8 @@ scheduled → running when the time comes, and a cancel before then closes the r
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +19,7 @@ from api.runtime import Runtime
 from store.campaigns import lifecycle, runs
 from store.campaigns.lifecycle import Actor
 from store.db import transaction
+from tests.skipping import time_skipping
 from workflows.campaigns import CampaignRunInput, CampaignWorkflow
 
 QUEUE = "campaigns-schedule-test"
@@ -29,15 +27,11 @@ QUEUE = "campaigns-schedule-test"
 
 @pytest.fixture
 async def skipping(runtime: Runtime) -> AsyncIterator[WorkflowEnvironment]:
-    found = Path(sys.executable).with_name("temporal-test-server")
-    server = str(found) if found.exists() else shutil.which("temporal-test-server") or "temporal-test-server"
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server)
     acts = CampaignActivities(runtime.sessions, runtime.email, runtime.outcomes)
-    async with Worker(env.client, task_queue=QUEUE, workflows=[CampaignWorkflow],
+    async with time_skipping() as env, Worker(env.client, task_queue=QUEUE, workflows=[CampaignWorkflow],
                       activities=[acts.snapshot_audience, acts.begin_run, acts.partition, acts.send_batch,
                                   acts.finish_run]):
         yield env
-    await env.shutdown()
 
 
 async def _scheduled(api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession], tag: str,

@@ -7,12 +7,9 @@ deployment's own worker on the dev server never runs them alongside."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -28,6 +25,7 @@ from activities.journeys import JourneyActivities
 from api.runtime import Runtime
 from store.db import transaction
 from store.journeys import definitions
+from tests.skipping import time_skipping
 from workflows.journeys.runtime import TASK_QUEUE, JourneyInput, JourneyWorkflow
 
 T = TypeVar("T")
@@ -36,11 +34,6 @@ MONTH = 30 * 86400.0
 
 def tag() -> str:
     return uuid.uuid4().hex[:10]
-
-
-def _test_server() -> str:
-    found = Path(sys.executable).with_name("temporal-test-server")
-    return str(found) if found.exists() else shutil.which("temporal-test-server") or "temporal-test-server"
 
 
 @dataclass
@@ -104,12 +97,7 @@ class Journeys:
 
 @pytest.fixture(scope="module")
 async def journeys(api: httpx.AsyncClient, ingest: httpx.AsyncClient, runtime: Runtime) -> AsyncIterator[Journeys]:
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=_test_server())
-    try:
-        activities = JourneyActivities(runtime.sessions, service_for(runtime.sessions, runtime.channels,
-                                                                     runtime.settings))
-        async with Worker(env.client, task_queue=TASK_QUEUE, workflows=[JourneyWorkflow],
-                          activities=[activities.run_journey]):
-            yield Journeys(env, api, ingest, runtime.sessions)
-    finally:
-        await env.shutdown()
+    activities = JourneyActivities(runtime.sessions, service_for(runtime.sessions, runtime.channels, runtime.settings))
+    async with time_skipping() as env, Worker(env.client, task_queue=TASK_QUEUE, workflows=[JourneyWorkflow],
+                                              activities=[activities.run_journey]):
+        yield Journeys(env, api, ingest, runtime.sessions)

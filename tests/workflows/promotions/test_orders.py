@@ -3,11 +3,9 @@ times out; a confirmed order keeps them; cancelling the workflow releases them t
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -21,6 +19,7 @@ from domain.promotions.model import Line
 from store.db import transaction
 from store.promotions import coupons, orders, promotions
 from store.promotions.cache import RuleSetCache
+from tests.skipping import time_skipping
 from workflows.promotions.orders import OrderInput, OrderWorkflow, workflow_id
 
 QUEUE = "test-promotions"
@@ -28,10 +27,8 @@ QUEUE = "test-promotions"
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    server = Path(sys.executable).parent / "temporal-test-server"
-    environment = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(server))
-    yield environment
-    await environment.shutdown()
+    async with time_skipping() as environment:
+        yield environment
 
 
 async def _order(sessions: async_sessionmaker[AsyncSession]) -> tuple[str, str, int]:

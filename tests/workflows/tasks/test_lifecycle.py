@@ -3,10 +3,7 @@ at its start, unclaimed rewards lapse on the workflow's timer, and the task ends
 
 from __future__ import annotations
 
-import shutil
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 from sqlalchemy import text
@@ -16,13 +13,9 @@ from temporalio.worker import Worker
 
 from activities.tasks.progress import TaskActivities
 from store.db import transaction
+from tests.skipping import server_binary
 from tests.store.tasks.conftest import program, tag
 from workflows.tasks.lifecycle import TASK_QUEUE, LifecycleInput, TaskLifecycleWorkflow
-
-
-def _test_server() -> str:
-    found = Path(sys.executable).with_name("temporal-test-server")
-    return str(found) if found.exists() else shutil.which("temporal-test-server") or "temporal-test-server"
 
 
 async def test_a_task_starts_lapses_unclaimed_rewards_and_ends_on_its_timers(
@@ -49,7 +42,7 @@ async def test_a_task_starts_lapses_unclaimed_rewards_and_ends_on_its_timers(
             grant = await s.scalar(text("SELECT status FROM task_grants WHERE task_id = :t"), {"t": task_id})
         return task, grant
 
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=_test_server())
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server_binary())
     try:
         activities = TaskActivities(sessions)
         async with Worker(env.client, task_queue=TASK_QUEUE, workflows=[TaskLifecycleWorkflow],
