@@ -88,10 +88,12 @@ class DeliveryService:
         them with the state change): the same sending, without registering them again."""
         return await self._rounds([(st.contact_id, st.key) for st in steps], len(steps), now or datetime.now(UTC))
 
-    async def sweep(self, *, limit: int = 500, now: datetime | None = None) -> Progress:
+    async def sweep(self, *, limit: int = 500, now: datetime | None = None,
+                    only: Sequence[Step] | None = None) -> Progress:
         """One batch of due plans: ended receipt windows, failures reported by webhook, ended quiet hours,
-        retries and sends whose worker died."""
-        return await self._rounds(None, limit, now or datetime.now(UTC))
+        retries and sends whose worker died. With `only`, just those steps' plans (whatever else is due)."""
+        scope = None if only is None else [(st.contact_id, st.key) for st in only]
+        return await self._rounds(scope, limit, now or datetime.now(UTC))
 
     async def _rounds(self, only: list[tuple[int, str]] | None, limit: int, now: datetime,
                       first: Claimed | None = None) -> Progress:

@@ -29,9 +29,9 @@ async def test_wechat_failure_receipt_sends_exactly_one_sms(sessions: async_sess
     s = step(person, ["wechat", "sms"])
     await service.send([s])
     assert await settled(sessions, person, s.key, 1, {"failed"}) == "failed"  # the WeChat callback said so
-    await service.sweep()
-    await service.sweep()
-    await service.sweep(now=datetime.now(UTC) + PAST_WINDOW)  # the failed attempt's window is irrelevant now
+    await service.sweep(only=[s])
+    await service.sweep(only=[s])
+    await service.sweep(only=[s], now=datetime.now(UTC) + PAST_WINDOW)  # the failed attempt's window is irrelevant now
     assert len(wechats_to(simulators, person.openid)) == 1
     assert len(texts_to(simulators, person.phone)) == 1
     assert [c for c, _ in await attempts(sessions, person, s.key)] == ["wechat", "sms"]
@@ -45,11 +45,11 @@ async def test_wechat_silence_past_the_window_sends_one_sms(sessions: async_sess
     s = step(person, ["wechat", "sms"])
     start = datetime.now(UTC)
     await service.send([s], now=start)
-    await service.sweep(now=start)  # inside the window: nothing to do
+    await service.sweep(only=[s], now=start)  # inside the window: nothing to do
     assert texts_to(simulators, person.phone) == []
     later = start + PAST_WINDOW
-    await service.sweep(now=later)
-    await service.sweep(now=later)
+    await service.sweep(only=[s], now=later)
+    await service.sweep(only=[s], now=later)
     assert len(texts_to(simulators, person.phone)) == 1
     first, second = await attempts(sessions, person, s.key)
     assert first == ("wechat", "sent") and second[0] == "sms"
@@ -62,7 +62,7 @@ async def test_a_success_receipt_sends_nothing_more(sessions: async_sessionmaker
     s = step(person, ["wechat", "sms"])
     await service.send([s])
     await settled(sessions, person, s.key, 1, {"delivered"})
-    await service.sweep(now=datetime.now(UTC) + PAST_WINDOW)
+    await service.sweep(only=[s], now=datetime.now(UTC) + PAST_WINDOW)
     assert texts_to(simulators, person.phone) == []
     assert await attempts(sessions, person, s.key) == [("wechat", "delivered")]
 
@@ -100,9 +100,9 @@ async def test_a_worker_dying_mid_send_resends_the_same_attempt_once(
         await records.register(session, [s], now)
         claimed = await records.claim(session, service.policy, now, only=[(s.contact_id, s.key)])
     assert len(claimed.jobs) == 1  # ... and the process dies here, before sending
-    await service.sweep(now=now)  # leased: nothing yet
+    await service.sweep(only=[s], now=now)  # leased: nothing yet
     assert wechats_to(simulators, person.openid) == []
-    await service.sweep(now=now + service.policy.lease)
-    await service.sweep(now=now + service.policy.lease)
+    await service.sweep(only=[s], now=now + service.policy.lease)
+    await service.sweep(only=[s], now=now + service.policy.lease)
     assert len(wechats_to(simulators, person.openid)) == 1
     assert texts_to(simulators, person.phone) == []
