@@ -29,19 +29,24 @@ WITH cur AS (
     SELECT coalesce((SELECT xid FROM event_cursors WHERE consumer = %(consumer)s), '0'::xid8) AS xid,
            coalesce((SELECT outbox_id FROM event_cursors WHERE consumer = %(consumer)s), 0) AS id
 ), batches AS (
-    SELECT o.*, sum(cardinality(o.event_ids)) OVER (ORDER BY o.xid, o.id) - cardinality(o.event_ids) AS before
+    SELECT o.*, sum(o.size) OVER (ORDER BY o.xid, o.id) - o.size AS before
     FROM (
-        SELECT o.id, o.xid, o.contact_ids, o.event_ids FROM event_outbox o, cur
+        SELECT o.id, o.xid, o.size, o.contact_ids, o.event_ids FROM event_outbox o, cur
         WHERE (o.xid, o.id) > (cur.xid, cur.id) AND o.xid < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY o.xid, o.id LIMIT 1000
+        ORDER BY o.xid, o.id LIMIT %(limit)s
     ) o
 )
 SELECT b.xid::text, b.id, e.contact_id, e.id, e.message_id, e.type, e.event, e.properties, e.context,
        e.timestamp, e.received_at
 FROM batches b
 CROSS JOIN LATERAL unnest(b.contact_ids, b.event_ids) WITH ORDINALITY AS u(contact_id, event_id, n)
-LEFT JOIN contact_merges m ON m.contact_id = u.contact_id
-JOIN events e ON e.contact_id = coalesce(m.merged_into, u.contact_id) AND e.id = u.event_id
+CROSS JOIN LATERAL (  -- LIMIT 1 keeps this a key lookup per event: a hash join would scan every event
+    SELECT e.* FROM events e
+    WHERE e.contact_id = coalesce((SELECT m.merged_into FROM contact_merges m WHERE m.contact_id = u.contact_id),
+                                  u.contact_id)
+      AND e.id = u.event_id
+    LIMIT 1
+) e
 WHERE b.before < %(limit)s
 ORDER BY b.xid, b.id, u.n
 """
