@@ -31,7 +31,6 @@ from activities.journeys import Sending
 from bench.core import BenchContext, BenchResult
 from channels.base import Message, SendResult
 from domain.channels.policy import DeliveryPolicy
-from store.channels.records import Step
 from store.db import make_engine, make_sessionmaker, plain_url, transaction
 from store.events.outbox import advance_cursor, read_new_events
 from store.journeys import definitions, runtime
@@ -143,8 +142,8 @@ async def run(ctx: BenchContext, n: int, batch: int, send_batch: int) -> BenchRe
             started = time.perf_counter()
             while True:
                 async with transaction(sessions) as s:
-                    consumed = await runtime.consume(s, journey_id, 1, now, limit=batch)
-                    moved = await runtime.advance_due(s, journey_id, now, limit=batch)
+                    consumed = await runtime.consume(s, journey_id, 1, now, limit=batch, policy=delivery.policy)
+                    moved = await runtime.advance_due(s, journey_id, now, limit=batch, policy=delivery.policy)
                 entered, waiting = entered + consumed.entered, waiting + moved.contacts
                 if not consumed.events and not moved.contacts:
                     break
@@ -156,20 +155,18 @@ async def run(ctx: BenchContext, n: int, batch: int, send_batch: int) -> BenchRe
         outcome = Progress()
         with ctx.status("A day later: condition and send through the delivery service…"):
             started = time.perf_counter()
-            due: list[Step] = []  # as run_journey does: several move batches' sends in one delivery call, sent
-            async with Sending(delivery, later) as sending:  # while the next batches move
+            # As run_journey does: sends claimed with their moves, several move batches' in one delivery call, sent
+            # while the next batches move.
+            async with Sending(delivery, later) as sending:
                 while True:
                     async with transaction(sessions) as s:
                         moved = await runtime.advance_due(s, journey_id, later, limit=batch,
-                                                          rendering=definitions.rendering())
-                    due += moved.sends
-                    last = moved.contacts < batch
-                    if due and (len(due) >= send_batch or last):
-                        await sending.hand(due)
-                        due = []
+                                                          rendering=definitions.rendering(), policy=delivery.policy)
+                    await sending.add(moved, send_batch)
                     advanced += moved.contacts
-                    if last:
+                    if moved.contacts < batch:
                         break
+                await sending.flush()
             outcome = sending.progress
             send_elapsed = time.perf_counter() - started
         send_rate = channel.sent / send_elapsed if send_elapsed else 0.0

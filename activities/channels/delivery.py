@@ -74,19 +74,22 @@ class DeliveryService:
         """Record the steps (idempotent: a retried call finds them) and send each through its chain as far as
         it goes now; what waits for a receipt window or quiet hours is left to the sweeper."""
         now = now or datetime.now(UTC)
-        only = [(st.contact_id, st.key) for st in steps]
-        # Recorded and claimed in one transaction (a commit fewer per batch): a retried call finds its plans
-        # recorded and leased or done, and claims nothing.
+        # Recorded and claimed in one write per plan: a retried call finds its plans recorded and claims nothing
+        # (a send its first call left unfinished is the sweeper's once the lease runs out).
         async with transaction(self.sessions) as s:
-            await records.by_key(s)
-            await records.register(s, steps, now)
-            first = await records.claim(s, self.policy, now, only=only, limit=len(steps))
-        return await self._rounds(only, len(steps), now, first)
+            first = await records.register_claimed(s, self.policy, steps, now)
+        return await self._rounds([(st.contact_id, st.key) for st in steps], len(steps), now, first)
 
     async def send_registered(self, steps: Sequence[Step], *, now: datetime | None = None) -> Progress:
         """`send` for steps whose plans the caller registered in its own transaction (a journey's move registers
         them with the state change): the same sending, without registering them again."""
         return await self._rounds([(st.contact_id, st.key) for st in steps], len(steps), now or datetime.now(UTC))
+
+    async def send_claimed(self, claimed: Claimed, steps: Sequence[Step], *, now: datetime | None = None) -> Progress:
+        """`send` for steps the caller registered and claimed in its own transaction (`records.register_claimed`:
+        a journey's move does, with the state change): their jobs go to the channels at once."""
+        return await self._rounds([(st.contact_id, st.key) for st in steps], len(steps), now or datetime.now(UTC),
+                                  claimed)
 
     async def sweep(self, *, limit: int = 500, now: datetime | None = None,
                     only: Sequence[Step] | None = None) -> Progress:

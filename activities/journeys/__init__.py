@@ -15,7 +15,7 @@ from temporalio import activity
 
 from activities.channels.delivery import DeliveryService, Progress
 from core.confinement import Confinement
-from store.channels.records import Step
+from store.channels.records import Claimed, Step
 from store.db import transaction
 from store.journeys import definitions, runtime
 
@@ -82,10 +82,12 @@ class JourneyActivities:
         for n in range(params.max_batches):
             async with transaction(self.sessions) as s:
                 consumed = await runtime.consume(s, jid, state[1], now, limit=params.batch_size,
-                                                 default_zone=self.default_zone, rendering=self.rendering)
+                                                 default_zone=self.default_zone, rendering=self.rendering,
+                                                 policy=self.delivery.policy)
             _log_failures(jid, consumed.moved)
-            if consumed.moved.sends:  # recorded with the move; sent now (a crash here leaves them to the sweeper)
-                done.sent += (await self.delivery.send_registered(consumed.moved.sends, now=now)).sent
+            if consumed.moved.claimed:  # claimed with the move; sent now (a crash here leaves them to the sweeper)
+                done.sent += (await self.delivery.send_claimed(consumed.moved.claimed, consumed.moved.sends,
+                                                               now=now)).sent
             done.events += consumed.events
             done.entered += consumed.entered
             done.resumed += consumed.resumed
@@ -96,36 +98,34 @@ class JourneyActivities:
             done.more = n == params.max_batches - 1
         async with transaction(self.sessions) as s:
             done.entered += await runtime.enter_by_date(s, jid, state[1], now, default_zone=self.default_zone)
-        due: list[Step] = []  # registered with their moves; sent several batches at a time (fewer round trips)
         async with Sending(self.delivery, now) as sending:  # sends overlap the next moves (Postgres and Python both)
             for n in range(params.max_batches):
                 async with transaction(self.sessions) as s:
                     moved = await runtime.advance_due(s, jid, now, limit=params.batch_size,
-                                                      default_zone=self.default_zone, rendering=self.rendering)
+                                                      default_zone=self.default_zone, rendering=self.rendering,
+                                                      policy=self.delivery.policy)
                 _log_failures(jid, moved)
-                due += moved.sends
-                if len(due) >= params.send_batch:  # a crash before this leaves them to the sweeper, sent once
-                    await sending.hand(due)
-                    due = []
+                # Claimed with their moves; sent several batches at a time (fewer round trips). A crash before
+                # the send leaves them to the sweeper once their lease runs out, sent once.
+                await sending.add(moved, params.send_batch)
                 done.advanced += moved.contacts
                 done.grants += moved.grants
                 _beat(done)
                 if moved.contacts < params.batch_size:
                     break
                 done.more = done.more or n == params.max_batches - 1
-            if due:
-                await sending.hand(due)
+            await sending.flush()
         done.sent += sending.progress.sent
         async with self.sessions() as s:
             done.next_wake = await runtime.next_wake(s, jid)
 
 
 class Sending:
-    """Up to `depth` `send_registered` calls running while the caller moves the next contacts: a move and a send each
-    wait on Postgres about half the time, so overlapping them keeps both cores busy. Sends in flight take disjoint
-    plans (each its own keys). The steps were registered (committed) with their moves, so a send that fails leaves
-    them to the sweeper, as a crash would; the block waits for every send in flight before it ends, and raises what
-    one raised."""
+    """Moves' claimed sends gathered up to a batch, and up to `depth` sends running while the caller moves the next
+    contacts: a move and a send each wait on Postgres about half the time, so overlapping them keeps both cores
+    busy. Sends in flight take disjoint plans (each its own keys). The plans were claimed (committed) with their
+    moves, so a send that fails leaves them to the sweeper, as a crash would; the block waits for every send in
+    flight before it ends, and raises what one raised."""
 
     def __init__(self, delivery: DeliveryService, now: datetime, depth: int = 2) -> None:
         self.delivery = delivery
@@ -133,6 +133,8 @@ class Sending:
         self.depth = depth
         self.progress = Progress()  # every send's, complete when the block ends
         self._flights: list[asyncio.Task[None]] = []
+        self._steps: list[Step] = []
+        self._claimed = Claimed()
 
     async def __aenter__(self) -> Sending:
         return self
@@ -144,14 +146,25 @@ class Sending:
         if failed is not None and exc[0] is None:  # else the caller's own error wins; the sends still finished
             raise failed
 
-    async def hand(self, steps: list[Step]) -> None:
-        """Start sending `steps`, after the oldest send if `depth` are in flight."""
+    async def add(self, moved: runtime.Advanced, batch: int) -> None:
+        """Gather a move's claimed sends; start sending once `batch` are gathered."""
+        if moved.claimed is not None:
+            self._steps += moved.sends
+            self._claimed.merge(moved.claimed)
+        if len(self._steps) >= batch:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Start sending what is gathered, after the oldest send if `depth` are in flight."""
+        if not self._steps:
+            return
+        steps, claimed, self._steps, self._claimed = self._steps, self._claimed, [], Claimed()
         if len(self._flights) >= self.depth:
             await self._flights.pop(0)
-        self._flights.append(asyncio.create_task(self._send(steps)))
+        self._flights.append(asyncio.create_task(self._send(claimed, steps)))
 
-    async def _send(self, steps: list[Step]) -> None:
-        self.progress.merge(await self.delivery.send_registered(steps, now=self.now))  # at the journey's clock
+    async def _send(self, claimed: Claimed, steps: list[Step]) -> None:
+        self.progress.merge(await self.delivery.send_claimed(claimed, steps, now=self.now))  # the journey's clock
 
 
 def _log_failures(journey_id: int, moved: runtime.Advanced) -> None:

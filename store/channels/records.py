@@ -11,7 +11,7 @@ idempotency key — the one message a crash can repeat.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -96,6 +96,11 @@ class Claimed:
     deferred: int = 0
     suppressed: int = 0
 
+    def merge(self, other: Claimed) -> None:
+        self.jobs += other.jobs
+        self.done, self.deferred = self.done + other.done, self.deferred + other.deferred
+        self.suppressed += other.suppressed
+
 
 async def register(session: AsyncSession, steps: Sequence[Step], now: datetime) -> int:
     """Record steps to deliver, due now; a step already recorded (a retried activity) is left alone. New rows."""
@@ -107,11 +112,15 @@ async def register(session: AsyncSession, steps: Sequence[Step], now: datetime) 
         FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:ch AS jsonb[]), CAST(:co AS jsonb[]),
                     CAST(:t AS text[]), CAST(:tr AS boolean[])) AS s(c, k, ch, co, t, tr)
         ON CONFLICT DO NOTHING
-    """), {"now": now, "c": ints(s.contact_id for s in steps), "k": texts(s.key for s in steps),
-           "ch": texts(orjson.dumps(s.chain).decode() for s in steps),
-           "co": texts(orjson.dumps(s.content).decode() for s in steps), "t": texts(s.topic for s in steps),
-           "tr": bools(s.transactional for s in steps)})
+    """), {"now": now, **_plan_arrays(steps)})
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _plan_arrays(steps: Sequence[Step]) -> dict[str, str]:
+    return {"c": ints(s.contact_id for s in steps), "k": texts(s.key for s in steps),
+            "ch": texts(orjson.dumps(s.chain).decode() for s in steps),
+            "co": texts(orjson.dumps(s.content).decode() for s in steps), "t": texts(s.topic for s in steps),
+            "tr": bools(s.transactional for s in steps)}
 
 
 async def claim(session: AsyncSession, policy: DeliveryPolicy, now: datetime, *,
@@ -127,10 +136,8 @@ async def claim(session: AsyncSession, policy: DeliveryPolicy, now: datetime, *,
         SELECT contact_id, key, chain, content, topic, transactional FROM delivery_plans
         WHERE {where} ORDER BY wake_at LIMIT :n FOR UPDATE SKIP LOCKED
     """), params)}
-    claimed = Claimed()
     if not plans:
-        return claimed
-    contacts = sorted({c for c, _ in plans})
+        return Claimed()
     attempts: dict[tuple[int, str], dict[int, Any]] = {pk: {} for pk in plans}
     for a in await session.execute(text("""
         SELECT a.contact_id, a.key, a.attempt, a.channel, a.status, a.receipt_due_at, a.retry_at, a.tries
@@ -138,6 +145,40 @@ async def claim(session: AsyncSession, policy: DeliveryPolicy, now: datetime, *,
           ON a.contact_id = p.c AND a.key = p.k
     """), {"c": ints(pk[0] for pk in plans), "k": texts(pk[1] for pk in plans)}):
         attempts[(a.contact_id, a.key)][a.attempt] = a
+    return await _decide(session, policy, now, plans, attempts)
+
+
+async def register_claimed(session: AsyncSession, policy: DeliveryPolicy, steps: Sequence[Step],
+                           now: datetime) -> Claimed:
+    """`register` and `claim` in one for steps that are due now and new (a journey's move registers its sends with
+    the state change): each plan is written once, already leased as `claim` leaves a plan whose send it hands
+    out, and only a plan decided otherwise (quiet hours, a refused channel) is updated. A step already recorded
+    is left alone and not claimed, as `register` leaves it."""
+    if not steps:
+        return Claimed()
+    await by_key(session)  # the screening joins, as in the delivery service's own transactions
+    by_pk = {(st.contact_id, st.key): st for st in steps}
+    inserted = await session.execute(text("""
+        INSERT INTO delivery_plans (contact_id, key, chain, content, topic, transactional, status, wake_at)
+        SELECT c, k, ARRAY(SELECT jsonb_array_elements_text(ch)), co, t, tr, 'sending', :lease
+        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:ch AS jsonb[]), CAST(:co AS jsonb[]),
+                    CAST(:t AS text[]), CAST(:tr AS boolean[])) AS s(c, k, ch, co, t, tr)
+        ON CONFLICT DO NOTHING
+        RETURNING contact_id, key
+    """), {"lease": now + policy.lease, **_plan_arrays(list(by_pk.values()))})
+    plans = {(r.contact_id, r.key): by_pk[(r.contact_id, r.key)] for r in inserted}
+    if not plans:
+        return Claimed()
+    return await _decide(session, policy, now, plans, {pk: {} for pk in plans}, leased=True)
+
+
+async def _decide(session: AsyncSession, policy: DeliveryPolicy, now: datetime, plans: Mapping[tuple[int, str], Any],
+                  attempts: dict[tuple[int, str], dict[int, Any]], *, leased: bool = False) -> Claimed:
+    """The body of `claim`: decide and screen the locked `plans` (rows or steps: contact_id, key, chain, content,
+    topic, transactional) given their `attempts`, record the sends as queued attempts and settle the plans.
+    `leased`: the plans are written leased already; only those decided otherwise are updated."""
+    claimed = Claimed()
+    contacts = sorted({c for c, _ in plans})
     reached = await reach(session, contacts)
     rules = await preferences.rules(session, contacts)
     hashes = {(ch, address_hash(ch, addr)) for r in reached.values() for ch, addr in r.addresses.items()}
@@ -232,6 +273,9 @@ async def claim(session: AsyncSession, policy: DeliveryPolicy, now: datetime, *,
                                     fallback=send.number < len(plan.chain)))
         pending = again
     await _write_attempts(session, writes, now)
+    if leased:
+        sending = ("sending", None, now + policy.lease, None)
+        settle = {pk: state for pk, state in settle.items() if state != sending}
     await _settle(session, settle, now)
     return claimed
 

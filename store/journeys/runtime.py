@@ -11,7 +11,8 @@
 
 Effects are written in the same transaction under `journey:{journey}:{version}:{contact}:{entry}:{node}`: trait
 updates, ledger credits, delivery plans. The caller then sends the returned steps through the delivery service
-(registered already: a crash before sending leaves them to the sweeper; a retry finds them and sends nothing twice).
+(registered already — with a delivery policy, claimed too — so a crash before sending leaves them to the sweeper, and
+a retry finds them and sends nothing twice).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.confinement import Confinement
+from domain.channels.policy import DeliveryPolicy
 from domain.journeys import content
 from domain.journeys.graph import Graph, parse
 from domain.journeys.interpreter import (
@@ -68,6 +70,7 @@ class State:
 class Advanced:
     contacts: int = 0
     sends: list[Step] = field(default_factory=list)
+    claimed: records.Claimed | None = None  # with a policy: the sends' plans, registered and claimed in the move
     updates: int = 0
     grants: int = 0
     refused: int = 0
@@ -109,7 +112,8 @@ def _state(r: Any) -> State:
 
 
 async def consume(session: AsyncSession, journey_id: int, version: int, now: datetime, *,
-                  limit: int = 1000, default_zone: str = "UTC", rendering: Confinement | None = None) -> Consumed:
+                  limit: int = 1000, default_zone: str = "UTC", rendering: Confinement | None = None,
+                  policy: DeliveryPolicy | None = None) -> Consumed:
     """Handle the journey's next batch of outbox events (see the module docstring); `version` is the one new
     entries take. Returns what happened; `events` is 0 when the journey is caught up."""
     # One consumer of a journey's cursor at a time: a retried activity whose first attempt still runs (a missed
@@ -189,7 +193,7 @@ async def consume(session: AsyncSession, journey_id: int, version: int, now: dat
                 pending.step(journey_id, s, latest, view, now, default_zone)
                 done.entered += 1
     done.moved.contacts = done.entered + done.resumed
-    await _perform(session, journey_id, pending, now, done.moved, rendering)
+    await _perform(session, journey_id, pending, now, done.moved, rendering, policy)
     await save_states(session, journey_id, [s for ss in live.values() for s in ss if s.changed], now)
     await record_visits(session, journey_id, pending.visits, now)
     await advance_cursor(session, consumer(journey_id), events[-1].position)
@@ -291,7 +295,8 @@ async def record_visits(session: AsyncSession, journey_id: int, visits: Sequence
 
 
 async def advance_due(session: AsyncSession, journey_id: int, now: datetime, *, limit: int = 1000,
-                      default_zone: str = "UTC", rendering: Confinement | None = None) -> Advanced:
+                      default_zone: str = "UTC", rendering: Confinement | None = None,
+                      policy: DeliveryPolicy | None = None) -> Advanced:
     """Move up to `limit` due contacts on (see the module docstring). `contacts` is 0 when none is due."""
     rows = [_state(r) for r in await session.execute(text("""
         SELECT * FROM journey_states
@@ -308,7 +313,7 @@ async def advance_due(session: AsyncSession, journey_id: int, now: datetime, *, 
     for s in rows:
         pending.step(journey_id, s, by_version[s.version], views.get(s.contact_id) or ContactView(s.contact_id, {}),
                      now, default_zone)
-    await _perform(session, journey_id, pending, now, done, rendering)
+    await _perform(session, journey_id, pending, now, done, rendering, policy)
     await save_states(session, journey_id, rows, now)
     await record_visits(session, journey_id, pending.visits, now)
     return done
@@ -391,11 +396,12 @@ async def _personalise(session: AsyncSession, journey_id: int, pending: _Pending
 
 
 async def _perform(session: AsyncSession, journey_id: int, pending: _Pending, now: datetime, done: Advanced,
-                   rendering: Confinement | None = None) -> None:
+                   rendering: Confinement | None = None, policy: DeliveryPolicy | None = None) -> None:
     """The effects, in the caller's transaction: trait updates (one statement), rewards (`store.journeys.rewards`:
     ledger credits in one posting batch, coupons through Promotions, each under its key), send templates rendered
-    (with `rendering`; without it content is sent as written), delivery plans registered (sent by the caller after
-    the commit)."""
+    (with `rendering`; without it content is sent as written), delivery plans registered — with `policy` also
+    claimed, their sends screened and recorded as queued attempts (`records.register_claimed`) — and sent by the
+    caller after the commit."""
     if pending.traits:
         ids = sorted(pending.traits)
         await session.execute(text("""
@@ -415,7 +421,9 @@ async def _perform(session: AsyncSession, journey_id: int, pending: _Pending, no
     if rendering is not None and pending.sends:
         await _personalise(session, journey_id, pending, rendering, done)
     done.sends = pending.sends
-    if done.sends:
+    if done.sends and policy is not None:
+        done.claimed = await records.register_claimed(session, policy, done.sends, now)
+    elif done.sends:
         await records.register(session, done.sends, now)
 
 
