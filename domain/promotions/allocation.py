@@ -18,14 +18,13 @@ def allocate(amount: int, weights: Sequence[int]) -> list[int]:
         raise ValueError(f"cannot allocate {amount} over a total of {total}")
     if amount == 0 or total == 0:
         return [0] * len(weights)
-    shares = []
-    remainders = []
-    for w in weights:
-        share, remainder = divmod(amount * w, total)
-        shares.append(share)
-        remainders.append(remainder)
+    if amount == total:  # every share whole: the weights themselves
+        return list(weights)
+    shares = [amount * w // total for w in weights]
     left = amount - sum(shares)
     if left:
-        for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:left]:
+        remainders = [amount * w % total for w in weights]
+        # largest remainders first, ties to the earlier line (a reversed sort keeps equal keys in order)
+        for i in sorted(range(len(weights)), key=remainders.__getitem__, reverse=True)[:left]:
             shares[i] += 1
     return shares

@@ -20,15 +20,15 @@ The engine is pure: usage counts, budget spent and stock left are facts the call
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from domain.promotions.allocation import allocate
 from domain.promotions.index import RuleIndex
 from domain.promotions.model import (
-    STAGE_ORDER,
     Cart,
     Contact,
     Exclusivity,
@@ -39,95 +39,22 @@ from domain.promotions.model import (
     Promotion,
     Usage,
 )
+from domain.promotions.quotes import Applied, Gift, LineQuote, NotApplied, Quote, Reason
 from domain.promotions.search import EXHAUSTIVE_LIMIT, Candidate, Memo, best_combination, free_units, memo_step
 from domain.rules import evaluate
 
+__all__ = ["ANONYMOUS", "NO_POINTS", "Applied", "Gift", "LineQuote", "NotApplied", "Quote", "Reason", "quote",
+           "reads", "variables"]
+
 ANONYMOUS = Contact()
 NO_POINTS = Points()
-
-
-class Reason(StrEnum):
-    THRESHOLD_NOT_MET = "threshold_not_met"
-    EXCLUDED_BY = "excluded_by"
-    LIMIT_REACHED = "limit_reached"
-    BUDGET_EXHAUSTED = "budget_exhausted"
-    OUT_OF_STOCK = "out_of_stock"
-    EXPIRED = "expired"
-    NOT_STARTED = "not_started"
-    CONDITION_FALSE = "condition_false"
-    NOT_IN_SCOPE = "not_in_scope"
-    WRONG_CHANNEL = "wrong_channel"
-    NO_SAVING = "nosaving"
-    INSUFFICIENT_POINTS = "insufficient_points"
-    COUPON_INVALID = "coupon_invalid"
-    COUPON_NOT_YOURS = "coupon_not_yours"
-    COUPON_USED = "coupon_used"
-    COUPON_REVOKED = "coupon_revoked"
-    COUPON_RESERVED = "coupon_reserved"
-    COUPON_DUPLICATE = "coupon_duplicate"
-
-
-@dataclass(frozen=True)
-class Gift:
-    sku: str
-    value: int
-
-
-@dataclass(frozen=True)
-class Applied:
-    promotion_id: int
-    name: str
-    kind: str
-    stage: str
-    discount: int  # cents off the price: sum(lines) + shipping
-    lines: tuple[int, ...]  # per cart line, in the order the cart listed them
-    shipping: int = 0
-    gift: Gift | None = None
-    coupon_code: str | None = None
-    points_used: int = 0
-
-
-@dataclass(frozen=True)
-class NotApplied:
-    promotion_id: int | None
-    reason: Reason
-    detail: str
-    coupon_code: str | None = None
-    by: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class LineQuote:
-    sku: str
-    quantity: int
-    amount: int
-    discount: int
-    total: int
-
-
-@dataclass(frozen=True)
-class Quote:
-    subtotal: int
-    shipping: int
-    discount: int
-    total: int
-    lines: tuple[LineQuote, ...]
-    applied: tuple[Applied, ...]
-    not_applied: tuple[NotApplied, ...]
-    points_used: int = 0
-    gifts: tuple[Gift, ...] = ()
-    exhaustive: bool = True
-
-    @property
-    def coupon_codes(self) -> tuple[str, ...]:
-        return tuple(a.coupon_code for a in self.applied if a.coupon_code)
+NO_USAGE = Usage()
 
 
 @dataclass
 class _Outcome:
     total: int
     benefit: int
-    key: tuple[int, ...]
     applied: list[Applied] = field(default_factory=list)
     zero: list[Candidate] = field(default_factory=list)
     amounts: list[int] = field(default_factory=list)
@@ -140,18 +67,89 @@ def _canonical(lines: Sequence[Line]) -> list[int]:
                                                     lines[i].quantity, i))
 
 
-def variables(cart: Cart, contact: Contact) -> dict[str, Any]:
-    """What a promotion's CEL condition sees: `cart`, `contact` and `context`."""
-    return {
-        "cart": {"subtotal": sum(line.amount for line in cart.lines),
-                 "quantity": sum(line.quantity for line in cart.lines),
-                 "skus": sorted({line.sku for line in cart.lines}),
-                 "categories": sorted({line.category for line in cart.lines}), "shipping": cart.shipping},
-        "contact": {"id": contact.id or 0, "traits": dict(contact.traits), "segments": sorted(contact.segments),
-                    "is_new": contact.is_new, "first_order": contact.first_order},
-        "context": {"channel": cart.channel, "now": cart.now.isoformat() if cart.now else "",
-                    "hour": cart.now.hour if cart.now else 0},
-    }
+FIELDS = {"cart": frozenset({"subtotal", "quantity", "skus", "categories", "shipping"}),
+          "contact": frozenset({"id", "traits", "segments", "is_new", "first_order"}),
+          "context": frozenset({"channel", "now", "hour"})}
+_REFERENCE = re.compile(r"\b(cart|contact|context)\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?")
+
+
+@lru_cache(maxsize=4096)
+def reads(expression: str) -> Mapping[str, frozenset[str] | None]:
+    """Which fields of `cart`, `contact` and `context` a condition can read; None for a variable it uses whole
+    (`cart["skus"]`, `size(contact)`, a field it does not have). Converting every variable for CEL cost a quote
+    more than evaluating the condition; a name inside a string literal only makes it read more, never less."""
+    found: dict[str, set[str] | None] = {}
+    for m in _REFERENCE.finditer(expression):
+        name, name_field = m[1], m[3]
+        if name_field is None or name_field not in FIELDS[name]:
+            found[name] = None
+        elif name not in found:
+            found[name] = {name_field}
+        elif (known := found[name]) is not None:
+            known.add(name_field)
+    return {k: None if v is None else frozenset(v) for k, v in found.items()}
+
+
+def variables(cart: Cart, contact: Contact, fields: Mapping[str, frozenset[str] | None] | None = None,
+              ) -> dict[str, Any]:
+    """What a promotion's CEL condition sees: `cart`, `contact` and `context` — all of them, or only the `fields`
+    a condition reads (`reads`)."""
+    def wanted(name: str) -> frozenset[str] | None:
+        if fields is None:
+            return FIELDS[name]
+        if name not in fields:
+            return frozenset()
+        return fields[name] or FIELDS[name]
+
+    out: dict[str, Any] = {}
+    if want := wanted("cart"):
+        values: dict[str, Any] = {}
+        if "subtotal" in want:
+            values["subtotal"] = sum(line.amount for line in cart.lines)
+        if "quantity" in want:
+            values["quantity"] = sum(line.quantity for line in cart.lines)
+        if "skus" in want:
+            values["skus"] = sorted({line.sku for line in cart.lines})
+        if "categories" in want:
+            values["categories"] = sorted({line.category for line in cart.lines})
+        if "shipping" in want:
+            values["shipping"] = cart.shipping
+        out["cart"] = {k: values[k] for k in ("subtotal", "quantity", "skus", "categories", "shipping") if k in want}
+    if want := wanted("contact"):
+        person: dict[str, Any] = {}
+        if "id" in want:
+            person["id"] = contact.id or 0
+        if "traits" in want:
+            person["traits"] = dict(contact.traits)
+        if "segments" in want:
+            person["segments"] = sorted(contact.segments)
+        if "is_new" in want:
+            person["is_new"] = contact.is_new
+        if "first_order" in want:
+            person["first_order"] = contact.first_order
+        out["contact"] = person
+    if want := wanted("context"):
+        now = cart.now
+        context = {"channel": cart.channel, "now": now.isoformat() if now else "", "hour": now.hour if now else 0}
+        out["context"] = {k: v for k, v in context.items() if k in want}
+    return out
+
+
+class _Conditions:
+    """Each distinct condition evaluated once per quote, over only the variables it reads."""
+
+    __slots__ = ("cart", "contact", "held")
+
+    def __init__(self, cart: Cart, contact: Contact) -> None:
+        self.cart = cart
+        self.contact = contact
+        self.held: dict[str, bool] = {}
+
+    def hold(self, expression: str) -> bool:
+        found = self.held.get(expression)
+        if found is None:
+            found = self.held[expression] = evaluate(expression, variables(self.cart, self.contact, reads(expression)))
+        return found
 
 
 def _coupon_problem(coupon: OfferedCoupon, cart: Cart, contact: Contact) -> tuple[Reason, str] | None:
@@ -172,25 +170,8 @@ def _coupon_problem(coupon: OfferedCoupon, cart: Cart, contact: Contact) -> tupl
     return None
 
 
-def _scoped(promotion: Promotion, lines: Sequence[Line], by_category: dict[str, list[int]],
-            by_sku: dict[str, list[int]]) -> tuple[int, ...]:
-    """The canonical positions of the lines a promotion's scope covers, through the cart's indexes (a promotion
-    on categories the cart does not hold costs a set lookup)."""
-    scope = promotion.scope
-    if not scope.categories and not scope.skus:
-        found: Sequence[int] = range(len(lines))
-    else:
-        hits = {i for c in scope.categories if c in by_category for i in by_category[c]}
-        hits.update(i for sku in scope.skus if sku in by_sku for i in by_sku[sku])
-        found = sorted(hits)
-    if scope.excluded_skus:
-        return tuple(i for i in found if lines[i].sku not in scope.excluded_skus)
-    return tuple(found)
-
-
 def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: tuple[int, ...], list_base: int,
-                 usage: Usage, cel_vars: dict[str, Any], points: Points,
-                 conditions: dict[str, bool]) -> tuple[Reason, str] | None:
+                 usage: Usage, conditions: _Conditions, points: Points) -> tuple[Reason, str] | None:
     now = cart.now
     if promotion.channels and cart.channel not in promotion.channels:
         return Reason.WRONG_CHANNEL, f"only on channel(s) {', '.join(sorted(promotion.channels))}"
@@ -204,49 +185,65 @@ def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: t
         return Reason.BUDGET_EXHAUSTED, "its budget is spent"
     if usage.stock_left is not None and usage.stock_left <= 0:
         return Reason.OUT_OF_STOCK, "no stock left"
-    if promotion.kind is Kind.POINTS:
+    kind = promotion.kind
+    if kind is Kind.POINTS:
         if points.balance < points.requested:
             return Reason.INSUFFICIENT_POINTS, f"{points.requested} points requested, {points.balance} available"
     elif not idx:
         return Reason.NOT_IN_SCOPE, "no cart line is in its scope"
-    if promotion.condition:
-        holds = conditions.get(promotion.condition)
-        if holds is None:
-            holds = conditions[promotion.condition] = evaluate(promotion.condition, cel_vars)
-    if promotion.condition and not holds:
+    if promotion.condition and not conditions.hold(promotion.condition):
         return Reason.CONDITION_FALSE, "its condition is false for this cart and customer"
-    if promotion.kind is Kind.TIERED:
+    if kind is Kind.TIERED:
         lowest = promotion.tiers[0].threshold
         if list_base < lowest:
             return Reason.THRESHOLD_NOT_MET, f"the lowest tier needs {lowest}, the eligible items come to {list_base}"
-    elif promotion.kind is Kind.BUY_N_GET_M:
+    elif kind is Kind.BUY_N_GET_M:
         need = promotion.buy + promotion.get
-        have = sum(lines[i].quantity for i in idx)
+        have = sum([lines[i].quantity for i in idx])
         if have < need:
             return Reason.THRESHOLD_NOT_MET, f"needs {need} eligible units, the cart has {have}"
-    elif promotion.kind is not Kind.POINTS and list_base < promotion.threshold:
+    elif kind is not Kind.POINTS and list_base < promotion.threshold:
         return Reason.THRESHOLD_NOT_MET, f"needs {promotion.threshold}, the eligible items come to {list_base}"
     return None
 
 
+def _by_order(c: Candidate) -> int:
+    return c.order
+
+
 def _evaluate(chosen: Sequence[Candidate], points_candidates: Sequence[Candidate], lines: Sequence[Line],
-              cart: Cart, points: Points, listed: Sequence[int], memo: Memo) -> _Outcome:
+              cart: Cart, points: Points, listed: Sequence[int], memo: Memo, rules: RuleIndex) -> _Outcome:
     """The chosen combination in full: every applied promotion with its per-line discount, then points. `lines` are
     in canonical order; `listed[i]` is where canonical line i sits in the cart as the customer listed it, which is
     the order of every per-line tuple of the outcome."""
     amounts = [line.amount for line in lines]
     shipping = cart.shipping
-    ordered = sorted(chosen, key=lambda c: c.order)
-    outcome = _Outcome(0, 0, tuple(c.order for c in ordered))
+    outcome = _Outcome(0, 0)
     size = len(lines)
-    for c in ordered:
+    nothing = (0,) * size
+    kinds, stages = rules.kinds, rules.stages
+    for c in sorted(chosen, key=_by_order):
         p = c.promotion
-        sparse, ship = memo_step(c, lines, amounts, shipping, memo)  # mostly priced by the search already
-        gift = Gift(p.gift_sku, p.gift_value) if p.kind is Kind.GIFT else None
-        if gift is not None:
+        kind = p.kind
+        gift = None
+        if kind is Kind.GIFT:  # takes nothing off (its threshold is met at list price)
+            gift = Gift(p.gift_sku, p.gift_value)
             outcome.benefit += p.gift_value
+            outcome.applied.append(Applied(p.id, p.name, kinds[c.position], stages[c.position], 0, nothing, 0, gift,
+                                           c.coupon_code))
+            continue
+        if kind is Kind.FREE_SHIPPING:  # takes the fee left, at most its budget, and nothing off the lines
+            ship = shipping if c.budget_left is None else min(shipping, c.budget_left)
+            if ship == 0:
+                outcome.zero.append(c)
+                continue
+            shipping -= ship
+            outcome.applied.append(Applied(p.id, p.name, kinds[c.position], stages[c.position], ship, nothing, ship,
+                                           None, c.coupon_code))
+            continue
+        sparse, ship = memo_step(c, lines, amounts, shipping, memo)  # mostly priced by the search already
         total = sum(sparse) + ship
-        if total == 0 and gift is None:
+        if total == 0:
             outcome.zero.append(c)
             continue
         per_line = [0] * size
@@ -254,8 +251,8 @@ def _evaluate(chosen: Sequence[Candidate], points_candidates: Sequence[Candidate
             per_line[listed[i]] = d
             amounts[i] -= d
         shipping -= ship
-        outcome.applied.append(Applied(p.id, p.name, p.kind.value, p.stage.value, total, tuple(per_line), ship, gift,
-                                       c.coupon_code))
+        outcome.applied.append(Applied(p.id, p.name, kinds[c.position], stages[c.position], total, tuple(per_line),
+                                       ship, None, c.coupon_code))
     best: tuple[int, list[int], Applied] | None = None
     left = outcome.before_points = sum(amounts) + shipping
     for c in sorted(points_candidates, key=lambda c: c.promotion.rank()):
@@ -292,29 +289,25 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
     rules = promotions if isinstance(promotions, RuleIndex) else RuleIndex(promotions)
     order = _canonical(cart.lines)
     lines = [cart.lines[i] for i in order]
-    not_applied: list[NotApplied] = []
+    coupon_notes: list[NotApplied] = []  # about an offered code rather than a promotion: listed last, by code
     coupon_for_template: dict[int, str] = {}
     for coupon in coupons:
         problem = _coupon_problem(coupon, cart, contact)
         if problem is None and coupon.template_id in coupon_for_template:
             problem = (Reason.COUPON_DUPLICATE, "another coupon of the same kind is already offered")
         if problem is not None:
-            not_applied.append(NotApplied(None, problem[0], problem[1], coupon.code))
+            coupon_notes.append(NotApplied(None, problem[0], problem[1], coupon.code))
         elif coupon.template_id is not None:
             coupon_for_template[coupon.template_id] = coupon.code
-    cel_vars = variables(cart, contact)
-    conditions: dict[str, bool] = {}  # one evaluation per distinct condition and quote
-    by_category: dict[str, list[int]] = {}
-    by_sku: dict[str, list[int]] = {}
-    for i, line in enumerate(lines):
-        by_category.setdefault(line.category, []).append(i)
-        by_sku.setdefault(line.sku, []).append(i)
-    reach = rules.reaching(by_sku, by_category)
+    conditions = _Conditions(cart, contact)  # one evaluation per distinct condition and quote
+    scoped = rules.scoped(lines)
     amounts = [line.amount for line in lines]
+    # Per position (promotions in id order): why it did not apply, if it did not; a promotion has one reason at most.
+    notes: list[NotApplied | None] = [None] * len(rules.promotions)
     candidates: list[Candidate] = []
     points_candidates: list[Candidate] = []
     used_templates: set[int] = set()
-    no_usage = Usage()
+    gated, not_in_scope, application = rules.gated, rules.not_in_scope, rules.application
     for position, p in enumerate(rules.promotions):
         code = None
         if p.coupon_template_id is not None:
@@ -322,44 +315,67 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
             if code is None:
                 continue  # a coupon promotion nobody offered a coupon for is not a candidate
             used_templates.add(p.coupon_template_id)
-        if p.kind is Kind.POINTS and points.requested <= 0:
+        kind = p.kind
+        if kind is Kind.POINTS and points.requested <= 0:
             continue
-        idx = _scoped(p, lines, by_category, by_sku) if position in reach else ()
+        covered = scoped.get(position)
+        facts = usage.get(p.id, NO_USAGE)
+        if covered is None and kind is not Kind.POINTS and code is None and not gated[position] and (
+                facts.stock_left is None or facts.stock_left > 0):
+            notes[position] = not_in_scope[position]  # what _eligibility says, worked out once per rule set
+            continue
+        idx = () if covered is None else tuple(covered)
         list_base = sum([amounts[i] for i in idx])
-        facts = usage.get(p.id, no_usage)
-        problem = _eligibility(p, cart, lines, idx, list_base, facts, cel_vars, points, conditions)
+        problem = _eligibility(p, cart, lines, idx, list_base, facts, conditions, points)
         if problem is not None:
-            not_applied.append(NotApplied(p.id, problem[0], problem[1], code))
+            notes[position] = NotApplied(p.id, problem[0], problem[1], code)
             continue
         budget_left = None if p.budget is None else p.budget - facts.budget_spent
-        candidate = Candidate(p, idx, list_base, code, budget_left,
-                              free_units=free_units(p, lines, idx) if p.kind is Kind.BUY_N_GET_M else ())
-        (points_candidates if p.kind is Kind.POINTS else candidates).append(candidate)
+        candidate = Candidate(p, idx, list_base, code, budget_left, application[position],
+                              free_units(p, lines, idx) if kind is Kind.BUY_N_GET_M else (), position=position)
+        (points_candidates if kind is Kind.POINTS else candidates).append(candidate)
     for template, code in coupon_for_template.items():
         if template not in used_templates:
-            not_applied.append(NotApplied(None, Reason.COUPON_INVALID, "no active promotion uses this coupon", code))
+            coupon_notes.append(NotApplied(None, Reason.COUPON_INVALID, "no active promotion uses this coupon", code))
 
-    for position, c in enumerate(sorted(candidates, key=lambda c: (STAGE_ORDER[c.promotion.stage],
-                                                                    c.promotion.rank()))):
-        c.order = position
+    # `order`: the place in the order of application among the candidates (the index's order, made dense).
+    for place, c in enumerate(sorted(candidates, key=_by_order)):
+        c.order = place
     memo: Memo = {}
     combined, alone, exhaustive = best_combination(candidates, lines, cart, exhaustive_limit, memo)
-    listed = [0] * len(order)
-    for canonical_index, original in enumerate(order):
-        listed[canonical_index] = original
-    outcome = _evaluate(combined, points_candidates, lines, cart, points, listed, memo)
+    listed = order  # canonical line i is the cart's line order[i]
+    outcome = _evaluate(combined, points_candidates, lines, cart, points, listed, memo, rules)
     score = (outcome.before_points, -outcome.benefit, -sum(c.weight for c in combined))
     winner = None
     for alone_score, c in alone:  # an exclusive promotion alone against the best combination
         if alone_score < score:
             score, winner = alone_score, c
     if winner is not None:
-        outcome = _evaluate([winner], points_candidates, lines, cart, points, listed, memo)
+        outcome = _evaluate([winner], points_candidates, lines, cart, points, listed, memo, rules)
     applied_ids = {a.promotion_id for a in outcome.applied}
     for c in outcome.zero:
-        not_applied.append(NotApplied(c.promotion.id, Reason.NO_SAVING, "nothing left for it to discount",
-                                      c.coupon_code))
+        notes[c.position] = NotApplied(c.promotion.id, Reason.NO_SAVING, "nothing left for it to discount",
+                                       c.coupon_code)
     zero_ids = {c.promotion.id for c in outcome.zero}
+    _explain_losers(candidates, points_candidates, applied_ids, zero_ids, notes)
+
+    final = [0] * len(order)
+    for canonical_index, original in enumerate(order):
+        final[original] = outcome.amounts[canonical_index]
+    applied = tuple(outcome.applied)
+    subtotal = sum([line.amount for line in cart.lines])
+    line_quotes = tuple(LineQuote(line.sku, line.quantity, line.amount, line.amount - final[i], final[i])
+                        for i, line in enumerate(cart.lines))
+    coupon_notes.sort(key=lambda n: n.coupon_code or "")
+    return Quote(subtotal=subtotal, shipping=cart.shipping, discount=subtotal + cart.shipping - outcome.total,
+                 total=outcome.total, lines=line_quotes, applied=applied,
+                 not_applied=(*(n for n in notes if n is not None), *coupon_notes),
+                 points_used=outcome.points_used, gifts=tuple(a.gift for a in applied if a.gift), exhaustive=exhaustive)
+
+
+def _explain_losers(candidates: Sequence[Candidate], points_candidates: Sequence[Candidate], applied_ids: set[int],
+                    zero_ids: set[int], notes: list[NotApplied | None]) -> None:
+    """Every candidate neither applied nor saving nothing was excluded: by whom (the winners it conflicts with)."""
     winners = tuple(sorted(applied_ids))
     by_id = {c.promotion.id: c.promotion for c in candidates}
     rivals = [by_id[a] for a in winners if a in by_id]
@@ -385,19 +401,7 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
                                                          if _conflicts(p, w))}))
             detail = (f"cannot combine with promotion(s) {', '.join(map(str, by))}, which save more" if by
                       else "a better combination was chosen")
-        not_applied.append(NotApplied(p.id, Reason.EXCLUDED_BY, detail, c.coupon_code, by))
-
-    final = [0] * len(order)
-    for canonical_index, original in enumerate(order):
-        final[original] = outcome.amounts[canonical_index]
-    applied = tuple(outcome.applied)
-    subtotal = sum(line.amount for line in cart.lines)
-    line_quotes = tuple(LineQuote(line.sku, line.quantity, line.amount, line.amount - final[i], final[i])
-                        for i, line in enumerate(cart.lines))
-    not_applied.sort(key=lambda n: (n.promotion_id is None, n.promotion_id or 0, n.coupon_code or ""))
-    return Quote(subtotal=subtotal, shipping=cart.shipping, discount=subtotal + cart.shipping - outcome.total,
-                 total=outcome.total, lines=line_quotes, applied=applied, not_applied=tuple(not_applied),
-                 points_used=outcome.points_used, gifts=tuple(a.gift for a in applied if a.gift), exhaustive=exhaustive)
+        notes[c.position] = NotApplied(p.id, Reason.EXCLUDED_BY, detail, c.coupon_code, by)
 
 
 def _conflicts(a: Promotion, b: Promotion | None) -> bool:

@@ -16,9 +16,10 @@ from domain.promotions.model import Cart, Exclusivity, Kind, Line, Promotion
 
 EXHAUSTIVE_LIMIT = 256  # combinations; above it, the greedy search
 GREEDY_ROUNDS = 2
+GIFT, SHIPPING, SUMMED_ONLY, STEPPED = "gift", "shipping", "summed only", "stepped"  # how the walk takes one
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     promotion: Promotion
     idx: tuple[int, ...]  # the scoped lines (canonical positions)
@@ -28,6 +29,8 @@ class Candidate:
     order: int = 0  # position in the order of application (stage, priority, id)
     free_units: tuple[int, ...] = ()  # buy N get M: units free per scoped line
     weight: int = 0  # tie-break bit: 1 << (candidates - order), so earlier promotions weigh more
+    position: int = 0  # in the rule set (RuleIndex.promotions)
+    fixed: int = -1  # amount off, tiered: what it wants, once worked out (it does not depend on the amounts)
 
 
 def free_units(p: Promotion, lines: Sequence[Line], idx: Sequence[int]) -> tuple[int, ...]:
@@ -56,14 +59,18 @@ def free_units(p: Promotion, lines: Sequence[Line], idx: Sequence[int]) -> tuple
 def wanted(c: Candidate, base: int) -> int:
     """What an amount, tiered or percent off promotion takes from `base` (its lines' current amounts), before the
     cap at `base`: tiers and repeats go by the list-price subtotal."""
+    if c.fixed >= 0:
+        return c.fixed
     p = c.promotion
     if p.kind is Kind.AMOUNT_OFF:
         times = c.list_base // p.threshold if p.repeat else 1
         if p.max_applications is not None:
             times = min(times, p.max_applications)
-        return p.amount * times
+        c.fixed = p.amount * times
+        return c.fixed
     if p.kind is Kind.TIERED:
-        return max(t.amount for t in p.tiers if t.threshold <= c.list_base)
+        c.fixed = max(t.amount for t in p.tiers if t.threshold <= c.list_base)
+        return c.fixed
     wanted = base * p.percent // 100
     return wanted if p.cap is None else min(wanted, p.cap)
 
@@ -133,15 +140,23 @@ def score_of(chosen: Sequence[Candidate], lines: Sequence[Line], cart: Cart, mem
     shipping = cart.shipping
     benefit = 0
     weight = 0
-    for c in sorted(chosen, key=lambda c: c.order):
-        per_line, ship = memo_step(c, lines, amounts, shipping, memo)
-        for i, d in zip(c.idx, per_line, strict=True):
-            amounts[i] -= d
-        shipping -= ship
+    for c in sorted(chosen, key=_by_order):
         weight += c.weight
-        if c.promotion.kind is Kind.GIFT:
+        kind = c.promotion.kind
+        if kind is Kind.GIFT:  # nothing off (`step` gives zeros)
             benefit += c.promotion.gift_value
+        elif kind is Kind.FREE_SHIPPING:  # the fee left, at most the budget (`step`, without the lines' zeros)
+            shipping -= shipping if c.budget_left is None else min(shipping, c.budget_left)
+        else:
+            per_line, ship = memo_step(c, lines, amounts, shipping, memo)
+            for i, d in zip(c.idx, per_line, strict=True):
+                amounts[i] -= d
+            shipping -= ship
     return sum(amounts) + shipping, -benefit, -weight
+
+
+def _by_order(c: Candidate) -> int:
+    return c.order
 
 
 def footprint(c: Candidate) -> int:
@@ -216,48 +231,53 @@ def exhaustive(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
     fee), so two with disjoint footprints commute — and it puts the choices as late as it can."""
     group_of = {c.order: g for g, options in enumerate(contested) for option in options for c in option}
     everyone = late_choices(sorted([*always, *(c for options in contested for option in options for c in option)],
-                                   key=lambda c: c.order), group_of)
+                                   key=_by_order), group_of)
     members = [[frozenset(c.order for c in option) for option in options] for options in contested]
     last = last_readers(everyone, group_of, members)
-    groups = [group_of.get(c.order) for c in everyone]
-    # per position: the options of its group that hold it
-    holding = [frozenset(o for o, m in enumerate(members[g]) if c.order in m) if g is not None else frozenset()
+    groups = [group_of.get(c.order, -1) for c in everyone]
+    # per position: the options of its group that hold it, as bits
+    holding = [sum(1 << o for o, m in enumerate(members[g]) if c.order in m) if g >= 0 else 0
                for c, g in zip(everyone, groups, strict=True)]
-    gifts = [c.promotion.gift_value if c.promotion.kind is Kind.GIFT else 0 for c in everyone]
+    # per position, what taking it does: a gift adds its value; free shipping takes the fee left (at most its
+    # budget); a promotion no later one reads adds its saving; any other is stepped (`step`: the same values)
+    how = [GIFT if c.promotion.kind is Kind.GIFT else SHIPPING if c.promotion.kind is Kind.FREE_SHIPPING
+           else SUMMED_ONLY if last[k] else STEPPED for k, c in enumerate(everyone)]
+    plan = list(zip(everyone, groups, holding, how, strict=True))
     size = len(everyone)
     best: list[Score] = []
 
-    def walk(k: int, amounts: list[int], shipping: int, benefit: int, allowed: tuple[frozenset[int], ...],
+    def walk(start: int, amounts: list[int], shipping: int, benefit: int, allowed: tuple[int, ...],
              weight: int, saved: int) -> None:
-        while k < size:
-            c = everyone[k]
-            g = groups[k]
-            if g is not None:
-                with_c = allowed[g] & holding[k]
+        for k in range(start, size):
+            c, g, hold, todo = plan[k]
+            if g >= 0:
+                with_c = allowed[g] & hold
                 if not with_c:
-                    k += 1
                     continue
-                without = allowed[g] - with_c
+                without = allowed[g] & ~with_c
                 if without:
-                    walk(k + 1, list(amounts), shipping, benefit, allowed[:g] + (without,) + allowed[g + 1:], weight,
+                    walk(k + 1, amounts[:], shipping, benefit, (*allowed[:g], without, *allowed[g + 1:]), weight,
                          saved)
-                    allowed = allowed[:g] + (with_c,) + allowed[g + 1:]
+                    allowed = (*allowed[:g], with_c, *allowed[g + 1:])
             weight += c.weight
-            benefit += gifts[k]
-            if last[k]:  # nobody reads its lines after it: only its sum matters
-                saved += saving(c, amounts)
-            else:
+            if todo is STEPPED:
                 per_line, ship = memo_step(c, lines, amounts, shipping, memo)
                 for i, d in zip(c.idx, per_line, strict=True):
                     amounts[i] -= d
                 shipping -= ship
-            k += 1
+            elif todo is SUMMED_ONLY:  # nobody reads its lines after it: only its sum matters
+                saved += saving(c, amounts)
+            elif todo is SHIPPING:
+                budget = c.budget_left
+                shipping -= shipping if budget is None or budget > shipping else budget
+            else:
+                benefit += c.promotion.gift_value
         score = (sum(amounts) + shipping - saved, -benefit, -weight)
         if not best or score < best[0]:
             best[:] = [score]
 
     walk(0, [line.amount for line in lines], cart.shipping, 0,
-         tuple(frozenset(range(len(options))) for options in contested), 0, 0)
+         tuple((1 << len(options)) - 1 for options in contested), 0, 0)
     weight = -best[0][2]
     return best[0], [c for c in everyone if c.weight & weight]
 
