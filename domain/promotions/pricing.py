@@ -40,7 +40,15 @@ from domain.promotions.model import (
     Usage,
 )
 from domain.promotions.quotes import Applied, Gift, LineQuote, NotApplied, Quote, Reason
-from domain.promotions.search import EXHAUSTIVE_LIMIT, Candidate, Memo, best_combination, free_units, memo_step
+from domain.promotions.search import (
+    EXHAUSTIVE_LIMIT,
+    Candidate,
+    Memo,
+    best_combination,
+    free_units,
+    memo_step,
+    step,
+)
 from domain.rules import evaluate
 
 __all__ = ["ANONYMOUS", "NO_POINTS", "Applied", "Gift", "LineQuote", "NotApplied", "Quote", "Reason", "quote",
@@ -241,7 +249,9 @@ def _evaluate(chosen: Sequence[Candidate], points_candidates: Sequence[Candidate
             outcome.applied.append(Applied(p.id, p.name, kinds[c.position], stages[c.position], ship, nothing, ship,
                                            None, c.coupon_code))
             continue
-        sparse, ship = memo_step(c, lines, amounts, shipping, memo)  # mostly priced by the search already
+        # priced by the search already, or never seen by it
+        sparse, ship = memo_step(c, lines, amounts, shipping, memo) if c.remembered else step(c, lines, amounts,
+                                                                                              shipping)
         total = sum(sparse) + ship
         if total == 0:
             outcome.zero.append(c)
@@ -385,6 +395,7 @@ def _explain_losers(candidates: Sequence[Candidate], points_candidates: Sequence
     for w in rivals:
         if w.stacking_group is not None:
             in_group.setdefault(w.stacking_group, []).append(w)
+    listed: dict[tuple[int, ...], str] = {}  # the same winners named for many losers: joined once
     for c in [*candidates, *points_candidates]:
         p = c.promotion
         if p.id in applied_ids or p.id in zero_ids:
@@ -399,8 +410,13 @@ def _explain_losers(candidates: Sequence[Candidate], points_candidates: Sequence
             else:
                 by = tuple(sorted({*exclusive_winners, *(w.id for w in in_group.get(p.stacking_group, ())
                                                          if _conflicts(p, w))}))
-            detail = (f"cannot combine with promotion(s) {', '.join(map(str, by))}, which save more" if by
-                      else "a better combination was chosen")
+            if not by:
+                detail = "a better combination was chosen"
+            else:
+                names = listed.get(by)
+                if names is None:
+                    names = listed[by] = ", ".join(map(str, by))
+                detail = f"cannot combine with promotion(s) {names}, which save more"
         notes[c.position] = NotApplied(p.id, Reason.EXCLUDED_BY, detail, c.coupon_code, by)
 
 

@@ -31,6 +31,8 @@ class Candidate:
     weight: int = 0  # tie-break bit: 1 << (candidates - order), so earlier promotions weigh more
     position: int = 0  # in the rule set (RuleIndex.promotions)
     fixed: int = -1  # amount off, tiered: what it wants, once worked out (it does not depend on the amounts)
+    bits: int = -1  # its footprint, once worked out
+    remembered: bool = False  # a step of it is in the memo (`memo_step`)
 
 
 def free_units(p: Promotion, lines: Sequence[Line], idx: Sequence[int]) -> tuple[int, ...]:
@@ -116,6 +118,7 @@ def memo_step(c: Candidate, lines: Sequence[Line], amounts: list[int], shipping:
     found = memo.get(key)
     if found is None:
         found = memo[key] = step(c, lines, amounts, shipping)
+        c.remembered = True
     return found
 
 
@@ -162,14 +165,16 @@ def _by_order(c: Candidate) -> int:
 def footprint(c: Candidate) -> int:
     """What a promotion reads and changes, as bits (bit 0: the shipping fee; bit i + 1: line i). Free shipping
     only touches the fee and a gift nothing: their thresholds are met at list price."""
+    if c.bits >= 0:
+        return c.bits
     kind = c.promotion.kind
-    if kind is Kind.FREE_SHIPPING:
-        return 1
-    if kind is Kind.GIFT:
-        return 0
     bits = 0
-    for i in c.idx:
-        bits |= 2 << i
+    if kind is Kind.FREE_SHIPPING:
+        bits = 1
+    elif kind is not Kind.GIFT:
+        for i in c.idx:
+            bits |= 2 << i
+    c.bits = bits
     return bits
 
 
@@ -338,17 +343,17 @@ def options_of(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[l
     return always, contested, exclusive
 
 
-def ceiling(c: Candidate, lines: Sequence[Line]) -> int:
+def ceiling(c: Candidate, lines: Sequence[Line], list_amounts: list[int] | None = None) -> int:
     """The most a promotion can take off its lines whatever was applied before it (amounts only ever fall, and
-    every discount only grows with the amounts it sees)."""
+    every discount only grows with the amounts it sees). `list_amounts`: the lines' amounts at list price."""
     kind = c.promotion.kind
     if kind in SUMMED:
         top = wanted(c, c.list_base)
     elif kind is Kind.FIXED_PRICE:
-        top = sum(discount(c, lines, [line.amount for line in lines]))
+        top = sum(discount(c, lines, list_amounts or [line.amount for line in lines]))
     elif kind is Kind.BUY_N_GET_M:
-        top = sum(min(lines[i].amount, f * (lines[i].unit_price + 1)) for i, f in zip(c.idx, c.free_units,
-                                                                                      strict=True))
+        top = sum([min(lines[i].amount, f * (lines[i].unit_price + 1)) for i, f in zip(c.idx, c.free_units,
+                                                                                       strict=True)])
     else:
         return 0
     top = min(top, c.list_base)
@@ -361,42 +366,49 @@ def fixed_savings(pool: Sequence[Candidate], contested: Sequence[Sequence[Sequen
     It holds when every member is an amount or tiered off (a fixed amount wanted) that nobody taken with it reads
     after it, and whose lines keep at least that amount whatever runs before it (their list price minus the most
     every earlier promotion on them could take)."""
-    prints = {c.order: footprint(c) for c in pool}
+    out: list[list[int] | None] = [None] * len(contested)
+    possible = [g for g, options in enumerate(contested)
+                if all(c.promotion.kind in FIXED for option in options for c in option)]
+    if not possible:  # a member wanting what depends on the amounts: never fixed
+        return out
+    prints = [(o, o.order, footprint(o)) for o in pool]
+    list_amounts = [line.amount for line in lines]
     ceilings: dict[int, int] = {}
-    out: list[list[int] | None] = []
-    for options in contested:
+    for g in possible:
+        options = contested[g]
         savings: list[int] | None = []
         rivals = {c.order for option in options for c in option}
         for option in options:
             mine = {c.order for c in option}
             total = 0
             for c in option:
-                p = c.promotion
-                want = min(wanted(c, c.list_base), c.list_base) if p.kind in FIXED else -1
-                if want >= 0 and c.budget_left is not None:
+                want = min(wanted(c, c.list_base), c.list_base)
+                if c.budget_left is not None:
                     want = min(want, c.budget_left)
-                lines_of = prints[c.order]
-                before = 0
-                for o in pool:
-                    if want < 0:
-                        break
-                    if o is c or not prints[o.order] & lines_of:
+                lines_of = footprint(c)
+                room = c.list_base - want  # what the promotions before it may take at most
+                for o, order, bits in prints:
+                    if o is c or not bits & lines_of:
                         continue
-                    if o.order > c.order:
-                        if o.order in mine or o.order not in rivals:
-                            want = -1  # read after it by a promotion taken with it
+                    if order > c.order:
+                        if order in mine or order not in rivals:
+                            room = -1  # read after it by a promotion taken with it
+                            break
                     else:
-                        if o.order not in ceilings:
-                            ceilings[o.order] = ceiling(o, lines)
-                        before += ceilings[o.order]
-                if want < 0 or c.list_base - before < want:
+                        top = ceilings.get(order)
+                        if top is None:
+                            top = ceilings[order] = ceiling(o, lines, list_amounts)
+                        room -= top
+                        if room < 0:
+                            break
+                if room < 0:
                     savings = None
                     break
                 total += want
             if savings is None:
                 break
             savings.append(total)
-        out.append(savings)
+        out[g] = savings
     return out
 
 
