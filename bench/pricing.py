@@ -7,7 +7,8 @@ concurrent keep-alive connections, for `seconds`): rule set from each process's 
 usage and stock read in one statement. The limit it is compared with, measured in the same run on the same
 server through the same client: `GET /v1/promotions/{id}` — the API key check plus one indexed read, the fixed
 cost of any request this API serves. With each, the CPU time per request of the API's processes and of the
-embedded Postgres (what a request costs whatever else shares the machine). The promotions, templates and coupons it
+embedded Postgres (what a request costs whatever else shares the machine), and for the quotes that of this
+process, the clients (on the same cores). The promotions, templates and coupons it
 creates are scoped to SKUs of its own and archived at the end (so they never price anyone else's cart).
 """
 
@@ -116,9 +117,10 @@ async def _client(port: int, payload: bytes, counts: list[int], deadline: float)
     try:
         while time.perf_counter() < deadline:
             writer.write(payload)
-            status = await reader.readline()
+            head = await reader.readuntil(b"\r\n\r\n")  # the status line and the headers, in one read
+            status, _, headers = head.partition(b"\r\n")
             length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
+            for line in headers.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
             body = await reader.readexactly(length)
@@ -199,12 +201,13 @@ async def _http(ctx: BenchContext, p: dict[str, Any], payload: bytes, trivial: b
         counts = [0]
         with ctx.status(f"Quotes through HTTP{' (' + checkout + ')' if checkout else ''}, {p['clients']} clients, "
                         f"{p['seconds']} s…"):
-            before = tree_cpu(server.pid), tree_cpu(postmaster)
+            before = tree_cpu(server.pid), tree_cpu(postmaster), time.process_time()
             started = time.perf_counter()
             await asyncio.gather(*(_client(port, payload, counts, started + p["seconds"])
                                    for _ in range(p["clients"])))
             elapsed = time.perf_counter() - started
-            quoted = tree_cpu(server.pid) - before[0], tree_cpu(postmaster) - before[1]
+            quoted = (tree_cpu(server.pid) - before[0], tree_cpu(postmaster) - before[1],
+                      time.process_time() - before[2])
         load = _load()
         reads = [0]
         with ctx.status(f"The limit: GET /v1/promotions/{{id}}, {p['clients']} clients, {p['seconds']} s…"):
@@ -216,7 +219,8 @@ async def _http(ctx: BenchContext, p: dict[str, Any], payload: bytes, trivial: b
     finally:
         server.terminate()
         server.wait(30)
-    cpu = (f"quote {quoted[0] * 1000 / max(1, counts[0]):.2f} + {quoted[1] * 1000 / max(1, counts[0]):.2f} ms, "
+    cpu = (f"quote {quoted[0] * 1000 / max(1, counts[0]):.2f} + {quoted[1] * 1000 / max(1, counts[0]):.2f} ms "
+           f"(client {quoted[2] * 1000 / max(1, counts[0]):.2f} ms), "
            f"read {read[0] * 1000 / max(1, reads[0]):.2f} + {read[1] * 1000 / max(1, reads[0]):.2f} ms")
     return counts[0], elapsed, limit, load, cpu
 
