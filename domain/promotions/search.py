@@ -418,30 +418,25 @@ def components(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
     part): the best combination of each part does not depend on the others. Parts with no choice are left out."""
     items: list[int] = [footprint(c) for c in always]
     items += [_union(footprint(c) for option in options for c in option) for options in contested]
-    parent = list(range(len(items)))
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    owner: dict[int, int] = {}
-    for k, bits in enumerate(items):
-        while bits:
-            low = bits & -bits
-            bits ^= low
-            j = owner.setdefault(low, k)
-            if j != k:
-                parent[root(j)] = root(k)
-    parts: dict[int, tuple[list[Candidate], list[Sequence[Sequence[Candidate]]]]] = {}
-    for g, options in enumerate(contested):
-        parts.setdefault(root(len(always) + g), ([], []))[1].append(options)
-    for k, c in enumerate(always):
-        part = parts.get(root(k))
-        if part is not None:
-            part[0].append(c)
-    return list(parts.values())
+    merged: list[tuple[int, list[int]]] = []  # (footprint, items) of the parts so far; a new item joins every part
+    for k, bits in enumerate(items):           # it overlaps (the parts of a graph: unique, whatever the order)
+        joined, together = bits, [k]
+        apart = []
+        for part_bits, part in merged:
+            if part_bits & bits:
+                joined |= part_bits
+                together += part
+            else:
+                apart.append((part_bits, part))
+        apart.append((joined, together))
+        merged = apart
+    first = len(always)
+    parts: list[tuple[int, tuple[list[Candidate], list[Sequence[Sequence[Candidate]]]]]] = []
+    for _, part in merged:
+        groups = sorted(k - first for k in part if k >= first)
+        if groups:  # a part with no choice is left out
+            parts.append((groups[0], ([always[k] for k in sorted(part) if k < first], [contested[g] for g in groups])))
+    return [part for _, part in sorted(parts, key=lambda found: found[0])]
 
 
 def _union(prints: Iterable[int]) -> int:
