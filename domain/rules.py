@@ -51,6 +51,50 @@ def evaluate(expression: str, variables: dict[str, Any]) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What of its variables an expression reads: the top-level names, and for a mapping variable read only as
+    `name.field.KEY` (`contact.traits.tier`), just those keys of that field."""
+
+    names: frozenset[str]
+    keys: tuple[tuple[str, str, frozenset[str]], ...]  # (name, field, the keys read) for each prunable field
+
+
+PATH = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)")
+
+
+@lru_cache(maxsize=4096)
+def needs(expression: str, name: str, field: str) -> Needs:
+    """The variables `expression` reads, with `name.field` pruned to the keys it names when every mention of `name`
+    is a `name.field.KEY` path (in a string literal too: a mention only ever widens what is kept). Evaluating on
+    the pruned variables gives the same result: a key it does not name is never read. Converting variables to CEL
+    values costs more than evaluating most rules, and traits can be many."""
+    names = frozenset(compile_expression(expression).variables())
+    keys: set[str] = set()
+    for match in PATH.finditer(expression):
+        if match[1] != name:
+            continue
+        parts = [p.strip() for p in match[2].split(".")[1:]]
+        rest = expression[match.end():].lstrip()[:1]
+        if len(parts) >= 2 and parts[0] == field and not (len(parts) == 2 and rest == "("):
+            keys.add(parts[1])
+        else:  # the whole mapping, a field of it used as a whole, or indexed: keep everything
+            return Needs(names, ())
+    return Needs(names, ((name, field, frozenset(keys)),) if name in names else ())
+
+
+def pruned(expression: str, variables: dict[str, Any], name: str, field: str) -> dict[str, Any]:
+    """`variables` with what `expression` does not read (see `needs`) left out."""
+    need = needs(expression, name, field)
+    kept = {k: v for k, v in variables.items() if k in need.names}
+    for var, sub, wanted in need.keys:
+        value = kept.get(var)
+        if isinstance(value, dict) and isinstance(value.get(sub), dict):
+            inner = value[sub]
+            kept[var] = {**value, sub: {k: inner[k] for k in wanted if k in inner}}
+    return kept
+
+
 def value_of(program: cel.Program, variables: dict[str, Any]) -> Any:
     """What a compiled program computes for `variables`; None when a field is missing or the types do not fit."""
     try:

@@ -28,7 +28,7 @@ from domain.journeys.graph import (
     Wait,
     WaitForEvent,
 )
-from domain.rules import evaluate
+from domain.rules import evaluate, pruned
 from domain.zones import zone
 
 
@@ -110,7 +110,10 @@ def variables(contact: ContactView, event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def matches(expression: str | None, contact: ContactView, event: Mapping[str, Any]) -> bool:
-    return expression is None or evaluate(expression, variables(contact, event))
+    """Whether the CEL `expression` (None: no condition) holds for the contact and event; evaluated on just the
+    variables and traits it reads."""
+    return expression is None or evaluate(expression, pruned(expression, variables(contact, event), "contact",
+                                                             "traits"))
 
 
 def advance(graph: Graph, journey_id: int, entry: int, contact: ContactView, event: Mapping[str, Any],

@@ -181,8 +181,18 @@ async def _decide(session: AsyncSession, policy: DeliveryPolicy, now: datetime, 
     contacts = sorted({c for c, _ in plans})
     reached = await reach(session, contacts)
     rules = await preferences.rules(session, contacts)
-    hashes = {(ch, address_hash(ch, addr)) for r in reached.values() for ch, addr in r.addresses.items()}
-    listed = await suppressions.suppressed(session, hashes)
+    hashed: dict[tuple[str, str], str] = {}  # (channel, address) → its hash, each hashed once
+
+    def hash_of(channel: str, address: str) -> str:
+        found = hashed.get((channel, address))
+        if found is None:
+            found = hashed[(channel, address)] = address_hash(channel, address)
+        return found
+
+    # The addresses the plans' chains can reach; a contact's other channels are no concern of this batch.
+    listed = await suppressions.suppressed(session, {
+        (ch, hash_of(ch, address)) for (c, _), plan in plans.items() if (r := reached.get(c)) is not None
+        for ch in plan.chain if (address := r.addresses.get(ch))})
 
     writes: dict[tuple[int, str, int], dict[str, Any]] = {}  # attempt rows to upsert
     settle: dict[tuple[int, str], tuple[str, str | None, datetime | None, datetime | None]] = {}
@@ -239,7 +249,7 @@ async def _decide(session: AsyncSession, policy: DeliveryPolicy, now: datetime, 
                 refuse(pk, decision, "unreachable", f"contact has no {decision.channel} address")
                 again.append(pk)
                 continue
-            reason = listed.get((decision.channel, address_hash(decision.channel, address)))
+            reason = listed.get((decision.channel, hash_of(decision.channel, address)))
             if reason is not None:
                 refuse(pk, decision, "suppressed", f"address suppressed ({reason})")
                 again.append(pk)
@@ -263,7 +273,7 @@ async def _decide(session: AsyncSession, policy: DeliveryPolicy, now: datetime, 
             tries = (previous["tries"] if isinstance(previous, dict) else previous.tries) if previous else 0
             row = {"channel": send.channel, "status": DeliveryState.QUEUED.value, "error_class": None, "error": None,
                    "receipt_due_at": None, "retry_at": now + policy.lease, "tries": tries + 1,
-                   "address_hash": address_hash(send.channel, address)}
+                   "address_hash": hash_of(send.channel, address)}
             attempts[pk][send.number] = row
             writes[(*pk, send.number)] = row
             settle[pk] = ("sending", None, now + policy.lease, None)

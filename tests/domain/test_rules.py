@@ -91,3 +91,38 @@ def test_translated_cel_agrees_with_cel_on_complete_events(expression: str, prop
     assert where is not None
     ours = occurrence_matches(where, Occurrence("e", NOW, properties), NOW)
     assert ours == evaluate(expression, {"event": {"properties": properties}})
+
+
+PRUNABLE = [
+    "contact.traits.n % 4 != 0",
+    "has(contact.traits.vip) && contact.traits.tier == 'gold'",
+    "contact.traits.tags.exists(t, t == 'x') || event.properties.amount > 3",
+    "contact.id > 2 && contact.traits.n > 1",
+    "contact.traits.tags.size() > 1",
+    'event.properties.name == "contact.traits.secret"',
+]
+WHOLE = ["size(contact.traits) > 2", "contact.traits['n'] == 1", "has(contact.traits)", "contact.traits.size() > 2",
+         "[1, 2].exists(contact, contact > 1) && has(contact.traits.n)", "contact == {}"]
+trait_values = st.one_of(st.integers(-5, 5), st.sampled_from(["gold", "x", "silver"]), st.booleans(),
+                         st.lists(st.sampled_from(["x", "y"]), max_size=3))
+traits = st.dictionaries(st.sampled_from(["n", "vip", "tier", "tags", "secret", "other"]), trait_values, max_size=6)
+
+
+def test_needs_prunes_traits_to_the_keys_named_and_keeps_everything_otherwise() -> None:
+    assert rules.needs(PRUNABLE[0], "contact", "traits").keys == (("contact", "traits", frozenset({"n"})),)
+    assert rules.needs(PRUNABLE[0], "contact", "traits").names == frozenset({"contact"})
+    assert rules.needs(PRUNABLE[2], "contact", "traits").keys == (("contact", "traits", frozenset({"tags"})),)
+    kept = rules.pruned(PRUNABLE[0], {"contact": {"id": 1, "traits": {"n": 3, "big": "x" * 100}}, "event": {}},
+                        "contact", "traits")
+    assert kept == {"contact": {"id": 1, "traits": {"n": 3}}}
+    for expression in WHOLE:
+        assert rules.needs(expression, "contact", "traits").keys == (), expression
+
+
+@given(st.sampled_from(PRUNABLE + WHOLE), traits, st.integers(0, 5), st.integers(0, 9))
+def test_a_pruned_evaluation_agrees_with_the_full_one(expression: str, found: dict, contact_id: int,
+                                                       amount: int) -> None:
+    variables = {"contact": {"id": contact_id, "traits": found},
+                 "event": {"event": "e", "properties": {"amount": amount, "name": "contact.traits.secret"}}}
+    assert evaluate(expression, rules.pruned(expression, variables, "contact", "traits")) == \
+        evaluate(expression, variables)
