@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,9 +11,28 @@ from typing import Any
 import orjson
 import psycopg.errors
 from psycopg import AsyncConnection, connect, sql
+from psycopg.types.json import set_json_loads
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def json_loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """JSON from Postgres, as the standard library reads it, with orjson (several times faster) wherever the two
+    agree: not where a number has 19 digits or more in a row (an integer beyond 64 bits, which orjson would round
+    to a float) nor where orjson refuses (a number beyond a double's range, which jsonb can hold)."""
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    if LONG_NUMBER.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
+
+
+set_json_loads(json_loads)  # every connection of the process: json and jsonb values
 
 
 def async_url(url: str) -> str:

@@ -106,6 +106,9 @@ async def contact_views(session: AsyncSession, ids: Iterable[int]) -> dict[int, 
     """), {"ids": ints(sorted(set(ids)))})}
 
 
+STATE_COLUMNS = "s.contact_id, s.entry, s.version, s.node, s.status, s.wake_at, s.waiting_event, s.event, s.entered_at"
+
+
 def _state(r: Any) -> State:
     return State(r.contact_id, r.entry, r.version, r.node, r.status, r.wake_at, r.waiting_event, r.event or {},
                  r.entered_at)
@@ -135,9 +138,9 @@ async def consume(session: AsyncSession, journey_id: int, version: int, now: dat
     # The join: live states of this journey for exactly the (contact, event name) pairs of the batch.
     # Locked: a contact whose timeout falls due now is moved either by its event here or by `advance_due` (which
     # skips locked rows), never by both; a row `advance_due` holds is read again after it commits, if still live.
-    found = {(r.contact_id, r.entry): _state(r) for r in await session.execute(text("""
-        SELECT s.* FROM (SELECT DISTINCT * FROM unnest(CAST(:c AS bigint[]), CAST(:e AS text[]))) AS b(contact_id,
-                                                                                                         event)
+    found = {(r.contact_id, r.entry): _state(r) for r in await session.execute(text(f"""
+        SELECT {STATE_COLUMNS}
+        FROM (SELECT DISTINCT * FROM unnest(CAST(:c AS bigint[]), CAST(:e AS text[]))) AS b(contact_id, event)
         JOIN journey_states s ON s.contact_id = b.contact_id AND s.journey_id = :j
          AND s.status IN ('ready', 'sleeping', 'waiting')
          AND (s.waiting_event = b.event OR b.event = ANY(CAST(:goals AS text[])))
@@ -298,8 +301,8 @@ async def advance_due(session: AsyncSession, journey_id: int, now: datetime, *, 
                       default_zone: str = "UTC", rendering: Confinement | None = None,
                       policy: DeliveryPolicy | None = None) -> Advanced:
     """Move up to `limit` due contacts on (see the module docstring). `contacts` is 0 when none is due."""
-    rows = [_state(r) for r in await session.execute(text("""
-        SELECT * FROM journey_states
+    rows = [_state(r) for r in await session.execute(text(f"""
+        SELECT {STATE_COLUMNS} FROM journey_states s
         WHERE journey_id = :j AND status IN ('ready', 'sleeping', 'waiting') AND wake_at <= :now
           AND EXISTS (SELECT 1 FROM journeys WHERE id = :j AND status = 'live')  -- a pause holds everyone
         ORDER BY wake_at LIMIT :n FOR UPDATE SKIP LOCKED

@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -177,11 +176,10 @@ def quote_pool(database_url: str, *, max_size: int = 10) -> AsyncConnectionPool:
     """Connections for quotes alone, apart from the request sessions' pool (open it with `open(wait=False)`):
     a quote is one statement, so its connection is in autocommit (no BEGIN, no COMMIT), checked out without the
     sessions' pre-ping round trip (a connection the server dropped fails that quote with a 503 and is discarded),
-    and used by psycopg directly, with orjson reading the JSON it returns and the statement's generic plan kept;
-    SQLAlchemy's session and greenlet bridge cost a quote more CPU than the statement itself."""
+    and used by psycopg directly (JSON read by `store.db.json_loads`, as on every connection), the statement's
+    generic plan kept; SQLAlchemy's session and greenlet bridge cost a quote more CPU than the statement itself."""
 
     async def configure(connection: psycopg.AsyncConnection[Any]) -> None:
-        set_json_loads(orjson.loads, connection)
         # FACTS is prepared after a few runs (psycopg), but its subqueries over partitioned tables make Postgres'
         # generic plan look dearer than a custom one, so it re-planned every quote (0.4 of its 0.75 ms on the
         # server); the generic plan prunes partitions at run time just as well.

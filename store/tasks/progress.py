@@ -22,8 +22,6 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-import orjson
-from psycopg.types.json import set_json_loads
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.tasks.definitions import ClaimMode, TaskDefinition, from_mapping
@@ -179,7 +177,6 @@ async def process_batch(session: AsyncSession, compiled: Compiled, *, now: datet
     """Consume one batch of the outbox (nothing if none is waiting) in the caller's transaction. `consumer` names
     the cursor (a benchmark follows the outbox under its own)."""
     pg = await driver(session)
-    set_json_loads(orjson.loads, pg)  # event properties and contexts: the batch's largest decoding cost
     await pg.execute(LOCK, {"c": consumer})
     events = await read_new_events(session, consumer, limit=limit)
     if not events:
