@@ -448,71 +448,79 @@ async def apply(session: AsyncSession, changes: Sequence[Change], now: datetime)
          "open": times(first(folded[k], OPENED_OR_CLICKED) for k in keys),
          "click": times(first(folded[k], CLICKED) for k in keys),
          "fail": times(first(folded[k], FAILURE) for k in keys), "now": now}
-    rows = (await session.execute(text("""
-        UPDATE delivery_attempts a SET
-            status = CASE WHEN array_position(CAST(:order AS text[]), u.s) > array_position(CAST(:order AS text[]),
-                                                                                      a.status)
-                          THEN u.s ELSE a.status END,
-            provider_message_id = coalesce(a.provider_message_id, u.pid),
-            error = CASE WHEN u.e IS NOT NULL THEN u.e ELSE a.error END,
-            error_class = coalesce(u.ec, a.error_class),
-            receipt_due_at = CASE WHEN a.status = 'queued' AND u.s <> 'queued' THEN u.due ELSE a.receipt_due_at END,
-            retry_at = CASE WHEN u.s = 'queued' THEN u.retry WHEN a.status = 'queued' THEN NULL ELSE a.retry_at END,
-            sent_at = least(a.sent_at, u.sent), delivered_at = least(a.delivered_at, u.deliv),
-            opened_at = least(a.opened_at, u.open), clicked_at = least(a.clicked_at, u.click),
-            failed_at = least(a.failed_at, u.fail), updated_at = :now
-        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:n AS smallint[]), CAST(:s AS text[]),
-                    CAST(:pid AS text[]), CAST(:e AS text[]), CAST(:ec AS text[]), CAST(:due AS timestamptz[]),
-                    CAST(:retry AS timestamptz[]), CAST(:sent AS timestamptz[]), CAST(:deliv AS timestamptz[]),
-                    CAST(:open AS timestamptz[]), CAST(:click AS timestamptz[]), CAST(:fail AS timestamptz[]))
-            AS u(c, k, n, s, pid, e, ec, due, retry, sent, deliv, open, click, fail)
-        WHERE a.contact_id = u.c AND a.key = u.k AND a.attempt = u.n
-        RETURNING a.contact_id, a.key, a.attempt, a.channel, a.status, a.address_hash, a.receipt_due_at, a.retry_at
-    """), p)).all()
-    reported = {k: {c.state for c in folded[k]} for k in keys}
-    feeds = [(r.channel, r.address_hash, r.contact_id, reason, f"{r.key} attempt {r.attempt}")
-             for r in rows if r.address_hash
-             for reason in {suppresses(s) for s in reported[(r.contact_id, r.key, r.attempt)]} if reason]
-    await suppressions.add(session, feeds)
-    return await _follow(session, rows, now)
+    reasons = {k: sorted(r for r in {suppresses(c.state) for c in folded[k]} if r) for k in keys}
+    p |= {"feed": bools(bool(reasons[k]) for k in keys), "success": [x.value for x in SUCCESS],
+          "failure": [x.value for x in FAILURE]}
+    # One statement: the attempts move, then the plans whose latest attempt moved settle (`_FOLLOW`); back come how
+    # many plans are due again now and the attempts whose reports feed the suppression list.
+    due, fed = (await session.execute(text("""
+        WITH u AS (
+            SELECT * FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:n AS smallint[]), CAST(:s AS text[]),
+                                 CAST(:pid AS text[]), CAST(:e AS text[]), CAST(:ec AS text[]),
+                                 CAST(:due AS timestamptz[]), CAST(:retry AS timestamptz[]),
+                                 CAST(:sent AS timestamptz[]), CAST(:deliv AS timestamptz[]),
+                                 CAST(:open AS timestamptz[]), CAST(:click AS timestamptz[]),
+                                 CAST(:fail AS timestamptz[]), CAST(:feed AS boolean[]))
+                AS u(c, k, n, s, pid, e, ec, due, retry, sent, deliv, open, click, fail, feed)
+        ), moved AS (
+            UPDATE delivery_attempts a SET
+                status = CASE WHEN array_position(CAST(:order AS text[]), u.s)
+                                   > array_position(CAST(:order AS text[]), a.status)
+                              THEN u.s ELSE a.status END,
+                provider_message_id = coalesce(a.provider_message_id, u.pid),
+                error = CASE WHEN u.e IS NOT NULL THEN u.e ELSE a.error END,
+                error_class = coalesce(u.ec, a.error_class),
+                receipt_due_at = CASE WHEN a.status = 'queued' AND u.s <> 'queued' THEN u.due
+                                      ELSE a.receipt_due_at END,
+                retry_at = CASE WHEN u.s = 'queued' THEN u.retry WHEN a.status = 'queued' THEN NULL
+                                ELSE a.retry_at END,
+                sent_at = least(a.sent_at, u.sent), delivered_at = least(a.delivered_at, u.deliv),
+                opened_at = least(a.opened_at, u.open), clicked_at = least(a.clicked_at, u.click),
+                failed_at = least(a.failed_at, u.fail), updated_at = :now
+            FROM u WHERE a.contact_id = u.c AND a.key = u.k AND a.attempt = u.n
+            RETURNING a.contact_id, a.key, a.attempt, a.channel, a.status, a.address_hash, a.receipt_due_at,
+                      a.retry_at, u.feed
+        ), settled AS (""" + _FOLLOW + """)
+        SELECT (SELECT count(*) FROM settled WHERE wake_at <= :now),
+               (SELECT coalesce(jsonb_agg(jsonb_build_array(contact_id, key, attempt, channel, address_hash)), '[]')
+                FROM moved WHERE feed AND address_hash IS NOT NULL)
+    """), p)).one()
+    await suppressions.add(session, [(channel, hashed, c, reason, f"{k} attempt {n}")
+                                     for c, k, n, channel, hashed in fed for reason in reasons[(c, k, n)]])
+    return int(due)
+
+
+# Settle the plans whose latest attempt `moved` holds. A plan that ended as merely `sent` (a channel without receipts)
+# reopens on a later failure report: an email bounce still falls back. (The attempts' snapshot is the statement's:
+# `moved` changes no attempt number.)
+_FOLLOW = """
+    UPDATE delivery_plans p SET status = f.s, outcome = f.o, wake_at = f.w,
+        finished_at = CASE WHEN f.s = 'done' THEN coalesce(p.finished_at, CAST(:now AS timestamptz)) END
+    FROM (
+        SELECT m.contact_id, m.key, m.attempt,
+               CASE WHEN m.status = ANY(CAST(:success AS text[])) THEN 'done'
+                    WHEN m.status = ANY(CAST(:failure AS text[])) THEN 'pending'
+                    WHEN m.status = 'sent' AND m.receipt_due_at IS NULL THEN 'done'
+                    WHEN m.status = 'sent' THEN 'waiting'
+                    WHEN m.status = 'queued' AND m.retry_at IS NOT NULL THEN 'pending' END,
+               CASE WHEN m.status = ANY(CAST(:success AS text[])) THEN 'delivered'
+                    WHEN m.status = 'sent' AND m.receipt_due_at IS NULL THEN 'sent' END,
+               CASE WHEN m.status = ANY(CAST(:failure AS text[])) THEN CAST(:now AS timestamptz)
+                    WHEN m.status = 'sent' THEN m.receipt_due_at
+                    WHEN m.status = 'queued' THEN m.retry_at END
+        FROM moved m
+    ) AS f(contact_id, key, attempt, s, o, w)
+    WHERE f.s IS NOT NULL AND p.contact_id = f.contact_id AND p.key = f.key
+      AND (p.finished_at IS NULL OR p.outcome = 'sent')
+      AND f.attempt = (SELECT max(a.attempt) FROM delivery_attempts a WHERE a.contact_id = f.contact_id
+                       AND a.key = f.key)
+    RETURNING p.wake_at
+"""
 
 
 def _best(group: list[Change]) -> Change:
     """The report that wins (the latest state in the order; the first of equals)."""
     return max(group, key=lambda c: RANK[c.state])
-
-
-async def _follow(session: AsyncSession, rows: Sequence[Any], now: datetime) -> int:
-    """Settle the plans whose latest attempt these are. A plan that ended as merely `sent` (a channel without
-    receipts) reopens on a later failure report: an email bounce still falls back."""
-    settle: list[tuple[int, str, int, str, str | None, datetime | None]] = []
-    for r in rows:
-        state = DeliveryState(r.status)
-        if state in SUCCESS:
-            settle.append((r.contact_id, r.key, r.attempt, "done", "delivered", None))
-        elif state in FAILURE:
-            settle.append((r.contact_id, r.key, r.attempt, "pending", None, now))
-        elif state is DeliveryState.SENT:
-            if r.receipt_due_at is None:
-                settle.append((r.contact_id, r.key, r.attempt, "done", "sent", None))
-            else:
-                settle.append((r.contact_id, r.key, r.attempt, "waiting", None, r.receipt_due_at))
-        elif state is DeliveryState.QUEUED and r.retry_at is not None:
-            settle.append((r.contact_id, r.key, r.attempt, "pending", None, r.retry_at))
-    if not settle:
-        return 0
-    result = await session.execute(text("""
-        UPDATE delivery_plans p SET status = u.s, outcome = u.o, wake_at = u.w,
-            finished_at = CASE WHEN u.s = 'done' THEN coalesce(p.finished_at, CAST(:now AS timestamptz)) END
-        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:n AS smallint[]), CAST(:s AS text[]),
-                    CAST(:o AS text[]), CAST(:w AS timestamptz[])) AS u(c, k, n, s, o, w)
-        WHERE p.contact_id = u.c AND p.key = u.k AND (p.finished_at IS NULL OR p.outcome = 'sent')
-          AND u.n = (SELECT max(a.attempt) FROM delivery_attempts a WHERE a.contact_id = u.c AND a.key = u.k)
-        RETURNING p.wake_at
-    """), {"now": now, "c": ints(s[0] for s in settle), "k": texts(s[1] for s in settle),
-           "n": ints(s[2] for s in settle), "s": texts(s[3] for s in settle), "o": texts(s[4] for s in settle),
-           "w": times(s[5] for s in settle)})
-    return sum(1 for (w,) in result if w is not None and w <= now)
 
 
 async def lookup(session: AsyncSession, ids: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str, int]]:
