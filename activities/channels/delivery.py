@@ -111,6 +111,8 @@ class DeliveryService:
             progress.add(claimed)
             if not claimed.jobs:
                 break
+            if only is None:  # a sweep: its later rounds move on this batch's plans, not plans due since
+                only = [(j.contact_id, j.key) for j in claimed.jobs]
             outcomes = await self._deliver(claimed.jobs)
             progress.sent += sum(o.accepted for o in outcomes)
             progress.failed += sum(not o.accepted for o in outcomes)

@@ -81,6 +81,8 @@ class DeliveryActivities:
         done = SweepResult()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + params.window_seconds
+        if activity.is_worker_shutdown():  # a stopping worker can still be handed a task: it starts nothing
+            return done
         await self._prune()
         async with heartbeating(lambda: asdict(done)):
             while True:
@@ -93,6 +95,8 @@ class DeliveryActivities:
                 if progress.claimed + progress.done + progress.deferred + progress.suppressed < params.batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(activity.wait_for_worker_shutdown(), min(params.poll_seconds, left))
+                    if activity.is_worker_shutdown():  # woken by the shutdown: no sweep after it
+                        return done
 
     async def _prune(self) -> None:
         now = datetime.now(UTC)
