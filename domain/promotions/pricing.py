@@ -27,6 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 from domain.promotions.allocation import allocate
+from domain.promotions.choices import best_combination
 from domain.promotions.index import RuleIndex
 from domain.promotions.model import (
     Cart,
@@ -40,15 +41,7 @@ from domain.promotions.model import (
     Usage,
 )
 from domain.promotions.quotes import Applied, Gift, LineQuote, NotApplied, Quote, Reason
-from domain.promotions.search import (
-    EXHAUSTIVE_LIMIT,
-    Candidate,
-    Memo,
-    best_combination,
-    free_units,
-    memo_step,
-    step,
-)
+from domain.promotions.search import EXHAUSTIVE_LIMIT, Candidate, Memo, free_units, memo_step, step
 from domain.rules import evaluate
 
 __all__ = ["ANONYMOUS", "NO_POINTS", "Applied", "Gift", "LineQuote", "NotApplied", "Quote", "Reason", "quote",

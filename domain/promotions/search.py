@@ -1,18 +1,16 @@
 """The search for the best combination: the candidates that passed every check, one promotion's discount given
-the amounts before it (`step`), and the two searches — exhaustive (a tree walk sharing work between combinations)
-and greedy with a bound — over the only real choices, the mutually exclusive alternatives (`options_of`).
-Before searching, the choices are split into parts that cannot influence each other (`best_combination`): groups
-whose every option saves a fixed amount whatever else is taken are decided alone, and the rest falls into
-components of promotions that share no line (nor the shipping fee), each searched by itself.
+the amounts before it (`step`), the most it can take whatever came before (`ceiling`), and the two searches over
+the mutually exclusive alternatives of one part (choices.py splits them) — exhaustive (a tree walk sharing work
+between combinations, pruned by a bound on what the promotions left can still take) and greedy.
 See pricing.py for the rules the search relies on (thresholds at list price make every discount monotone)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from domain.promotions.allocation import allocate
-from domain.promotions.model import Cart, Exclusivity, Kind, Line, Promotion
+from domain.promotions.model import Cart, Kind, Line, Promotion
 
 EXHAUSTIVE_LIMIT = 256  # combinations; above it, the greedy search
 GREEDY_ROUNDS = 2
@@ -33,6 +31,7 @@ class Candidate:
     fixed: int = -1  # amount off, tiered: what it wants, once worked out (it does not depend on the amounts)
     bits: int = -1  # its footprint, once worked out
     remembered: bool = False  # a step of it is in the memo (`memo_step`)
+    top: int = -1  # the most it can take whatever was applied before it (`ceiling`), once worked out
 
 
 def free_units(p: Promotion, lines: Sequence[Line], idx: Sequence[int]) -> tuple[int, ...]:
@@ -233,56 +232,92 @@ def exhaustive(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
     """Every combination of one option per contested group, walked as a tree: the promotions before a choice are
     applied once for all the combinations that share them. The walk may apply promotions out of the order of
     application where that cannot change anything — a promotion only reads its own lines (and free shipping the
-    fee), so two with disjoint footprints commute — and it puts the choices as late as it can."""
+    fee), so two with disjoint footprints commute — and it puts the choices as late as it can. A group's options
+    are tried at its first member; one is not walked when the total so far, less the most the promotions left
+    could take (`ceiling`), is already above the best total found (only strictly: every combination has its own
+    score, the lowest wins, so leaving out what cannot be lowest never changes the winner)."""
     group_of = {c.order: g for g, options in enumerate(contested) for option in options for c in option}
     everyone = late_choices(sorted([*always, *(c for options in contested for option in options for c in option)],
                                    key=_by_order), group_of)
     members = [[frozenset(c.order for c in option) for option in options] for options in contested]
     last = last_readers(everyone, group_of, members)
+    size = len(everyone)
     groups = [group_of.get(c.order, -1) for c in everyone]
-    # per position: the options of its group that hold it, as bits
-    holding = [sum(1 << o for o, m in enumerate(members[g]) if c.order in m) if g >= 0 else 0
-               for c, g in zip(everyone, groups, strict=True)]
+    list_amounts = [line.amount for line in lines]
+    # per position, the most it can take off the lines and off the shipping fee
+    tops = [ceiling(c, lines, list_amounts) for c in everyone]
+    fees = [(cart.shipping if c.budget_left is None else min(cart.shipping, c.budget_left))
+            if c.promotion.kind is Kind.FREE_SHIPPING else 0 for c in everyone]
+    # per group and option: the positions of the group's other members (left out when it is taken), and the most
+    # its members can take; per group, the most any option can
+    drop = [[sum(1 << k for k in range(size) if groups[k] == g and everyone[k].order not in m) for m in options]
+            for g, options in enumerate(members)]
+    option_tops = [[sum(tops[k] for k in range(size) if groups[k] == g and everyone[k].order in m) for m in options]
+                   for g, options in enumerate(members)]
+    option_fees = [[sum(fees[k] for k in range(size) if groups[k] == g and everyone[k].order in m) for m in options]
+                   for g, options in enumerate(members)]
+    most_tops = [max(t) for t in option_tops]
+    most_fees = [max(f) for f in option_fees]
+    # the most promising option first: a good total found early leaves more out
+    tries = [sorted(range(len(t)), key=[-a - b for a, b in zip(t, f, strict=True)].__getitem__)
+             for t, f in zip(option_tops, option_fees, strict=True)]
     # per position, what taking it does: a gift adds its value; free shipping takes the fee left (at most its
     # budget); a promotion no later one reads adds its saving; any other is stepped (`step`: the same values)
     how = [GIFT if c.promotion.kind is Kind.GIFT else SHIPPING if c.promotion.kind is Kind.FREE_SHIPPING
            else SUMMED_ONLY if last[k] else STEPPED for k, c in enumerate(everyone)]
-    plan = list(zip(everyone, groups, holding, how, strict=True))
-    size = len(everyone)
+    plan = list(zip(everyone, groups, how, tops, fees, strict=True))
     best: list[Score] = []
 
-    def walk(start: int, amounts: list[int], shipping: int, benefit: int, allowed: tuple[int, ...],
-             weight: int, saved: int) -> None:
+    def walk(start: int, amounts: list[int], shipping: int, total: int, benefit: int, weight: int, off: int,
+             decided: int, rest_tops: int, rest_fees: int) -> None:
         for k in range(start, size):
-            c, g, hold, todo = plan[k]
-            if g >= 0:
-                with_c = allowed[g] & hold
-                if not with_c:
+            if off >> k & 1:  # a member of an option not taken
+                continue
+            c, g, todo, top, fee = plan[k]
+            if g >= 0 and not decided >> g & 1:  # the group's first member: one branch per option
+                decided |= 1 << g
+                other_tops, other_fees = rest_tops - most_tops[g], rest_fees - most_fees[g]
+                order = tries[g]
+                for o in order:
+                    with_tops, with_fees = other_tops + option_tops[g][o], other_fees + option_fees[g][o]
+                    if best and total - with_tops - min(with_fees, shipping) > best[0][0]:
+                        if o == order[-1]:
+                            return
+                        continue
+                    if o != order[-1]:
+                        walk(k, amounts[:], shipping, total, benefit, weight, off | drop[g][o], decided, with_tops,
+                             with_fees)
+                        continue
+                    off |= drop[g][o]
+                    rest_tops, rest_fees = with_tops, with_fees
+                if off >> k & 1:
                     continue
-                without = allowed[g] & ~with_c
-                if without:
-                    walk(k + 1, amounts[:], shipping, benefit, (*allowed[:g], without, *allowed[g + 1:]), weight,
-                         saved)
-                    allowed = (*allowed[:g], with_c, *allowed[g + 1:])
+            rest_tops -= top
+            rest_fees -= fee
             weight += c.weight
             if todo is STEPPED:
                 per_line, ship = memo_step(c, lines, amounts, shipping, memo)
                 for i, d in zip(c.idx, per_line, strict=True):
                     amounts[i] -= d
                 shipping -= ship
+                total -= sum(per_line) + ship
             elif todo is SUMMED_ONLY:  # nobody reads its lines after it: only its sum matters
-                saved += saving(c, amounts)
+                total -= saving(c, amounts)
             elif todo is SHIPPING:
                 budget = c.budget_left
-                shipping -= shipping if budget is None or budget > shipping else budget
+                ship = shipping if budget is None or budget > shipping else budget
+                shipping -= ship
+                total -= ship
             else:
                 benefit += c.promotion.gift_value
-        score = (sum(amounts) + shipping - saved, -benefit, -weight)
+        score = (total, -benefit, -weight)
         if not best or score < best[0]:
             best[:] = [score]
 
-    walk(0, [line.amount for line in lines], cart.shipping, 0,
-         tuple((1 << len(options)) - 1 for options in contested), 0, 0)
+    amounts = [line.amount for line in lines]
+    walk(0, amounts, cart.shipping, sum(amounts) + cart.shipping, 0, 0, 0, 0,
+         sum(t for t, g in zip(tops, groups, strict=True) if g < 0) + sum(most_tops),
+         sum(f for f, g in zip(fees, groups, strict=True) if g < 0) + sum(most_fees))
     weight = -best[0][2]
     return best[0], [c for c in everyone if c.weight & weight]
 
@@ -315,37 +350,11 @@ def greedy(always: list[Candidate], contested: Sequence[Sequence[list[Candidate]
         best = (score_of(always, lines, cart, memo), list(always))
     return best
 
-
-def options_of(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[list[list[Candidate]]],
-                                                         list[Candidate]]:
-    """(always included, per contested group its alternative option sets, exclusive ones)."""
-    exclusive = [c for c in candidates if c.promotion.exclusivity is Exclusivity.EXCLUSIVE]
-    groups: dict[str, list[Candidate]] = {}
-    always: list[Candidate] = []
-    for c in candidates:
-        p = c.promotion
-        if p.exclusivity is Exclusivity.EXCLUSIVE:
-            continue
-        if p.stacking_group is None:
-            always.append(c)
-        else:
-            groups.setdefault(p.stacking_group, []).append(c)
-    contested: list[list[list[Candidate]]] = []
-    for name in sorted(groups, key=lambda g: min(c.promotion.rank() for c in groups[g])):
-        members = groups[name]
-        solo = [c for c in members if c.promotion.exclusivity is Exclusivity.GROUP]
-        stackable = [c for c in members if c.promotion.exclusivity is Exclusivity.STACKABLE]
-        if not solo:
-            always += stackable
-            continue
-        contested.append([[c] for c in sorted(solo, key=lambda c: c.promotion.rank())] + ([stackable] if stackable
-                                                                                             else []))
-    return always, contested, exclusive
-
-
 def ceiling(c: Candidate, lines: Sequence[Line], list_amounts: list[int] | None = None) -> int:
     """The most a promotion can take off its lines whatever was applied before it (amounts only ever fall, and
     every discount only grows with the amounts it sees). `list_amounts`: the lines' amounts at list price."""
+    if c.top >= 0:
+        return c.top
     kind = c.promotion.kind
     if kind in SUMMED:
         top = wanted(c, c.list_base)
@@ -355,131 +364,7 @@ def ceiling(c: Candidate, lines: Sequence[Line], list_amounts: list[int] | None 
         top = sum([min(lines[i].amount, f * (lines[i].unit_price + 1)) for i, f in zip(c.idx, c.free_units,
                                                                                        strict=True)])
     else:
-        return 0
+        top = 0
     top = min(top, c.list_base)
-    return top if c.budget_left is None else min(top, c.budget_left)
-
-
-def fixed_savings(pool: Sequence[Candidate], contested: Sequence[Sequence[Sequence[Candidate]]],
-                  lines: Sequence[Line]) -> list[list[int] | None]:
-    """Per contested group, what each option saves if that does not depend on anything else taken, else None.
-    It holds when every member is an amount or tiered off (a fixed amount wanted) that nobody taken with it reads
-    after it, and whose lines keep at least that amount whatever runs before it (their list price minus the most
-    every earlier promotion on them could take)."""
-    out: list[list[int] | None] = [None] * len(contested)
-    possible = [g for g, options in enumerate(contested)
-                if all(c.promotion.kind in FIXED for option in options for c in option)]
-    if not possible:  # a member wanting what depends on the amounts: never fixed
-        return out
-    prints = [(o, o.order, footprint(o)) for o in pool]
-    list_amounts = [line.amount for line in lines]
-    ceilings: dict[int, int] = {}
-    for g in possible:
-        options = contested[g]
-        savings: list[int] | None = []
-        rivals = {c.order for option in options for c in option}
-        for option in options:
-            mine = {c.order for c in option}
-            total = 0
-            for c in option:
-                want = min(wanted(c, c.list_base), c.list_base)
-                if c.budget_left is not None:
-                    want = min(want, c.budget_left)
-                lines_of = footprint(c)
-                room = c.list_base - want  # what the promotions before it may take at most
-                for o, order, bits in prints:
-                    if o is c or not bits & lines_of:
-                        continue
-                    if order > c.order:
-                        if order in mine or order not in rivals:
-                            room = -1  # read after it by a promotion taken with it
-                            break
-                    else:
-                        top = ceilings.get(order)
-                        if top is None:
-                            top = ceilings[order] = ceiling(o, lines, list_amounts)
-                        room -= top
-                        if room < 0:
-                            break
-                if room < 0:
-                    savings = None
-                    break
-                total += want
-            if savings is None:
-                break
-            savings.append(total)
-        out[g] = savings
-    return out
-
-
-def components(always: Sequence[Candidate], contested: Sequence[Sequence[Sequence[Candidate]]]) -> list[
-        tuple[list[Candidate], list[Sequence[Sequence[Candidate]]]]]:
-    """The promotions split into parts that share no line and no shipping fee (a group's options together are one
-    part): the best combination of each part does not depend on the others. Parts with no choice are left out."""
-    items: list[int] = [footprint(c) for c in always]
-    items += [_union(footprint(c) for option in options for c in option) for options in contested]
-    merged: list[tuple[int, list[int]]] = []  # (footprint, items) of the parts so far; a new item joins every part
-    for k, bits in enumerate(items):           # it overlaps (the parts of a graph: unique, whatever the order)
-        joined, together = bits, [k]
-        apart = []
-        for part_bits, part in merged:
-            if part_bits & bits:
-                joined |= part_bits
-                together += part
-            else:
-                apart.append((part_bits, part))
-        apart.append((joined, together))
-        merged = apart
-    first = len(always)
-    parts: list[tuple[int, tuple[list[Candidate], list[Sequence[Sequence[Candidate]]]]]] = []
-    for _, part in merged:
-        groups = sorted(k - first for k in part if k >= first)
-        if groups:  # a part with no choice is left out
-            parts.append((groups[0], ([always[k] for k in sorted(part) if k < first], [contested[g] for g in groups])))
-    return [part for _, part in sorted(parts, key=lambda found: found[0])]
-
-
-def _union(prints: Iterable[int]) -> int:
-    bits = 0
-    for p in prints:
-        bits |= p
-    return bits
-
-
-def best_combination(candidates: Sequence[Candidate], lines: Sequence[Line], cart: Cart,
-                     exhaustive_limit: int = EXHAUSTIVE_LIMIT, memo: Memo | None = None,
-                     ) -> tuple[list[Candidate], list[tuple[Score, Candidate]], bool]:
-    """The best valid combination of the candidates (their `order` set) without the exclusive ones, each exclusive
-    one alone with its score (the caller compares them with the combination it prices in full anyway), and
-    whether the search was exhaustive. Before points: points pay a share of what is left, so the combination that
-    leaves least is best with them too. `memo` keeps the steps priced, for the caller to reuse.
-
-    Groups with fixed savings are decided alone (the option saving most; ties to the earliest promotion); the
-    others are searched per component, exhaustively while a component has at most `exhaustive_limit`
-    combinations."""
-    for c in candidates:
-        c.weight = 1 << (len(candidates) - c.order)
-    always, contested, exclusive = options_of(candidates)
-    pool = [*always, *(c for options in contested for option in options for c in option)]
-    chosen: dict[int, Candidate] = {c.order: c for c in always}
-    searched: list[Sequence[Sequence[Candidate]]] = []
-    for options, savings in zip(contested, fixed_savings(pool, contested, lines), strict=True):
-        if savings is None:
-            searched.append(options)
-            continue
-        pick = min(range(len(options)), key=lambda o: (-savings[o], -sum(c.weight for c in options[o])))
-        chosen.update((c.order, c) for c in options[pick])
-    memo = {} if memo is None else memo
-    complete = True
-    for part_always, part_contested in components(always, searched):
-        combos = 1
-        for group in part_contested:
-            combos *= len(group)
-        if combos <= exhaustive_limit:
-            _, taken = exhaustive(part_always, part_contested, lines, cart, memo)
-        else:
-            complete = False
-            _, taken = greedy(part_always, [[list(o) for o in group] for group in part_contested], lines, cart,
-                              memo)
-        chosen.update((c.order, c) for c in taken)
-    return list(chosen.values()), [(score_of([c], lines, cart, memo), c) for c in exclusive], complete
+    c.top = top if c.budget_left is None else min(top, c.budget_left)
+    return c.top
