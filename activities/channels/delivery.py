@@ -80,11 +80,6 @@ class DeliveryService:
             first = await records.register_claimed(s, self.policy, steps, now)
         return await self._rounds([(st.contact_id, st.key) for st in steps], len(steps), now, first)
 
-    async def send_registered(self, steps: Sequence[Step], *, now: datetime | None = None) -> Progress:
-        """`send` for steps whose plans the caller registered in its own transaction (a journey's move registers
-        them with the state change): the same sending, without registering them again."""
-        return await self._rounds([(st.contact_id, st.key) for st in steps], len(steps), now or datetime.now(UTC))
-
     async def send_claimed(self, claimed: Claimed, steps: Sequence[Step], *, now: datetime | None = None) -> Progress:
         """`send` for steps the caller registered and claimed in its own transaction (`records.register_claimed`:
         a journey's move does, with the state change): their jobs go to the channels at once."""

@@ -108,13 +108,13 @@ async def test_killed_worker_on_the_delivery_service_path_loses_and_duplicates_n
     assert progress.done and not progress.cancelled
 
     # What the sweeper does once the killed worker's leases have run out (the same attempts, once more), for this
-    # campaign's plans only (`sweep` would take every test's due plans): the registered plans sent as they are due.
+    # campaign's plans only (an unscoped sweep would take every test's due plans).
     service = service_for(sessions, runtime.channels, runtime.settings)
     later = datetime.now(UTC) + DeliveryPolicy().lease + timedelta(minutes=1)
     async with sessions() as s:
         planned = [Step(r.contact_id, r.key, ["sms"], {}) for r in (await s.execute(text(
             "SELECT contact_id, key FROM deliveries WHERE run_id = :r"), {"r": run.id})).all()]
-    while (await service.send_registered(planned, now=later)).claimed:
+    while (await service.sweep(only=planned, limit=len(planned), now=later)).claimed:
         pass
 
     async with sessions() as s:
