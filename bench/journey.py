@@ -1,15 +1,19 @@
-"""`nudge bench journey`: contacts/s entering a journey and sends/s out of it, on a compressed clock.
+"""`nudge bench journey`: contacts/s entering a journey, sends/s out of it and events/s matched to contacts waiting
+for them, on a compressed clock.
 
 `n` contacts (created, not timed) enter a segment: `n` `segment_entered` events in outbox rows of 1000, as a
 segment refresh emits them (not timed). The journey: segment entered → wait 1 day → condition (CEL over the
-contact's traits; 3 in 4 pass) → send through a recording channel (`push`: accepts and counts, no network) →
-exit. Then, with the runtime's own store services and delivery service (what `run_journey`, the JourneyWorkflow's
-activity, runs per pass; the workflow's round trips are per pass, not per contact):
+contact's traits; 3 in 4 pass) → send through a recording channel (`push`: accepts and counts, no network) → wait up
+to a day for `order_paid` → exit. Then, with the runtime's own store services and delivery service (what
+`run_journey`, the JourneyWorkflow's activity, runs per pass; the workflow's round trips are per pass, not per
+contact):
 
 1. entry: the journey consumes the events from its outbox cursor and moves every contact into the 1-day wait —
    the figure, contacts/s; the limit is reading the same events from the outbox alone (a second cursor);
-2. a day later on the compressed clock: the due contacts are advanced through condition and send, and the sends
-   go through the delivery service (plans, attempts, screening) to the recording channel — sends/s.
+2. a day later on the compressed clock: the due contacts are advanced through condition and send (their sends
+   claimed with the moves), and the sends go through the delivery service to the recording channel — sends/s;
+3. an `order_paid` event for every contact (3 in 4 awaited; created, not timed): the journey joins them to the
+   contacts waiting for them and moves those on — events/s matched, beside the same events read alone.
 
 Everything the run wrote is removed.
 """
@@ -23,8 +27,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.channels.delivery import DeliveryService, Progress
 from activities.journeys import Sending
@@ -59,7 +65,9 @@ def _graph(segment: int) -> dict[str, Any]:
         {"id": "day", "type": "wait", "seconds": 86400, "next": "active"},
         {"id": "active", "type": "condition", "when": "contact.traits.n % 4 != 0", "yes": "push", "no": "done"},
         {"id": "push", "type": "send", "chain": ["push"], "content": {"push": {"text": "We miss you"}},
-         "next": "done"},
+         "next": "paid"},
+        {"id": "paid", "type": "wait_for_event", "event": "order_paid", "timeout_seconds": 86400, "next": "done",
+         "timeout_next": "done"},
         {"id": "done", "type": "exit"}]}
 
 
@@ -71,19 +79,24 @@ def _seed(url: str, tag: str, n: int, segment: int) -> list[int]:
             SELECT 'bench-j-' || %s || '-' || i, jsonb_build_object('n', i, 'push_token', 'tok-' || i)
             FROM generate_series(1, %s) i RETURNING id
         """, (tag, n)).fetchall()]
+    _events(url, tag, ids, "segment_entered", {"segment_id": segment})
+    return ids
+
+
+def _events(url: str, tag: str, ids: list[int], name: str, properties: dict[str, Any]) -> None:
+    """An event `name` for each contact, in outbox rows of 1000, as ingest or a segment refresh writes them."""
+    with psycopg.connect(plain_url(url), autocommit=True) as conn:
         conn.execute("""
             WITH e AS (
                 INSERT INTO events (contact_id, message_id, type, event, properties, context, timestamp)
-                SELECT c, 'bench-j-' || %s || '-' || c, 'track', 'segment_entered',
-                       jsonb_build_object('segment_id', %s::bigint), '{}', now()
+                SELECT c, 'bench-j-' || %s || '-' || %s || '-' || c, 'track', %s, %s::jsonb, '{}', now()
                 FROM unnest(%s::bigint[]) c RETURNING contact_id, id
             )
             INSERT INTO event_outbox (contact_ids, event_ids)
             SELECT array_agg(contact_id ORDER BY id), array_agg(id ORDER BY id)
             FROM (SELECT contact_id, id, (row_number() OVER (ORDER BY id) - 1) / 1000 AS part FROM e) x
             GROUP BY part ORDER BY part
-        """, (tag, segment, ids))
-    return ids
+        """, (tag, name, name, orjson.dumps(properties).decode(), ids))
 
 
 def _cleanup(url: str, tag: str, ids: list[int], journey_id: int | None, consumers: list[str]) -> None:
@@ -99,6 +112,20 @@ def _cleanup(url: str, tag: str, ids: list[int], journey_id: int | None, consume
         conn.execute("DELETE FROM event_outbox WHERE contact_ids && %s::bigint[]", (ids,))
         conn.execute("DELETE FROM events WHERE contact_id = ANY(%s)", (ids,))
         conn.execute("DELETE FROM contacts WHERE id = ANY(%s)", (ids,))
+
+
+async def _read_alone(sessions: async_sessionmaker[AsyncSession], reader: str, batch: int) -> float:
+    """Events/s reading the outbox from `reader`'s cursor to its end, handling nothing: the consumers' limit."""
+    started = time.perf_counter()
+    read = 0
+    while True:
+        async with transaction(sessions) as s:
+            events = await read_new_events(s, reader, limit=batch)
+            if not events:
+                break
+            read += len(events)
+            await advance_cursor(s, reader, events[-1].position)
+    return read / (time.perf_counter() - started)
 
 
 async def run(ctx: BenchContext, n: int, batch: int, send_batch: int) -> BenchResult:
@@ -125,16 +152,7 @@ async def run(ctx: BenchContext, n: int, batch: int, send_batch: int) -> BenchRe
             ids = await asyncio.to_thread(_seed, url, tag, n, segment)
 
         with ctx.status("Reading the events from the outbox alone (the limit)…"):
-            started = time.perf_counter()
-            read = 0
-            while True:
-                async with transaction(sessions) as s:
-                    events = await read_new_events(s, reader, limit=batch)
-                    if not events:
-                        break
-                    read += len(events)
-                    await advance_cursor(s, reader, events[-1].position)
-            read_rate = read / (time.perf_counter() - started)
+            read_rate = await _read_alone(sessions, reader, batch)
 
         now = datetime.now(UTC)
         entered = waiting = 0
@@ -170,6 +188,22 @@ async def run(ctx: BenchContext, n: int, batch: int, send_batch: int) -> BenchRe
             outcome = sending.progress
             send_elapsed = time.perf_counter() - started
         send_rate = channel.sent / send_elapsed if send_elapsed else 0.0
+
+        with ctx.status(f"Creating {n:,} order_paid events, {channel.sent:,} of them awaited (not timed)…"):
+            await asyncio.to_thread(_events, url, tag, ids, "order_paid", {"total": 100})
+        with ctx.status("Reading them from the outbox alone…"):
+            paid_read_rate = await _read_alone(sessions, reader, batch)
+        matched = resumed = 0
+        with ctx.status("Matching them to the contacts waiting for them…"):
+            started = time.perf_counter()
+            while True:
+                async with transaction(sessions) as s:
+                    consumed = await runtime.consume(s, journey_id, 1, later, limit=batch, policy=delivery.policy)
+                matched, resumed = matched + consumed.events, resumed + consumed.resumed
+                if not consumed.events:
+                    break
+            match_elapsed = time.perf_counter() - started
+        match_rate = matched / match_elapsed if match_elapsed else 0.0
     finally:
         await engine.dispose()
         with ctx.status("Cleaning up…"):
@@ -184,5 +218,8 @@ async def run(ctx: BenchContext, n: int, batch: int, send_batch: int) -> BenchRe
               ("claimed / failed / suppressed",
                f"{outcome.claimed:,} / {outcome.failed:,} / {outcome.suppressed:,}"),
               ("advanced after the wait", f"{advanced:,}"),
-              ("send phase seconds", f"{send_elapsed:.2f}"), ("entry target", "≥ 5,000 contacts/s")],
+              ("send phase seconds", f"{send_elapsed:.2f}"), ("entry target", "≥ 5,000 contacts/s"),
+              ("wait-for-event: order_paid events/s matched", f"{match_rate:,.0f}"),
+              ("… the same events read alone", f"{paid_read_rate:,.0f}/s"),
+              ("contacts resumed by their event", f"{resumed:,}")],
     )
