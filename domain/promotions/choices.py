@@ -14,6 +14,7 @@ from domain.promotions.search import (
     Candidate,
     Memo,
     Score,
+    by_order,
     ceiling,
     exhaustive,
     footprint,
@@ -49,6 +50,7 @@ def options_of(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[l
                                                                                              else []))
     return always, contested, exclusive
 
+
 def fixed_savings(pool: Sequence[Candidate], contested: Sequence[Sequence[Sequence[Candidate]]],
                   lines: Sequence[Line]) -> list[list[int] | None]:
     """Per contested group, what each option saves if that does not depend on anything else taken, else None.
@@ -60,7 +62,10 @@ def fixed_savings(pool: Sequence[Candidate], contested: Sequence[Sequence[Sequen
                 if all(c.promotion.kind in FIXED for option in options for c in option)]
     if not possible:  # a member wanting what depends on the amounts: never fixed
         return out
-    prints = [(o, o.order, footprint(o)) for o in pool]
+    ranked = sorted(pool, key=by_order)
+    orders = [o.order for o in ranked]
+    prints = [footprint(o) for o in ranked]
+    place = {order: k for k, order in enumerate(orders)}
     list_amounts = [line.amount for line in lines]
     for g in possible:
         options = contested[g]
@@ -74,16 +79,16 @@ def fixed_savings(pool: Sequence[Candidate], contested: Sequence[Sequence[Sequen
                 if c.budget_left is not None:
                     want = min(want, c.budget_left)
                 lines_of = footprint(c)
+                at = place[c.order]
+                if any(prints[j] & lines_of and (orders[j] in mine or orders[j] not in rivals)
+                       for j in range(at + 1, len(ranked))):
+                    savings = None  # read after it by a promotion taken with it
+                    break
                 room = c.list_base - want  # what the promotions before it may take at most
-                for o, order, bits in prints:
-                    if o is c or not bits & lines_of:
-                        continue
-                    if order > c.order:
-                        if order in mine or order not in rivals:
-                            room = -1  # read after it by a promotion taken with it
-                            break
-                    else:
-                        room -= ceiling(o, lines, list_amounts)
+                for j in range(at):
+                    if prints[j] & lines_of:
+                        o = ranked[j]
+                        room -= o.top if o.top >= 0 else ceiling(o, lines, list_amounts)
                         if room < 0:
                             break
                 if room < 0:

@@ -142,7 +142,7 @@ def score_of(chosen: Sequence[Candidate], lines: Sequence[Line], cart: Cart, mem
     shipping = cart.shipping
     benefit = 0
     weight = 0
-    for c in sorted(chosen, key=_by_order):
+    for c in sorted(chosen, key=by_order):
         weight += c.weight
         kind = c.promotion.kind
         if kind is Kind.GIFT:  # nothing off (`step` gives zeros)
@@ -157,7 +157,7 @@ def score_of(chosen: Sequence[Candidate], lines: Sequence[Line], cart: Cart, mem
     return sum(amounts) + shipping, -benefit, -weight
 
 
-def _by_order(c: Candidate) -> int:
+def by_order(c: Candidate) -> int:
     return c.order
 
 
@@ -203,18 +203,18 @@ SUMMED = (Kind.AMOUNT_OFF, Kind.TIERED, Kind.PERCENT_OFF)
 FIXED = (Kind.AMOUNT_OFF, Kind.TIERED)  # what they want does not depend on the amounts before them
 
 
-def last_readers(everyone: Sequence[Candidate], group_of: dict[int, int],
-                  members: Sequence[Sequence[frozenset[int]]]) -> list[bool]:
+def last_readers(everyone: Sequence[Candidate], group_of: dict[int, int], option_of: dict[int, int]) -> list[bool]:
     """Per position of the walk: a promotion whose discount is a plain sum (amount, tiered, percent off) and whose
-    lines no later promotion that can be taken with it reads — the search needs its sum, not its allocation."""
+    lines no later promotion that can be taken with it (not another option of its group) reads — the search needs
+    its sum, not its allocation."""
     prints = [footprint(c) for c in everyone]
     out = []
     for k, c in enumerate(everyone):
         g = group_of.get(c.order)
+        o = option_of.get(c.order)
         alone = c.promotion.kind in SUMMED and not any(
             prints[k] & prints[j] and not (
-                g is not None and group_of.get(everyone[j].order) == g
-                and not any(c.order in m and everyone[j].order in m for m in members[g]))
+                g is not None and group_of.get(everyone[j].order) == g and option_of[everyone[j].order] != o)
             for j in range(k + 1, len(everyone)))
         out.append(alone)
     return out
@@ -237,10 +237,10 @@ def exhaustive(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
     could take (`ceiling`), is already above the best total found (only strictly: every combination has its own
     score, the lowest wins, so leaving out what cannot be lowest never changes the winner)."""
     group_of = {c.order: g for g, options in enumerate(contested) for option in options for c in option}
+    option_of = {c.order: o for options in contested for o, option in enumerate(options) for c in option}
     everyone = late_choices(sorted([*always, *(c for options in contested for option in options for c in option)],
-                                   key=_by_order), group_of)
-    members = [[frozenset(c.order for c in option) for option in options] for options in contested]
-    last = last_readers(everyone, group_of, members)
+                                   key=by_order), group_of)
+    last = last_readers(everyone, group_of, option_of)
     size = len(everyone)
     groups = [group_of.get(c.order, -1) for c in everyone]
     list_amounts = [line.amount for line in lines]
@@ -248,14 +248,18 @@ def exhaustive(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
     tops = [ceiling(c, lines, list_amounts) for c in everyone]
     fees = [(cart.shipping if c.budget_left is None else min(cart.shipping, c.budget_left))
             if c.promotion.kind is Kind.FREE_SHIPPING else 0 for c in everyone]
-    # per group and option: the positions of the group's other members (left out when it is taken), and the most
-    # its members can take; per group, the most any option can
-    drop = [[sum(1 << k for k in range(size) if groups[k] == g and everyone[k].order not in m) for m in options]
-            for g, options in enumerate(members)]
-    option_tops = [[sum(tops[k] for k in range(size) if groups[k] == g and everyone[k].order in m) for m in options]
-                   for g, options in enumerate(members)]
-    option_fees = [[sum(fees[k] for k in range(size) if groups[k] == g and everyone[k].order in m) for m in options]
-                   for g, options in enumerate(members)]
+    # per group and option: the most its members can take, and the positions of the group's other members (left out
+    # when it is taken); per group, the most any option can take
+    option_tops = [[0] * len(options) for options in contested]
+    option_fees = [[0] * len(options) for options in contested]
+    held = [[0] * len(options) for options in contested]
+    for k, (c, g) in enumerate(zip(everyone, groups, strict=True)):
+        if g >= 0:
+            o = option_of[c.order]
+            option_tops[g][o] += tops[k]
+            option_fees[g][o] += fees[k]
+            held[g][o] |= 1 << k
+    drop = [[sum(bits) & ~mine for mine in bits] for bits in held]
     most_tops = [max(t) for t in option_tops]
     most_fees = [max(f) for f in option_fees]
     # the most promising option first: a good total found early leaves more out
