@@ -17,6 +17,7 @@ from domain.promotions.search import (
     by_order,
     ceiling,
     exhaustive,
+    fee_ceiling,
     footprint,
     greedy,
     score_of,
@@ -108,14 +109,18 @@ def components(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
     part): the best combination of each part does not depend on the others. Parts with no choice are left out."""
     items: list[int] = [footprint(c) for c in always]
     items += [_union(footprint(c) for option in options for c in option) for options in contested]
-    merged: list[tuple[int, list[int]]] = []  # (footprint, items) of the parts so far; a new item joins every part
-    for k, bits in enumerate(items):           # it overlaps (the parts of a graph: unique, whatever the order)
-        joined, together = bits, [k]
+    alike: dict[int, list[int]] = {}  # items with the same footprint are in the same part; one touching nothing
+    for k, bits in enumerate(items):   # is alone (~k: a key no footprint has)
+        alike.setdefault(bits or ~k, []).append(k)
+    merged: list[tuple[int, list[int]]] = []  # (footprint, items) of the parts so far; new items join every part
+    for key, same in alike.items():            # they overlap (the parts of a graph: unique, whatever the order)
+        bits = max(key, 0)
+        joined, together = bits, same
         apart = []
         for part_bits, part in merged:
             if part_bits & bits:
                 joined |= part_bits
-                together += part
+                together = together + part
             else:
                 apart.append((part_bits, part))
         apart.append((joined, together))
@@ -138,9 +143,9 @@ def _union(prints: Iterable[int]) -> int:
 
 def best_combination(candidates: Sequence[Candidate], lines: Sequence[Line], cart: Cart,
                      exhaustive_limit: int = EXHAUSTIVE_LIMIT, memo: Memo | None = None,
-                     ) -> tuple[list[Candidate], list[tuple[Score, Candidate]], bool]:
-    """The best valid combination of the candidates (their `order` set) without the exclusive ones, each exclusive
-    one alone with its score (the caller compares them with the combination it prices in full anyway), and
+                     ) -> tuple[list[Candidate], list[Candidate], bool]:
+    """The best valid combination of the candidates (their `order` set) without the exclusive ones, the exclusive
+    ones (the caller compares them with the combination it prices in full anyway: `best_alone`), and
     whether the search was exhaustive. Before points: points pay a share of what is left, so the combination that
     leaves least is best with them too. `memo` keeps the steps priced, for the caller to reuse.
 
@@ -172,4 +177,20 @@ def best_combination(candidates: Sequence[Candidate], lines: Sequence[Line], car
             _, taken = greedy(part_always, [[list(o) for o in group] for group in part_contested], lines, cart,
                               memo)
         chosen.update((c.order, c) for c in taken)
-    return list(chosen.values()), [(score_of([c], lines, cart, memo), c) for c in exclusive], complete
+    return list(chosen.values()), exclusive, complete
+
+
+def best_alone(exclusive: Sequence[Candidate], score: Score, lines: Sequence[Line], cart: Cart,
+               memo: Memo) -> Candidate | None:
+    """The exclusive promotion whose score alone is the lowest, if that is below `score`. One whose list total less
+    the most it could take is already above the best total so far cannot be: it is not priced."""
+    winner = None
+    list_amounts = [line.amount for line in lines]
+    list_total = sum(list_amounts) + cart.shipping
+    for c in exclusive:
+        if list_total - ceiling(c, lines, list_amounts) - fee_ceiling(c, cart.shipping) > score[0]:
+            continue
+        alone = score_of([c], lines, cart, memo)
+        if alone < score:
+            score, winner = alone, c
+    return winner

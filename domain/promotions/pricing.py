@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 from domain.promotions.allocation import allocate
-from domain.promotions.choices import best_combination
+from domain.promotions.choices import best_alone, best_combination
 from domain.promotions.index import RuleIndex
 from domain.promotions.model import (
     Cart,
@@ -345,14 +345,11 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
     for place, c in enumerate(sorted(candidates, key=_by_order)):
         c.order = place
     memo: Memo = {}
-    combined, alone, exhaustive = best_combination(candidates, lines, cart, exhaustive_limit, memo)
+    combined, exclusive, exhaustive = best_combination(candidates, lines, cart, exhaustive_limit, memo)
     listed = order  # canonical line i is the cart's line order[i]
     outcome = _evaluate(combined, points_candidates, lines, cart, points, listed, memo, rules)
     score = (outcome.before_points, -outcome.benefit, -sum(c.weight for c in combined))
-    winner = None
-    for alone_score, c in alone:  # an exclusive promotion alone against the best combination
-        if alone_score < score:
-            score, winner = alone_score, c
+    winner = best_alone(exclusive, score, lines, cart, memo)  # an exclusive promotion alone against it
     if winner is not None:
         outcome = _evaluate([winner], points_candidates, lines, cart, points, listed, memo, rules)
     applied_ids = {a.promotion_id for a in outcome.applied}

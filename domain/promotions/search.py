@@ -181,20 +181,22 @@ def late_choices(ordered: list[Candidate], group_of: dict[int, int]) -> list[Can
     """`ordered` (the order of application) rearranged so that promotions outside any choice come as early as they
     may: one only moves ahead of promotions whose footprint it does not share."""
     prints = [footprint(c) for c in ordered]
-    placed = [False] * len(ordered)
+    before = []  # per position, the earlier ones that share its footprint (they stay before it), as bits
+    for k, bits in enumerate(prints):
+        shared = 0
+        if bits:
+            for j in range(k):
+                if prints[j] & bits:
+                    shared |= 1 << j
+        before.append(shared)
+    grouped = sum(1 << k for k, c in enumerate(ordered) if c.order in group_of)
+    left = (1 << len(ordered)) - 1  # not placed yet
     out: list[Candidate] = []
-    while len(out) < len(ordered):
-        ready = []
-        blocked = 0  # footprints of promotions not placed yet, earlier in the order of application
-        for k in range(len(ordered)):
-            if placed[k]:
-                continue
-            if not prints[k] & blocked:
-                ready.append(k)
-            blocked |= prints[k]
-        free = [k for k in ready if ordered[k].order not in group_of]
+    while left:
+        ready = [k for k in range(len(ordered)) if left >> k & 1 and not before[k] & left]
+        free = [k for k in ready if not grouped >> k & 1]
         for k in free or ready[:1]:
-            placed[k] = True
+            left ^= 1 << k
             out.append(ordered[k])
     return out
 
@@ -246,8 +248,7 @@ def exhaustive(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
     list_amounts = [line.amount for line in lines]
     # per position, the most it can take off the lines and off the shipping fee
     tops = [ceiling(c, lines, list_amounts) for c in everyone]
-    fees = [(cart.shipping if c.budget_left is None else min(cart.shipping, c.budget_left))
-            if c.promotion.kind is Kind.FREE_SHIPPING else 0 for c in everyone]
+    fees = [fee_ceiling(c, cart.shipping) for c in everyone]
     # per group and option: the most its members can take, and the positions of the group's other members (left out
     # when it is taken); per group, the most any option can take
     option_tops = [[0] * len(options) for options in contested]
@@ -372,3 +373,11 @@ def ceiling(c: Candidate, lines: Sequence[Line], list_amounts: list[int] | None 
     top = min(top, c.list_base)
     c.top = top if c.budget_left is None else min(top, c.budget_left)
     return c.top
+
+
+def fee_ceiling(c: Candidate, shipping: int) -> int:
+    """The most a promotion can take off the shipping fee `shipping`: all of it (at most the budget) for free
+    shipping, nothing for any other."""
+    if c.promotion.kind is not Kind.FREE_SHIPPING:
+        return 0
+    return shipping if c.budget_left is None else min(shipping, c.budget_left)
