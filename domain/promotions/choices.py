@@ -68,6 +68,8 @@ def fixed_savings(pool: Sequence[Candidate], contested: Sequence[Sequence[Sequen
     prints = [footprint(o) for o in ranked]
     place = {order: k for k, order in enumerate(orders)}
     list_amounts = [line.amount for line in lines]
+    # per footprint, the ceilings of the promotions sharing it summed so far: (up to which place, their sum)
+    summed: dict[int, tuple[int, int]] = {}
     for g in possible:
         options = contested[g]
         savings: list[int] | None = []
@@ -86,13 +88,16 @@ def fixed_savings(pool: Sequence[Candidate], contested: Sequence[Sequence[Sequen
                     savings = None  # read after it by a promotion taken with it
                     break
                 room = c.list_base - want  # what the promotions before it may take at most
-                for j in range(at):
-                    if prints[j] & lines_of:
-                        o = ranked[j]
-                        room -= o.top if o.top >= 0 else ceiling(o, lines, list_amounts)
-                        if room < 0:
-                            break
-                if room < 0:
+                upto, taken = summed.get(lines_of, (0, 0))
+                if upto > at:  # summed past it for another promotion on the same lines: again from the start
+                    upto, taken = 0, 0
+                while upto < at and taken <= room:
+                    if prints[upto] & lines_of:
+                        o = ranked[upto]
+                        taken += o.top if o.top >= 0 else ceiling(o, lines, list_amounts)
+                    upto += 1
+                summed[lines_of] = (upto, taken)
+                if taken > room:
                     savings = None
                     break
                 total += want

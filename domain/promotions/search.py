@@ -366,8 +366,10 @@ def ceiling(c: Candidate, lines: Sequence[Line], list_amounts: list[int] | None 
     elif kind is Kind.FIXED_PRICE:
         top = sum(discount(c, lines, list_amounts or [line.amount for line in lines]))
     elif kind is Kind.BUY_N_GET_M:
-        top = sum([min(lines[i].amount, f * (lines[i].unit_price + 1)) for i, f in zip(c.idx, c.free_units,
-                                                                                       strict=True)])
+        top = 0
+        for i, f in zip(c.idx, c.free_units, strict=True):
+            line = lines[i]
+            top += min(line.unit_price * line.quantity, f * (line.unit_price + 1))
     else:
         top = 0
     top = min(top, c.list_base)
