@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from domain.promotions.model import Cart, Exclusivity, Line
+from domain.promotions.model import Cart, Line
 from domain.promotions.search import (
+    EXCLUSIVE,
     EXHAUSTIVE_LIMIT,
     FIXED,
+    GROUP,
+    STACKABLE,
     Candidate,
     Memo,
     Score,
@@ -28,12 +31,12 @@ from domain.promotions.search import (
 def options_of(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[list[list[Candidate]]],
                                                          list[Candidate]]:
     """(always included, per contested group its alternative option sets, exclusive ones)."""
-    exclusive = [c for c in candidates if c.promotion.exclusivity is Exclusivity.EXCLUSIVE]
+    exclusive = [c for c in candidates if c.promotion.exclusivity is EXCLUSIVE]
     groups: dict[str, list[Candidate]] = {}
     always: list[Candidate] = []
     for c in candidates:
         p = c.promotion
-        if p.exclusivity is Exclusivity.EXCLUSIVE:
+        if p.exclusivity is EXCLUSIVE:
             continue
         if p.stacking_group is None:
             always.append(c)
@@ -42,8 +45,8 @@ def options_of(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[l
     contested: list[list[list[Candidate]]] = []
     for name in sorted(groups, key=lambda g: min(c.promotion.rank() for c in groups[g])):
         members = groups[name]
-        solo = [c for c in members if c.promotion.exclusivity is Exclusivity.GROUP]
-        stackable = [c for c in members if c.promotion.exclusivity is Exclusivity.STACKABLE]
+        solo = [c for c in members if c.promotion.exclusivity is GROUP]
+        stackable = [c for c in members if c.promotion.exclusivity is STACKABLE]
         if not solo:
             always += stackable
             continue

@@ -32,8 +32,6 @@ from domain.promotions.index import RuleIndex
 from domain.promotions.model import (
     Cart,
     Contact,
-    Exclusivity,
-    Kind,
     Line,
     OfferedCoupon,
     Points,
@@ -41,7 +39,21 @@ from domain.promotions.model import (
     Usage,
 )
 from domain.promotions.quotes import Applied, Gift, LineQuote, NotApplied, Quote, Reason
-from domain.promotions.search import EXHAUSTIVE_LIMIT, Candidate, Memo, free_units, memo_step, step
+from domain.promotions.search import (
+    BUY_N_GET_M,
+    EXCLUSIVE,
+    EXHAUSTIVE_LIMIT,
+    FREE_SHIPPING,
+    GIFT,
+    GROUP,
+    POINTS,
+    TIERED,
+    Candidate,
+    Memo,
+    free_units,
+    memo_step,
+    step,
+)
 from domain.rules import evaluate
 
 __all__ = ["ANONYMOUS", "NO_POINTS", "Applied", "Gift", "LineQuote", "NotApplied", "Quote", "Reason", "quote",
@@ -187,23 +199,23 @@ def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: t
     if usage.stock_left is not None and usage.stock_left <= 0:
         return Reason.OUT_OF_STOCK, "no stock left"
     kind = promotion.kind
-    if kind is Kind.POINTS:
+    if kind is POINTS:
         if points.balance < points.requested:
             return Reason.INSUFFICIENT_POINTS, f"{points.requested} points requested, {points.balance} available"
     elif not idx:
         return Reason.NOT_IN_SCOPE, "no cart line is in its scope"
     if promotion.condition and not conditions.hold(promotion.condition):
         return Reason.CONDITION_FALSE, "its condition is false for this cart and customer"
-    if kind is Kind.TIERED:
+    if kind is TIERED:
         lowest = promotion.tiers[0].threshold
         if list_base < lowest:
             return Reason.THRESHOLD_NOT_MET, f"the lowest tier needs {lowest}, the eligible items come to {list_base}"
-    elif kind is Kind.BUY_N_GET_M:
+    elif kind is BUY_N_GET_M:
         need = promotion.buy + promotion.get
         have = sum([lines[i].quantity for i in idx])
         if have < need:
             return Reason.THRESHOLD_NOT_MET, f"needs {need} eligible units, the cart has {have}"
-    elif kind is not Kind.POINTS and list_base < promotion.threshold:
+    elif kind is not POINTS and list_base < promotion.threshold:
         return Reason.THRESHOLD_NOT_MET, f"needs {promotion.threshold}, the eligible items come to {list_base}"
     return None
 
@@ -227,13 +239,13 @@ def _evaluate(chosen: Sequence[Candidate], points_candidates: Sequence[Candidate
         p = c.promotion
         kind = p.kind
         gift = None
-        if kind is Kind.GIFT:  # takes nothing off (its threshold is met at list price)
+        if kind is GIFT:  # takes nothing off (its threshold is met at list price)
             gift = Gift(p.gift_sku, p.gift_value)
             outcome.benefit += p.gift_value
             outcome.applied.append(Applied(p.id, p.name, kinds[c.position], stages[c.position], 0, nothing, 0, gift,
                                            c.coupon_code))
             continue
-        if kind is Kind.FREE_SHIPPING:  # takes the fee left, at most its budget, and nothing off the lines
+        if kind is FREE_SHIPPING:  # takes the fee left, at most its budget, and nothing off the lines
             ship = shipping if c.budget_left is None else min(shipping, c.budget_left)
             if ship == 0:
                 outcome.zero.append(c)
@@ -319,11 +331,11 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
                 continue  # a coupon promotion nobody offered a coupon for is not a candidate
             used_templates.add(p.coupon_template_id)
         kind = p.kind
-        if kind is Kind.POINTS and points.requested <= 0:
+        if kind is POINTS and points.requested <= 0:
             continue
         covered = scoped.get(position)
         facts = usage.get(p.id, NO_USAGE)
-        if covered is None and kind is not Kind.POINTS and code is None and not gated[position] and (
+        if covered is None and kind is not POINTS and code is None and not gated[position] and (
                 facts.stock_left is None or facts.stock_left > 0):
             notes[position] = not_in_scope[position]  # what _eligibility says, worked out once per rule set
             continue
@@ -335,8 +347,8 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
             continue
         budget_left = None if p.budget is None else p.budget - facts.budget_spent
         candidate = Candidate(p, idx, list_base, code, budget_left, application[position],
-                              free_units(p, lines, idx) if kind is Kind.BUY_N_GET_M else (), position=position)
-        (points_candidates if kind is Kind.POINTS else candidates).append(candidate)
+                              free_units(p, lines, idx) if kind is BUY_N_GET_M else (), position=position)
+        (points_candidates if kind is POINTS else candidates).append(candidate)
     for template, code in coupon_for_template.items():
         if template not in used_templates:
             coupon_notes.append(NotApplied(None, Reason.COUPON_INVALID, "no active promotion uses this coupon", code))
@@ -379,7 +391,7 @@ def _explain_losers(candidates: Sequence[Candidate], points_candidates: Sequence
     winners = tuple(sorted(applied_ids))
     by_id = {c.promotion.id: c.promotion for c in candidates}
     rivals = [by_id[a] for a in winners if a in by_id]
-    exclusive_winners = tuple(w.id for w in rivals if w.exclusivity is Exclusivity.EXCLUSIVE)
+    exclusive_winners = tuple(w.id for w in rivals if w.exclusivity is EXCLUSIVE)
     every_winner = tuple(w.id for w in rivals)
     in_group: dict[str, list[Promotion]] = {}
     for w in rivals:
@@ -390,10 +402,10 @@ def _explain_losers(candidates: Sequence[Candidate], points_candidates: Sequence
         p = c.promotion
         if p.id in applied_ids or p.id in zero_ids:
             continue
-        if p.kind is Kind.POINTS:
+        if p.kind is POINTS:
             detail, by = "another points-as-cash promotion pays more", winners
         else:
-            if p.exclusivity is Exclusivity.EXCLUSIVE:
+            if p.exclusivity is EXCLUSIVE:
                 by = every_winner
             elif p.stacking_group is None:
                 by = exclusive_winners
@@ -411,9 +423,9 @@ def _explain_losers(candidates: Sequence[Candidate], points_candidates: Sequence
 
 
 def _conflicts(a: Promotion, b: Promotion | None) -> bool:
-    if b is None or b.kind is Kind.POINTS:
+    if b is None or b.kind is POINTS:
         return False
-    if Exclusivity.EXCLUSIVE in (a.exclusivity, b.exclusivity):
+    if EXCLUSIVE in (a.exclusivity, b.exclusivity):
         return True
     return (a.stacking_group is not None and a.stacking_group == b.stacking_group
-            and Exclusivity.GROUP in (a.exclusivity, b.exclusivity))
+            and GROUP in (a.exclusivity, b.exclusivity))
