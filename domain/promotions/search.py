@@ -198,14 +198,16 @@ def late_choices(ordered: list[Candidate], group_of: dict[int, int]) -> list[Can
                     shared |= 1 << j
         before.append(shared)
     grouped = sum(1 << k for k, c in enumerate(ordered) if c.order in group_of)
-    left = (1 << len(ordered)) - 1  # not placed yet
+    left = (1 << len(ordered)) - 1  # not placed yet, as bits
+    pending = list(range(len(ordered)))  # and as positions
     out: list[Candidate] = []
-    while left:
-        ready = [k for k in range(len(ordered)) if left >> k & 1 and not before[k] & left]
+    while pending:
+        ready = [k for k in pending if not before[k] & left]
         free = [k for k in ready if not grouped >> k & 1]
         for k in free or ready[:1]:
             left ^= 1 << k
             out.append(ordered[k])
+        pending = [k for k in pending if left >> k & 1]
     return out
 
 

@@ -6,7 +6,8 @@ quiet period, a retry), asks domain/channels/fallback.py what each needs, screen
 preferences, quiet hours, frequency cap) and records each send as a `queued` attempt before anything reaches a
 provider, leasing the plan for `policy.lease`. The caller sends, then `record_results`. A worker that dies
 in between leaves a queued attempt whose lease runs out: the sweeper sends that same attempt again, under the same
-idempotency key — the one message a crash can repeat.
+idempotency key — the one message a crash can repeat. `register_claimed` registers and claims new steps, one write per
+plan (inserted already leased), in the caller's transaction: `DeliveryService.send`'s and a journey's move.
 """
 
 from __future__ import annotations

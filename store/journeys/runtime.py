@@ -64,6 +64,7 @@ class State:
     event: dict[str, Any]
     entered_at: datetime
     changed: bool = False
+    new: bool = False  # entered in this move: no row yet
 
 
 @dataclass
@@ -188,7 +189,7 @@ async def consume(session: AsyncSession, journey_id: int, version: int, now: dat
             if may_enter(latest, previous[1] if previous else None, now):
                 entry = (previous[0] if previous else 0) + 1
                 s = State(e.contact_id, entry, version, latest.trigger.id, "ready", now, None,
-                          {"event": e.event, "properties": e.properties}, now, changed=True)
+                          {"event": e.event, "properties": e.properties}, now, changed=True, new=True)
                 last[e.contact_id] = (entry, now)
                 live.setdefault(e.contact_id, []).append(s)
                 pending.visit(s, s.node, "entered")
@@ -255,12 +256,14 @@ async def _goal_names(session: AsyncSession, journey_id: int) -> list[str]:
 
 
 async def save_states(session: AsyncSession, journey_id: int, states: Sequence[State], now: datetime) -> None:
+    """Write the moved states: new ones whole, the others' node, status, wake-up and awaited event (their entry's
+    event and time never change, so they are not sent again)."""
     if not states:
         return
     await session.execute(text("""
         INSERT INTO journey_states AS s (contact_id, journey_id, entry, version, node, status, wake_at, waiting_event,
                                          event, entered_at, updated_at)
-        SELECT c, :j, e, v, n, st, w, we, CAST(ev AS jsonb), ea, :now
+        SELECT c, :j, e, v, n, st, w, we, coalesce(CAST(ev AS jsonb), '{}'), coalesce(ea, :now), :now
         FROM unnest(CAST(:c AS bigint[]), CAST(:e AS int[]), CAST(:v AS int[]), CAST(:n AS text[]),
                     CAST(:st AS text[]), CAST(:w AS timestamptz[]), CAST(:we AS text[]), CAST(:ev AS text[]),
                     CAST(:ea AS timestamptz[])) AS u(c, e, v, n, st, w, we, ev, ea)
@@ -271,7 +274,8 @@ async def save_states(session: AsyncSession, journey_id: int, states: Sequence[S
            "v": ints(s.version for s in states), "n": texts(s.node for s in states),
            "st": texts(s.status for s in states), "w": times(s.wake_at for s in states),
            "we": texts(s.waiting_event for s in states),
-           "ev": texts(orjson.dumps(s.event).decode() for s in states), "ea": times(s.entered_at for s in states)})
+           "ev": texts(orjson.dumps(s.event).decode() if s.new else None for s in states),
+           "ea": times(s.entered_at if s.new else None for s in states)})
 
 
 async def record_visits(session: AsyncSession, journey_id: int, visits: Sequence[tuple[int, int, int, str, str]],
