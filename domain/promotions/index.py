@@ -51,7 +51,7 @@ class RuleIndex:
         for place, position in enumerate(ordered):
             application[position] = place
         self.application = tuple(application)
-        # Whether a promotion has a check that comes before its scope's (pricing.py: _eligibility); without one, a
+        # Whether a promotion has a check that comes before its scope's (pricing.py: _gate); without one, a
         # promotion no line reaches is not in scope whatever the cart, and says so with the same value every time.
         self.gated = tuple(bool(p.channels or p.starts_at or p.ends_at or p.per_user_limit is not None
                                 or p.budget is not None) for p in self.promotions)

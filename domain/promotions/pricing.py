@@ -183,8 +183,8 @@ def _coupon_problem(coupon: OfferedCoupon, cart: Cart, contact: Contact) -> tupl
     return None
 
 
-def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: tuple[int, ...], list_base: int,
-                 usage: Usage, conditions: _Conditions, points: Points) -> tuple[Reason, str] | None:
+def _gate(promotion: Promotion, cart: Cart, usage: Usage) -> tuple[Reason, str] | None:
+    """The checks that come before the scope's, for a promotion that has any (`RuleIndex.gated`)."""
     now = cart.now
     if promotion.channels and cart.channel not in promotion.channels:
         return Reason.WRONG_CHANNEL, f"only on channel(s) {', '.join(sorted(promotion.channels))}"
@@ -196,6 +196,12 @@ def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: t
         return Reason.LIMIT_REACHED, f"limited to {promotion.per_user_limit} order(s) per customer"
     if promotion.budget is not None and usage.budget_spent >= promotion.budget:
         return Reason.BUDGET_EXHAUSTED, "its budget is spent"
+    return None
+
+
+def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: tuple[int, ...], list_base: int,
+                 usage: Usage, conditions: _Conditions, points: Points) -> tuple[Reason, str] | None:
+    """The checks after `_gate`'s, in order."""
     if usage.stock_left is not None and usage.stock_left <= 0:
         return Reason.OUT_OF_STOCK, "no stock left"
     kind = promotion.kind
@@ -341,7 +347,9 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
             continue
         idx = () if covered is None else tuple(covered)
         list_base = sum([amounts[i] for i in idx])
-        problem = _eligibility(p, cart, lines, idx, list_base, facts, conditions, points)
+        problem = _gate(p, cart, facts) if gated[position] else None
+        if problem is None:
+            problem = _eligibility(p, cart, lines, idx, list_base, facts, conditions, points)
         if problem is not None:
             notes[position] = NotApplied(p.id, problem[0], problem[1], code)
             continue

@@ -51,17 +51,16 @@ def free_units(p: Promotion, lines: Sequence[Line], idx: Sequence[int]) -> tuple
     if p.max_applications is not None:
         groups = min(groups, p.max_applications)
     end = groups * size
-
-    def freed_before(n: int) -> int:  # free positions among the first n units (dearest first)
-        n = min(n, end)
-        return n // size * p.get + max(0, n % size - p.buy)
-
+    buy, get = p.buy, p.get
     free = [0] * len(idx)
-    position = 0
-    for k in sorted(range(len(idx)), key=lambda k: (-lines[idx[k]].unit_price, k)):
-        quantity = lines[idx[k]].quantity
-        free[k] = freed_before(position + quantity) - freed_before(position)
-        position += quantity
+    position = freed = 0  # units placed so far (dearest first), and the free ones among them
+    for k in sorted(range(len(idx)), key=lambda k: -lines[idx[k]].unit_price):  # stable: ties keep their order
+        position = min(position + lines[idx[k]].quantity, end)
+        now = position // size * get + max(0, position % size - buy)  # free among the first `position` units
+        free[k] = now - freed
+        freed = now
+        if position == end:
+            break
     return tuple(free)
 
 
