@@ -54,8 +54,8 @@ def demo_events(people: list[dict[str, object]], now: datetime, seed: int = 11) 
 
 
 async def _events_segment_points(api: httpx.AsyncClient, base: str, ingest: str, ids: list[int],
-                                 console: Console) -> None:
-    """Segment-format events, a rule segment over them, and check-in points on a ledger program."""
+                                 console: Console) -> int:
+    """Segment-format events, a rule segment over them, and check-in points on a ledger program (its id)."""
     people = demo_contacts()
     events = demo_events(people, datetime.now(UTC))
     async with httpx.AsyncClient(base_url=base, auth=(ingest, ""), timeout=30) as segment:
@@ -93,24 +93,22 @@ async def _events_segment_points(api: httpx.AsyncClient, base: str, ingest: str,
             r.raise_for_status()
             credited += 10
     # A balance imported from an older loyalty system, earned 12 months ago (so it expires at the end of this
-    # month: the points dashboard shows it as expiring), and a few coupon redemptions.
+    # month: the points dashboard shows it as expiring). Coins buy coupons later (`_coupon_promotion`).
     year_ago = f"{today.year - 1}-{today.month:02d}"
     for contact in ids[:4]:
         (await api.post("/v1/ledger/postings", json={
             "program_id": program["id"], "kind": "credit", "contact_id": contact, "amount": 25,
             "earned_month": year_ago, "reference": f"import:legacy:{contact}", "memo": "Imported balance"})
          ).raise_for_status()
-    for contact in ids[:3]:
-        (await api.post("/v1/ledger/postings", json={
-            "program_id": program["id"], "kind": "debit", "contact_id": contact, "amount": 15,
-            "reference": f"redeem:demo-order-{contact}", "memo": "Coupon: 15 coins off"})).raise_for_status()
     console.print(f"[green]✓[/] Points program #{program['id']} 'Coins': {credited} coins for daily check-ins, "
-                  f"100 imported (expiring this month), 45 redeemed")
+                  f"100 imported (expiring this month)")
+    return int(program["id"])
 
 
-async def _coupon_promotion(api: httpx.AsyncClient, ids: list[int], console: Console) -> None:
-    """A ¥20-off-over-¥100 coupon issued to the first contacts, a storewide 满减 beside it, and one order that
-    uses a coupon (confirmed): the promotions dashboard has usage, cost and a redeem rate to show."""
+async def _coupon_promotion(api: httpx.AsyncClient, ids: list[int], program_id: int, console: Console) -> None:
+    """A ¥20-off-over-¥100 coupon issued to the first contacts, a storewide 满减 beside it, one order that uses a
+    coupon (confirmed), and ¥10 coupons bought with coins through the redemption saga: the promotions dashboard has
+    usage, cost and a redeem rate to show, the points dashboard its redemptions."""
     template = await api.post("/v1/coupon-templates", json={"name": "¥20 off over ¥100", "valid_days": 30,
                                                              "per_contact_limit": 1, "stock": 1000})
     template.raise_for_status()
@@ -134,6 +132,29 @@ async def _coupon_promotion(api: httpx.AsyncClient, ids: list[int], console: Con
     (await api.post(f"/v1/orders/{order['order_id']}/confirm")).raise_for_status()
     console.print(f"[green]✓[/] Coupon promotion: {len(codes)} coupons issued, one order paid "
                   f"{placed.json()['total']} cents after {placed.json()['discount']} off")
+
+    sold = await api.post("/v1/coupon-templates", json={"name": "¥10 off (bought with coins)", "valid_days": 30,
+                                                         "per_contact_limit": 2, "stock": 500})
+    sold.raise_for_status()
+    reward = await api.post("/v1/ledger/rewards", json={"program_id": program_id, "name": "¥10 coupon", "cost": 15,
+                                                         "stock": 100, "kind": "coupon",
+                                                         "coupon_template_id": sold.json()["id"]})
+    reward.raise_for_status()
+    orders = [f"demo-coins-{reward.json()['id']}-{contact}" for contact in ids[:3]]
+    for order_id, contact in zip(orders, ids, strict=False):
+        (await api.post("/v1/redemptions", json={"order_id": order_id, "contact_id": contact,
+                                                 "reward_id": reward.json()["id"]})).raise_for_status()
+    bought: list[str] = []
+    with console.status("Buying coupons with coins (the redemption saga, through Temporal)…"):
+        for order_id in orders:
+            for _ in range(300):
+                order = (await api.get(f"/v1/redemptions/{order_id}")).json()
+                if order["status"] != "pending":  # completed, failed or cancelled
+                    break
+                await asyncio.sleep(0.1)
+            bought += order.get("coupon_codes") or []
+    console.print(f"[green]✓[/] Coins: {len(bought)} ¥10 coupons bought for 15 coins each "
+                  f"({', '.join(bought) or 'still running'})")
 
 
 DEMO_TASKS = (
@@ -236,7 +257,7 @@ async def load_demo(settings: Settings, console: Console) -> None:
                 r.raise_for_status()
                 ids.append(r.json()["id"])
         console.print(f"[green]✓[/] {len(ids)} demo contacts")
-        await _events_segment_points(api, base, ingest, ids, console)
+        program_id = await _events_segment_points(api, base, ingest, ids, console)
         r = await api.post("/v1/campaigns", json={
             "name": "Welcome to Nudge",
             "subject": "{{ contact.first_name }}, welcome aboard",
@@ -264,7 +285,7 @@ async def load_demo(settings: Settings, console: Console) -> None:
         run = body["run"] or {}
         console.print(f"[green]✓[/] Demo broadcast #{campaign['id']}: {run.get('sent', 0)} sent, "
                       f"{run.get('failed', 0)} failed ({body['status']})")
-        await _coupon_promotion(api, ids, console)
+        await _coupon_promotion(api, ids, program_id, console)
         await _tasks(api, base, ingest, console)
         await _journey(api, base, ingest, console)
     lines = [
