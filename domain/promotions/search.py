@@ -6,6 +6,7 @@ See pricing.py for the rules the search relies on (thresholds at list price make
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -186,27 +187,36 @@ def footprint(c: Candidate) -> int:
 
 def late_choices(ordered: list[Candidate], group_of: dict[int, int]) -> list[Candidate]:
     """`ordered` (the order of application) rearranged so that promotions outside any choice come as early as they
-    may: one only moves ahead of promotions whose footprint it does not share."""
+    may: one only moves ahead of promotions whose footprint it does not share. In waves: every promotion outside a
+    choice whose earlier sharers are all placed, in order; when there is none, the first such promotion of a
+    choice."""
+    size = len(ordered)
     prints = [footprint(c) for c in ordered]
-    before = []  # per position, the earlier ones that share its footprint (they stay before it), as bits
+    waiting = [0] * size  # per position: the earlier ones sharing its footprint not placed yet
+    later: list[list[int]] = [[] for _ in range(size)]  # per position: the later ones sharing its footprint
     for k, bits in enumerate(prints):
-        shared = 0
         if bits:
             for j in range(k):
                 if prints[j] & bits:
-                    shared |= 1 << j
-        before.append(shared)
-    grouped = sum(1 << k for k, c in enumerate(ordered) if c.order in group_of)
-    left = (1 << len(ordered)) - 1  # not placed yet, as bits
-    pending = list(range(len(ordered)))  # and as positions
+                    later[j].append(k)
+                    waiting[k] += 1
+    grouped = [c.order in group_of for c in ordered]
+    wave = [k for k in range(size) if not waiting[k] and not grouped[k]]
+    held = [k for k in range(size) if not waiting[k] and grouped[k]]  # choices free to go, in order
     out: list[Candidate] = []
-    while pending:
-        ready = [k for k in pending if not before[k] & left]
-        free = [k for k in ready if not grouped >> k & 1]
-        for k in free or ready[:1]:
-            left ^= 1 << k
+    while wave or held:
+        placed = wave or [held.pop(0)]
+        wave = []
+        for k in placed:
             out.append(ordered[k])
-        pending = [k for k in pending if left >> k & 1]
+            for j in later[k]:
+                waiting[j] -= 1
+                if not waiting[j]:
+                    if grouped[j]:
+                        insort(held, j)
+                    else:
+                        wave.append(j)
+        wave.sort()
     return out
 
 
