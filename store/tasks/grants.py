@@ -26,7 +26,7 @@ from domain.tasks.progress import ProgressStatus
 from store.ledger.postings import apply, existing
 from store.ledger.receipts import Receipt, Submission
 from store.ledger.screening import screen_credit
-from store.promotions.coupons import issue_coupon, revoke_by_reference
+from store.promotions.coupons import issue_coupon, take_back
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ async def issue_coupons(session: AsyncSession, batch: str, *, now: datetime) -> 
                                for ref in g.coupon_references]
         except DomainError as exc:
             failed[g.id] = f"coupon not issued: {exc}"
-            await revoke_by_reference(session, g.coupon_template_id, g.coupon_references)
+            await take_back(session, g.coupon_template_id, g.coupon_references)
     if codes:
         await session.execute(text("""
             UPDATE task_grants g SET coupon_codes = string_to_array(k.codes, ','), updated_at = :now
@@ -213,10 +213,11 @@ async def issue_coupons(session: AsyncSession, batch: str, *, now: datetime) -> 
 
 
 async def revoke_coupons(session: AsyncSession, batch: str, *, now: datetime) -> int:
-    """Compensation: revoke the coupons the batch's coupon grants issued (idempotent: by reference, set-based per
-    template). A coupon already redeemed cannot be taken back: its grant stays issued with the failure text
-    `coupon redeemed before the compensation` (like a reversal the ledger refuses), for a person to look at; an
-    expired or already revoked coupon needs nothing. Returns the coupons revoked or already revoked."""
+    """Compensation: revoke the coupons the batch's coupon grants issued, their units back in the template's stock
+    (`coupons.take_back`: idempotent, by reference, set-based per template). A coupon already redeemed cannot be
+    taken back: its grant stays issued with the failure text `coupon redeemed before the compensation` (like a
+    reversal the ledger refuses), for a person to look at; an expired or already revoked coupon needs nothing.
+    Returns the coupons revoked or already revoked."""
     grants = [g for g in await issuing(session, batch) if g.reward_type == "coupon"]
     by_template: dict[int, list[Grant]] = {}
     for g in grants:
@@ -225,7 +226,7 @@ async def revoke_coupons(session: AsyncSession, batch: str, *, now: datetime) ->
     kept: dict[int, str] = {}
     taken = 0
     for template_id, gs in by_template.items():
-        states = await revoke_by_reference(session, template_id, [r for g in gs for r in g.coupon_references])
+        states = await take_back(session, template_id, [r for g in gs for r in g.coupon_references])
         taken += sum(1 for s in states.values() if s == "revoked")
         for g in gs:
             if any(states.get(r) == "redeemed" for r in g.coupon_references):

@@ -104,7 +104,7 @@ async def test_a_coupon_task_grants_its_coupons_exactly_once(
 async def test_a_later_failure_revokes_the_coupons_and_keeps_a_redeemed_one(
         worker: None, temporal_client: Client, api: httpx.AsyncClient, ingest: httpx.AsyncClient,
         sessions: async_sessionmaker[AsyncSession]) -> None:
-    task, template, batch, _ = await _coupon_batch(api, ingest, sessions, reward_count=1)
+    task, template, batch, _ = await _coupon_batch(api, ingest, sessions, reward_count=1, stock=5)
     async with transaction(sessions) as s:  # the coupons were issued, and one was used at once
         await grants.begin(s, batch, datetime.now(UTC))
         await grants.issue_coupons(s, batch, now=datetime.now(UTC))
@@ -119,6 +119,8 @@ async def test_a_later_failure_revokes_the_coupons_and_keeps_a_redeemed_one(
     assert kept.status == "issued" and "redeemed" in kept.failure  # cannot be taken back: left for a person
     assert [g.status for g in by_id.values()] == ["failed"]
     assert (await api.get(f"/v1/tasks/{task['id']}")).json()["reserved"] == 1  # the redeemed one stays spent
+    # The revoked coupon's unit is back in the template's stock; the redeemed one's is spent.
+    assert (await api.get(f"/v1/coupon-templates/{template}")).json()["stock_left"] == 4
 
 
 async def test_a_coupon_promotions_refuses_fails_that_grant_alone(
