@@ -406,6 +406,7 @@ def _explain_losers(candidates: Sequence[Candidate], points_candidates: Sequence
         if w.stacking_group is not None:
             in_group.setdefault(w.stacking_group, []).append(w)
     listed: dict[tuple[int, ...], str] = {}  # the same winners named for many losers: joined once
+    by_group: dict[tuple[str, str], tuple[int, ...]] = {}
     for c in [*candidates, *points_candidates]:
         p = c.promotion
         if p.id in applied_ids or p.id in zero_ids:
@@ -417,9 +418,13 @@ def _explain_losers(candidates: Sequence[Candidate], points_candidates: Sequence
                 by = every_winner
             elif p.stacking_group is None:
                 by = exclusive_winners
-            else:
-                by = tuple(sorted({*exclusive_winners, *(w.id for w in in_group.get(p.stacking_group, ())
-                                                         if _conflicts(p, w))}))
+            else:  # the same for every loser of its group and exclusivity
+                key = (p.stacking_group, p.exclusivity)
+                found = by_group.get(key)
+                if found is None:
+                    found = by_group[key] = tuple(sorted({*exclusive_winners, *(
+                        w.id for w in in_group.get(p.stacking_group, ()) if _conflicts(p, w))}))
+                by = found
             if not by:
                 detail = "a better combination was chosen"
             else:

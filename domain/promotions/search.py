@@ -257,27 +257,42 @@ def exhaustive(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
     are tried at its first member; one is not walked when the total so far, less the most the promotions left
     could take (`ceiling`), is already above the best total found (only strictly: every combination has its own
     score, the lowest wins, so leaving out what cannot be lowest never changes the winner)."""
-    group_of = {c.order: g for g, options in enumerate(contested) for option in options for c in option}
-    option_of = {c.order: o for options in contested for o, option in enumerate(options) for c in option}
-    everyone = late_choices(sorted([*always, *(c for options in contested for option in options for c in option)],
-                                   key=by_order), group_of)
+    group_of: dict[int, int] = {}  # per promotion of a choice (by order): its group, and its option in the group
+    option_of: dict[int, int] = {}
+    pool = list(always)
+    for g, options in enumerate(contested):
+        for o, option in enumerate(options):
+            for c in option:
+                group_of[c.order] = g
+                option_of[c.order] = o
+                pool.append(c)
+    everyone = late_choices(sorted(pool, key=by_order), group_of)
     last = last_readers(everyone, group_of, option_of)
     size = len(everyone)
-    groups = [group_of.get(c.order, -1) for c in everyone]
     list_amounts = [line.amount for line in lines]
-    # per position, the most it can take off the lines and off the shipping fee
-    tops = [ceiling(c, lines, list_amounts) for c in everyone]
-    fees = [fee_ceiling(c, cart.shipping) for c in everyone]
+    # per position: its group (-1: none); the most it can take off the lines and off the shipping fee; what taking
+    # it does — a gift adds its value, free shipping takes the fee left (at most its budget), a promotion no later
+    # one reads adds its saving, any other is stepped (`step`: the same values)
+    groups, tops, fees, how = [], [], [], []
     # per group and option: the most its members can take, and the positions of the group's other members (left out
     # when it is taken); per group, the most any option can take
     option_tops = [[0] * len(options) for options in contested]
     option_fees = [[0] * len(options) for options in contested]
     held = [[0] * len(options) for options in contested]
-    for k, (c, g) in enumerate(zip(everyone, groups, strict=True)):
+    for k, c in enumerate(everyone):
+        g = group_of.get(c.order, -1)
+        kind = c.promotion.kind
+        top = ceiling(c, lines, list_amounts)
+        fee = fee_ceiling(c, cart.shipping) if kind is FREE_SHIPPING else 0
+        groups.append(g)
+        tops.append(top)
+        fees.append(fee)
+        how.append(ADDS_GIFT if kind is GIFT else TAKES_FEE if kind is FREE_SHIPPING else SUM_ONLY if last[k]
+                   else STEPPED)
         if g >= 0:
             o = option_of[c.order]
-            option_tops[g][o] += tops[k]
-            option_fees[g][o] += fees[k]
+            option_tops[g][o] += top
+            option_fees[g][o] += fee
             held[g][o] |= 1 << k
     drop = [[sum(bits) & ~mine for mine in bits] for bits in held]
     most_tops = [max(t) for t in option_tops]
@@ -285,10 +300,6 @@ def exhaustive(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
     # the most promising option first: a good total found early leaves more out
     tries = [sorted(range(len(t)), key=[-a - b for a, b in zip(t, f, strict=True)].__getitem__)
              for t, f in zip(option_tops, option_fees, strict=True)]
-    # per position, what taking it does: a gift adds its value; free shipping takes the fee left (at most its
-    # budget); a promotion no later one reads adds its saving; any other is stepped (`step`: the same values)
-    how = [ADDS_GIFT if c.promotion.kind is GIFT else TAKES_FEE if c.promotion.kind is FREE_SHIPPING
-           else SUM_ONLY if last[k] else STEPPED for k, c in enumerate(everyone)]
     plan = list(zip(everyone, groups, how, tops, fees, strict=True))
     best: list[Score] = []
 
