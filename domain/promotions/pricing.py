@@ -383,9 +383,10 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
     for canonical_index, original in enumerate(order):
         final[original] = outcome.amounts[canonical_index]
     applied = tuple(outcome.applied)
-    subtotal = sum([line.amount for line in cart.lines])
-    line_quotes = tuple(LineQuote(line.sku, line.quantity, line.amount, line.amount - final[i], final[i])
-                        for i, line in enumerate(cart.lines))
+    listed_amounts = [line.amount for line in cart.lines]
+    subtotal = sum(listed_amounts)
+    line_quotes = tuple([LineQuote(line.sku, line.quantity, amount, amount - left, left)
+                         for line, amount, left in zip(cart.lines, listed_amounts, final, strict=True)])
     coupon_notes.sort(key=lambda n: n.coupon_code or "")
     return Quote(subtotal=subtotal, shipping=cart.shipping, discount=subtotal + cart.shipping - outcome.total,
                  total=outcome.total, lines=line_quotes, applied=applied,
