@@ -25,7 +25,7 @@ from core.metrics import BATCH_SECONDS, MESSAGES
 from domain import templates
 from domain.campaigns import FINAL, CampaignStatus, assemble, parts
 from domain.campaigns_timing import local_slots, parse_local_time
-from store.campaigns import definitions, occurrences, runs, variables
+from store.campaigns import deferred, definitions, occurrences, runs, variables
 from store.campaigns.models import Campaign
 from store.channels import records
 from store.channels.records import Step
@@ -367,3 +367,18 @@ class CampaignActivities:
             counts = await runs.finish_run(session, params.run_id, cancelled=params.cancelled)
         return RunTotals(total=counts.total, sent=counts.sent, failed=counts.failed, suppressed=counts.suppressed,
                          holdout=counts.holdout, cancelled=counts.cancelled)
+
+    @activity.defn
+    async def settle_deferred(self) -> int:
+        """Deferred deliveries whose plans have moved on since, settled again in batches of 5,000 (at most 20 per
+        call; the schedule comes back): returns how many."""
+        settled = 0
+        for _ in range(20):
+            async with transaction(self.sessions) as session:
+                await records.by_key(session)  # each deferred row's plan and attempts by key
+                n = await deferred.settle_deferred(session, limit=5000)
+            settled += n
+            if n < 5000:
+                break
+            activity.heartbeat(settled)
+        return settled

@@ -9,6 +9,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+import workflows.campaigns_deferred
 import workflows.events
 import workflows.ledger.operations
 import workflows.promotions.sweep
@@ -30,6 +31,7 @@ from api.runtime import Runtime
 from store.tasks.grants import TaskGrants
 from workflows.campaigns import TASK_QUEUE as CAMPAIGNS_QUEUE
 from workflows.campaigns import CampaignWorkflow
+from workflows.campaigns_deferred import CampaignsDeferredWorkflow
 from workflows.channels.sweeper import TASK_QUEUE as CHANNELS_QUEUE
 from workflows.channels.sweeper import DeliverySweeperWorkflow, ensure_sweeper
 from workflows.events import TASK_QUEUE as EVENTS_QUEUE
@@ -64,10 +66,10 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
         campaigns = CampaignActivities(runtime.sessions, runtime.email, runtime.outcomes,
                                        delivery=service_for(runtime.sessions, runtime.channels, runtime.settings))
         workers.append(Worker(
-            client, task_queue=CAMPAIGNS_QUEUE, workflows=[CampaignWorkflow],
+            client, task_queue=CAMPAIGNS_QUEUE, workflows=[CampaignWorkflow, CampaignsDeferredWorkflow],
             activities=[campaigns.open_occurrence, campaigns.snapshot_audience, campaigns.plan_local_sends,
                         campaigns.begin_run, campaigns.partition, campaigns.send_batch, campaigns.finish_run,
-                        campaigns.check_variables, campaigns.close_schedule],
+                        campaigns.check_variables, campaigns.close_schedule, campaigns.settle_deferred],
             max_concurrent_activities=20,
             # A run's batches go through the task queue to whichever worker polls, not eagerly to the process
             # running the workflow: a second worker process then adds throughput (docs/campaigns.md).
@@ -148,6 +150,8 @@ def build_workers(client: Client, runtime: Runtime, queues: Sequence[str] = QUEU
 async def ensure_housekeeping(client: Client, queues: Sequence[str] = QUEUES, runtime: Runtime | None = None) -> None:
     """Create the Schedules and start the long-lived workflows of the domains this process works for
     (idempotent; every process may call it). With `runtime` (database access), live journeys' workflows too."""
+    if CAMPAIGNS_QUEUE in queues:
+        await workflows.campaigns_deferred.ensure_schedules(client)  # deferred deliveries settled again (10 min)
     if LEDGER_QUEUE in queues:
         await workflows.ledger.operations.ensure_schedules(client)  # reconciliation, expiry, retention
     if SEGMENTS_QUEUE in queues:

@@ -65,8 +65,8 @@ async def test_an_idle_deployment_lists_a_handful_of_labelled_workflows_that_doe
     client = fresh_deployment
     # Run every Schedule once, as a day would.
     schedules = [s.id async for s in await client.list_schedules()]
-    assert sorted(schedules) == ["events-prune", "ledger-expiry", "ledger-reconcile", "ledger-retention",
-                                 "promotions-sweep"]
+    assert sorted(schedules) == ["campaigns-deferred", "events-prune", "ledger-expiry", "ledger-reconcile",
+                                 "ledger-retention", "promotions-sweep"]
     for schedule_id in schedules:
         await client.get_schedule_handle(schedule_id).trigger()
     deadline = asyncio.get_running_loop().time() + 30
@@ -87,7 +87,7 @@ async def test_an_idle_deployment_lists_a_handful_of_labelled_workflows_that_doe
                      "deliveries-sweeper": "deliveries",
                      "events-prune": "events-prune", "ledger-reconcile": "reconciliation",
                      "ledger-expiry": "expiry", "ledger-retention": "retention",
-                     "promotions-sweep": "promotions-sweep"}
+                     "promotions-sweep": "promotions-sweep", "campaigns-deferred": "campaigns-deferred"}
     for w in later:
         summary = await (await client.get_workflow_handle(w.id, run_id=w.run_id).describe()).static_summary()
         assert summary, f"{w.id} has no summary in the Temporal UI"

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
+from activities.campaigns import CampaignActivities
 from activities.channels.delivery import service_for
 from api.runtime import Runtime
 from channels.simulators import Simulators, read_inbox
@@ -126,6 +127,13 @@ async def test_killed_worker_on_the_delivery_service_path_loses_and_duplicates_n
         """), {"k": f"delivery:{campaign_id}:%"})).all()
     assert sorted(keys) == sorted(f"delivery:{campaign_id}:s1:{i}" for i in ids)  # one delivery per recipient
     assert set(statuses) <= {"sent", "deferred"}, statuses  # deferred: settled before the sweep resent it
+    # The campaigns' housekeeping (the `campaigns-deferred` schedule's activity) settles those again: all sent.
+    settled = await CampaignActivities(sessions, runtime.email, runtime.outcomes).settle_deferred()
+    async with sessions() as s:
+        after = Counter((await s.scalars(text("SELECT status FROM deliveries WHERE run_id = :r"),
+                                         {"r": run.id})).all())
+    assert after == Counter({"sent": RECIPIENTS}), after
+    assert settled >= statuses["deferred"]  # (other tests' deferred rows whose plans moved on settle too)
     assert Counter(a.key for a in attempts) == Counter(keys)  # one attempt per delivery key, none lost
     assert {a.channel for a in attempts} == {"sms"}
     assert all(a.status in ("sent", "delivered") and a.provider_message_id for a in attempts), [
