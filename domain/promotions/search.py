@@ -22,8 +22,8 @@ STACKABLE, GROUP, EXCLUSIVE = Exclusivity.STACKABLE, Exclusivity.GROUP, Exclusiv
 
 EXHAUSTIVE_LIMIT = 256  # combinations; above it, the greedy search
 GREEDY_ROUNDS = 2
-ADDS_GIFT, TAKES_FEE, SUM_ONLY, STEPPED = "adds a gift", "takes the fee", "sum only", "stepped"  # how the walk
-# takes one
+# how the walk takes a promotion (`exhaustive`)
+ADDS_GIFT, TAKES_FEE, SUM_ONLY, STEPPED = "adds a gift", "takes the fee", "sum only", "stepped"
 
 
 @dataclass(slots=True)
@@ -283,7 +283,7 @@ def exhaustive(always: Sequence[Candidate], contested: Sequence[Sequence[Sequenc
         g = group_of.get(c.order, -1)
         kind = c.promotion.kind
         top = ceiling(c, lines, list_amounts)
-        fee = fee_ceiling(c, cart.shipping) if kind is FREE_SHIPPING else 0
+        fee = fee_ceiling(c, cart.shipping)
         groups.append(g)
         tops.append(top)
         fees.append(fee)
@@ -384,6 +384,7 @@ def greedy(always: list[Candidate], contested: Sequence[Sequence[list[Candidate]
     if best is None:  # no contested group at all
         best = (score_of(always, lines, cart, memo), list(always))
     return best
+
 
 def ceiling(c: Candidate, lines: Sequence[Line], list_amounts: list[int] | None = None) -> int:
     """The most a promotion can take off its lines whatever was applied before it (amounts only ever fall, and
