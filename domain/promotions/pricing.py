@@ -20,14 +20,12 @@ The engine is pure: usage counts, budget spent and stock left are facts the call
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any
 
 from domain.promotions.allocation import allocate
 from domain.promotions.choices import best_alone, best_combination
+from domain.promotions.conditions import Conditions, reads, variables
 from domain.promotions.index import RuleIndex
 from domain.promotions.model import (
     Cart,
@@ -54,7 +52,6 @@ from domain.promotions.search import (
     memo_step,
     step,
 )
-from domain.rules import evaluate
 
 __all__ = ["ANONYMOUS", "NO_POINTS", "Applied", "Gift", "LineQuote", "NotApplied", "Quote", "Reason", "quote",
            "reads", "variables"]
@@ -78,91 +75,6 @@ class _Outcome:
 def _canonical(lines: Sequence[Line]) -> list[int]:
     return sorted(range(len(lines)), key=lambda i: (lines[i].sku, lines[i].category, lines[i].unit_price,
                                                     lines[i].quantity, i))
-
-
-FIELDS = {"cart": frozenset({"subtotal", "quantity", "skus", "categories", "shipping"}),
-          "contact": frozenset({"id", "traits", "segments", "is_new", "first_order"}),
-          "context": frozenset({"channel", "now", "hour"})}
-_REFERENCE = re.compile(r"\b(cart|contact|context)\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?")
-
-
-@lru_cache(maxsize=4096)
-def reads(expression: str) -> Mapping[str, frozenset[str] | None]:
-    """Which fields of `cart`, `contact` and `context` a condition can read; None for a variable it uses whole
-    (`cart["skus"]`, `size(contact)`, a field it does not have). Converting every variable for CEL cost a quote
-    more than evaluating the condition; a name inside a string literal only makes it read more, never less."""
-    found: dict[str, set[str] | None] = {}
-    for m in _REFERENCE.finditer(expression):
-        name, name_field = m[1], m[3]
-        if name_field is None or name_field not in FIELDS[name]:
-            found[name] = None
-        elif name not in found:
-            found[name] = {name_field}
-        elif (known := found[name]) is not None:
-            known.add(name_field)
-    return {k: None if v is None else frozenset(v) for k, v in found.items()}
-
-
-def variables(cart: Cart, contact: Contact, fields: Mapping[str, frozenset[str] | None] | None = None,
-              ) -> dict[str, Any]:
-    """What a promotion's CEL condition sees: `cart`, `contact` and `context` — all of them, or only the `fields`
-    a condition reads (`reads`)."""
-    def wanted(name: str) -> frozenset[str] | None:
-        if fields is None:
-            return FIELDS[name]
-        if name not in fields:
-            return frozenset()
-        return fields[name] or FIELDS[name]
-
-    out: dict[str, Any] = {}
-    if want := wanted("cart"):
-        values: dict[str, Any] = {}
-        if "subtotal" in want:
-            values["subtotal"] = sum(line.amount for line in cart.lines)
-        if "quantity" in want:
-            values["quantity"] = sum(line.quantity for line in cart.lines)
-        if "skus" in want:
-            values["skus"] = sorted({line.sku for line in cart.lines})
-        if "categories" in want:
-            values["categories"] = sorted({line.category for line in cart.lines})
-        if "shipping" in want:
-            values["shipping"] = cart.shipping
-        out["cart"] = {k: values[k] for k in ("subtotal", "quantity", "skus", "categories", "shipping") if k in want}
-    if want := wanted("contact"):
-        person: dict[str, Any] = {}
-        if "id" in want:
-            person["id"] = contact.id or 0
-        if "traits" in want:
-            person["traits"] = dict(contact.traits)
-        if "segments" in want:
-            person["segments"] = sorted(contact.segments)
-        if "is_new" in want:
-            person["is_new"] = contact.is_new
-        if "first_order" in want:
-            person["first_order"] = contact.first_order
-        out["contact"] = person
-    if want := wanted("context"):
-        now = cart.now
-        context = {"channel": cart.channel, "now": now.isoformat() if now else "", "hour": now.hour if now else 0}
-        out["context"] = {k: v for k, v in context.items() if k in want}
-    return out
-
-
-class _Conditions:
-    """Each distinct condition evaluated once per quote, over only the variables it reads."""
-
-    __slots__ = ("cart", "contact", "held")
-
-    def __init__(self, cart: Cart, contact: Contact) -> None:
-        self.cart = cart
-        self.contact = contact
-        self.held: dict[str, bool] = {}
-
-    def hold(self, expression: str) -> bool:
-        found = self.held.get(expression)
-        if found is None:
-            found = self.held[expression] = evaluate(expression, variables(self.cart, self.contact, reads(expression)))
-        return found
 
 
 def _coupon_problem(coupon: OfferedCoupon, cart: Cart, contact: Contact) -> tuple[Reason, str] | None:
@@ -200,7 +112,7 @@ def _gate(promotion: Promotion, cart: Cart, usage: Usage) -> tuple[Reason, str] 
 
 
 def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: tuple[int, ...], list_base: int,
-                 usage: Usage, conditions: _Conditions, points: Points) -> tuple[Reason, str] | None:
+                 usage: Usage, conditions: Conditions, points: Points) -> tuple[Reason, str] | None:
     """The checks after `_gate`'s, in order."""
     if usage.stock_left is not None and usage.stock_left <= 0:
         return Reason.OUT_OF_STOCK, "no stock left"
@@ -320,7 +232,7 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
             coupon_notes.append(NotApplied(None, problem[0], problem[1], coupon.code))
         elif coupon.template_id is not None:
             coupon_for_template[coupon.template_id] = coupon.code
-    conditions = _Conditions(cart, contact)  # one evaluation per distinct condition and quote
+    conditions = Conditions(cart, contact)  # one evaluation per distinct condition and quote
     scoped = rules.scoped(lines)
     amounts = [line.amount for line in lines]
     # Per position (promotions in id order): why it did not apply, if it did not; a promotion has one reason at most.
