@@ -20,6 +20,7 @@ from store.db import transaction
 from store.journeys import definitions, runtime
 
 log = structlog.get_logger("nudge.journeys")
+ARCHIVE_BATCH = 5000  # contacts of an archived journey ended per transaction
 
 
 @dataclass
@@ -43,6 +44,7 @@ class StepResult:
     advanced: int = 0
     sent: int = 0
     grants: int = 0
+    ended: int = 0               # contacts an archive had left, ended by this pass
     more: bool = False           # a phase stopped at max_batches: call again at once
     next_wake: datetime | None = None
 
@@ -77,6 +79,16 @@ class JourneyActivities:
             state = await runtime.journey_state(s, jid)
         done.status = state[0] if state else "missing"
         done.more = False
+        if done.status == "archived":  # the contacts the archive's own transaction did not end, a batch at a time
+            for _ in range(params.max_batches):
+                async with transaction(self.sessions) as s:
+                    ended = await definitions.end_all(s, jid, "archived", limit=ARCHIVE_BATCH)
+                done.ended += ended
+                _beat(done)
+                if ended < ARCHIVE_BATCH:
+                    return
+            done.more = True
+            return
         if state is None or state[0] != "live":
             return
         for n in range(params.max_batches):

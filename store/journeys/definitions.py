@@ -19,6 +19,7 @@ from domain.journeys.graph import Send, parse
 from store.journeys import rewards, templating
 
 LIVE_STATUSES = ("ready", "sleeping", "waiting")
+ARCHIVE_AT_ONCE = 10_000  # contacts an archive ends in its own transaction; the journey's workflow ends the rest
 MOVES = {  # status → the statuses an action may take it to
     "publish": ("draft", "live", "paused"),
     "pause": ("live",),
@@ -141,7 +142,8 @@ def _allowed(row: Any, action: str) -> None:
 
 async def change_status(session: AsyncSession, journey_id: int, action: str) -> Journey:
     """pause, resume or archive. Pausing leaves every contact where it is (the runtime moves nobody until resume);
-    archiving also ends every contact still in the journey (`end_all`), in the same transaction."""
+    archiving also ends contacts still in the journey (`end_all`): up to `ARCHIVE_AT_ONCE` in the same transaction,
+    the rest in batches by the journey's workflow (nothing moves or enters once the archive commits)."""
     row = await _locked(session, journey_id)
     _allowed(row, action)
     if action == "resume" and row.version == 0:
@@ -151,22 +153,28 @@ async def change_status(session: AsyncSession, journey_id: int, action: str) -> 
         UPDATE journeys SET status = :s, updated_at = now() WHERE id = :id RETURNING *
     """), {"id": journey_id, "s": status})).one()
     if action == "archive":
-        await end_all(session, journey_id, "archived")
+        await end_all(session, journey_id, "archived", limit=ARCHIVE_AT_ONCE)
     return _journey(updated)
 
 
-async def end_all(session: AsyncSession, journey_id: int, reason: str) -> int:
-    """Every contact still in the journey (ready, sleeping, waiting) exits where it stands, in one statement: its
-    state row `exited` with `exit_reason`, a history row (`exited`, `reason`) at its node, and the node's `exited`
-    count. A run in progress cannot slip past it: the consumer reads the journey's status under a share lock (this
-    transaction holds the row for update), and rows a move has locked are waited for and then ended where the move
-    left them. Returns how many contacts it ended."""
+async def end_all(session: AsyncSession, journey_id: int, reason: str, *, limit: int | None = None) -> int:
+    """Every contact still in the journey (ready, sleeping, waiting) — or the first `limit` of them — exits where it
+    stands, in one statement: its state row `exited` with `exit_reason`, a history row (`exited`, `reason`) at its
+    node, and the node's `exited` count. A run in progress cannot slip past it: the consumer reads the journey's
+    status under a share lock (an archive's transaction holds the row for update), and rows a move has locked are
+    waited for and then ended where the move left them. Returns how many contacts it ended."""
     return int(await session.scalar(text("""
-        WITH ended AS (
-            UPDATE journey_states SET status = 'exited', exit_reason = :why, wake_at = NULL, waiting_event = NULL,
-                                      updated_at = now()
+        WITH chosen AS (
+            SELECT contact_id, entry FROM journey_states
             WHERE journey_id = :j AND status IN ('ready', 'sleeping', 'waiting')
-            RETURNING contact_id, version, entry, node
+            ORDER BY contact_id, entry LIMIT :n FOR UPDATE
+        ), ended AS (
+            UPDATE journey_states s SET status = 'exited', exit_reason = :why, wake_at = NULL, waiting_event = NULL,
+                                        updated_at = now()
+            FROM chosen c
+            WHERE s.journey_id = :j AND s.contact_id = c.contact_id AND s.entry = c.entry
+              AND s.status IN ('ready', 'sleeping', 'waiting')
+            RETURNING s.contact_id, s.version, s.entry, s.node
         ), history AS (
             INSERT INTO journey_history (contact_id, journey_id, version, entry, node, outcome, reason, at)
             SELECT contact_id, :j, version, entry, node, 'exited', :why, now() FROM ended
@@ -176,7 +184,7 @@ async def end_all(session: AsyncSession, journey_id: int, reason: str) -> int:
             ON CONFLICT (journey_id, version, node, outcome) DO UPDATE SET n = k.n + excluded.n
         )
         SELECT count(*) FROM ended
-    """), {"j": journey_id, "why": reason}) or 0)
+    """), {"j": journey_id, "why": reason, "n": limit}) or 0)
 
 
 async def get_journey(session: AsyncSession, journey_id: int) -> Journey:

@@ -5,7 +5,9 @@ the journey's new events, advances its due contacts in batches and sends; it ret
 due. The workflow then sleeps on a durable timer until that moment, or the poll interval (new events), whichever
 comes first — or until a signal: `poke` (a new version, new events), `pause`, `resume`, `archive`. It passes its
 own clock (`workflow.now()`) to the activity, so in the time-skipping test server a one-day wait passes in
-milliseconds and every decision is made at the workflow's time. Continue-as-new when the history grows.
+milliseconds and every decision is made at the workflow's time. Continue-as-new when the history grows. After an
+archive the passes end, in batches, the contacts the archive's own transaction left (a large journey), then the
+workflow completes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ JOURNEY_ID = SearchAttributeKey.for_keyword("JourneyId")
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2, maximum_interval=timedelta(minutes=1))
 HEARTBEAT = timedelta(seconds=60)
 SLOWEST_PASS = timedelta(minutes=30)
+ARCHIVE_DRAINS = "archive-drains"  # the patch: after an archive, passes end the contacts it left, then completion
 
 
 def workflow_id(journey_id: int) -> str:
@@ -56,6 +59,7 @@ class JourneyTotals:
     converted: int = 0
     advanced: int = 0
     sent: int = 0
+    ended: int = 0  # contacts an archive left, ended by the passes after it
     status: str = "live"
 
 
@@ -92,11 +96,14 @@ class JourneyWorkflow:
     @workflow.run
     async def run(self, params: JourneyInput) -> JourneyTotals:
         t = self.totals
+        stale = False  # a pass after the archive signal still found the journey live
         for _ in range(params.rounds):
-            if self.archived:
+            # An archive ends its first contacts itself; the passes end the rest, then the workflow completes
+            # (a run started before that change completes at once, as it did).
+            if self.archived and not workflow.patched(ARCHIVE_DRAINS):
                 t.status = "archived"
                 return t
-            if self.paused:
+            if self.paused and not self.archived:
                 t.status = "paused"
                 await workflow.wait_condition(lambda: not self.paused or self.archived)
                 continue
@@ -111,8 +118,19 @@ class JourneyWorkflow:
             t.entered, t.resumed, t.converted = t.entered + done.entered, t.resumed + done.resumed, \
                 t.converted + done.converted
             t.advanced, t.sent, t.status = t.advanced + done.advanced, t.sent + done.sent, done.status
-            if done.status in ("archived", "missing"):
+            t.ended += done.ended
+            if done.status == "missing" or (done.status == "archived" and not done.more):
                 return t
+            if done.status == "archived":
+                continue
+            if self.archived and done.status == "live" and workflow.patched(ARCHIVE_DRAINS):
+                # Signalled, but this pass read the journey before the archive committed: one more pass ends the
+                # rest. A second live answer means the journey was never archived: the signal alone ends the run.
+                if stale:
+                    t.status = "archived"
+                    return t
+                stale = True
+                continue
             if done.status == "paused":
                 self.paused = True
                 continue

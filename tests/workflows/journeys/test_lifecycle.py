@@ -8,10 +8,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from store.db import transaction
-from store.journeys import runtime
+from store.journeys import definitions, runtime
 from tests.workflows.journeys.conftest import Journeys, tag
 from workflows.journeys.runtime import JourneyWorkflow
 
@@ -130,3 +131,32 @@ async def test_archiving_ends_every_contact_still_in_the_journey_and_the_workflo
         assert await s.scalar(text("SELECT count(*) FROM delivery_plans WHERE key LIKE :k"),
                               {"k": f"journey:{jid}:%"}) == 0
     assert (await journeys.api.post(f"/v1/journeys/{jid}/archive")).status_code == 409
+
+
+async def test_an_archive_too_large_for_its_request_is_finished_by_the_workflow(
+        journeys: Journeys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The archive's own transaction ends `ARCHIVE_AT_ONCE` contacts (one here); the journey's passes end the rest
+    (two), each with its history row and count, and only then does the workflow complete."""
+    t = tag()
+    monkeypatch.setattr(definitions, "ARCHIVE_AT_ONCE", 1)
+    jid, handle = await journeys.run({"nodes": [
+        {"id": "start", "type": "trigger", "event": f"cart_{t}", "next": "day"},
+        {"id": "day", "type": "wait", "seconds": 86400, "next": "done"},
+        {"id": "done", "type": "exit"}]})
+    for i in range(3):
+        await journeys.track(f"sleeper-{i}-{t}", f"cart_{t}")
+
+    async def all_in() -> bool:
+        return len(await journeys.states(jid)) == 3
+
+    await journeys.until(handle, all_in)
+    r = await journeys.api.post(f"/v1/journeys/{jid}/archive")
+    assert r.status_code == 200 and r.json()["status"] == "archived", r.text
+    assert sorted(s.status for s in await journeys.states(jid)) == ["exited", "sleeping", "sleeping"]
+
+    await handle.signal(JourneyWorkflow.archive)
+    totals = await handle.result()
+    assert totals.status == "archived" and totals.ended == 2
+    assert {(s.node, s.status, s.exit_reason) for s in await journeys.states(jid)} == {("day", "exited", "archived")}
+    body = (await journeys.api.get(f"/v1/journeys/{jid}")).json()
+    assert body["counts"]["day"]["exited"] == 3 and body["waiting"] == {}
