@@ -105,23 +105,27 @@ class Claimed:
 
 async def register(session: AsyncSession, steps: Sequence[Step], now: datetime) -> int:
     """Record steps to deliver, due now; a step already recorded (a retried activity) is left alone. New rows."""
+    return len(await _insert_plans(session, steps, "pending", now))
+
+
+async def _insert_plans(session: AsyncSession, steps: Sequence[Step], status: str,
+                        wake_at: datetime) -> list[tuple[int, str]]:
+    """Insert the steps' plans in `status`, due at `wake_at`, one statement; a plan already recorded is left alone.
+    Returns the (contact, key) of the plans inserted."""
     if not steps:
-        return 0
-    result = await session.execute(text("""
-        INSERT INTO delivery_plans (contact_id, key, chain, content, topic, transactional, wake_at)
-        SELECT c, k, ARRAY(SELECT jsonb_array_elements_text(ch)), co, t, tr, :now
+        return []
+    rows = await session.execute(text("""
+        INSERT INTO delivery_plans (contact_id, key, chain, content, topic, transactional, status, wake_at)
+        SELECT c, k, ARRAY(SELECT jsonb_array_elements_text(ch)), co, t, tr, :status, :wake
         FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:ch AS jsonb[]), CAST(:co AS jsonb[]),
                     CAST(:t AS text[]), CAST(:tr AS boolean[])) AS s(c, k, ch, co, t, tr)
         ON CONFLICT DO NOTHING
-    """), {"now": now, **_plan_arrays(steps)})
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def _plan_arrays(steps: Sequence[Step]) -> dict[str, str]:
-    return {"c": ints(s.contact_id for s in steps), "k": texts(s.key for s in steps),
-            "ch": texts(orjson.dumps(s.chain).decode() for s in steps),
-            "co": texts(orjson.dumps(s.content).decode() for s in steps), "t": texts(s.topic for s in steps),
-            "tr": bools(s.transactional for s in steps)}
+        RETURNING contact_id, key
+    """), {"status": status, "wake": wake_at, "c": ints(s.contact_id for s in steps), "k": texts(s.key for s in steps),
+           "ch": texts(orjson.dumps(s.chain).decode() for s in steps),
+           "co": texts(orjson.dumps(s.content).decode() for s in steps), "t": texts(s.topic for s in steps),
+           "tr": bools(s.transactional for s in steps)})
+    return [(r.contact_id, r.key) for r in rows]
 
 
 async def claim(session: AsyncSession, policy: DeliveryPolicy, now: datetime, *,
@@ -159,15 +163,7 @@ async def register_claimed(session: AsyncSession, policy: DeliveryPolicy, steps:
         return Claimed()
     await by_key(session)  # the screening joins, as in the delivery service's own transactions
     by_pk = {(st.contact_id, st.key): st for st in steps}
-    inserted = await session.execute(text("""
-        INSERT INTO delivery_plans (contact_id, key, chain, content, topic, transactional, status, wake_at)
-        SELECT c, k, ARRAY(SELECT jsonb_array_elements_text(ch)), co, t, tr, 'sending', :lease
-        FROM unnest(CAST(:c AS bigint[]), CAST(:k AS text[]), CAST(:ch AS jsonb[]), CAST(:co AS jsonb[]),
-                    CAST(:t AS text[]), CAST(:tr AS boolean[])) AS s(c, k, ch, co, t, tr)
-        ON CONFLICT DO NOTHING
-        RETURNING contact_id, key
-    """), {"lease": now + policy.lease, **_plan_arrays(list(by_pk.values()))})
-    plans = {(r.contact_id, r.key): by_pk[(r.contact_id, r.key)] for r in inserted}
+    plans = {pk: by_pk[pk] for pk in await _insert_plans(session, list(by_pk.values()), "sending", now + policy.lease)}
     if not plans:
         return Claimed()
     return await _decide(session, policy, now, plans, {pk: {} for pk in plans}, leased=True)
