@@ -8,8 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.campaigns.runs import settle_from_plans
-
-SENT = ("sent", "delivered", "opened", "clicked", "complained")
+from store.channels.records import SENT_OR_LATER
 
 
 async def settle_deferred(session: AsyncSession, *, limit: int = 5000) -> int:
@@ -23,6 +22,6 @@ async def settle_deferred(session: AsyncSession, *, limit: int = 5000) -> int:
           AND (p.wake_at IS NULL OR EXISTS (SELECT 1 FROM delivery_attempts a WHERE a.contact_id = d.contact_id
                                             AND a.key = d.key AND a.status = ANY(CAST(:sent AS text[]))))
         ORDER BY d.contact_id, d.key LIMIT :n
-    """), {"n": limit, "sent": list(SENT)})]
+    """), {"n": limit, "sent": sorted(s.value for s in SENT_OR_LATER)})]
     await settle_from_plans(session, pairs)
     return len(pairs)
