@@ -97,7 +97,8 @@ class JourneyActivities:
                                                  default_zone=self.default_zone, rendering=self.rendering,
                                                  policy=self.delivery.policy)
             _log_failures(jid, consumed.moved)
-            if consumed.moved.claimed:  # claimed with the move; sent now (a crash here leaves them to the sweeper)
+            # Claimed with the move; sent now (a crash here leaves them to the sweeper).
+            if consumed.moved.claimed is not None:
                 done.sent += (await self.delivery.send_claimed(consumed.moved.claimed, consumed.moved.sends,
                                                                now=now)).sent
             done.events += consumed.events
