@@ -9,15 +9,13 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.client import Client
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.campaigns import CampaignActivities
     from workflows.campaigns import TASK_QUEUE
-    from workflows.schedules import IntervalPlan, ensure_interval_schedules
+    from workflows.schedules import SCHEDULED_RETRY, IntervalPlan, ensure_interval_schedules
 
 SCHEDULE = "campaigns-deferred"
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1), maximum_attempts=5)
 
 
 @dataclass
@@ -31,7 +29,8 @@ class CampaignsDeferredWorkflow:
     async def run(self, params: DeferredInput) -> int:
         return await workflow.execute_activity_method(CampaignActivities.settle_deferred,
                                                       start_to_close_timeout=timedelta(minutes=5),
-                                                      heartbeat_timeout=timedelta(minutes=1), retry_policy=RETRY)
+                                                      heartbeat_timeout=timedelta(minutes=1),
+                                                      retry_policy=SCHEDULED_RETRY)
 
 
 async def ensure_schedules(client: Client, *, every: timedelta = timedelta(minutes=10)) -> None:

@@ -26,6 +26,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 from temporalio.common import (
+    RetryPolicy,
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
@@ -35,6 +36,9 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 NUDGE_KIND = SearchAttributeKey.for_keyword("NudgeKind")
+# The activities of a scheduled housekeeping run: a few tries, then the Schedule's next run takes up what is left.
+SCHEDULED_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
+                              maximum_attempts=5)
 
 
 def kind(value: str, *more: SearchAttributePair[Any]) -> TypedSearchAttributes:

@@ -8,15 +8,13 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.client import Client
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.promotions.orders import OrderActivities
     from workflows.promotions.orders import TASK_QUEUE
-    from workflows.schedules import IntervalPlan, ensure_interval_schedules
+    from workflows.schedules import SCHEDULED_RETRY, IntervalPlan, ensure_interval_schedules
 
 SCHEDULE = "promotions-sweep"
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1), maximum_attempts=5)
 
 
 @dataclass
@@ -36,10 +34,10 @@ class PromotionsSweepWorkflow:
     async def run(self, params: SweepInput) -> SweepResult:
         expired = await workflow.execute_activity_method(OrderActivities.expire_coupons,
                                                          start_to_close_timeout=timedelta(minutes=2),
-                                                         retry_policy=RETRY)
+                                                         retry_policy=SCHEDULED_RETRY)
         released = await workflow.execute_activity_method(OrderActivities.sweep_reservations,
                                                           start_to_close_timeout=timedelta(minutes=2),
-                                                          retry_policy=RETRY)
+                                                          retry_policy=SCHEDULED_RETRY)
         return SweepResult(expired, released)
 
 
