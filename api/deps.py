@@ -51,10 +51,16 @@ class KnownKeys:
     it), and a revoked key stops working within `ttl` seconds in every process. Each request, remembered or not,
     counts against its key's rate limit."""
 
+    unknown = "This API key is unknown or revoked; create a new one with `nudge keys create`."
+    challenge = "Bearer"  # the 401's WWW-Authenticate scheme
+
     def __init__(self, ttl: float = 1.0, max_keys: int = 10_000) -> None:
         self.ttl = ttl
         self.max_keys = max_keys
         self.valid: dict[str, tuple[float, list[Scope], str]] = {}  # secret -> (monotonic expiry, scopes, prefix)
+
+    def refusal(self, granted: list[Scope], scope: Scope) -> str:
+        return f"This API key has scope(s) [{', '.join(granted)}]; this endpoint needs the `{scope}` scope."
 
     async def scopes(self, request: Request, secret: str, scope: Scope) -> list[Scope]:
         """The key's scopes if it may call an endpoint that needs `scope`: 401, 403 or 429 otherwise."""
@@ -67,8 +73,7 @@ class KnownKeys:
                 found = await keys.find_scopes(s, secret)
             if found is None:
                 self.valid.pop(secret, None)
-                raise HTTPException(401, "This API key is unknown or revoked; create a new one with "
-                                         "`nudge keys create`.", headers={"WWW-Authenticate": "Bearer"})
+                raise HTTPException(401, self.unknown, headers={"WWW-Authenticate": self.challenge})
             granted, prefix = found, parse_key(secret).prefix  # type: ignore[union-attr]  # found: well-formed
             if len(self.valid) >= self.max_keys:
                 self.valid.clear()
@@ -76,8 +81,7 @@ class KnownKeys:
         rate = limits(request).ingest if scope is Scope.INGEST else limits(request).api
         rate.check(prefix)
         if not allows(granted, scope):
-            have = ", ".join(granted)
-            raise HTTPException(403, f"This API key has scope(s) [{have}]; this endpoint needs the `{scope}` scope.")
+            raise HTTPException(403, self.refusal(granted, scope))
         return granted
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import time
 import uuid
 import zlib
 from base64 import b64decode
@@ -27,9 +26,8 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from api import errors
-from api.deps import basic, bearer, runtime
+from api.deps import KnownKeys, basic, bearer, runtime
 from api.hygiene import body_limit
-from api.limits import limits
 from api.schemas.events import CALLS, Accepted
 from domain import hygiene
 from domain.errors import DomainError
@@ -43,8 +41,7 @@ from domain.events import (
     parse_event,
 )
 from domain.hygiene import NotJson
-from domain.keys import Scope, allows, parse_key
-from store import keys
+from domain.keys import Scope
 from store.db import plain_url, refused_value, unavailable
 from store.events.insert import IdentityRace, IngestResult
 from store.ingest import BatchWriter, ingest, refusal
@@ -74,14 +71,20 @@ def write_key(authorization: str | None) -> str | None:
     return None
 
 
-class WriteKeys:
-    """api.deps' `Ingest` check with a short per-process memory: at hundreds of batches a second the key
-    lookup would cost a connection and a query per request. A revoked key stops working within `ttl` s. Each
-    request, cached or not, counts against its key's ingest rate limit (api/limits.py)."""
+class WriteKeys(KnownKeys):
+    """api.deps' key memory for the tracking calls: at hundreds of batches a second the key lookup would cost a
+    connection and a query per request. The key may come as the HTTP Basic username (Segment's SDKs), the answers
+    speak of write keys, and a key is remembered 10 s (a revoked one stops working within that). Each request,
+    remembered or not, counts against its key's ingest rate limit (api/limits.py)."""
 
-    def __init__(self, ttl: float = 10.0) -> None:
-        self.ttl = ttl
-        self.valid: dict[str, tuple[float, str]] = {}  # token -> (monotonic expiry, key prefix)
+    unknown = "This write key is unknown or revoked; create one with `nudge keys create --scope ingest`."
+    challenge = "Basic"
+
+    def __init__(self) -> None:
+        super().__init__(ttl=10.0)
+
+    def refusal(self, granted: list[Scope], scope: Scope) -> str:
+        return f"This API key has scope(s) [{', '.join(granted)}]; sending events needs the `{scope}` scope."
 
     async def __call__(
         self, request: Request,
@@ -95,24 +98,7 @@ class WriteKeys:
         if not secret:
             raise HTTPException(401, "Send your write key (an `ingest` API key) as the HTTP Basic username or as "
                                      "`Authorization: Bearer <key>`.", headers={"WWW-Authenticate": "Basic"})
-        now = time.monotonic()
-        cached = self.valid.get(secret)
-        if cached is not None and cached[0] > now:
-            limits(request).ingest.check(cached[1])
-            return
-        async with runtime(request).sessions() as session:
-            granted = await keys.find_scopes(session, secret)
-        if granted is None:
-            raise HTTPException(401, "This write key is unknown or revoked; create one with "
-                                     "`nudge keys create --scope ingest`.", headers={"WWW-Authenticate": "Basic"})
-        if not allows(granted, Scope.INGEST):
-            raise HTTPException(403, f"This API key has scope(s) [{', '.join(granted)}]; sending events needs "
-                                     f"the `ingest` scope.")
-        if len(self.valid) > 10_000:
-            self.valid.clear()
-        prefix = parse_key(secret).prefix  # type: ignore[union-attr]  # a key found is well-formed
-        self.valid[secret] = (now + self.ttl, prefix)
-        limits(request).ingest.check(prefix)
+        await self.scopes(request, secret, Scope.INGEST)
 
 
 WRITE_KEYS = WriteKeys()
