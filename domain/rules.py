@@ -63,24 +63,34 @@ class Needs:
 PATH = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)((?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*)")
 
 
+def references(expression: str) -> dict[str, frozenset[tuple[str, ...]] | None]:
+    """Per name that starts a path in `expression`, the paths read below it (`contact.traits.tier`: `("traits",
+    "tier")`), or None when the name is used whole: alone, indexed (`contact["id"]`) or with a method called on it
+    (`cart.size()`); a method called further down ends the path before it. Names inside string literals count
+    too: a mention only ever widens what a caller keeps."""
+    found: dict[str, set[tuple[str, ...]] | None] = {}
+    for match in PATH.finditer(expression):
+        path = tuple(p.strip() for p in match[2].split(".")[1:])
+        if path and expression[match.end():].lstrip()[:1] == "(":
+            path = path[:-1]  # the last name is a method called on what comes before it
+        if not path:
+            found[match[1]] = None
+        elif (known := found.setdefault(match[1], set())) is not None:
+            known.add(path)
+    return {k: None if v is None else frozenset(v) for k, v in found.items()}
+
+
 @lru_cache(maxsize=4096)
 def needs(expression: str, name: str, field: str) -> Needs:
     """The variables `expression` reads, with `name.field` pruned to the keys it names when every mention of `name`
-    is a `name.field.KEY` path (in a string literal too: a mention only ever widens what is kept). Evaluating on
-    the pruned variables gives the same result: a key it does not name is never read. Converting variables to CEL
-    values costs more than evaluating most rules, and traits can be many."""
+    is a `name.field.KEY` path (`references`). Evaluating on the pruned variables gives the same result: a key it
+    does not name is never read. Converting variables to CEL values costs more than evaluating most rules, and
+    traits can be many."""
     names = frozenset(compile_expression(expression).variables())
-    keys: set[str] = set()
-    for match in PATH.finditer(expression):
-        if match[1] != name:
-            continue
-        parts = [p.strip() for p in match[2].split(".")[1:]]
-        rest = expression[match.end():].lstrip()[:1]
-        if len(parts) >= 2 and parts[0] == field and not (len(parts) == 2 and rest == "("):
-            keys.add(parts[1])
-        else:  # the whole mapping, a field of it used as a whole, or indexed: keep everything
-            return Needs(names, ())
-    return Needs(names, ((name, field, frozenset(keys)),) if name in names else ())
+    paths = references(expression).get(name, frozenset())
+    if paths is None or any(len(p) < 2 or p[0] != field for p in paths):
+        return Needs(names, ())  # the whole mapping, a field of it used as a whole, or indexed: keep everything
+    return Needs(names, ((name, field, frozenset(p[1] for p in paths)),) if name in names else ())
 
 
 def pruned(expression: str, variables: dict[str, Any], name: str, field: str) -> dict[str, Any]:

@@ -3,35 +3,29 @@ condition of a quote evaluated once (`Conditions`)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from domain.promotions.model import Cart, Contact
-from domain.rules import evaluate
+from domain.rules import evaluate, references
 
 FIELDS = {"cart": frozenset({"subtotal", "quantity", "skus", "categories", "shipping"}),
           "contact": frozenset({"id", "traits", "segments", "is_new", "first_order"}),
           "context": frozenset({"channel", "now", "hour"})}
-_REFERENCE = re.compile(r"\b(cart|contact|context)\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?")
 
 
 @lru_cache(maxsize=4096)
 def reads(expression: str) -> Mapping[str, frozenset[str] | None]:
-    """Which fields of `cart`, `contact` and `context` a condition can read; None for a variable it uses whole
-    (`cart["skus"]`, `size(contact)`, a field it does not have). Converting every variable for CEL cost a quote
-    more than evaluating the condition; a name inside a string literal only makes it read more, never less."""
-    found: dict[str, set[str] | None] = {}
-    for m in _REFERENCE.finditer(expression):
-        name, name_field = m[1], m[3]
-        if name_field is None or name_field not in FIELDS[name]:
-            found[name] = None
-        elif name not in found:
-            found[name] = {name_field}
-        elif (known := found[name]) is not None:
-            known.add(name_field)
-    return {k: None if v is None else frozenset(v) for k, v in found.items()}
+    """Which fields of `cart`, `contact` and `context` a condition can read (the first name of each path below them,
+    `references`); None for a variable it uses whole (`cart["skus"]`, `size(contact)`, a field it does not have).
+    Converting every variable for CEL cost a quote more than evaluating the condition."""
+    out: dict[str, frozenset[str] | None] = {}
+    for name, paths in references(expression).items():
+        if name in FIELDS:
+            read = None if paths is None else frozenset(p[0] for p in paths)
+            out[name] = read if read is not None and read <= FIELDS[name] else None
+    return out
 
 
 def variables(cart: Cart, contact: Contact, fields: Mapping[str, frozenset[str] | None] | None = None,

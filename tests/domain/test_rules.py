@@ -126,3 +126,10 @@ def test_a_pruned_evaluation_agrees_with_the_full_one(expression: str, found: di
                  "event": {"event": "e", "properties": {"amount": amount, "name": "contact.traits.secret"}}}
     assert evaluate(expression, rules.pruned(expression, variables, "contact", "traits")) == \
         evaluate(expression, variables)
+
+
+def test_references_name_the_paths_below_each_name_and_none_for_a_name_used_whole() -> None:
+    found = rules.references("contact.traits.tier == 2 && cart . skus.size() > 1 && x.cart.y && size(context)")
+    assert found == {"contact": frozenset({("traits", "tier")}), "cart": frozenset({("skus",)}),
+                     "x": frozenset({("cart", "y")}), "size": None, "context": None}
+    assert rules.references("cart.size() > 0 && contact[0] == 1") == {"cart": None, "contact": None}
