@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from domain.promotions.allocation import allocate
 from domain.promotions.choices import best_alone, best_combination
-from domain.promotions.conditions import Conditions, reads, variables
+from domain.promotions.conditions import Conditions
 from domain.promotions.index import RuleIndex
 from domain.promotions.model import (
     Cart,
@@ -53,8 +53,7 @@ from domain.promotions.search import (
     step,
 )
 
-__all__ = ["ANONYMOUS", "NO_POINTS", "Applied", "Gift", "LineQuote", "NotApplied", "Quote", "Reason", "quote",
-           "reads", "variables"]
+__all__ = ["ANONYMOUS", "NO_POINTS", "Applied", "Gift", "LineQuote", "NotApplied", "Quote", "Reason", "quote"]
 
 ANONYMOUS = Contact()
 NO_POINTS = Points()

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from domain.promotions.conditions import reads, variables
 from domain.promotions.index import RuleIndex
 from domain.promotions.model import Cart, Contact, Line, promotion_from_json
-from domain.promotions.pricing import Reason, quote, reads, variables
+from domain.promotions.pricing import Reason, quote
 from domain.rules import evaluate
 
 LINES = [Line("a", "x", 1_000, 1), Line("b", "x", 2_000, 2), Line("c", "y", 3_000, 1), Line("a", "z", 500, 3)]
