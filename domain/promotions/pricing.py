@@ -48,6 +48,7 @@ from domain.promotions.search import (
     TIERED,
     Candidate,
     Memo,
+    by_order,
     free_units,
     memo_step,
     step,
@@ -137,10 +138,6 @@ def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: t
     return None
 
 
-def _by_order(c: Candidate) -> int:
-    return c.order
-
-
 def _evaluate(chosen: Sequence[Candidate], points_candidates: Sequence[Candidate], lines: Sequence[Line],
               cart: Cart, points: Points, listed: Sequence[int], memo: Memo, rules: RuleIndex) -> _Outcome:
     """The chosen combination in full: every applied promotion with its per-line discount, then points. `lines` are
@@ -152,7 +149,7 @@ def _evaluate(chosen: Sequence[Candidate], points_candidates: Sequence[Candidate
     size = len(lines)
     nothing = (0,) * size
     kinds, stages = rules.kinds, rules.stages
-    for c in sorted(chosen, key=_by_order):
+    for c in sorted(chosen, key=by_order):
         p = c.promotion
         kind = p.kind
         gift = None
@@ -273,7 +270,7 @@ def quote(cart: Cart, promotions: Sequence[Promotion] | RuleIndex, *, contact: C
             coupon_notes.append(NotApplied(None, Reason.COUPON_INVALID, "no active promotion uses this coupon", code))
 
     # `order`: the place in the order of application among the candidates (the index's order, made dense).
-    for place, c in enumerate(sorted(candidates, key=_by_order)):
+    for place, c in enumerate(sorted(candidates, key=by_order)):
         c.order = place
     memo: Memo = {}
     combined, exclusive, exhaustive = best_combination(candidates, lines, cart, exhaustive_limit, memo)
