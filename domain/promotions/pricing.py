@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from domain.promotions.allocation import allocate
 from domain.promotions.choices import best_alone, best_combination
 from domain.promotions.conditions import Conditions
-from domain.promotions.index import RuleIndex
+from domain.promotions.index import NOT_IN_SCOPE, RuleIndex
 from domain.promotions.model import (
     Cart,
     Contact,
@@ -121,7 +121,7 @@ def _eligibility(promotion: Promotion, cart: Cart, lines: Sequence[Line], idx: t
         if points.balance < points.requested:
             return Reason.INSUFFICIENT_POINTS, f"{points.requested} points requested, {points.balance} available"
     elif not idx:
-        return Reason.NOT_IN_SCOPE, "no cart line is in its scope"
+        return Reason.NOT_IN_SCOPE, NOT_IN_SCOPE
     if promotion.condition and not conditions.hold(promotion.condition):
         return Reason.CONDITION_FALSE, "its condition is false for this cart and customer"
     if kind is TIERED:
