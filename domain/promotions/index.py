@@ -17,7 +17,7 @@ NOT_IN_SCOPE = "no cart line is in its scope"
 
 class RuleIndex:
     __slots__ = ("application", "by_category", "by_sku", "everywhere", "excluding", "gated", "kinds",
-                 "not_in_scope", "promotions", "ranks", "stages")
+                 "not_in_scope", "promotions", "stages")
 
     def __init__(self, promotions: Iterable[Promotion]) -> None:
         self.promotions = tuple(sorted(promotions, key=lambda p: p.id))
@@ -40,13 +40,12 @@ class RuleIndex:
         self.by_sku = {k: tuple(v) for k, v in by_sku.items()}
         self.excluding = {k: frozenset(v) for k, v in excluding.items()}
         self.everywhere = tuple(everywhere)
-        # Per position: the kind's and the stage's names, (-priority, id), and the place in the order of application
-        # (stage, then priority, then id) among all the promotions — among a quote's candidates the same order holds.
+        # Per position: the kind's and the stage's names, and the place in the order of application (stage, then
+        # priority, then id) among all the promotions — among a quote's candidates the same order holds.
         self.kinds = tuple(p.kind.value for p in self.promotions)
         self.stages = tuple(p.stage.value for p in self.promotions)
-        self.ranks = tuple(p.rank() for p in self.promotions)
         ordered = sorted(range(len(self.promotions)),
-                         key=lambda k: (STAGE_ORDER[self.promotions[k].stage], self.ranks[k]))
+                         key=lambda k: (STAGE_ORDER[self.promotions[k].stage], self.promotions[k].rank()))
         application = [0] * len(ordered)
         for place, position in enumerate(ordered):
             application[position] = place
