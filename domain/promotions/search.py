@@ -386,7 +386,7 @@ def greedy(always: list[Candidate], contested: Sequence[Sequence[list[Candidate]
     return best
 
 
-def ceiling(c: Candidate, lines: Sequence[Line], list_amounts: list[int] | None = None) -> int:
+def ceiling(c: Candidate, lines: Sequence[Line], list_amounts: list[int]) -> int:
     """The most a promotion can take off its lines whatever was applied before it (amounts only ever fall, and
     every discount only grows with the amounts it sees). `list_amounts`: the lines' amounts at list price."""
     if c.top >= 0:
@@ -395,7 +395,7 @@ def ceiling(c: Candidate, lines: Sequence[Line], list_amounts: list[int] | None 
     if kind in SUMMED:
         top = wanted(c, c.list_base)
     elif kind is FIXED_PRICE:
-        top = sum(discount(c, lines, list_amounts or [line.amount for line in lines]))
+        top = sum(discount(c, lines, list_amounts))
     elif kind is BUY_N_GET_M:
         top = 0
         for i, f in zip(c.idx, c.free_units, strict=True):
