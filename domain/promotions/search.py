@@ -119,7 +119,7 @@ Memo = dict[tuple[int, int, tuple[int, ...]], tuple[list[int], int]]
 
 def memo_step(c: Candidate, lines: Sequence[Line], amounts: list[int], shipping: int,
                memo: Memo) -> tuple[list[int], int]:
-    """`_step`, remembered by what it depends on (the amounts of its own lines, and shipping): the combinations the
+    """`step`, remembered by what it depends on (the amounts of its own lines, and shipping): the combinations the
     search compares share most of their steps."""
     key = (c.order, shipping if c.promotion.kind is FREE_SHIPPING else 0, tuple([amounts[i] for i in c.idx]))
     found = memo.get(key)
@@ -242,7 +242,7 @@ def last_readers(everyone: Sequence[Candidate], group_of: dict[int, int], option
 
 
 def saving(c: Candidate, amounts: list[int]) -> int:
-    """The sum `_step` would allocate, for a promotion in SUMMED."""
+    """The sum `step` would allocate, for a promotion in SUMMED."""
     base = sum([amounts[i] for i in c.idx])
     saving = min(wanted(c, base), base)
     return saving if c.budget_left is None else min(saving, c.budget_left)
